@@ -1,0 +1,10 @@
+//! Wire types shared by every part of pxs.
+//!
+//! This crate depends on no other pxs crate; every other crate may depend on it.
+//!
+//! - [`signalling`]: Epic's Pixel Streaming signalling protocol (JSON over WebSocket), as spoken
+//!   between streamers, players, SFUs and the signalling server.
+//! - [`signalling_api`]: the read-only REST API of a signalling server, in Epic's JSON shapes.
+
+pub mod signalling;
+pub mod signalling_api;

@@ -1,0 +1,93 @@
+//! `pxs`: one binary, a subcommand per part of the platform. It only wires the crates together.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use pxs_webrtc_session::{Config as WebrtcConfig, Options as WebrtcOptions, Server};
+use std::io::IsTerminal;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "pxs", version, about = "pxs: a pixel-streaming platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The signalling server alone: a drop-in for Epic's reference server (same options).
+    #[command(name = "webrtc-session")]
+    WebrtcSession(WebrtcOptions),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::WebrtcSession(opts) => webrtc_session(opts),
+    }
+}
+
+fn init_logging(default_level: &str) {
+    let filter = EnvFilter::try_from_env("PXS_LOG").unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "{default_level},hyper=warn,tower_http=warn,tungstenite=warn"
+        ))
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn webrtc_session(opts: WebrtcOptions) -> anyhow::Result<()> {
+    let config = WebrtcConfig::load(opts)?;
+    init_logging(&config.log_level);
+    for note in &config.notes {
+        tracing::warn!("{note}");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let server = Server::start(config).await?;
+        let a = server.addrs();
+        // One machine-readable line on stdout, for scripts and tests that start us on port 0.
+        println!(
+            "{}",
+            serde_json::json!({
+                "event": "listening",
+                "streamer": a.streamer.to_string(),
+                "player": a.player.to_string(),
+                "sfu": a.sfu.to_string(),
+                "https": a.https.map(|h| h.to_string()),
+            })
+        );
+        server.run_until(shutdown_signal()).await
+    })
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down");
+}

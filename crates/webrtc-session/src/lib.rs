@@ -1,0 +1,18 @@
+//! The pxs signalling server (`webrtc-session`): where a streamer (a UE app with Pixel Streaming)
+//! and the browsers (players) meet. It speaks Epic's Pixel Streaming signalling protocol, so
+//! unmodified UE apps and Epic's frontend library work with it.
+//!
+//! - [`router`]: the sans-IO routing core; all protocol decisions live there.
+//! - [`session`]: the tokio shell that drives one router and its WebSocket connections; embeddable
+//!   (the session server runs one per session).
+//! - [`server`]: the standalone server with Epic's three listeners, static files and REST API.
+//! - [`config`]: the standalone server's options, with Epic's names and defaults.
+
+pub mod config;
+pub mod router;
+pub mod server;
+pub mod session;
+
+pub use config::{Config, Options};
+pub use server::Server;
+pub use session::Signalling;

@@ -1,0 +1,902 @@
+//! The signalling router: a sans-IO core that decides everything about who is connected, who is
+//! subscribed to whom and where each message goes.
+//!
+//! Inputs come in with the current time (`connect`, `message`, `invalid`, `disconnect`,
+//! `handle_timeout`); outputs ([`Output::Send`], [`Output::Close`]) are queued for the shell to
+//! act on with [`Router::poll_output`], and [`Router::poll_timeout`] says when to call
+//! `handle_timeout` next. The router never reads the clock, spawns tasks or touches sockets.
+//!
+//! Connections have one of three roles, fixed by the port they came in on:
+//!
+//! ```text
+//!   streamer ──endpointId──▶ identified (listed, subscribable)
+//!      │                        ▲
+//!      └── no endpointId within legacy_timeout ──▶ legacy id `__LEGACY_STREAMER__n`
+//!
+//!   player ──subscribe(id)──▶ subscribed ──unsubscribe / streamer gone──▶ unsubscribed
+//!
+//!   SFU = both: a player of one streamer and a streamer to players.
+//! ```
+//!
+//! The behaviour follows Epic's reference server (see `shared/reference/epic-pixel-streaming.md`
+//! §2), with the routing fix of its PR #920: a streamer can address only players subscribed to it.
+
+use pxs_protocol::signalling::{
+    Answer, ClientMessage, IceCandidate, MessageError, PROTOCOL_VERSION, PlayerId, Relay,
+    ServerMessage,
+};
+use pxs_protocol::signalling_api::{EndpointType, PlayerInfo, StreamerInfo};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+/// A connection, numbered by the shell in the order connections arrive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// Which listener a connection came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Streamer,
+    Player,
+    Sfu,
+}
+
+/// WebSocket close codes we use.
+pub mod close_code {
+    /// `disconnectPlayer` from the streamer (as Epic's server).
+    pub const KICKED: u16 = 1011;
+    /// Policy violation: unparsable frames, message flood.
+    pub const POLICY: u16 = 1008;
+    /// A frame over the size limit.
+    pub const TOO_BIG: u16 = 1009;
+    /// Try again later: nothing to talk to yet, or the server is full.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+/// The longest close reason a WebSocket close frame can carry, in bytes.
+pub const MAX_CLOSE_REASON: usize = 123;
+/// The longest streamer id we accept.
+pub const MAX_STREAMER_ID: usize = 256;
+
+/// A token bucket: `per_second` messages on average, up to `burst` at once.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct RouterConfig {
+    /// Sent as `config.peerConnectionOptions` to every connection.
+    pub peer_connection_options: Value,
+    /// Players per streamer; 0 means unlimited (`--max_players`).
+    pub max_players: usize,
+    /// A streamer that has not sent `endpointId` this long after connecting is registered under a
+    /// legacy id (Cirrus's behaviour for UE before 5.1). `None`: never.
+    pub legacy_timeout: Option<Duration>,
+    /// Per-connection message rate limits; `None`: unlimited.
+    pub player_rate: Option<RateLimit>,
+    pub streamer_rate: Option<RateLimit>,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            peer_connection_options: Value::Object(Default::default()),
+            max_players: 0,
+            legacy_timeout: Some(Duration::from_secs(5)),
+            player_rate: Some(RateLimit {
+                per_second: 100.0,
+                burst: 400.0,
+            }),
+            streamer_rate: None,
+        }
+    }
+}
+
+/// What the shell must do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    Send {
+        to: ConnId,
+        msg: ServerMessage,
+    },
+    /// Close the connection. `code: None` sends a close frame without a status (the peer sees
+    /// 1005), as Epic's server does when a streamer goes away. The router has already forgotten
+    /// the connection.
+    Close {
+        conn: ConnId,
+        code: Option<u16>,
+        reason: String,
+    },
+}
+
+#[derive(Debug)]
+struct Bucket {
+    limit: RateLimit,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(limit: RateLimit, now: Instant) -> Self {
+        Bucket {
+            limit,
+            tokens: limit.burst,
+            at: now,
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now.max(self.at);
+        self.tokens = (self.tokens + elapsed * self.limit.per_second).min(self.limit.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[derive(Debug)]
+struct StreamerSide {
+    /// `None` until identified (or given a legacy id).
+    id: Option<String>,
+    /// Listed to players.
+    streaming: bool,
+    subscribers: BTreeSet<ConnId>,
+}
+
+#[derive(Debug)]
+struct PlayerSide {
+    id: PlayerId,
+    subscribed_to: Option<ConnId>,
+}
+
+#[derive(Debug)]
+struct Conn {
+    role: Role,
+    remote: Option<IpAddr>,
+    bucket: Option<Bucket>,
+    streamer: Option<StreamerSide>,
+    player: Option<PlayerSide>,
+}
+
+/// The routing core of one signalling server.
+#[derive(Debug)]
+pub struct Router {
+    config: RouterConfig,
+    conns: HashMap<ConnId, Conn>,
+    /// Streamer-side connections in connection order (the "first streamer" is the first here).
+    streamers: BTreeSet<ConnId>,
+    streamer_ids: HashMap<String, ConnId>,
+    player_ids: HashMap<PlayerId, ConnId>,
+    /// Streamers waiting for `endpointId`, with the time they get a legacy id.
+    pending: BTreeMap<ConnId, Instant>,
+    next_player: u64,
+    next_legacy_streamer: u64,
+    next_legacy_sfu: u64,
+    outputs: std::collections::VecDeque<Output>,
+}
+
+impl Router {
+    pub fn new(config: RouterConfig) -> Self {
+        Router {
+            config,
+            conns: HashMap::new(),
+            streamers: BTreeSet::new(),
+            streamer_ids: HashMap::new(),
+            player_ids: HashMap::new(),
+            pending: BTreeMap::new(),
+            next_player: 0,
+            next_legacy_streamer: 0,
+            next_legacy_sfu: 0,
+            outputs: Default::default(),
+        }
+    }
+
+    pub fn config(&self) -> &RouterConfig {
+        &self.config
+    }
+
+    /// The next thing for the shell to do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When `handle_timeout` must next be called, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.pending.values().min().copied()
+    }
+
+    /// A connection was accepted. Streamers and SFUs get `config` then `identify`; players get
+    /// `config`.
+    pub fn connect(&mut self, now: Instant, conn: ConnId, role: Role, remote: Option<IpAddr>) {
+        let rate = match role {
+            Role::Player => self.config.player_rate,
+            Role::Streamer | Role::Sfu => self.config.streamer_rate,
+        };
+        let mut c = Conn {
+            role,
+            remote,
+            bucket: rate.map(|r| Bucket::new(r, now)),
+            streamer: None,
+            player: None,
+        };
+        if matches!(role, Role::Player | Role::Sfu) {
+            let id = PlayerId(format!("Player{}", self.next_player));
+            self.next_player += 1;
+            self.player_ids.insert(id.clone(), conn);
+            c.player = Some(PlayerSide {
+                id,
+                subscribed_to: None,
+            });
+        }
+        if matches!(role, Role::Streamer | Role::Sfu) {
+            c.streamer = Some(StreamerSide {
+                id: None,
+                streaming: false,
+                subscribers: BTreeSet::new(),
+            });
+            self.streamers.insert(conn);
+            if let Some(t) = self.config.legacy_timeout {
+                self.pending.insert(conn, now + t);
+            }
+        }
+        self.conns.insert(conn, c);
+        self.send(
+            conn,
+            ServerMessage::Config {
+                peer_connection_options: self.config.peer_connection_options.clone(),
+                protocol_version: Some(PROTOCOL_VERSION.to_owned()),
+            },
+        );
+        if role != Role::Player {
+            self.send(conn, ServerMessage::Identify);
+        }
+    }
+
+    /// The connection is gone (closed by the peer, or broken).
+    pub fn disconnect(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        self.pending.remove(&conn);
+        if let Some(p) = c.player {
+            self.player_ids.remove(&p.id);
+            if let Some(s) = p.subscribed_to {
+                self.detach(s, conn, &p.id);
+            }
+        }
+        if let Some(s) = c.streamer {
+            self.streamers.remove(&conn);
+            if let Some(id) = &s.id {
+                self.streamer_ids.remove(id);
+            }
+            for sub in s.subscribers {
+                self.drop_subscriber(sub, true);
+            }
+        }
+    }
+
+    /// A frame that is not a message we can act on.
+    pub fn invalid(&mut self, conn: ConnId, error: &MessageError) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        match error {
+            MessageError::UnknownType(kind) => {
+                debug!(conn = conn.0, role = ?c.role, kind, "unhandled message type dropped");
+            }
+            MessageError::InvalidFields { .. } => {
+                warn!(conn = conn.0, role = ?c.role, %error, "invalid message dropped");
+            }
+            MessageError::InvalidJson(_)
+            | MessageError::NotAnObject
+            | MessageError::MissingType => {
+                warn!(conn = conn.0, role = ?c.role, %error, "closing connection");
+                self.close(conn, Some(close_code::POLICY), &format!("{error}"));
+            }
+        }
+    }
+
+    /// A frame over the size limit arrived; the connection is closed with 1009.
+    pub fn too_big(&mut self, conn: ConnId, limit: usize) {
+        if self.conns.contains_key(&conn) {
+            warn!(conn = conn.0, limit, "frame over the size limit, closing");
+            self.close(
+                conn,
+                Some(close_code::TOO_BIG),
+                &format!("message larger than {limit} bytes"),
+            );
+        }
+    }
+
+    /// A parsed message from a connection.
+    pub fn message(&mut self, now: Instant, conn: ConnId, msg: ClientMessage) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if let Some(b) = &mut c.bucket
+            && !b.take(now)
+        {
+            warn!(conn = conn.0, "message rate limit exceeded, closing");
+            self.close(
+                conn,
+                Some(close_code::POLICY),
+                "message rate limit exceeded",
+            );
+            return;
+        }
+        let role = c.role;
+        let kind = msg.kind();
+        match (role, msg) {
+            (_, ClientMessage::Ping { time }) => self.send(conn, ServerMessage::Pong { time }),
+
+            (Role::Streamer | Role::Sfu, ClientMessage::EndpointId { id, .. }) => {
+                self.identify(conn, id)
+            }
+
+            (Role::Player | Role::Sfu, ClientMessage::ListStreamers) => self.list(conn, role),
+            (Role::Player | Role::Sfu, ClientMessage::Subscribe { streamer_id }) => {
+                self.subscribe(conn, &streamer_id);
+            }
+            (Role::Player | Role::Sfu, ClientMessage::Unsubscribe) => self.unsubscribe(conn),
+
+            // A streamer talks to one of its players.
+            (Role::Streamer, ClientMessage::Offer(m)) => {
+                self.send_to_player(conn, m.player_id.clone(), ServerMessage::Offer(m))
+            }
+            (Role::Streamer, ClientMessage::Answer(m)) => {
+                self.send_to_player(conn, m.player_id.clone(), ServerMessage::Answer(m))
+            }
+            (Role::Streamer, ClientMessage::IceCandidate(m)) => {
+                self.send_to_player(conn, m.player_id.clone(), ServerMessage::IceCandidate(m))
+            }
+            (Role::Streamer, ClientMessage::DisconnectPlayer { player_id, reason }) => {
+                self.kick(conn, &player_id, reason.as_deref().unwrap_or(""))
+            }
+            (Role::Streamer, ClientMessage::LayerPreference(m)) => {
+                // Re-emitted to the SFUs subscribed to this streamer.
+                let sfus: Vec<ConnId> = self
+                    .streamer_side(conn)
+                    .map(|s| s.subscribers.iter().copied().collect())
+                    .unwrap_or_default();
+                for sfu in sfus {
+                    if self.conns.get(&sfu).is_some_and(|c| c.role == Role::Sfu) {
+                        self.send(sfu, ServerMessage::LayerPreference(m.clone()));
+                    }
+                }
+            }
+
+            // A player talks to its streamer (auto-subscribing in browser-offer mode).
+            (Role::Player, ClientMessage::Offer(mut m)) => {
+                if let Some((to, pid)) = self.player_target(conn, true) {
+                    m.player_id = Some(pid);
+                    self.send(to, ServerMessage::Offer(m));
+                }
+            }
+            (Role::Player, ClientMessage::Answer(mut m)) => {
+                if let Some((to, pid)) = self.player_target(conn, true) {
+                    m.player_id = Some(pid);
+                    self.send(to, ServerMessage::Answer(m));
+                }
+            }
+            (Role::Player, ClientMessage::IceCandidate(mut m)) => {
+                if let Some((to, pid)) = self.player_target(conn, true) {
+                    m.player_id = Some(pid);
+                    self.send(to, ServerMessage::IceCandidate(m));
+                }
+            }
+            (Role::Player, ClientMessage::LayerPreference(mut m)) => {
+                if let Some((to, pid)) = self.player_target(conn, false) {
+                    m.player_id = Some(pid);
+                    self.send(to, ServerMessage::LayerPreference(m));
+                }
+            }
+            (Role::Player, ClientMessage::DataChannelRequest(m)) => {
+                if let Some((to, pid)) = self.player_target(conn, false) {
+                    self.send(to, ServerMessage::DataChannelRequest(stamp(m, pid)));
+                }
+            }
+            (Role::Player, ClientMessage::PeerDataChannelsReady(m)) => {
+                if let Some((to, pid)) = self.player_target(conn, false) {
+                    self.send(to, ServerMessage::PeerDataChannelsReady(stamp(m, pid)));
+                }
+            }
+
+            // The SFU: a streamer towards its players, a player towards its streamer.
+            (Role::Sfu, ClientMessage::Offer(mut m)) => {
+                let pid = m.player_id.take();
+                self.send_to_player(conn, pid, ServerMessage::Offer(m));
+            }
+            (Role::Sfu, ClientMessage::Answer(m)) => {
+                self.sfu_to_streamer(conn, ServerMessage::Answer(m))
+            }
+            (Role::Sfu, ClientMessage::IceCandidate(mut m)) => {
+                if self.subscriber_of(conn, m.player_id.as_ref()).is_some() {
+                    let pid = m.player_id.take();
+                    self.send_to_player(conn, pid, ServerMessage::IceCandidate(m));
+                } else {
+                    self.sfu_to_streamer(conn, ServerMessage::IceCandidate(m));
+                }
+            }
+            (Role::Sfu, ClientMessage::PeerDataChannels(m)) => self.send_to_player(
+                conn,
+                Some(m.player_id.clone()),
+                ServerMessage::PeerDataChannels(m),
+            ),
+            (Role::Sfu, ClientMessage::StreamerDataChannels(m)) => {
+                self.sfu_to_streamer(conn, ServerMessage::StreamerDataChannels(m))
+            }
+            (Role::Sfu, ClientMessage::StartStreaming) => {
+                if let Some(s) = self.streamer_side_mut(conn) {
+                    s.streaming = true;
+                }
+            }
+            (Role::Sfu, ClientMessage::StopStreaming) => {
+                let subs = match self.streamer_side_mut(conn) {
+                    Some(s) => {
+                        s.streaming = false;
+                        std::mem::take(&mut s.subscribers)
+                    }
+                    None => Default::default(),
+                };
+                for sub in subs {
+                    self.drop_subscriber(sub, false);
+                }
+            }
+
+            (role, _) => {
+                debug!(
+                    conn = conn.0,
+                    ?role,
+                    kind,
+                    "message not handled from this role, dropped"
+                );
+            }
+        }
+    }
+
+    /// Gives pending streamers whose time is up a legacy id.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<ConnId> = self
+            .pending
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in due {
+            self.promote_legacy(conn);
+        }
+    }
+
+    // ----- snapshots for the REST API -----
+
+    pub fn streamer_count(&self) -> usize {
+        self.streamer_ids.len()
+    }
+
+    pub fn player_count(&self) -> usize {
+        self.player_ids.len()
+    }
+
+    /// Identified streamers and SFUs, in connection order.
+    pub fn streamers(&self) -> Vec<StreamerInfo> {
+        self.streamers
+            .iter()
+            .filter_map(|c| self.streamer_info(*c))
+            .collect()
+    }
+
+    pub fn streamer(&self, id: &str) -> Option<StreamerInfo> {
+        self.streamer_ids
+            .get(id)
+            .and_then(|c| self.streamer_info(*c))
+    }
+
+    pub fn players(&self) -> Vec<PlayerInfo> {
+        let mut conns: Vec<ConnId> = self.player_ids.values().copied().collect();
+        conns.sort();
+        conns.iter().filter_map(|c| self.player_info(*c)).collect()
+    }
+
+    pub fn player(&self, id: &str) -> Option<PlayerInfo> {
+        self.player_ids
+            .get(&PlayerId(id.to_owned()))
+            .and_then(|c| self.player_info(*c))
+    }
+
+    fn streamer_info(&self, conn: ConnId) -> Option<StreamerInfo> {
+        let c = self.conns.get(&conn)?;
+        let s = c.streamer.as_ref()?;
+        Some(StreamerInfo {
+            streamer_id: s.id.clone()?,
+            kind: if c.role == Role::Sfu {
+                EndpointType::Sfu
+            } else {
+                EndpointType::Streamer
+            },
+            streaming: s.streaming,
+            remote_address: c.remote.map(|a| a.to_string()),
+            subscribers: s
+                .subscribers
+                .iter()
+                .filter_map(|p| self.player_info(*p))
+                .collect(),
+        })
+    }
+
+    fn player_info(&self, conn: ConnId) -> Option<PlayerInfo> {
+        let c = self.conns.get(&conn)?;
+        let p = c.player.as_ref()?;
+        Some(PlayerInfo {
+            player_id: p.id.0.clone(),
+            kind: if c.role == Role::Sfu {
+                EndpointType::Sfu
+            } else {
+                EndpointType::Player
+            },
+            subscribed_to: p.subscribed_to.and_then(|s| self.streamer_id_of(s)),
+            remote_address: c.remote.map(|a| a.to_string()),
+        })
+    }
+
+    // ----- internals -----
+
+    fn send(&mut self, to: ConnId, msg: ServerMessage) {
+        self.outputs.push_back(Output::Send { to, msg });
+    }
+
+    /// Closes a connection and forgets it, with the same consequences as the peer leaving.
+    fn close(&mut self, conn: ConnId, code: Option<u16>, reason: &str) {
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        self.outputs.push_back(Output::Close {
+            conn,
+            code,
+            reason: truncate_reason(reason),
+        });
+        self.disconnect(conn);
+    }
+
+    fn streamer_side(&self, conn: ConnId) -> Option<&StreamerSide> {
+        self.conns.get(&conn)?.streamer.as_ref()
+    }
+
+    fn streamer_side_mut(&mut self, conn: ConnId) -> Option<&mut StreamerSide> {
+        self.conns.get_mut(&conn)?.streamer.as_mut()
+    }
+
+    fn player_side(&self, conn: ConnId) -> Option<&PlayerSide> {
+        self.conns.get(&conn)?.player.as_ref()
+    }
+
+    fn streamer_id_of(&self, conn: ConnId) -> Option<String> {
+        self.streamer_side(conn)?.id.clone()
+    }
+
+    /// The player `pid` if it is subscribed to `streamer`.
+    fn subscriber_of(&self, streamer: ConnId, pid: Option<&PlayerId>) -> Option<ConnId> {
+        let p = *self.player_ids.get(pid?)?;
+        (self.player_side(p)?.subscribed_to == Some(streamer)).then_some(p)
+    }
+
+    /// Streamer (or SFU) → one of its players.
+    fn send_to_player(&mut self, from: ConnId, pid: Option<PlayerId>, msg: ServerMessage) {
+        match self.subscriber_of(from, pid.as_ref()) {
+            Some(p) => self.send(p, msg),
+            None => debug!(
+                conn = from.0,
+                player = ?pid,
+                "message for a player not subscribed to this streamer, dropped"
+            ),
+        }
+    }
+
+    /// Where a player's message goes, and the id to stamp on it. Browser-offer mode: a player that
+    /// sends offer/answer/candidates before subscribing is subscribed to the first streamer.
+    fn player_target(&mut self, conn: ConnId, auto_subscribe: bool) -> Option<(ConnId, PlayerId)> {
+        let p = self.player_side(conn)?;
+        if let Some(s) = p.subscribed_to {
+            return Some((s, p.id.clone()));
+        }
+        if !auto_subscribe {
+            debug!(conn = conn.0, "message before subscribe, dropped");
+            return None;
+        }
+        let first = self
+            .streamers
+            .iter()
+            .copied()
+            .find(|s| self.conns.get(s).is_some_and(|c| c.role == Role::Streamer));
+        let Some(first) = first else {
+            self.close(
+                conn,
+                Some(close_code::TRY_AGAIN_LATER),
+                "no streamer is connected",
+            );
+            return None;
+        };
+        if self.streamer_id_of(first).is_none() {
+            self.promote_legacy(first);
+        }
+        let id = self.streamer_id_of(first)?;
+        if self.subscribe(conn, &id) {
+            let p = self.player_side(conn)?;
+            Some((first, p.id.clone()))
+        } else {
+            None
+        }
+    }
+
+    fn sfu_to_streamer(&mut self, sfu: ConnId, msg: ServerMessage) {
+        let Some(p) = self.player_side(sfu) else {
+            return;
+        };
+        let Some(to) = p.subscribed_to else {
+            debug!(conn = sfu.0, "SFU message before it subscribed, dropped");
+            return;
+        };
+        let pid = p.id.clone();
+        let msg = match msg {
+            ServerMessage::Answer(a) => ServerMessage::Answer(Answer {
+                player_id: Some(pid),
+                ..a
+            }),
+            ServerMessage::IceCandidate(i) => ServerMessage::IceCandidate(IceCandidate {
+                player_id: Some(pid),
+                ..i
+            }),
+            ServerMessage::StreamerDataChannels(mut d) => {
+                d.sfu_id = Some(pid);
+                ServerMessage::StreamerDataChannels(d)
+            }
+            other => other,
+        };
+        self.send(to, msg);
+    }
+
+    fn identify(&mut self, conn: ConnId, requested: String) {
+        if requested.len() > MAX_STREAMER_ID {
+            warn!(
+                conn = conn.0,
+                len = requested.len(),
+                "endpointId longer than {MAX_STREAMER_ID} bytes, dropped"
+            );
+            return;
+        }
+        self.pending.remove(&conn);
+        let old = self.streamer_id_of(conn);
+        if let Some(old) = &old {
+            self.streamer_ids.remove(old);
+        }
+        let requested = if requested.is_empty() {
+            "UnknownStreamer".to_owned()
+        } else {
+            requested
+        };
+        let id = unique_id(&requested, self.streamer_ids.keys().map(String::as_str));
+        self.streamer_ids.insert(id.clone(), conn);
+        let subscribers = match self.streamer_side_mut(conn) {
+            Some(s) => {
+                s.id = Some(id.clone());
+                s.streaming = true;
+                s.subscribers.clone()
+            }
+            None => return,
+        };
+        info!(conn = conn.0, streamer = %id, "streamer identified");
+        self.send(
+            conn,
+            ServerMessage::EndpointIdConfirm {
+                committed_id: id.clone(),
+            },
+        );
+        if old.is_some_and(|o| o != id) {
+            for sub in subscribers {
+                self.send(sub, ServerMessage::StreamerIdChanged { new_id: id.clone() });
+            }
+        }
+    }
+
+    fn promote_legacy(&mut self, conn: ConnId) {
+        self.pending.remove(&conn);
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        if c.streamer.as_ref().is_none_or(|s| s.id.is_some()) {
+            return;
+        }
+        let id = if c.role == Role::Sfu {
+            self.next_legacy_sfu += 1;
+            format!("__LEGACY_SFU__{}", self.next_legacy_sfu - 1)
+        } else {
+            self.next_legacy_streamer += 1;
+            format!("__LEGACY_STREAMER__{}", self.next_legacy_streamer - 1)
+        };
+        let id = unique_id(&id, self.streamer_ids.keys().map(String::as_str));
+        info!(conn = conn.0, streamer = %id, "streamer never identified, registered under a legacy id");
+        self.streamer_ids.insert(id.clone(), conn);
+        if let Some(s) = self.streamer_side_mut(conn) {
+            s.id = Some(id);
+            s.streaming = true;
+        }
+    }
+
+    fn list(&mut self, conn: ConnId, role: Role) {
+        let ids = self
+            .streamers
+            .iter()
+            .filter(|s| **s != conn)
+            .filter_map(|s| self.streamer_side(*s))
+            .filter(|s| role == Role::Sfu || s.streaming)
+            .filter_map(|s| s.id.clone())
+            .collect();
+        self.send(conn, ServerMessage::StreamerList { ids });
+    }
+
+    /// Returns whether the subscription was made.
+    fn subscribe(&mut self, conn: ConnId, streamer_id: &str) -> bool {
+        let target = self.streamer_ids.get(streamer_id).copied();
+        let shown: String = streamer_id.chars().take(MAX_STREAMER_ID).collect();
+        let Some(target) = target.filter(|t| *t != conn) else {
+            self.send(
+                conn,
+                ServerMessage::SubscribeFailed {
+                    message: format!("Streamer {shown} does not exist."),
+                },
+            );
+            return false;
+        };
+        // Re-subscribing (to the same or another streamer) leaves the current one first.
+        self.unsubscribe(conn);
+        let max = self.config.max_players;
+        let count = self
+            .streamer_side(target)
+            .map_or(0, |s| s.subscribers.len());
+        if max > 0 && count >= max {
+            self.send(
+                conn,
+                ServerMessage::SubscribeFailed {
+                    message: format!("Streamer {shown} is full. Max players = {max}."),
+                },
+            );
+            return false;
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        let is_sfu = c.role == Role::Sfu;
+        let Some(p) = c.player.as_mut() else {
+            return false;
+        };
+        p.subscribed_to = Some(target);
+        let pid = p.id.clone();
+        if let Some(s) = self.streamer_side_mut(target) {
+            s.subscribers.insert(conn);
+        }
+        debug!(conn = conn.0, player = %pid, streamer = %shown, "subscribed");
+        self.send(
+            target,
+            ServerMessage::PlayerConnected {
+                player_id: pid,
+                data_channel: true,
+                sfu: is_sfu,
+            },
+        );
+        true
+    }
+
+    fn unsubscribe(&mut self, conn: ConnId) {
+        let Some(p) = self.conns.get_mut(&conn).and_then(|c| c.player.as_mut()) else {
+            return;
+        };
+        if let Some(s) = p.subscribed_to.take() {
+            let pid = p.id.clone();
+            self.detach(s, conn, &pid);
+        }
+    }
+
+    /// Removes a player from its streamer's subscribers and tells the streamer.
+    fn detach(&mut self, streamer: ConnId, player: ConnId, pid: &PlayerId) {
+        if let Some(s) = self.streamer_side_mut(streamer) {
+            s.subscribers.remove(&player);
+            self.send(
+                streamer,
+                ServerMessage::PlayerDisconnected {
+                    player_id: pid.clone(),
+                },
+            );
+        }
+    }
+
+    /// A subscriber whose streamer went away (or stopped streaming): an SFU is told and stays;
+    /// a player is closed, and Epic's frontend reconnects and lists again.
+    fn drop_subscriber(&mut self, sub: ConnId, streamer_gone: bool) {
+        let Some(c) = self.conns.get_mut(&sub) else {
+            return;
+        };
+        if let Some(p) = c.player.as_mut() {
+            p.subscribed_to = None;
+        }
+        if c.role == Role::Sfu {
+            if streamer_gone {
+                self.send(sub, ServerMessage::StreamerDisconnected);
+            }
+        } else {
+            self.close(sub, None, "");
+        }
+    }
+
+    fn kick(&mut self, streamer: ConnId, pid: &PlayerId, reason: &str) {
+        match self.subscriber_of(streamer, Some(pid)) {
+            Some(p) => {
+                info!(conn = streamer.0, player = %pid, "streamer disconnected a player");
+                self.close(p, Some(close_code::KICKED), reason);
+            }
+            None => debug!(
+                conn = streamer.0,
+                player = %pid,
+                "disconnectPlayer for a player not subscribed to this streamer, dropped"
+            ),
+        }
+    }
+}
+
+fn stamp(mut m: Relay, pid: PlayerId) -> Relay {
+    m.player_id = Some(pid);
+    m
+}
+
+/// Epic's de-duplication: if `requested`, or `requested` followed by digits, is taken, the new id
+/// is `requested` + (the largest such suffix + 1), an exact match counting as suffix 0. So a second
+/// `DefaultStreamer` becomes `DefaultStreamer1`, a third `DefaultStreamer2`. An id nobody holds
+/// with a suffix is kept as requested, unless `requested` + digits is held (then it is suffixed
+/// too, as Epic's server does). Unlike Epic's, the result is always free.
+pub fn unique_id<'a>(requested: &str, existing: impl Iterator<Item = &'a str>) -> String {
+    let mut max: Option<u64> = None;
+    let mut taken = std::collections::HashSet::new();
+    for id in existing {
+        taken.insert(id);
+        if let Some(rest) = id.strip_prefix(requested)
+            && rest.bytes().all(|b| b.is_ascii_digit())
+        {
+            let n = if rest.is_empty() {
+                Some(0)
+            } else {
+                rest.parse().ok()
+            };
+            max = max.max(n);
+        }
+    }
+    let Some(max) = max else {
+        return requested.to_owned();
+    };
+    let mut n = max.saturating_add(1);
+    loop {
+        let candidate = format!("{requested}{n}");
+        if !taken.contains(candidate.as_str()) {
+            return candidate;
+        }
+        n = n.wrapping_add(1);
+    }
+}
+
+/// A close reason fits in a close frame: at most 123 bytes, cut at a character boundary.
+pub fn truncate_reason(reason: &str) -> String {
+    if reason.len() <= MAX_CLOSE_REASON {
+        return reason.to_owned();
+    }
+    let mut end = MAX_CLOSE_REASON;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_owned()
+}

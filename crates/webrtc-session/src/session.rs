@@ -1,0 +1,323 @@
+//! The tokio shell around the [`Router`]: one task owns the router and drives it; each WebSocket
+//! connection is one task that parses what it reads and writes what it is sent.
+//!
+//! ```text
+//!  connection task ──Event (parsed message)──▶ router task ──Outbound (bounded queue)──▶ connection task
+//! ```
+//!
+//! A connection whose queue is full (a client that does not read) is dropped, not buffered: its
+//! queue sender is discarded, which ends its task, and the router treats it as gone.
+
+use crate::router::{ConnId, Output, Role, Router, RouterConfig, close_code};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use pxs_protocol::signalling::{ClientMessage, MessageError, ServerMessage};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{Instrument, debug, info_span, warn};
+
+/// Per-connection limits of the shell.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest WebSocket message (and frame) accepted, in bytes.
+    pub max_message_size: usize,
+    /// Messages queued to one connection before it is dropped as a slow reader.
+    pub send_queue: usize,
+    /// A single write that takes longer than this drops the connection.
+    pub write_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: 64 * 1024,
+            send_queue: 1024,
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+enum Outbound {
+    Msg(ServerMessage),
+    Close(Option<u16>, String),
+}
+
+type Inspect = Box<dyn FnOnce(&Router) + Send>;
+
+enum Event {
+    Connect {
+        conn: ConnId,
+        role: Role,
+        remote: Option<IpAddr>,
+        queue: mpsc::Sender<Outbound>,
+    },
+    Message {
+        conn: ConnId,
+        msg: ClientMessage,
+    },
+    Invalid {
+        conn: ConnId,
+        error: MessageError,
+    },
+    TooBig {
+        conn: ConnId,
+        limit: usize,
+    },
+    Disconnect {
+        conn: ConnId,
+    },
+    Inspect(Inspect),
+    Shutdown,
+}
+
+/// A running signalling session: the router task and the way in for connections. Cheap to clone.
+#[derive(Clone)]
+pub struct Signalling {
+    events: mpsc::Sender<Event>,
+    next_conn: Arc<AtomicU64>,
+    limits: Arc<Limits>,
+    started: Instant,
+}
+
+impl Signalling {
+    /// Starts the router task on the current tokio runtime.
+    pub fn spawn(config: RouterConfig, limits: Limits) -> Signalling {
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(run_router(Router::new(config), rx));
+        Signalling {
+            events: tx,
+            next_conn: Arc::new(AtomicU64::new(0)),
+            limits: Arc::new(limits),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Runs `f` on the router inside its task and returns the result; `None` if the session has
+    /// shut down.
+    pub async fn inspect<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Router) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        let job: Inspect = Box::new(move |r| {
+            let _ = tx.send(f(r));
+        });
+        self.events.send(Event::Inspect(job)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Closes every connection (1001, "going away") and stops the router task.
+    pub async fn shutdown(&self) {
+        let _ = self.events.send(Event::Shutdown).await;
+    }
+
+    /// Serves one upgraded WebSocket until it closes.
+    pub async fn run_connection(&self, ws: WebSocket, role: Role, remote: Option<IpAddr>) {
+        let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
+        let span = info_span!("conn", conn = conn.0, ?role);
+        self.connection(ws, conn, role, remote)
+            .instrument(span)
+            .await
+    }
+
+    async fn connection(
+        &self,
+        mut ws: WebSocket,
+        conn: ConnId,
+        role: Role,
+        remote: Option<IpAddr>,
+    ) {
+        let (queue, mut outbound) = mpsc::channel(self.limits.send_queue);
+        let connect = Event::Connect {
+            conn,
+            role,
+            remote,
+            queue,
+        };
+        if self.events.send(connect).await.is_err() {
+            return;
+        }
+        debug!("connected");
+        let write_timeout = self.limits.write_timeout;
+        let mut tell_router = true;
+        loop {
+            tokio::select! {
+                out = outbound.recv() => match out {
+                    Some(Outbound::Msg(msg)) => {
+                        let text = Utf8Bytes::from(msg.to_json());
+                        if !write(&mut ws, Message::Text(text), write_timeout).await {
+                            break;
+                        }
+                    }
+                    Some(Outbound::Close(code, reason)) => {
+                        let frame = code.map(|code| CloseFrame { code, reason: reason.into() });
+                        write(&mut ws, Message::Close(frame), write_timeout).await;
+                        tell_router = false;
+                        break;
+                    }
+                    // The router dropped us: slow reader, or shutdown.
+                    None => {
+                        tell_router = false;
+                        break;
+                    }
+                },
+                incoming = ws.recv() => {
+                    let event = match incoming {
+                        Some(Ok(Message::Text(text))) => parse(conn, text.as_str()),
+                        Some(Ok(Message::Binary(bytes))) => match std::str::from_utf8(&bytes) {
+                            Ok(text) => parse(conn, text),
+                            Err(_) => Event::Invalid {
+                                conn,
+                                error: MessageError::InvalidJson("binary frame that is not UTF-8 text".into()),
+                            },
+                        },
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                        Some(Ok(Message::Close(_))) | None => break,
+                        Some(Err(err)) if is_too_big(&err) => {
+                            let reason = format!("message larger than {} bytes", self.limits.max_message_size);
+                            let frame = CloseFrame { code: close_code::TOO_BIG, reason: reason.into() };
+                            write(&mut ws, Message::Close(Some(frame)), write_timeout).await;
+                            let limit = self.limits.max_message_size;
+                            let _ = self.events.send(Event::TooBig { conn, limit }).await;
+                            tell_router = false;
+                            break;
+                        }
+                        Some(Err(err)) => {
+                            debug!(%err, "read failed");
+                            break;
+                        }
+                    };
+                    if self.events.send(event).await.is_err() {
+                        tell_router = false;
+                        break;
+                    }
+                }
+            }
+        }
+        if tell_router {
+            let _ = self.events.send(Event::Disconnect { conn }).await;
+        }
+        debug!("disconnected");
+    }
+}
+
+fn parse(conn: ConnId, text: &str) -> Event {
+    match ClientMessage::from_json(text) {
+        Ok(msg) => Event::Message { conn, msg },
+        Err(error) => Event::Invalid { conn, error },
+    }
+}
+
+async fn write(ws: &mut WebSocket, msg: Message, limit: Duration) -> bool {
+    matches!(tokio::time::timeout(limit, ws.send(msg)).await, Ok(Ok(())))
+}
+
+fn is_too_big(err: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(tungstenite::Error::Capacity(_)) = e.downcast_ref::<tungstenite::Error>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+async fn run_router(mut router: Router, mut events: mpsc::Receiver<Event>) {
+    let mut queues: HashMap<ConnId, mpsc::Sender<Outbound>> = HashMap::new();
+    let mut batch = Vec::with_capacity(256);
+    loop {
+        let deadline = router.poll_timeout();
+        let received = tokio::select! {
+            n = events.recv_many(&mut batch, 256) => n,
+            _ = sleep_until(deadline) => 0,
+        };
+        let now = Instant::now();
+        if received == 0 && deadline.is_none() {
+            break; // every sender is gone
+        }
+        router.handle_timeout(now);
+        for event in batch.drain(..) {
+            match event {
+                Event::Connect {
+                    conn,
+                    role,
+                    remote,
+                    queue,
+                } => {
+                    queues.insert(conn, queue);
+                    router.connect(now, conn, role, remote);
+                }
+                Event::Message { conn, msg } => router.message(now, conn, msg),
+                Event::Invalid { conn, error } => router.invalid(conn, &error),
+                Event::TooBig { conn, limit } => {
+                    queues.remove(&conn);
+                    router.too_big(conn, limit);
+                }
+                Event::Disconnect { conn } => {
+                    queues.remove(&conn);
+                    router.disconnect(conn);
+                }
+                Event::Inspect(f) => f(&router),
+                Event::Shutdown => {
+                    for (_, q) in queues.drain() {
+                        let _ =
+                            q.try_send(Outbound::Close(Some(1001), "server shutting down".into()));
+                    }
+                    return;
+                }
+            }
+            deliver(&mut router, &mut queues);
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Hands the router's outputs to the connections. A full queue means the client is not reading:
+/// it is dropped, and the router told.
+fn deliver(router: &mut Router, queues: &mut HashMap<ConnId, mpsc::Sender<Outbound>>) {
+    while let Some(out) = router.poll_output() {
+        match out {
+            Output::Send { to, msg } => {
+                let Some(q) = queues.get(&to) else { continue };
+                match q.try_send(Outbound::Msg(msg)) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        warn!(
+                            conn = to.0,
+                            "send queue full (client not reading), dropping connection"
+                        );
+                        queues.remove(&to);
+                        router.disconnect(to);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        queues.remove(&to);
+                        router.disconnect(to);
+                    }
+                }
+            }
+            Output::Close { conn, code, reason } => {
+                if let Some(q) = queues.remove(&conn) {
+                    let _ = q.try_send(Outbound::Close(code, reason));
+                }
+            }
+        }
+    }
+}
