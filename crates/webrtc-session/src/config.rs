@@ -656,6 +656,39 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_parses_with_every_key_known() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Uncomment every `# key = value` line: each documented key must be a known option.
+        let uncommented: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                l.split_once(" = ")
+                    .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let value: toml::Value = toml::from_str(&uncommented).unwrap();
+        let table = value.as_table().unwrap();
+        for key in KNOWN {
+            assert!(
+                table.contains_key(*key),
+                "config.example.toml does not document `{key}`"
+            );
+        }
+        for key in table.keys() {
+            assert!(
+                KNOWN.contains(&key.as_str()),
+                "config.example.toml documents unknown `{key}`"
+            );
+        }
+        let (opts, notes) = read_file(&path).unwrap();
+        assert!(notes.is_empty(), "{notes:?}");
+        Config::from_options(opts).unwrap();
+    }
+
+    #[test]
     fn secrets_are_redacted_in_debug_output() {
         let c = Config::from_options(Options {
             player_token: Some(Secret("hunter2".into())),

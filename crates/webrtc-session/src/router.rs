@@ -900,3 +900,57 @@ pub fn truncate_reason(reason: &str) -> String {
     }
     reason[..end].to_owned()
 }
+
+#[cfg(test)]
+impl Router {
+    /// Panics if the router's indexes disagree with each other.
+    pub(crate) fn check_invariants(&self) {
+        for (id, c) in &self.streamer_ids {
+            let s = self
+                .streamer_side(*c)
+                .expect("streamer id maps to a streamer");
+            assert_eq!(s.id.as_deref(), Some(id.as_str()));
+        }
+        for (id, c) in &self.player_ids {
+            assert_eq!(
+                &self.player_side(*c).expect("player id maps to a player").id,
+                id
+            );
+        }
+        for (conn, c) in &self.conns {
+            assert_eq!(c.streamer.is_some(), self.streamers.contains(conn));
+            if let Some(s) = &c.streamer {
+                if let Some(id) = &s.id {
+                    assert_eq!(self.streamer_ids.get(id), Some(conn));
+                }
+                if self.config.max_players > 0 {
+                    assert!(s.subscribers.len() <= self.config.max_players);
+                }
+                for sub in &s.subscribers {
+                    assert_eq!(
+                        self.player_side(*sub).and_then(|p| p.subscribed_to),
+                        Some(*conn)
+                    );
+                }
+            }
+            if let Some(p) = &c.player
+                && let Some(s) = p.subscribed_to
+            {
+                assert!(
+                    self.streamer_side(s)
+                        .expect("subscribed to a live streamer")
+                        .subscribers
+                        .contains(conn)
+                );
+            }
+        }
+        assert_eq!(
+            self.streamers.len(),
+            self.conns.values().filter(|c| c.streamer.is_some()).count()
+        );
+    }
+}
+
+#[cfg(test)]
+#[path = "router_tests.rs"]
+mod tests;

@@ -65,6 +65,9 @@ impl Server {
         let sfu = bind(config.sfu_port, "sfu_port").await?;
         let https = match &config.https {
             Some((port, cert, key)) => {
+                // Several crypto backends may be linked in; pick one explicitly. An error only
+                // means a provider was installed already.
+                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
                 let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                     .await
                     .with_context(|| {

@@ -10,6 +10,7 @@
 
 use crate::router::{ConnId, Output, Role, Router, RouterConfig, close_code};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::SinkExt;
 use pxs_protocol::signalling::{ClientMessage, MessageError, ServerMessage};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -162,7 +163,7 @@ impl Signalling {
                     }
                     Some(Outbound::Close(code, reason)) => {
                         let frame = code.map(|code| CloseFrame { code, reason: reason.into() });
-                        write(&mut ws, Message::Close(frame), write_timeout).await;
+                        close_gracefully(&mut ws, frame, write_timeout).await;
                         tell_router = false;
                         break;
                     }
@@ -183,11 +184,16 @@ impl Signalling {
                             },
                         },
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                        Some(Ok(Message::Close(_))) | None => break,
+                        Some(Ok(Message::Close(_))) => {
+                            // tungstenite queued the reply to the peer's close; send it.
+                            let _ = tokio::time::timeout(write_timeout, ws.flush()).await;
+                            break;
+                        }
+                        None => break,
                         Some(Err(err)) if is_too_big(&err) => {
                             let reason = format!("message larger than {} bytes", self.limits.max_message_size);
                             let frame = CloseFrame { code: close_code::TOO_BIG, reason: reason.into() };
-                            write(&mut ws, Message::Close(Some(frame)), write_timeout).await;
+                            close_gracefully(&mut ws, Some(frame), write_timeout).await;
                             let limit = self.limits.max_message_size;
                             let _ = self.events.send(Event::TooBig { conn, limit }).await;
                             tell_router = false;
@@ -221,6 +227,26 @@ fn parse(conn: ConnId, text: &str) -> Event {
 
 async fn write(ws: &mut WebSocket, msg: Message, limit: Duration) -> bool {
     matches!(tokio::time::timeout(limit, ws.send(msg)).await, Ok(Ok(())))
+}
+
+/// How long a closing connection waits for the peer's close reply.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// Sends a close frame, then reads (and discards) until the peer replies or the linger time is
+/// up. Dropping the socket at once could reset the connection before the peer reads the close
+/// frame, if it was still sending: it would see a reset instead of our code and reason.
+async fn close_gracefully(ws: &mut WebSocket, frame: Option<CloseFrame>, write_timeout: Duration) {
+    if !write(ws, Message::Close(frame), write_timeout).await {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while let Some(Ok(m)) = ws.recv().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 fn is_too_big(err: &axum::Error) -> bool {

@@ -1,0 +1,1006 @@
+//! Scenario tests of the routing core with a fake clock: Epic's sequences (reference §2.4), its
+//! disconnect rules (§2.6) and hostile input. No sockets, no sleeps.
+
+use super::*;
+use pxs_protocol::signalling::ClientMessage;
+use serde_json::{Value, json};
+
+struct H {
+    router: Router,
+    now: Instant,
+    next: u64,
+}
+
+impl H {
+    fn new() -> H {
+        H::with(RouterConfig::default())
+    }
+
+    fn with(config: RouterConfig) -> H {
+        H {
+            router: Router::new(config),
+            now: Instant::now(),
+            next: 0,
+        }
+    }
+
+    fn connect(&mut self, role: Role) -> ConnId {
+        let c = ConnId(self.next);
+        self.next += 1;
+        self.router
+            .connect(self.now, c, role, Some([127, 0, 0, 1].into()));
+        c
+    }
+
+    /// A streamer that connected and identified; its greeting is drained.
+    fn streamer(&mut self, id: &str) -> ConnId {
+        let s = self.connect(Role::Streamer);
+        self.send(s, json!({"type":"endpointId","id":id}));
+        self.drain();
+        s
+    }
+
+    /// A player subscribed to `streamer_id`; everything so far is drained.
+    fn player(&mut self, streamer_id: &str) -> ConnId {
+        let p = self.connect(Role::Player);
+        self.send(p, json!({"type":"subscribe","streamerId":streamer_id}));
+        self.drain();
+        p
+    }
+
+    fn send(&mut self, conn: ConnId, v: Value) {
+        match ClientMessage::from_json(&v.to_string()) {
+            Ok(msg) => self.router.message(self.now, conn, msg),
+            Err(e) => self.router.invalid(conn, &e),
+        }
+    }
+
+    fn send_text(&mut self, conn: ConnId, text: &str) {
+        match ClientMessage::from_json(text) {
+            Ok(msg) => self.router.message(self.now, conn, msg),
+            Err(e) => self.router.invalid(conn, &e),
+        }
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        if self.router.poll_timeout().is_some_and(|t| t <= self.now) {
+            self.router.handle_timeout(self.now);
+        }
+    }
+
+    /// Every output since the last drain, messages as JSON.
+    fn drain(&mut self) -> Vec<(ConnId, Value)> {
+        let mut out = Vec::new();
+        while let Some(o) = self.router.poll_output() {
+            out.push(match o {
+                Output::Send { to, msg } => (to, serde_json::from_str(&msg.to_json()).unwrap()),
+                Output::Close { conn, code, reason } => {
+                    (conn, json!({"close": code, "reason": reason}))
+                }
+            });
+        }
+        out
+    }
+}
+
+fn only(out: &[(ConnId, Value)], to: ConnId) -> Vec<Value> {
+    out.iter()
+        .filter(|(c, _)| *c == to)
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+// ----- §2.4 streamer registration -----
+
+#[test]
+fn a_streamer_gets_config_then_identify_and_its_id_confirmed() {
+    let mut h = H::with(RouterConfig {
+        peer_connection_options: json!({"iceServers":[{"urls":["stun:x"]}]}),
+        ..Default::default()
+    });
+    let s = h.connect(Role::Streamer);
+    assert_eq!(
+        only(&h.drain(), s),
+        vec![
+            json!({"type":"config","peerConnectionOptions":{"iceServers":[{"urls":["stun:x"]}]},"protocolVersion":"1.3.0"}),
+            json!({"type":"identify"}),
+        ]
+    );
+    h.send(
+        s,
+        json!({"type":"endpointId","id":"DefaultStreamer","protocolVersion":"1.0.0"}),
+    );
+    assert_eq!(
+        h.drain(),
+        vec![(
+            s,
+            json!({"type":"endpointIdConfirm","committedId":"DefaultStreamer"})
+        )]
+    );
+    assert!(h.router.streamer("DefaultStreamer").unwrap().streaming);
+}
+
+#[test]
+fn a_player_gets_config_only() {
+    let mut h = H::new();
+    let p = h.connect(Role::Player);
+    assert_eq!(
+        h.drain(),
+        vec![(
+            p,
+            json!({"type":"config","peerConnectionOptions":{},"protocolVersion":"1.3.0"})
+        )]
+    );
+}
+
+#[test]
+fn duplicate_ids_are_uniquified_the_epic_way() {
+    let mut h = H::new();
+    let mut committed = Vec::new();
+    for requested in [
+        "DefaultStreamer",
+        "DefaultStreamer",
+        "DefaultStreamer",
+        "",
+        "",
+    ] {
+        let s = h.connect(Role::Streamer);
+        h.drain();
+        h.send(s, json!({"type":"endpointId","id":requested}));
+        committed.push(only(&h.drain(), s)[0]["committedId"].clone());
+    }
+    assert_eq!(
+        committed,
+        vec![
+            json!("DefaultStreamer"),
+            json!("DefaultStreamer1"),
+            json!("DefaultStreamer2"),
+            json!("UnknownStreamer"),
+            json!("UnknownStreamer1"),
+        ]
+    );
+}
+
+#[test]
+fn unique_id_follows_the_largest_suffix_and_never_collides() {
+    assert_eq!(unique_id("A", ["B"].into_iter()), "A");
+    assert_eq!(unique_id("A", ["A"].into_iter()), "A1");
+    assert_eq!(unique_id("A", ["A", "A3"].into_iter()), "A4");
+    assert_eq!(unique_id("A", ["A1"].into_iter()), "A2");
+    assert_eq!(unique_id("A1", ["A1", "A11"].into_iter()), "A12");
+    assert_eq!(unique_id("A", ["A", "Ab1"].into_iter()), "A1");
+    let huge = format!("A{}", u64::MAX);
+    let id = unique_id("A", ["A", huge.as_str()].into_iter());
+    assert!(id != "A" && id != huge, "{id}");
+}
+
+#[test]
+fn a_renamed_streamer_tells_its_subscribers_new_id() {
+    let mut h = H::new();
+    let s = h.streamer("First");
+    let p = h.player("First");
+    h.send(s, json!({"type":"endpointId","id":"Second"}));
+    let out = h.drain();
+    assert_eq!(
+        only(&out, s),
+        vec![json!({"type":"endpointIdConfirm","committedId":"Second"})]
+    );
+    assert_eq!(
+        only(&out, p),
+        vec![json!({"type":"streamerIdChanged","newID":"Second"})]
+    );
+    assert!(h.router.streamer("First").is_none());
+    assert_eq!(
+        h.router.player("Player0").unwrap().subscribed_to.as_deref(),
+        Some("Second")
+    );
+    // Re-identifying with the same id changes nothing for the players.
+    h.send(s, json!({"type":"endpointId","id":"Second"}));
+    assert_eq!(only(&h.drain(), p), Vec::<Value>::new());
+    assert_eq!(h.router.streamer("Second").unwrap().streamer_id, "Second");
+}
+
+#[test]
+fn an_overlong_streamer_id_is_dropped() {
+    let mut h = H::new();
+    let s = h.connect(Role::Streamer);
+    h.drain();
+    h.send(
+        s,
+        json!({"type":"endpointId","id":"x".repeat(MAX_STREAMER_ID + 1)}),
+    );
+    assert_eq!(h.drain(), vec![]);
+    assert_eq!(h.router.streamer_count(), 0);
+}
+
+// ----- §2.4 player flow -----
+
+#[test]
+fn the_default_player_flow_relays_offer_answer_and_candidates() {
+    let mut h = H::new();
+    let s = h.streamer("DefaultStreamer");
+    let p = h.connect(Role::Player);
+    h.drain();
+
+    h.send(p, json!({"type":"listStreamers"}));
+    assert_eq!(
+        h.drain(),
+        vec![(p, json!({"type":"streamerList","ids":["DefaultStreamer"]}))]
+    );
+
+    h.send(
+        p,
+        json!({"type":"subscribe","streamerId":"DefaultStreamer"}),
+    );
+    assert_eq!(
+        h.drain(),
+        vec![(
+            s,
+            json!({"type":"playerConnected","playerId":"Player0","dataChannel":true,"sfu":false})
+        )]
+    );
+
+    // Streamer → player: playerId is kept (the frontend reads it), extra fields too.
+    let offer = json!({"type":"offer","sdp":"v=0\r\n","playerId":"Player0","x":1});
+    h.send(s, offer.clone());
+    assert_eq!(h.drain(), vec![(p, offer)]);
+
+    // Player → streamer: playerId is stamped, overriding whatever the player claimed.
+    h.send(p, json!({"type":"answer","sdp":"v=0\r\n","playerId":"Player99","minBitrateBps":0,"maxBitrateBps":0}));
+    assert_eq!(
+        h.drain(),
+        vec![(
+            s,
+            json!({"type":"answer","sdp":"v=0\r\n","playerId":"Player0","minBitrateBps":0,"maxBitrateBps":0})
+        )]
+    );
+
+    let cand = json!({"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdpMid":"0","sdpMLineIndex":0});
+    h.send(p, json!({"type":"iceCandidate","candidate":cand}));
+    assert_eq!(
+        h.drain(),
+        vec![(
+            s,
+            json!({"type":"iceCandidate","candidate":cand,"playerId":"Player0"})
+        )]
+    );
+    h.send(
+        s,
+        json!({"type":"iceCandidate","candidate":cand,"playerId":"Player0"}),
+    );
+    assert_eq!(
+        h.drain(),
+        vec![(
+            p,
+            json!({"type":"iceCandidate","candidate":cand,"playerId":"Player0"})
+        )]
+    );
+}
+
+#[test]
+fn the_streamer_list_shows_identified_streamers_only_in_connection_order() {
+    let mut h = H::new();
+    h.streamer("B");
+    let _pending = h.connect(Role::Streamer);
+    h.streamer("A");
+    let p = h.connect(Role::Player);
+    h.drain();
+    h.send(p, json!({"type":"listStreamers"}));
+    assert_eq!(
+        h.drain(),
+        vec![(p, json!({"type":"streamerList","ids":["B","A"]}))]
+    );
+}
+
+#[test]
+fn subscribing_to_an_unknown_streamer_fails_with_a_message() {
+    let mut h = H::new();
+    let p = h.connect(Role::Player);
+    h.drain();
+    h.send(p, json!({"type":"subscribe","streamerId":"Nope"}));
+    assert_eq!(
+        h.drain(),
+        vec![(
+            p,
+            json!({"type":"subscribeFailed","message":"Streamer Nope does not exist."})
+        )]
+    );
+}
+
+#[test]
+fn a_full_streamer_refuses_more_players() {
+    let mut h = H::with(RouterConfig {
+        max_players: 2,
+        ..Default::default()
+    });
+    let s = h.streamer("S");
+    h.player("S");
+    h.player("S");
+    let p3 = h.connect(Role::Player);
+    h.drain();
+    h.send(p3, json!({"type":"subscribe","streamerId":"S"}));
+    assert_eq!(
+        h.drain(),
+        vec![(
+            p3,
+            json!({"type":"subscribeFailed","message":"Streamer S is full. Max players = 2."})
+        )]
+    );
+    assert_eq!(h.router.streamer("S").unwrap().subscribers.len(), 2);
+    // A slot frees when a player leaves.
+    h.router.disconnect(ConnId(1));
+    h.drain();
+    h.send(p3, json!({"type":"subscribe","streamerId":"S"}));
+    assert_eq!(only(&h.drain(), s)[0]["type"], "playerConnected");
+}
+
+#[test]
+fn resubscribing_leaves_the_previous_streamer_first() {
+    let mut h = H::new();
+    let a = h.streamer("A");
+    let b = h.streamer("B");
+    let p = h.player("A");
+    h.send(p, json!({"type":"subscribe","streamerId":"B"}));
+    let out = h.drain();
+    assert_eq!(
+        only(&out, a),
+        vec![json!({"type":"playerDisconnected","playerId":"Player0"})]
+    );
+    assert_eq!(only(&out, b)[0]["type"], "playerConnected");
+    // Subscribing again to the same streamer re-announces the player.
+    h.send(p, json!({"type":"subscribe","streamerId":"B"}));
+    let types: Vec<Value> = only(&h.drain(), b)
+        .iter()
+        .map(|v| v["type"].clone())
+        .collect();
+    assert_eq!(
+        types,
+        vec![json!("playerDisconnected"), json!("playerConnected")]
+    );
+}
+
+#[test]
+fn unsubscribe_tells_the_streamer() {
+    let mut h = H::new();
+    let s = h.streamer("S");
+    let p = h.player("S");
+    h.send(p, json!({"type":"unsubscribe"}));
+    assert_eq!(
+        h.drain(),
+        vec![(s, json!({"type":"playerDisconnected","playerId":"Player0"}))]
+    );
+    // Nothing reaches an unsubscribed player any more.
+    h.send(s, json!({"type":"offer","sdp":"x","playerId":"Player0"}));
+    assert_eq!(h.drain(), vec![]);
+}
+
+#[test]
+fn a_streamer_can_address_only_its_own_players() {
+    let mut h = H::new();
+    let a = h.streamer("A");
+    h.streamer("B");
+    let pa = h.player("A");
+    let _pb = h.player("B");
+    h.send(a, json!({"type":"offer","sdp":"x","playerId":"Player1"}));
+    h.send(a, json!({"type":"offer","sdp":"x"}));
+    h.send(
+        a,
+        json!({"type":"iceCandidate","candidate":{"candidate":"c"},"playerId":"Player1"}),
+    );
+    h.send(a, json!({"type":"disconnectPlayer","playerId":"Player1"}));
+    h.send(
+        a,
+        json!({"type":"offer","sdp":"x","playerId":"NoSuchPlayer"}),
+    );
+    assert_eq!(h.drain(), vec![]);
+    h.send(a, json!({"type":"offer","sdp":"x","playerId":"Player0"}));
+    assert_eq!(
+        h.drain(),
+        vec![(pa, json!({"type":"offer","sdp":"x","playerId":"Player0"}))]
+    );
+}
+
+#[test]
+fn ping_is_answered_with_the_same_64_bit_time() {
+    let mut h = H::new();
+    for role in [Role::Player, Role::Streamer, Role::Sfu] {
+        let c = h.connect(role);
+        h.drain();
+        h.send_text(c, r#"{"type":"ping","time":1764039000123}"#);
+        assert_eq!(
+            h.drain(),
+            vec![(c, json!({"type":"pong","time":1764039000123_i64}))]
+        );
+    }
+}
+
+#[test]
+fn layer_preferences_go_from_player_to_its_streamer_and_from_streamer_to_sfus() {
+    let mut h = H::new();
+    let s = h.streamer("S");
+    let p = h.player("S");
+    h.send(
+        p,
+        json!({"type":"layerPreference","spatialLayer":1,"temporalLayer":2}),
+    );
+    assert_eq!(
+        h.drain(),
+        vec![(
+            s,
+            json!({"type":"layerPreference","spatialLayer":1,"temporalLayer":2,"playerId":"Player0"})
+        )]
+    );
+    let sfu = h.connect(Role::Sfu);
+    h.send(sfu, json!({"type":"subscribe","streamerId":"S"}));
+    h.drain();
+    h.send(
+        s,
+        json!({"type":"layerPreference","spatialLayer":0,"temporalLayer":0,"playerId":"Player0"}),
+    );
+    assert_eq!(
+        h.drain(),
+        vec![(
+            sfu,
+            json!({"type":"layerPreference","spatialLayer":0,"temporalLayer":0,"playerId":"Player0"})
+        )]
+    );
+}
+
+#[test]
+fn messages_a_role_may_not_send_are_dropped() {
+    let mut h = H::new();
+    let s = h.streamer("S");
+    let p = h.player("S");
+    // A player cannot identify, kick or act as an SFU; a streamer cannot subscribe or list.
+    h.send(p, json!({"type":"endpointId","id":"Evil"}));
+    h.send(p, json!({"type":"disconnectPlayer","playerId":"Player0"}));
+    h.send(p, json!({"type":"startStreaming"}));
+    h.send(
+        p,
+        json!({"type":"peerDataChannels","playerId":"Player0","sendStreamId":1,"recvStreamId":2}),
+    );
+    h.send(s, json!({"type":"subscribe","streamerId":"S"}));
+    h.send(s, json!({"type":"listStreamers"}));
+    h.send(s, json!({"type":"startStreaming"}));
+    assert_eq!(h.drain(), vec![]);
+    assert_eq!(h.router.streamer_count(), 1);
+}
+
+// ----- browser-offer mode -----
+
+#[test]
+fn a_player_offering_first_is_subscribed_to_the_first_streamer() {
+    let mut h = H::new();
+    let s = h.streamer("First");
+    h.streamer("Second");
+    let p = h.connect(Role::Player);
+    h.drain();
+    h.send(p, json!({"type":"offer","sdp":"v=0"}));
+    assert_eq!(
+        h.drain(),
+        vec![
+            (
+                s,
+                json!({"type":"playerConnected","playerId":"Player0","dataChannel":true,"sfu":false})
+            ),
+            (s, json!({"type":"offer","sdp":"v=0","playerId":"Player0"})),
+        ]
+    );
+    h.send(s, json!({"type":"answer","sdp":"v=0","playerId":"Player0"}));
+    assert_eq!(
+        h.drain(),
+        vec![(p, json!({"type":"answer","sdp":"v=0","playerId":"Player0"}))]
+    );
+}
+
+#[test]
+fn a_player_offering_with_no_streamer_is_closed() {
+    let mut h = H::new();
+    let p = h.connect(Role::Player);
+    h.drain();
+    h.send(p, json!({"type":"offer","sdp":"v=0"}));
+    assert_eq!(
+        h.drain(),
+        vec![(p, json!({"close":1013,"reason":"no streamer is connected"}))]
+    );
+    assert_eq!(h.router.player_count(), 0);
+}
+
+#[test]
+fn messages_other_than_offer_answer_ice_before_subscribe_are_dropped() {
+    let mut h = H::new();
+    h.streamer("S");
+    let p = h.connect(Role::Player);
+    h.drain();
+    h.send(
+        p,
+        json!({"type":"layerPreference","spatialLayer":0,"temporalLayer":0}),
+    );
+    h.send(p, json!({"type":"dataChannelRequest"}));
+    h.send(p, json!({"type":"peerDataChannelsReady"}));
+    assert_eq!(h.drain(), vec![]);
+}
+
+// ----- legacy streamers -----
+
+#[test]
+fn a_streamer_that_never_identifies_gets_a_legacy_id_after_the_timeout() {
+    let mut h = H::new();
+    let s = h.connect(Role::Streamer);
+    let p = h.connect(Role::Player);
+    h.drain();
+    assert_eq!(
+        h.router.poll_timeout(),
+        Some(h.now + Duration::from_secs(5))
+    );
+    h.advance(Duration::from_millis(4999));
+    h.send(p, json!({"type":"listStreamers"}));
+    assert_eq!(
+        h.drain(),
+        vec![(p, json!({"type":"streamerList","ids":[]}))]
+    );
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.router.poll_timeout(), None);
+    h.send(p, json!({"type":"listStreamers"}));
+    assert_eq!(
+        h.drain(),
+        vec![(
+            p,
+            json!({"type":"streamerList","ids":["__LEGACY_STREAMER__0"]})
+        )]
+    );
+    h.send(
+        p,
+        json!({"type":"subscribe","streamerId":"__LEGACY_STREAMER__0"}),
+    );
+    assert_eq!(only(&h.drain(), s)[0]["type"], "playerConnected");
+    // A late endpointId renames it, and its players hear about it.
+    h.send(s, json!({"type":"endpointId","id":"Late"}));
+    let out = h.drain();
+    assert_eq!(
+        only(&out, p),
+        vec![json!({"type":"streamerIdChanged","newID":"Late"})]
+    );
+}
+
+#[test]
+fn a_browser_offer_promotes_a_pending_streamer_at_once() {
+    let mut h = H::new();
+    let s = h.connect(Role::Streamer);
+    let p = h.connect(Role::Player);
+    h.drain();
+    h.send(p, json!({"type":"offer","sdp":"v=0"}));
+    assert_eq!(only(&h.drain(), s).len(), 2);
+    assert!(h.router.streamer("__LEGACY_STREAMER__0").is_some());
+    assert_eq!(h.router.poll_timeout(), None);
+}
+
+#[test]
+fn legacy_ids_can_be_turned_off() {
+    let mut h = H::with(RouterConfig {
+        legacy_timeout: None,
+        ..Default::default()
+    });
+    h.connect(Role::Streamer);
+    assert_eq!(h.router.poll_timeout(), None);
+    h.advance(Duration::from_secs(3600));
+    assert_eq!(h.router.streamer_count(), 0);
+}
+
+// ----- SFU -----
+
+#[test]
+fn the_sfu_sequence_relays_between_streamer_sfu_and_players() {
+    let mut h = H::new();
+    let s = h.streamer("DefaultStreamer");
+    let sfu = h.connect(Role::Sfu);
+    assert_eq!(
+        only(&h.drain(), sfu)
+            .iter()
+            .map(|v| v["type"].clone())
+            .collect::<Vec<_>>(),
+        vec![json!("config"), json!("identify")]
+    );
+    h.send(sfu, json!({"type":"endpointId","id":"SFU"}));
+    h.send(sfu, json!({"type":"listStreamers"}));
+    h.send(
+        sfu,
+        json!({"type":"subscribe","streamerId":"DefaultStreamer"}),
+    );
+    let out = h.drain();
+    assert_eq!(
+        only(&out, sfu),
+        vec![
+            json!({"type":"endpointIdConfirm","committedId":"SFU"}),
+            json!({"type":"streamerList","ids":["DefaultStreamer"]}),
+        ]
+    );
+    assert_eq!(
+        only(&out, s),
+        vec![json!({"type":"playerConnected","playerId":"Player0","dataChannel":true,"sfu":true})]
+    );
+    // Streamer ⇄ SFU negotiation.
+    h.send(s, json!({"type":"offer","sdp":"sim","playerId":"Player0"}));
+    assert_eq!(
+        h.drain(),
+        vec![(
+            sfu,
+            json!({"type":"offer","sdp":"sim","playerId":"Player0"})
+        )]
+    );
+    h.send(sfu, json!({"type":"answer","sdp":"ans"}));
+    assert_eq!(
+        h.drain(),
+        vec![(s, json!({"type":"answer","sdp":"ans","playerId":"Player0"}))]
+    );
+    h.send(sfu, json!({"type":"startStreaming"}));
+
+    // A player joins through the SFU.
+    let p = h.connect(Role::Player);
+    h.drain();
+    h.send(p, json!({"type":"listStreamers"}));
+    assert_eq!(
+        h.drain(),
+        vec![(
+            p,
+            json!({"type":"streamerList","ids":["DefaultStreamer","SFU"]})
+        )]
+    );
+    h.send(p, json!({"type":"subscribe","streamerId":"SFU"}));
+    assert_eq!(
+        h.drain(),
+        vec![(
+            sfu,
+            json!({"type":"playerConnected","playerId":"Player1","dataChannel":true,"sfu":false})
+        )]
+    );
+    // SFU → player: playerId is removed, sfu and scalabilityMode kept.
+    h.send(
+        sfu,
+        json!({"type":"offer","sdp":"o","playerId":"Player1","sfu":true,"scalabilityMode":"L1T3"}),
+    );
+    assert_eq!(
+        h.drain(),
+        vec![(
+            p,
+            json!({"type":"offer","sdp":"o","sfu":true,"scalabilityMode":"L1T3"})
+        )]
+    );
+    h.send(p, json!({"type":"answer","sdp":"a"}));
+    h.send(p, json!({"type":"dataChannelRequest"}));
+    assert_eq!(
+        h.drain(),
+        vec![
+            (sfu, json!({"type":"answer","sdp":"a","playerId":"Player1"})),
+            (
+                sfu,
+                json!({"type":"dataChannelRequest","playerId":"Player1"})
+            ),
+        ]
+    );
+    h.send(
+        sfu,
+        json!({"type":"peerDataChannels","playerId":"Player1","sendStreamId":2,"recvStreamId":3}),
+    );
+    h.send(sfu, json!({"type":"streamerDataChannels","playerId":"Player1","sendStreamId":3,"recvStreamId":2}));
+    assert_eq!(
+        h.drain(),
+        vec![
+            (
+                p,
+                json!({"type":"peerDataChannels","playerId":"Player1","sendStreamId":2,"recvStreamId":3})
+            ),
+            (
+                s,
+                json!({"type":"streamerDataChannels","playerId":"Player1","sfuId":"Player0","sendStreamId":3,"recvStreamId":2})
+            ),
+        ]
+    );
+    h.send(p, json!({"type":"peerDataChannelsReady"}));
+    assert_eq!(
+        h.drain(),
+        vec![(
+            sfu,
+            json!({"type":"peerDataChannelsReady","playerId":"Player1"})
+        )]
+    );
+    // ICE from the SFU goes to the player it names, otherwise to its streamer.
+    h.send(
+        sfu,
+        json!({"type":"iceCandidate","candidate":{"candidate":"c"},"playerId":"Player1"}),
+    );
+    h.send(
+        sfu,
+        json!({"type":"iceCandidate","candidate":{"candidate":"d"}}),
+    );
+    assert_eq!(
+        h.drain(),
+        vec![
+            (
+                p,
+                json!({"type":"iceCandidate","candidate":{"candidate":"c"}})
+            ),
+            (
+                s,
+                json!({"type":"iceCandidate","candidate":{"candidate":"d"},"playerId":"Player0"})
+            ),
+        ]
+    );
+
+    // stopStreaming: the SFU's players are disconnected and it is no longer listed.
+    h.send(sfu, json!({"type":"stopStreaming"}));
+    assert_eq!(h.drain(), vec![(p, json!({"close":null,"reason":""}))]);
+    let p2 = h.connect(Role::Player);
+    h.drain();
+    h.send(p2, json!({"type":"listStreamers"}));
+    assert_eq!(
+        h.drain(),
+        vec![(p2, json!({"type":"streamerList","ids":["DefaultStreamer"]}))]
+    );
+}
+
+// ----- §2.6 disconnects -----
+
+#[test]
+fn a_player_leaving_is_reported_to_its_streamer() {
+    let mut h = H::new();
+    let s = h.streamer("S");
+    let p = h.player("S");
+    h.router.disconnect(p);
+    assert_eq!(
+        h.drain(),
+        vec![(s, json!({"type":"playerDisconnected","playerId":"Player0"}))]
+    );
+    assert_eq!(h.router.player_count(), 0);
+    assert!(h.router.streamer("S").unwrap().subscribers.is_empty());
+}
+
+#[test]
+fn a_streamer_leaving_closes_its_players_and_tells_its_sfus() {
+    let mut h = H::new();
+    let s = h.streamer("S");
+    let p1 = h.player("S");
+    let p2 = h.player("S");
+    let other = h.connect(Role::Player);
+    let sfu = h.connect(Role::Sfu);
+    h.send(sfu, json!({"type":"subscribe","streamerId":"S"}));
+    h.drain();
+    h.router.disconnect(s);
+    let out = h.drain();
+    assert_eq!(only(&out, p1), vec![json!({"close":null,"reason":""})]);
+    assert_eq!(only(&out, p2), vec![json!({"close":null,"reason":""})]);
+    assert_eq!(
+        only(&out, sfu),
+        vec![json!({"type":"streamerDisconnected"})]
+    );
+    assert_eq!(only(&out, other), Vec::<Value>::new());
+    assert_eq!(out.len(), 3);
+    assert_eq!(h.router.streamer_count(), 0);
+    // The SFU stays, unsubscribed; the closed players are gone.
+    assert_eq!(h.router.player("Player2").unwrap().player_id, "Player2");
+    assert!(h.router.player("Player0").is_none());
+    let sfu_info = h
+        .router
+        .players()
+        .into_iter()
+        .find(|p| p.player_id == "Player3")
+        .unwrap();
+    assert_eq!(sfu_info.subscribed_to, None);
+}
+
+#[test]
+fn disconnect_player_closes_with_1011_and_the_reason() {
+    let mut h = H::new();
+    let s = h.streamer("S");
+    let p = h.player("S");
+    h.send(
+        s,
+        json!({"type":"disconnectPlayer","playerId":"Player0","reason":"bye"}),
+    );
+    assert_eq!(
+        h.drain(),
+        vec![
+            (p, json!({"close":1011,"reason":"bye"})),
+            (s, json!({"type":"playerDisconnected","playerId":"Player0"})),
+        ]
+    );
+}
+
+#[test]
+fn close_reasons_are_cut_to_fit_a_close_frame() {
+    let mut h = H::new();
+    let s = h.streamer("S");
+    let p = h.player("S");
+    let reason = "é".repeat(200);
+    h.send(
+        s,
+        json!({"type":"disconnectPlayer","playerId":"Player0","reason":reason}),
+    );
+    let out = only(&h.drain(), p);
+    let r = out[0]["reason"].as_str().unwrap();
+    assert!(r.len() <= MAX_CLOSE_REASON && r.len() >= MAX_CLOSE_REASON - 1);
+    assert!(reason.starts_with(r));
+}
+
+#[test]
+fn an_sfu_leaving_closes_its_players_and_tells_its_streamer() {
+    let mut h = H::new();
+    let s = h.streamer("S");
+    let sfu = h.connect(Role::Sfu);
+    h.send(sfu, json!({"type":"endpointId","id":"SFU"}));
+    h.send(sfu, json!({"type":"subscribe","streamerId":"S"}));
+    let p = h.player("SFU");
+    h.router.disconnect(sfu);
+    let out = h.drain();
+    assert_eq!(
+        only(&out, s),
+        vec![json!({"type":"playerDisconnected","playerId":"Player0"})]
+    );
+    assert_eq!(only(&out, p), vec![json!({"close":null,"reason":""})]);
+}
+
+#[test]
+fn nothing_is_ever_sent_unsolicited() {
+    // Players coming and going cause no playerCount, no pings, nothing to bystanders.
+    let mut h = H::new();
+    let s = h.streamer("S");
+    let bystander = h.connect(Role::Player);
+    h.drain();
+    let p = h.player("S");
+    h.router.disconnect(p);
+    h.advance(Duration::from_secs(600));
+    let out = h.drain();
+    assert!(only(&out, bystander).is_empty(), "{out:?}");
+    assert!(
+        only(&out, s)
+            .iter()
+            .all(|v| v["type"] == "playerDisconnected"),
+        "{out:?}"
+    );
+}
+
+// ----- hostile input -----
+
+#[test]
+fn invalid_json_closes_the_connection_with_1008() {
+    for text in ["{not json", "[1]", "{}", r#"{"type":7}"#, "\u{0}\u{1}"] {
+        let mut h = H::new();
+        let s = h.streamer("S");
+        let p = h.player("S");
+        h.send_text(p, text);
+        let out = h.drain();
+        assert_eq!(out[0].0, p);
+        assert_eq!(out[0].1["close"], 1008, "{text:?}: {out:?}");
+        // The rest of the session is unaffected and told as for any leaving player.
+        assert_eq!(
+            only(&out, s),
+            vec![json!({"type":"playerDisconnected","playerId":"Player0"})]
+        );
+        assert!(h.router.streamer("S").is_some());
+    }
+}
+
+#[test]
+fn unknown_types_and_bad_fields_are_dropped_and_the_connection_stays() {
+    let mut h = H::new();
+    let s = h.streamer("S");
+    let p = h.player("S");
+    for text in [
+        r#"{"type":"stats","data":{}}"#,
+        r#"{"type":"playerCount","count":3}"#,
+        r#"{"type":"subscribe","streamerId":7}"#,
+        r#"{"type":"offer"}"#,
+        r#"{"type":"iceCandidate","candidate":5}"#,
+        r#"{"type":"ping","time":"now"}"#,
+    ] {
+        h.send_text(p, text);
+        h.send_text(s, text);
+    }
+    assert_eq!(h.drain(), vec![]);
+    h.send(p, json!({"type":"ping","time":1}));
+    assert_eq!(h.drain(), vec![(p, json!({"type":"pong","time":1}))]);
+}
+
+#[test]
+fn a_message_flood_closes_the_player_with_1008() {
+    let mut h = H::with(RouterConfig {
+        player_rate: Some(RateLimit {
+            per_second: 10.0,
+            burst: 20.0,
+        }),
+        ..Default::default()
+    });
+    let s = h.streamer("S");
+    let p = h.player("S");
+    // The burst allows 20 messages: `subscribe` took one.
+    for _ in 0..19 {
+        h.send(p, json!({"type":"ping","time":1}));
+    }
+    assert_eq!(h.drain().len(), 19);
+    // The bucket refills at the configured rate.
+    h.advance(Duration::from_millis(100));
+    h.send(p, json!({"type":"ping","time":1}));
+    assert_eq!(h.drain().len(), 1);
+    h.send(p, json!({"type":"ping","time":1}));
+    let out = h.drain();
+    assert_eq!(
+        out[0],
+        (
+            p,
+            json!({"close":1008,"reason":"message rate limit exceeded"})
+        )
+    );
+    assert_eq!(
+        only(&out, s),
+        vec![json!({"type":"playerDisconnected","playerId":"Player0"})]
+    );
+    // Streamers are not limited by default.
+    for _ in 0..1000 {
+        h.send(s, json!({"type":"ping","time":1}));
+    }
+    assert_eq!(h.drain().len(), 1000);
+}
+
+#[test]
+fn a_frame_over_the_limit_closes_with_1009() {
+    let mut h = H::new();
+    let p = h.connect(Role::Player);
+    h.drain();
+    h.router.too_big(p, 65536);
+    assert_eq!(
+        h.drain(),
+        vec![(
+            p,
+            json!({"close":1009,"reason":"message larger than 65536 bytes"})
+        )]
+    );
+}
+
+#[test]
+fn events_for_unknown_connections_are_ignored() {
+    let mut h = H::new();
+    let ghost = ConnId(999);
+    h.send(ghost, json!({"type":"ping","time":1}));
+    h.send_text(ghost, "garbage");
+    h.router.disconnect(ghost);
+    h.router.too_big(ghost, 1);
+    assert_eq!(h.drain(), vec![]);
+}
+
+proptest::proptest! {
+    /// Whatever arrives in whatever order, the router keeps its invariants: every subscription
+    /// is mirrored on both sides, ids map to live connections, and nothing is sent to a
+    /// connection it has closed.
+    #[test]
+    fn random_sequences_keep_the_router_consistent(ops in proptest::collection::vec((0u8..12, 0u64..6, 0u8..4), 1..200)) {
+        let mut h = H::with(RouterConfig { max_players: 2, ..Default::default() });
+        let mut live: Vec<ConnId> = Vec::new();
+        let mut closed = std::collections::HashSet::new();
+        for (op, who, arg) in ops {
+            let pick = live.get(who as usize % live.len().max(1)).copied();
+            match (op, pick) {
+                (0, _) => live.push(h.connect(Role::Streamer)),
+                (1, _) | (2, _) => live.push(h.connect(Role::Player)),
+                (3, _) => live.push(h.connect(Role::Sfu)),
+                (4, Some(c)) => h.send(c, json!({"type":"endpointId","id":format!("S{arg}")})),
+                (5, Some(c)) => h.send(c, json!({"type":"subscribe","streamerId":format!("S{arg}")})),
+                (6, Some(c)) => h.send(c, json!({"type":"offer","sdp":"x","playerId":format!("Player{arg}")})),
+                (7, Some(c)) => h.send(c, json!({"type":"disconnectPlayer","playerId":format!("Player{arg}")})),
+                (8, Some(c)) => { h.router.disconnect(c); live.retain(|x| *x != c); closed.insert(c); }
+                (9, Some(c)) => h.send(c, json!({"type":"unsubscribe"})),
+                (10, Some(c)) => h.send(c, json!({"type":"stopStreaming"})),
+                (11, _) => h.advance(Duration::from_secs(arg as u64 * 3)),
+                _ => {}
+            }
+            for (to, v) in h.drain() {
+                proptest::prop_assert!(!closed.contains(&to), "sent {v} to closed {to:?}");
+                if v.get("close").is_some() {
+                    closed.insert(to);
+                    live.retain(|x| *x != to);
+                }
+            }
+            h.router.check_invariants();
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Shared test harness: the real server on 127.0.0.1:0 and real WebSocket clients.
+#![allow(dead_code)]
+
+use futures_util::{SinkExt, StreamExt};
+pub use pxs_webrtc_session::{Config, Options, Server};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Options for a test server: loopback, free ports.
+pub fn options() -> Options {
+    Options {
+        bind_address: Some([127, 0, 0, 1].into()),
+        streamer_port: Some(0),
+        player_port: Some(0),
+        sfu_port: Some(0),
+        ..Default::default()
+    }
+}
+
+pub async fn start(opts: Options) -> Server {
+    Server::start(Config::from_options(opts).expect("valid config"))
+        .await
+        .expect("server starts")
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub response_protocol: Option<String>,
+}
+
+pub async fn connect(addr: SocketAddr, path: &str) -> Client {
+    connect_with(addr, path, &[]).await.expect("connects")
+}
+
+pub async fn connect_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Client, WsError> {
+    let mut req = format!("ws://{addr}{path}")
+        .into_client_request()
+        .expect("request");
+    for (k, v) in headers {
+        req.headers_mut()
+            .insert(http_name(k), v.parse().expect("header value"));
+    }
+    let (ws, resp) = tokio_tungstenite::connect_async(req).await?;
+    let response_protocol = resp
+        .headers()
+        .get("sec-websocket-protocol")
+        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    Ok(Client {
+        ws,
+        response_protocol,
+    })
+}
+
+fn http_name(k: &str) -> tokio_tungstenite::tungstenite::http::HeaderName {
+    k.parse().expect("header name")
+}
+
+impl Client {
+    pub async fn send(&mut self, v: Value) {
+        self.ws
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_raw(&mut self, m: Message) {
+        self.ws.send(m).await.expect("send");
+    }
+
+    /// The next JSON message; panics on close or timeout.
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let m = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a message within the wait")
+                .expect("stream open")
+                .expect("no error");
+            match m {
+                Message::Text(t) => return serde_json::from_str(t.as_str()).expect("JSON"),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text message, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next message of type `kind`, skipping others.
+    pub async fn recv_type(&mut self, kind: &str) -> Value {
+        loop {
+            let v = self.recv().await;
+            if v["type"] == kind {
+                return v;
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close frame (None: no status code).
+    pub async fn closed(&mut self) -> Option<CloseFrame> {
+        loop {
+            let m = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("closed within the wait");
+            match m {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("error instead of a close frame: {e}"),
+                None => panic!("stream ended without a close frame"),
+            }
+        }
+    }
+
+    /// Asserts that nothing arrives for a short while.
+    pub async fn silent(&mut self, d: Duration) {
+        if let Ok(m) = tokio::time::timeout(d, self.ws.next()).await {
+            panic!("expected silence, got {m:?}");
+        }
+    }
+}
+
+/// A streamer that connected and identified as `id`.
+pub async fn streamer(addr: SocketAddr, id: &str) -> Client {
+    let mut s = connect(addr, "/").await;
+    assert_eq!(s.recv().await["type"], "config");
+    assert_eq!(s.recv().await["type"], "identify");
+    s.send(serde_json::json!({"type":"endpointId","id":id}))
+        .await;
+    assert_eq!(s.recv().await["committedId"], id);
+    s
+}
+
+/// Polls `f` until it returns Ok, or panics with its last reason after `timeout`.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match f().await {
+            Ok(()) => return,
+            Err(why) if tokio::time::Instant::now() >= deadline => {
+                panic!("condition not met within {timeout:?}: {why}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
