@@ -901,10 +901,11 @@ pub fn truncate_reason(reason: &str) -> String {
     reason[..end].to_owned()
 }
 
-#[cfg(test)]
 impl Router {
-    /// Panics if the router's indexes disagree with each other.
-    pub(crate) fn check_invariants(&self) {
+    /// Panics if the router's indexes disagree with each other. For tests and fuzzing; never
+    /// called in production.
+    #[doc(hidden)]
+    pub fn check_invariants(&self) {
         for (id, c) in &self.streamer_ids {
             let s = self
                 .streamer_side(*c)

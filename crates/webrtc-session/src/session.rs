@@ -265,14 +265,15 @@ async fn run_router(mut router: Router, mut events: mpsc::Receiver<Event>) {
     let mut batch = Vec::with_capacity(256);
     loop {
         let deadline = router.poll_timeout();
-        let received = tokio::select! {
-            n = events.recv_many(&mut batch, 256) => n,
-            _ = sleep_until(deadline) => 0,
+        let closed = tokio::select! {
+            // recv_many returns 0 only once every sender is gone: nobody is left to serve.
+            n = events.recv_many(&mut batch, 256) => n == 0,
+            _ = sleep_until(deadline) => false,
         };
-        let now = Instant::now();
-        if received == 0 && deadline.is_none() {
-            break; // every sender is gone
+        if closed {
+            break;
         }
+        let now = Instant::now();
         router.handle_timeout(now);
         for event in batch.drain(..) {
             match event {
