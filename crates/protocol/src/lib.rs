@@ -5,6 +5,9 @@
 //! - [`signalling`]: Epic's Pixel Streaming signalling protocol (JSON over WebSocket), as spoken
 //!   between streamers, players, SFUs and the signalling server.
 //! - [`signalling_api`]: the read-only REST API of a signalling server, in Epic's JSON shapes.
+//! - [`datachannel`]: Epic's data-channel protocol between browser and streamer (binary input,
+//!   replies, the negotiated "Protocol" tables, SFU relay envelopes), as a sans-IO codec.
 
+pub mod datachannel;
 pub mod signalling;
 pub mod signalling_api;
