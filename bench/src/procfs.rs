@@ -46,8 +46,32 @@ pub fn threads_cpu(pid: u32, prefix: &str) -> anyhow::Result<Duration> {
     Ok(ticks(total))
 }
 
+/// CPU time spent busy (not idle nor waiting for I/O) by the whole machine, summed over its
+/// cores, from the first line of `/proc/stat`. Over a phase it shows whether anything besides
+/// the relay and the benchmark was running.
+pub fn machine_busy() -> anyhow::Result<Duration> {
+    let text = std::fs::read_to_string("/proc/stat").context("cannot read /proc/stat")?;
+    match text.lines().next().and_then(parse_machine_busy_ticks) {
+        Some(t) => Ok(ticks(t)),
+        None => bail!("cannot parse /proc/stat"),
+    }
+}
+
 fn ticks(t: u64) -> Duration {
     Duration::from_millis(t * 1000 / TICKS_PER_SECOND)
+}
+
+/// `cpu  user nice system idle iowait irq softirq steal ...`: all but idle and iowait.
+fn parse_machine_busy_ticks(line: &str) -> Option<u64> {
+    let mut f = line.strip_prefix("cpu ")?.split_whitespace();
+    let mut busy = 0;
+    for i in 0..8 {
+        let v: u64 = f.next()?.parse().ok()?;
+        if i != 3 && i != 4 {
+            busy += v;
+        }
+    }
+    Some(busy)
 }
 
 fn parse_vm_rss(status: &str) -> Option<u64> {

@@ -136,6 +136,8 @@ pub struct RelayResult {
     pub relay_cpu: Duration,
     /// CPU time of the benchmark's own clients over `wall`.
     pub client_cpu: Duration,
+    /// CPU time of everything else on the machine over `wall` (should be about zero).
+    pub other_cpu: Duration,
     pub wall: Duration,
     /// Client connections that ended during the phase (closed by the relay, or failed writes).
     pub dropped_connections: u64,
@@ -158,6 +160,10 @@ impl RelayResult {
         100.0 * self.client_cpu.as_secs_f64() / self.wall.as_secs_f64().max(1e-9)
     }
 
+    pub fn other_cpu_percent(&self) -> f64 {
+        100.0 * self.other_cpu.as_secs_f64() / self.wall.as_secs_f64().max(1e-9)
+    }
+
     /// The whole schedule got through, at its rate.
     pub fn full_rate_accepted(&self) -> bool {
         self.lost() == 0 && self.accepted_rate >= 0.99 * self.target_rate as f64
@@ -167,7 +173,8 @@ impl RelayResult {
         format!(
             "{} msg/s for {:.0} s: sent {}, received {} ({}/s accepted), lost {}, dropped connections {}\n    \
              latency {}\n    from the actual write: {}\n    to players: {}\n    to streamers: {}\n    \
-             relay CPU {:.2} s = {:.1} µs/msg, {:.0}% of one core; benchmark clients {:.0}% of one core",
+             relay CPU {:.2} s = {:.1} µs/msg, {:.0}% of one core; benchmark clients {:.0}% of one core; \
+             other processes {:.0}% of one core{}",
             thousands(self.target_rate as f64),
             self.duration.as_secs_f64(),
             self.sent,
@@ -183,6 +190,12 @@ impl RelayResult {
             self.cpu_us_per_message(),
             self.cpu_percent(),
             self.client_cpu_percent(),
+            self.other_cpu_percent(),
+            if self.other_cpu_percent() > 10.0 {
+                " (something else was running: the numbers are disturbed)"
+            } else {
+                ""
+            },
         )
     }
 }
@@ -378,6 +391,7 @@ mod tests {
             to_streamers: Latency::default(),
             relay_cpu: Duration::from_millis(cpu_ms),
             client_cpu: Duration::ZERO,
+            other_cpu: Duration::ZERO,
             wall: Duration::from_secs(1),
             dropped_connections: 0,
         };

@@ -90,7 +90,20 @@ impl ServerChild {
         self.child.try_wait().ok().flatten()
     }
 
-    pub async fn kill(mut self) {
+    /// SIGTERM (the server closes its connections and exits; a profiler wrapping it gets to
+    /// write its report), then SIGKILL after `grace`.
+    pub async fn stop(mut self, grace: Duration) {
+        let term = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await;
+        if term.is_ok_and(|s| s.success())
+            && let Ok(Ok(_)) = tokio::time::timeout(grace, self.child.wait()).await
+        {
+            return;
+        }
         let _ = self.child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
     }

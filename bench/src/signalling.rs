@@ -177,7 +177,7 @@ impl Relay {
                 if lines > 0 {
                     println!("[pxs] the server wrote {lines} error lines to stderr");
                 }
-                s.kill().await;
+                s.stop(Duration::from_secs(10)).await;
             }
             Relay::Baseline(f) => {
                 // Shutting a runtime down blocks: not on a worker thread.
@@ -374,6 +374,13 @@ async fn phases(
         report::fmt_ns(setup.connect.p50),
         report::fmt_ns(setup.connect.p99),
     );
+    if setup.connect.max >= 900_000_000 {
+        println!(
+            "[{label}]   some connects took {}: TCP SYN retransmits, the listen backlog overflowed \
+             (see `nstat -az TcpExtListenOverflows`)",
+            report::fmt_ns(setup.connect.max)
+        );
+    }
     tokio::time::sleep(Duration::from_secs_f64(args.settle)).await;
     relay.check_alive()?;
     let memory = match (before_kib, relay.rss_kib()?) {
@@ -428,6 +435,7 @@ async fn phases(
         stats.begin_phase(start_ns);
         let cpu0 = relay.cpu()?;
         let own0 = procfs::process_cpu(std::process::id())?;
+        let machine0 = procfs::machine_busy()?;
         let dispatcher = clients::dispatch(
             schedule,
             start_ns,
@@ -453,9 +461,10 @@ async fn phases(
         let end_ns = stats.now_ns();
         let relay_cpu = relay.cpu()?.saturating_sub(cpu0);
         let own = procfs::process_cpu(std::process::id())?.saturating_sub(own0);
-        let client_cpu = match relay {
-            Relay::Pxs(_) => own,
-            Relay::Baseline(_) => own.saturating_sub(relay_cpu),
+        let machine = procfs::machine_busy()?.saturating_sub(machine0);
+        let (client_cpu, other_cpu) = match relay {
+            Relay::Pxs(_) => (own, machine.saturating_sub(own + relay_cpu)),
+            Relay::Baseline(_) => (own.saturating_sub(relay_cpu), machine.saturating_sub(own)),
         };
         let c = stats.phase_counts();
         let active =
@@ -472,6 +481,7 @@ async fn phases(
             to_streamers: c.to_streamers,
             relay_cpu,
             client_cpu,
+            other_cpu,
             wall: Duration::from_nanos(end_ns.saturating_sub(start_ns)),
             dropped_connections: c.dropped,
         };

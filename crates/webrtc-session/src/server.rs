@@ -12,6 +12,7 @@ use axum::extract::{ConnectInfo, FromRequestParts, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use pxs_protocol::signalling_api::{ErrorBody, Status};
 use std::collections::HashMap;
 use std::future::Future;
@@ -54,15 +55,11 @@ impl Server {
     pub async fn start(config: Config) -> anyhow::Result<Server> {
         let bind = |port: u16, name: &'static str| {
             let addr = SocketAddr::new(config.bind_address, port);
-            async move {
-                TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("{name}: cannot listen on {addr}"))
-            }
+            listen(addr).with_context(|| format!("{name}: cannot listen on {addr}"))
         };
-        let streamer = bind(config.streamer_port, "streamer_port").await?;
-        let player = bind(config.player_port, "player_port").await?;
-        let sfu = bind(config.sfu_port, "sfu_port").await?;
+        let streamer = bind(config.streamer_port, "streamer_port")?;
+        let player = bind(config.player_port, "player_port")?;
+        let sfu = bind(config.sfu_port, "sfu_port")?;
         let https = match &config.https {
             Some((port, cert, key)) => {
                 // Several crypto backends may be linked in; pick one explicitly. An error only
@@ -77,7 +74,7 @@ impl Server {
                             key.display()
                         )
                     })?;
-                Some((bind(*port, "https_port").await?, tls))
+                Some((bind(*port, "https_port")?, tls))
             }
             None => None,
         };
@@ -114,6 +111,10 @@ impl Server {
         ] {
             let mut stopped = stopped.clone();
             tasks.spawn(async move {
+                // Signalling is many small frames: send each at once (no Nagle delay).
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
                 axum::serve(
                     listener,
                     app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -136,6 +137,7 @@ impl Server {
             let std_listener = listener.into_std()?;
             tasks.spawn(async move {
                 axum_server::from_tcp_rustls(std_listener, tls)?
+                    .map(|a| a.acceptor(axum_server::accept::NoDelayAcceptor::new()))
                     .handle(handle)
                     .serve(player_app.into_make_service_with_connect_info::<SocketAddr>())
                     .await
@@ -186,6 +188,23 @@ impl Server {
         }
         self.shutdown().await
     }
+}
+
+/// Pending connections the kernel queues per listener. Tokio's default (128) overflows when a few
+/// hundred players connect at once, e.g. reconnecting after a restart, and each overflow costs the
+/// client a one-second SYN retry.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 fn player_app(state: AppState, rest_api: bool) -> axum::Router {
@@ -293,8 +312,10 @@ async fn accept(state: AppState, peer: SocketAddr, req: Request, role: Role) -> 
     upgrade
         .max_message_size(limits.max_message_size)
         .max_frame_size(limits.max_message_size)
-        .read_buffer_size(4096)
-        .write_buffer_size(0)
+        // Small buffers: most connections are idle players. Writes are batched by the
+        // connection task and flushed explicitly, so the write buffer is only a threshold.
+        .read_buffer_size(2048)
+        .write_buffer_size(16 * 1024)
         .on_upgrade(move |ws| async move {
             let _permit = permit;
             signalling.run_connection(ws, role, Some(peer.ip())).await;

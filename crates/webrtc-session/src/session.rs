@@ -41,8 +41,10 @@ impl Default for Limits {
     }
 }
 
+/// What the router hands a connection. Boxed so that the queue's slots stay small: tokio
+/// allocates a block of them per idle connection.
 enum Outbound {
-    Msg(ServerMessage),
+    Msg(Box<ServerMessage>),
     Close(Option<u16>, String),
 }
 
@@ -156,14 +158,19 @@ impl Signalling {
             tokio::select! {
                 out = outbound.recv() => match out {
                     Some(Outbound::Msg(msg)) => {
-                        let text = Utf8Bytes::from(msg.to_json());
-                        if !write(&mut ws, Message::Text(text), write_timeout).await {
-                            break;
+                        match Box::pin(write_burst(&mut ws, msg, &mut outbound, write_timeout)).await {
+                            Burst::Written => {}
+                            Burst::Failed => break,
+                            Burst::ThenClose(frame) => {
+                                Box::pin(close_gracefully(&mut ws, frame, write_timeout)).await;
+                                tell_router = false;
+                                break;
+                            }
                         }
                     }
                     Some(Outbound::Close(code, reason)) => {
                         let frame = code.map(|code| CloseFrame { code, reason: reason.into() });
-                        close_gracefully(&mut ws, frame, write_timeout).await;
+                        Box::pin(close_gracefully(&mut ws, frame, write_timeout)).await;
                         tell_router = false;
                         break;
                     }
@@ -193,7 +200,7 @@ impl Signalling {
                         Some(Err(err)) if is_too_big(&err) => {
                             let reason = format!("message larger than {} bytes", self.limits.max_message_size);
                             let frame = CloseFrame { code: close_code::TOO_BIG, reason: reason.into() };
-                            close_gracefully(&mut ws, Some(frame), write_timeout).await;
+                            Box::pin(close_gracefully(&mut ws, Some(frame), write_timeout)).await;
                             let limit = self.limits.max_message_size;
                             let _ = self.events.send(Event::TooBig { conn, limit }).await;
                             tell_router = false;
@@ -223,6 +230,45 @@ fn parse(conn: ConnId, text: &str) -> Event {
         Ok(msg) => Event::Message { conn, msg },
         Err(error) => Event::Invalid { conn, error },
     }
+}
+
+enum Burst {
+    Written,
+    Failed,
+    /// The router closed the connection after the messages written.
+    ThenClose(Option<CloseFrame>),
+}
+
+/// Writes `first` and whatever else is already queued, then flushes once: a burst costs one
+/// system call instead of one per message.
+async fn write_burst(
+    ws: &mut WebSocket,
+    first: Box<ServerMessage>,
+    outbound: &mut mpsc::Receiver<Outbound>,
+    limit: Duration,
+) -> Burst {
+    let mut next = Some(first);
+    let mut then = Burst::Written;
+    while let Some(msg) = next.take() {
+        let text = Utf8Bytes::from(msg.to_json());
+        if !matches!(tokio::time::timeout(limit, ws.feed(Message::Text(text))).await, Ok(Ok(()))) {
+            return Burst::Failed;
+        }
+        match outbound.try_recv() {
+            Ok(Outbound::Msg(m)) => next = Some(m),
+            Ok(Outbound::Close(code, reason)) => {
+                then = Burst::ThenClose(code.map(|code| CloseFrame {
+                    code,
+                    reason: reason.into(),
+                }));
+            }
+            Err(_) => {}
+        }
+    }
+    if !matches!(tokio::time::timeout(limit, ws.flush()).await, Ok(Ok(()))) {
+        return Burst::Failed;
+    }
+    then
 }
 
 async fn write(ws: &mut WebSocket, msg: Message, limit: Duration) -> bool {
@@ -324,7 +370,7 @@ fn deliver(router: &mut Router, queues: &mut HashMap<ConnId, mpsc::Sender<Outbou
         match out {
             Output::Send { to, msg } => {
                 let Some(q) = queues.get(&to) else { continue };
-                match q.try_send(Outbound::Msg(msg)) {
+                match q.try_send(Outbound::Msg(Box::new(msg))) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         warn!(
