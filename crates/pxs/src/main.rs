@@ -14,16 +14,31 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once at start; boxing the options would only complicate the derive.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// The signalling server alone: a drop-in for Epic's reference server (same options).
     #[command(name = "webrtc-session")]
     WebrtcSession(WebrtcOptions),
+    /// A stand-in for an Unreal Engine app with Pixel Streaming: UE's launch flags
+    /// (-PixelStreamingURL=..., -ResX=...), real H.264 video, the data-channel input protocol
+    /// and fault flags. `pxs streamer --help` lists them.
+    #[command(name = "streamer", disable_help_flag = true)]
+    Streamer {
+        /// UE flags (-Name=value) and our --options, parsed by the streamer itself.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::WebrtcSession(opts) => webrtc_session(opts),
+        Command::WebrtcSession(opts) => {
+            webrtc_session(opts)?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Streamer { args } => Ok(pxs_streamer::cli::main(args)),
     }
 }
 

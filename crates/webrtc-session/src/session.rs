@@ -251,7 +251,10 @@ async fn write_burst(
     let mut then = Burst::Written;
     while let Some(msg) = next.take() {
         let text = Utf8Bytes::from(msg.to_json());
-        if !matches!(tokio::time::timeout(limit, ws.feed(Message::Text(text))).await, Ok(Ok(()))) {
+        if !matches!(
+            tokio::time::timeout(limit, ws.feed(Message::Text(text))).await,
+            Ok(Ok(()))
+        ) {
             return Burst::Failed;
         }
         match outbound.try_recv() {

@@ -1,0 +1,429 @@
+//! Test harness: the real signalling server in-process, a real WebRTC player built on str0m,
+//! the `pxs` binary for process-level tests, and `wait_until`.
+#![allow(dead_code)]
+
+use futures_util::{SinkExt, StreamExt};
+use openh264::decoder::Decoder;
+use openh264::formats::YUVSource;
+use pxs_protocol::datachannel::{
+    self, Direction, FromStreamer, ProtocolMessage, ProtocolTable, Value,
+};
+use pxs_streamer::pattern::{StripReading, read_strip};
+use pxs_webrtc_session::{Config, Options, Server};
+use serde_json::{Value as Json, json};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use str0m::change::SdpOffer;
+use str0m::channel::ChannelId;
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The in-process signalling server on loopback, free ports.
+pub async fn signalling_server() -> Server {
+    let opts = Options {
+        bind_address: Some([127, 0, 0, 1].into()),
+        streamer_port: Some(0),
+        player_port: Some(0),
+        sfu_port: Some(0),
+        ..Default::default()
+    };
+    Server::start(Config::from_options(opts).expect("valid config"))
+        .await
+        .expect("server starts")
+}
+
+/// Polls `f` until it returns Ok, or panics with its last reason after `timeout`.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f().await {
+            Ok(()) => return,
+            Err(why) if Instant::now() >= deadline => {
+                panic!("condition not met within {timeout:?}: {why}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// A decoded video frame's facts.
+#[derive(Clone, Debug)]
+pub struct DecodedFrame {
+    pub width: usize,
+    pub height: usize,
+    pub strip: Option<StripReading>,
+    /// Wall-clock ms when we decoded it.
+    pub decoded_at_ms: u64,
+}
+
+/// A player, as Epic's frontend behaves: subscribes over the player WebSocket, answers the
+/// streamer's offer without offering candidates of its own (like Chromium on loopback, so the
+/// streamer must learn it as peer-reflexive), receives the video and talks on `datachannel`.
+pub struct Player {
+    pub ws: Ws,
+    pub rtc: Rtc,
+    udp: UdpSocket,
+    local: SocketAddr,
+    pub player_id: Option<String>,
+    pub channel: Option<ChannelId>,
+    pub channel_label: Option<String>,
+    /// Depacketized video frames received (str0m `MediaData` events).
+    pub frames: u64,
+    pub keyframes_seen: u64,
+    pub decoded: Vec<DecodedFrame>,
+    /// How many frames to decode with openh264 (decoding every frame would be slow in debug).
+    pub decode_limit: usize,
+    decoder: Decoder,
+    decode_broken: bool,
+    /// Messages from the streamer, decoded by our FromStreamer table.
+    pub from_streamer: Vec<FromStreamer>,
+    pub raw_from_streamer: Vec<Vec<u8>>,
+    /// Our ToStreamer table, updated from the streamer's Protocol message as the frontend does.
+    pub to_table: ProtocolTable,
+    from_table: ProtocolTable,
+    pub signalling: Vec<Json>,
+}
+
+impl Player {
+    /// Connects to the player port and subscribes to `streamer_id` once it is listed.
+    pub async fn subscribe(player_addr: SocketAddr, streamer_id: &str) -> Player {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{player_addr}/"))
+            .await
+            .expect("player connects");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            send_json(&mut ws, json!({"type": "listStreamers"})).await;
+            let list = recv_type(&mut ws, "streamerList").await;
+            let listed = list["ids"]
+                .as_array()
+                .is_some_and(|ids| ids.iter().any(|i| i == streamer_id));
+            if listed {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "streamer {streamer_id} never listed: {list}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        send_json(
+            &mut ws,
+            json!({"type": "subscribe", "streamerId": streamer_id}),
+        )
+        .await;
+        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("udp");
+        let local = udp.local_addr().expect("addr");
+        let mut rtc = Rtc::builder().build(Instant::now());
+        rtc.add_local_candidate(Candidate::host(local, "udp").expect("candidate"));
+        Player {
+            ws,
+            rtc,
+            udp,
+            local,
+            player_id: None,
+            channel: None,
+            channel_label: None,
+            frames: 0,
+            keyframes_seen: 0,
+            decoded: Vec::new(),
+            decode_limit: 10,
+            decoder: Decoder::new().expect("decoder"),
+            decode_broken: false,
+            from_streamer: Vec::new(),
+            raw_from_streamer: Vec::new(),
+            to_table: ProtocolTable::default_to_streamer(),
+            from_table: ProtocolTable::default_from_streamer(),
+            signalling: Vec::new(),
+        }
+    }
+
+    /// Drives the connection until `done` holds, or panics after `timeout` with `what`.
+    pub async fn run_until(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        mut done: impl FnMut(&Player) -> bool,
+    ) {
+        let deadline = Instant::now() + timeout;
+        let mut buf = vec![0u8; 2000];
+        loop {
+            self.drain();
+            if done(self) {
+                return;
+            }
+            let now = Instant::now();
+            assert!(
+                now < deadline,
+                "timed out waiting for {what}: frames={} decoded={} channel={:?} messages={}",
+                self.frames,
+                self.decoded.len(),
+                self.channel_label,
+                self.from_streamer.len()
+            );
+            let wake = self.next_timeout().min(deadline).max(now);
+            tokio::select! {
+                msg = self.ws.next() => match msg {
+                    Some(Ok(Message::Text(t))) => {
+                        let v: Json = serde_json::from_str(t.as_str()).expect("JSON");
+                        self.on_signal(v).await;
+                    }
+                    Some(Ok(_)) => {}
+                    other => panic!("player signalling ended: {other:?}"),
+                },
+                r = self.udp.recv_from(&mut buf) => {
+                    let (n, source) = r.expect("udp recv");
+                    let input = Input::Receive(Instant::now(), Receive {
+                        proto: Protocol::Udp,
+                        source,
+                        destination: self.local,
+                        contents: (&buf[..n]).try_into().expect("datagram"),
+                    });
+                    self.rtc.handle_input(input).expect("handle input");
+                }
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
+                    self.rtc.handle_input(Input::Timeout(Instant::now())).expect("timeout");
+                }
+            }
+        }
+    }
+
+    fn next_timeout(&mut self) -> Instant {
+        // drain() left the engine at its timeout; poll again is the cheap way to read it.
+        match self.rtc.poll_output() {
+            Ok(Output::Timeout(t)) => t,
+            Ok(other) => {
+                self.on_output(other);
+                Instant::now()
+            }
+            Err(e) => panic!("rtc: {e}"),
+        }
+    }
+
+    async fn on_signal(&mut self, v: Json) {
+        self.signalling.push(v.clone());
+        match v["type"].as_str() {
+            Some("offer") => {
+                self.player_id = v["playerId"].as_str().map(str::to_owned);
+                let offer =
+                    SdpOffer::from_sdp_string(v["sdp"].as_str().expect("sdp")).expect("offer");
+                let answer = self
+                    .rtc
+                    .sdp_api()
+                    .accept_offer(offer)
+                    .expect("accept offer");
+                self.drain();
+                // Chromium on loopback offers no candidate of its own.
+                let sdp: String = answer
+                    .to_sdp_string()
+                    .split("\r\n")
+                    .filter(|l| !l.starts_with("a=candidate"))
+                    .map(|l| format!("{l}\r\n"))
+                    .collect::<String>()
+                    .trim_end_matches("\r\n\r\n")
+                    .to_owned();
+                send_json(
+                    &mut self.ws,
+                    json!({"type": "answer", "sdp": sdp, "minBitrateBps": 0, "maxBitrateBps": 0}),
+                )
+                .await;
+            }
+            Some("iceCandidate") => {
+                let c = v["candidate"]["candidate"].as_str().unwrap_or_default();
+                if !c.is_empty() {
+                    let c = Candidate::from_sdp_string(c).expect("candidate");
+                    self.rtc.add_remote_candidate(c);
+                    self.drain();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Drains the engine's output (transmits are sent synchronously on the UDP socket).
+    fn drain(&mut self) {
+        loop {
+            match self.rtc.poll_output().expect("poll") {
+                Output::Timeout(_) => return,
+                other => self.on_output(other),
+            }
+        }
+    }
+
+    fn on_output(&mut self, o: Output) {
+        match o {
+            Output::Timeout(_) => {}
+            Output::Transmit(t) => {
+                let _ = self.udp.try_send_to(&t.contents, t.destination);
+            }
+            Output::Event(e) => self.on_event(e),
+        }
+    }
+
+    fn on_event(&mut self, e: Event) {
+        match e {
+            Event::MediaData(m) => {
+                self.frames += 1;
+                let key = is_h264_keyframe(&m.data);
+                self.keyframes_seen += u64::from(key);
+                if self.decoded.len() < self.decode_limit
+                    && !self.decode_broken
+                    && (key || !self.decoded.is_empty())
+                {
+                    match self.decoder.decode(&m.data) {
+                        Ok(Some(yuv)) => {
+                            let (w, h) = yuv.dimensions();
+                            let (ys, _, _) = yuv.strides();
+                            let strip = read_strip(yuv.y(), w, h, ys);
+                            self.decoded.push(DecodedFrame {
+                                width: w,
+                                height: h,
+                                strip,
+                                decoded_at_ms: wall_ms(),
+                            });
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            eprintln!("decode error: {e}");
+                            self.decode_broken = true;
+                        }
+                    }
+                }
+            }
+            Event::ChannelOpen(id, label) => {
+                self.channel = Some(id);
+                self.channel_label = Some(label);
+            }
+            Event::ChannelData(d) => {
+                self.raw_from_streamer.push(d.data.clone());
+                match FromStreamer::decode(&self.from_table, &d.data, 1 << 20) {
+                    Ok(msg) => {
+                        if let FromStreamer::Protocol(json) = &msg {
+                            let p = ProtocolMessage::from_json(json).expect("Protocol JSON");
+                            match p.direction {
+                                Direction::ToStreamer => {
+                                    self.to_table.apply(&p).expect("apply ToStreamer");
+                                }
+                                Direction::FromStreamer => {
+                                    self.from_table.apply(&p).expect("apply FromStreamer");
+                                }
+                            }
+                        }
+                        self.from_streamer.push(msg);
+                    }
+                    Err(e) => panic!("undecodable message from the streamer: {e}"),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Encodes a ToStreamer message by our (negotiated) table and sends it.
+    pub fn send_input(&mut self, name: &str, values: &[Value]) {
+        let bytes = datachannel::encode(&self.to_table, name, values).expect("encodes");
+        self.send_raw(&bytes);
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        let id = self.channel.expect("data channel open");
+        let mut ch = self.rtc.channel(id).expect("channel");
+        ch.write(true, bytes).expect("write");
+        self.drain();
+    }
+
+    pub fn count(&self, f: impl Fn(&FromStreamer) -> bool) -> usize {
+        self.from_streamer.iter().filter(|m| f(m)).count()
+    }
+}
+
+pub async fn send_json(ws: &mut Ws, v: Json) {
+    ws.send(Message::Text(v.to_string().into()))
+        .await
+        .expect("send");
+}
+
+pub async fn recv_type(ws: &mut Ws, kind: &str) -> Json {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a message in time")
+            .expect("open")
+            .expect("no error");
+        if let Message::Text(t) = m {
+            let v: Json = serde_json::from_str(t.as_str()).expect("JSON");
+            if v["type"] == kind {
+                return v;
+            }
+        }
+    }
+}
+
+/// Whether an Annex B access unit contains an IDR slice.
+pub fn is_h264_keyframe(data: &[u8]) -> bool {
+    let mut i = 0;
+    while i + 3 < data.len() {
+        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
+            if data[i + 3] & 0x1f == 5 {
+                return true;
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The `pxs` binary. `PXS_BIN` wins; otherwise `cargo build -p pxs` (once per test binary; a
+/// no-op when it is up to date) and the binary next to this test's own directory.
+pub fn pxs_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("PXS_BIN") {
+            return PathBuf::from(p);
+        }
+        let exe = std::env::current_exe().expect("test exe");
+        // target/<profile>/deps/<test> → target/<profile>/pxs
+        let profile_dir = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .expect("target dir")
+            .to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "-p", "pxs", "--quiet"]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("cargo runs");
+        assert!(status.success(), "cargo build -p pxs failed");
+        let bin = profile_dir.join(format!("pxs{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.exists(), "{} missing after the build", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A temporary file path unique to this process and `name`.
+pub fn temp_path(name: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("pxs-streamer-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    p
+}
