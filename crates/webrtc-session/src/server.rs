@@ -312,9 +312,13 @@ async fn accept(state: AppState, peer: SocketAddr, req: Request, role: Role) -> 
     upgrade
         .max_message_size(limits.max_message_size)
         .max_frame_size(limits.max_message_size)
-        // Small buffers: most connections are idle players. Writes are batched by the
-        // connection task and flushed explicitly, so the write buffer is only a threshold.
-        .read_buffer_size(2048)
+        // Small buffers: most connections are idle players, who send little (an answer, a few
+        // candidates); streamers send every offer. Writes are batched by the connection task and
+        // flushed explicitly, so the write buffer is only a threshold.
+        .read_buffer_size(match role {
+            Role::Player => 1024,
+            Role::Streamer | Role::Sfu => 8192,
+        })
         .write_buffer_size(16 * 1024)
         .on_upgrade(move |ws| async move {
             let _permit = permit;

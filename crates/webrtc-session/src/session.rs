@@ -45,7 +45,7 @@ impl Default for Limits {
 /// allocates a block of them per idle connection.
 enum Outbound {
     Msg(Box<ServerMessage>),
-    Close(Option<u16>, String),
+    Close(Box<(Option<u16>, String)>),
 }
 
 type Inspect = Box<dyn FnOnce(&Router) + Send>;
@@ -168,7 +168,8 @@ impl Signalling {
                             }
                         }
                     }
-                    Some(Outbound::Close(code, reason)) => {
+                    Some(Outbound::Close(close)) => {
+                        let (code, reason) = *close;
                         let frame = code.map(|code| CloseFrame { code, reason: reason.into() });
                         Box::pin(close_gracefully(&mut ws, frame, write_timeout)).await;
                         tell_router = false;
@@ -259,7 +260,8 @@ async fn write_burst(
         }
         match outbound.try_recv() {
             Ok(Outbound::Msg(m)) => next = Some(m),
-            Ok(Outbound::Close(code, reason)) => {
+            Ok(Outbound::Close(close)) => {
+                let (code, reason) = *close;
                 then = Burst::ThenClose(code.map(|code| CloseFrame {
                     code,
                     reason: reason.into(),
@@ -348,8 +350,10 @@ async fn run_router(mut router: Router, mut events: mpsc::Receiver<Event>) {
                 Event::Inspect(f) => f(&router),
                 Event::Shutdown => {
                     for (_, q) in queues.drain() {
-                        let _ =
-                            q.try_send(Outbound::Close(Some(1001), "server shutting down".into()));
+                        let _ = q.try_send(Outbound::Close(Box::new((
+                            Some(1001),
+                            "server shutting down".into(),
+                        ))));
                     }
                     return;
                 }
@@ -391,7 +395,7 @@ fn deliver(router: &mut Router, queues: &mut HashMap<ConnId, mpsc::Sender<Outbou
             }
             Output::Close { conn, code, reason } => {
                 if let Some(q) = queues.remove(&conn) {
-                    let _ = q.try_send(Outbound::Close(code, reason));
+                    let _ = q.try_send(Outbound::Close(Box::new((code, reason))));
                 }
             }
         }
