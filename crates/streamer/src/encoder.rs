@@ -214,8 +214,14 @@ fn run(
                 }
             }
             Ok(EncoderCommand::SetFps(fps)) => {
-                settings.fps = fps.clamp(1, 240);
-                h264.set_fps(settings.fps);
+                // A new rate rebuilds the encoder (its first frame is a keyframe), so an
+                // unchanged one, which Epic's frontend sends on every data-channel open, must
+                // change nothing.
+                let fps = fps.clamp(1, 240);
+                if fps != settings.fps {
+                    settings.fps = fps;
+                    h264.set_fps(fps);
+                }
             }
             Ok(EncoderCommand::Overlay(o)) => overlay = o,
             Err(RecvTimeoutError::Disconnected) => return,
@@ -438,5 +444,34 @@ mod tests {
         assert!(key.is_some(), "a requested keyframe arrives");
         let s = enc.stats.take();
         assert!(s.frames >= 7 && s.bytes > 0 && s.keyframes >= 2, "{s:?}");
+    }
+
+    #[test]
+    fn an_unchanged_frame_rate_does_not_rebuild_the_encoder_or_force_a_keyframe() {
+        // Epic's frontend sends {"WebRTC.Fps":30} and {"WebRTC.MaxFps":30} twice each when its
+        // data channel opens; each used to rebuild the encoder, a keyframe for every viewer.
+        let (tx, rx) = std::sync::mpsc::sync_channel(256);
+        let enc = spawn(
+            EncoderSettings {
+                width: 320,
+                height: 180,
+                fps: 60,
+                bitrate_bps: 1_000_000,
+                keyframe_interval: None,
+            },
+            Collect(tx),
+        )
+        .expect("encoder starts");
+        enc.send(EncoderCommand::Active(true));
+        let wait = Duration::from_secs(10);
+        assert!(rx.recv_timeout(wait).expect("a frame").keyframe);
+        for _ in 0..4 {
+            enc.send(EncoderCommand::SetFps(60));
+        }
+        let keyframes = (0..30)
+            .map(|_| rx.recv_timeout(wait).expect("a frame"))
+            .filter(|f| f.keyframe)
+            .count();
+        assert_eq!(keyframes, 0, "no keyframe without a reason");
     }
 }

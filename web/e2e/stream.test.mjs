@@ -1,0 +1,490 @@
+// Browser end-to-end test: Epic's Pixel Streaming frontend library (in headless Chromium) plays the
+// H.264 stream of `pxs streamer` through `pxs webrtc-session`, and its input reaches the streamer.
+//
+// Run from web/:  npm test            (builds the pages first)
+// Environment:    PXS_BIN             pxs binary, for both the server and the streamer
+//                                     (default <repo>/target/debug/pxs)
+//                 CHROMIUM_BIN        browser (default /usr/bin/chromium); never downloaded
+// Artifacts:      <repo>/test-artifacts/stream-browser*.png, stream-browser*-console.log,
+//                 stream-server*.log, stream-streamer*.log, stream-input*.jsonl
+//
+// How the library's input reaches the streamer (lib-pixelstreamingfrontend-ue5.6 0.3.1):
+// - Mouse (HoveringMouse): listeners on the <video>'s parent, registered after the WebRTC
+//   negotiation; events are ignored until the <video> has metadata. The position is offsetX/Y in
+//   the parent, normalised to the video rectangle inside it (InputCoordTranslator, configured from
+//   the parent's client size and videoWidth/videoHeight), times 65536. The page's stage has the
+//   stream's 16:9 aspect ratio, so there is no letterbox; the test computes it anyway.
+// - Keyboard: KeyboardInput is on by default and listens on `document`, so no element needs focus;
+//   Playwright's keyboard (page focus) is enough. "A" gives KeyDown 65, KeyPress 65, KeyUp 65.
+// - UIInteraction: emitUIInteraction() (refused until the <video> has metadata); the streamer's
+//   `Response` goes to every addResponseEventListener() listener.
+// - The "stream is playing" events are `videoInitialized` (loadedmetadata) then `playStream`.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, writeFile, copyFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const webDir = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const repoDir = resolve(webDir, '..');
+const pxsBin = process.env.PXS_BIN || join(repoDir, 'target', 'debug', 'pxs');
+const chromiumBin = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+const httpRoot = join(webDir, 'dist', 'e2e', 'stream');
+const artifactsDir = join(repoDir, 'test-artifacts');
+const RES_X = 1280;
+const RES_Y = 720;
+const TEST_TIMEOUT_MS = 90_000;
+const STEP_TIMEOUT_MS = 15_000;
+const CHROMIUM_ARGS = [
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+    '--allow-loopback-in-peer-connection',
+    '--disable-features=WebRtcHideLocalIpsWithMdns',
+    '--autoplay-policy=no-user-gesture-required'
+];
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/** Polls `probe` until it returns a truthy value, or throws once `timeoutMs` has passed. */
+async function waitFor(what, probe, { timeoutMs = STEP_TIMEOUT_MS, intervalMs = 50 } = {}) {
+    const deadline = Date.now() + timeoutMs;
+    let lastError;
+    for (;;) {
+        try {
+            const value = await probe();
+            if (value) return value;
+        } catch (e) {
+            lastError = e;
+        }
+        if (Date.now() >= deadline) {
+            const cause = lastError ? ` (last error: ${lastError.message})` : '';
+            throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${cause}`);
+        }
+        await new Promise((r) => setTimeout(r, intervalMs));
+    }
+}
+
+function stamp() {
+    return new Date().toISOString().slice(11, 23);
+}
+
+/** One console message as a log line; the library appends a stack to every line: keep it for errors only. */
+function consoleLine(source, message) {
+    const type = message.type();
+    let text = message.text();
+    if (type !== 'error' && type !== 'warning') text = text.replace(/\nStack:[\s\S]*$/, '');
+    return `${stamp()} [${source} ${type}] ${text}`;
+}
+
+/**
+ * A child process whose stdout carries one JSON object per line (`{"event":...}`); every parsed
+ * line is kept in `events` with the time it arrived.
+ */
+function startJsonProcess(name, args) {
+    if (!existsSync(pxsBin)) throw new Error(`pxs binary not found: ${pxsBin} (build it or set PXS_BIN)`);
+    // NO_COLOR: keep ANSI colour codes out of the captured log.
+    const proc = spawn(pxsBin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
+    const child = {
+        name,
+        proc,
+        command: [pxsBin, ...args].join(' '),
+        stdout: '',
+        stderr: '',
+        exit: null,
+        events: [],
+        event(type, predicate = () => true) {
+            return child.events.find((e) => e.event === type && predicate(e));
+        },
+        async stop() {
+            if (child.exit) return;
+            const exited = new Promise((r) => proc.once('exit', r));
+            proc.kill('SIGTERM');
+            const timer = setTimeout(() => proc.kill('SIGKILL'), 3000);
+            await exited;
+            clearTimeout(timer);
+        },
+        output() {
+            return `$ ${child.command}\n--- ${name} stdout ---\n${child.stdout}\n--- ${name} stderr ---\n${child.stderr}` +
+                `\n--- ${name} exit: ${child.exit ? JSON.stringify(child.exit) : 'still running'} ---\n`;
+        }
+    };
+    proc.stdout.setEncoding('utf8');
+    proc.stderr.setEncoding('utf8');
+    proc.stderr.on('data', (chunk) => (child.stderr += chunk));
+    proc.on('exit', (code, signal) => (child.exit = { code, signal }));
+    proc.on('error', (err) => (child.exit = { error: err.message }));
+    let pending = '';
+    proc.stdout.on('data', (chunk) => {
+        child.stdout += chunk;
+        pending += chunk;
+        let nl;
+        while ((nl = pending.indexOf('\n')) >= 0) {
+            const line = pending.slice(0, nl).trim();
+            pending = pending.slice(nl + 1);
+            if (!line.startsWith('{')) continue;
+            try {
+                child.events.push({ ...JSON.parse(line), at: Date.now() });
+            } catch {
+                // not JSON: it stays in child.stdout
+            }
+        }
+    });
+    return child;
+}
+
+async function waitForEvent(child, type, timeoutMs = STEP_TIMEOUT_MS) {
+    return waitFor(`${child.name} to print {"event":"${type}",...}`, () => {
+        const found = child.event(type);
+        if (found) return found;
+        if (child.exit) throw new Error(`${child.name} exited: ${JSON.stringify(child.exit)}`);
+        return null;
+    }, { timeoutMs });
+}
+
+function portOf(addr) {
+    const m = /:(\d+)$/.exec(String(addr));
+    assert.ok(m, `an address with a port: ${addr}`);
+    return Number(m[1]);
+}
+
+async function readInputLog(file) {
+    let text = '';
+    try {
+        text = await readFile(file, 'utf8');
+    } catch {
+        return [];
+    }
+    return text.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l));
+}
+
+async function streamState(page) {
+    return page.evaluate(() => window.__stream);
+}
+
+async function pageEvent(page, type, timeoutMs = STEP_TIMEOUT_MS) {
+    return waitFor(`the library to emit "${type}"`, async () => {
+        const { events } = await streamState(page);
+        return events.find((e) => e.type === type);
+    }, { timeoutMs });
+}
+
+/** Starts server, streamer and browser, then opens `pageCount` player pages (one at a time). */
+async function startSession(name, { pageCount = 1 } = {}) {
+    const session = { name, pages: [], consoleLines: [], pageErrors: [] };
+    const cleanups = [];
+    session.close = async () => {
+        for (const cleanup of cleanups.reverse()) {
+            try {
+                await cleanup();
+            } catch (e) {
+                console.error(`cleanup failed: ${e.message}`);
+            }
+        }
+    };
+    try {
+        if (!existsSync(join(httpRoot, 'index.html'))) {
+            throw new Error(`test page not built: ${httpRoot} (run npm run build in web/)`);
+        }
+        session.tmp = await mkdtemp(join(tmpdir(), 'pxs-stream-e2e-'));
+        session.inputLog = join(session.tmp, 'input.jsonl');
+
+        session.server = startJsonProcess('server', [
+            'webrtc-session',
+            '--bind_address', '127.0.0.1',
+            '--streamer_port', '0',
+            '--player_port', '0',
+            '--sfu_port', '0',
+            '--serve',
+            '--http_root', httpRoot,
+            '--homepage', 'index.html',
+            '--log_level_console', 'debug'
+        ]);
+        cleanups.push(() => session.server.stop());
+        const listening = await waitForEvent(session.server, 'listening');
+        session.ports = { streamer: portOf(listening.streamer), player: portOf(listening.player) };
+
+        session.streamer = startJsonProcess('streamer', [
+            'streamer',
+            `-PixelStreamingURL=ws://127.0.0.1:${session.ports.streamer}`,
+            `-ResX=${RES_X}`,
+            `-ResY=${RES_Y}`,
+            '--input-log', session.inputLog,
+            '--stats-interval', '1'
+        ]);
+        cleanups.push(() => session.streamer.stop());
+        const registered = await waitForEvent(session.streamer, 'registered');
+        assert.equal(registered.streamer_id, 'DefaultStreamer', 'streamer registered as DefaultStreamer');
+
+        session.browser = await chromium.launch({ executablePath: chromiumBin, headless: true, args: CHROMIUM_ARGS });
+        cleanups.push(() => session.browser.close());
+
+        const params = new URLSearchParams({ ss: `ws://127.0.0.1:${session.ports.player}`, MaxReconnectAttempts: '0' });
+        session.url = `http://127.0.0.1:${session.ports.player}/?${params}`;
+        for (let i = 0; i < pageCount; i++) {
+            // One context (a window of its own) per page: a second tab in the same window would
+            // hide the first one, and a hidden page presents no frames (no requestVideoFrameCallback).
+            const context = await session.browser.newContext({ viewport: { width: 960, height: 660 } });
+            const page = await context.newPage();
+            const source = pageCount > 1 ? `page${i}` : 'page';
+            page.on('console', (m) => session.consoleLines.push(consoleLine(source, m)));
+            page.on('pageerror', (e) => {
+                session.pageErrors.push(`${source}: ${e.message}`);
+                session.consoleLines.push(`${stamp()} [${source} pageerror] ${e.stack || e.message}`);
+            });
+            const response = await page.goto(session.url, { waitUntil: 'load' });
+            assert.ok(response && response.ok(), `GET ${session.url} -> ${response && response.status()}`);
+            session.pages.push(page);
+        }
+        return session;
+    } catch (e) {
+        await saveArtifacts(session, '-setup', e);
+        throw e;
+    }
+}
+
+/**
+ * Saves screenshots and the browser console, prints diagnostics if `error` is set, then stops
+ * everything and saves the server's and streamer's output and the input log.
+ */
+async function saveArtifacts(session, suffix, error) {
+    const base = join(artifactsDir, `stream-browser${suffix}`);
+    const states = [];
+    try {
+        await mkdir(artifactsDir, { recursive: true });
+        for (const [i, page] of session.pages.entries()) {
+            if (page.isClosed()) continue;
+            const shot = session.pages.length > 1 ? `${base}-${i}.png` : `${base}.png`;
+            // A passing run has taken its screenshot at the right moment already.
+            if (error || !session.screenshotTaken) {
+                await page.screenshot({ path: shot }).catch((e) => console.error(`screenshot failed: ${e.message}`));
+            }
+            states.push(await streamState(page).catch((e) => ({ error: e.message })));
+        }
+        await writeFile(`${base}-console.log`, session.consoleLines.join('\n') + '\n');
+    } catch (e) {
+        console.error(`saving browser artifacts failed: ${e.message}`);
+    } finally {
+        await session.close();
+    }
+
+    if (session.server) await writeFile(join(artifactsDir, `stream-server${suffix}.log`), session.server.output()).catch(() => {});
+    if (session.streamer) await writeFile(join(artifactsDir, `stream-streamer${suffix}.log`), session.streamer.output()).catch(() => {});
+    if (session.inputLog && existsSync(session.inputLog)) {
+        await copyFile(session.inputLog, join(artifactsDir, `stream-input${suffix}.jsonl`)).catch(() => {});
+    }
+    if (session.tmp) await rm(session.tmp, { recursive: true, force: true }).catch(() => {});
+
+    if (error) {
+        const parts = [`\n===== diagnostics for "${session.name}": ${error.message}`];
+        if (session.server) parts.push(session.server.output());
+        if (session.streamer) parts.push(session.streamer.output());
+        for (const [i, state] of states.entries()) {
+            const brief = state && state.strip ? {
+                ...state,
+                stats: state.stats.slice(-5),
+                strip: { ...state.strip, readings: state.strip.readings.slice(-5) }
+            } : state;
+            parts.push(`--- page ${i} state ---`, JSON.stringify(brief, null, 1).slice(0, 20_000));
+        }
+        parts.push('--- browser console ---', ...session.consoleLines.slice(-200));
+        console.error(parts.join('\n'));
+    }
+}
+
+/** Runs `body` with a fresh session; always saves artifacts and cleans up. */
+async function withSession(name, suffix, options, body) {
+    const session = await startSession(name, options);
+    let failure = null;
+    try {
+        await body(session);
+    } catch (e) {
+        failure = e;
+        throw e;
+    } finally {
+        await saveArtifacts(session, suffix, failure).catch((e) => console.error(`saving artifacts failed: ${e.message}`));
+    }
+}
+
+/**
+ * Waits until the page decoded at least `count` frames, and returns the first stats sample that
+ * shows it together with the time since the signalling websocket opened.
+ */
+async function waitForDecodedFrames(page, count, timeoutMs = STEP_TIMEOUT_MS) {
+    return waitFor(`${count} decoded frames (inbound-rtp framesDecoded)`, async () => {
+        const state = await streamState(page);
+        const sample = state.stats.find((s) => s.framesDecoded >= count);
+        if (!sample) return null;
+        return { sample, sinceOpenMs: sample.t - state.signalling.openAt, state };
+    }, { timeoutMs });
+}
+
+/** Checks the frame numbers read from the strip: enough readings, strictly increasing, sane times. */
+async function assertStripReadable(page, label) {
+    const state = await waitFor(`${label}: 30 frames read from the timestamp strip`, async () => {
+        const s = await streamState(page);
+        return s.strip.readings.length >= 30 && s;
+    });
+    const { readings, failures, callbacks, mismatched, skipped, verified } = state.strip;
+    // Each frame read is the callback's own (VideoFrame timestamp = mediaTime), so the order holds.
+    assert.equal(verified, true, `${label}: strip frames are verified against the callback's mediaTime`);
+    for (let i = 1; i < readings.length; i++) {
+        assert.ok(readings[i].frame > readings[i - 1].frame,
+            `${label}: strip frame numbers increase (${readings[i - 1].frame} then ${readings[i].frame}): ` +
+            JSON.stringify(readings.slice(Math.max(0, i - 3), i + 3)));
+        assert.ok(readings[i].wallMs >= readings[i - 1].wallMs, `${label}: strip times do not go back`);
+    }
+    const first = readings[0];
+    const last = readings[readings.length - 1];
+    assert.ok(last.frame - first.frame >= 29, `${label}: frames ${first.frame}..${last.frame} span at least 29`);
+    assert.equal(last.width, RES_X, `${label}: presented frame width`);
+    assert.equal(last.height, RES_Y, `${label}: presented frame height`);
+    // Same machine, same clock: the strip's time is a little before the frame was shown. `now` is
+    // the start of the rendering frame that shows it, which can precede the frame's arrival by
+    // up to a vsync interval, so a latency of a few ms below zero is possible (seen: -8 ms).
+    for (const r of readings) {
+        assert.ok(r.latencyMs > -50 && r.latencyMs < 5000,
+            `${label}: frame ${r.frame} shown ${r.latencyMs.toFixed(1)} ms after its strip time`);
+    }
+    const attempted = readings.length + failures;
+    assert.ok(failures <= attempted / 10, `${label}: at most 10% of frames misread (${failures} of ${attempted})`);
+    assert.ok(mismatched <= callbacks / 4, `${label}: at most 25% of callbacks found the next frame already (${mismatched} of ${callbacks})`);
+    return { first, last, count: readings.length, failures, callbacks, mismatched, skipped };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+test('the library plays the streamer\'s video; clicks, keys and UIInteraction reach it', { timeout: TEST_TIMEOUT_MS }, async () => {
+    await withSession('one player', '', { pageCount: 1 }, async (session) => {
+        const [page] = session.pages;
+
+        // The library reports the stream: the <video> got its metadata, then play() was called.
+        const initialized = await pageEvent(page, 'videoInitialized');
+        const play = await pageEvent(page, 'playStream');
+        assert.ok(play.t >= initialized.t, 'playStream follows videoInitialized');
+
+        // At least 30 frames decoded within 5 s of connecting (the signalling websocket opening).
+        const { sample, sinceOpenMs } = await waitForDecodedFrames(page, 30);
+        console.error(`note: ${sample.framesDecoded} frames decoded ${sinceOpenMs.toFixed(0)} ms after the ` +
+            `signalling websocket opened (${sample.frameWidth}x${sample.frameHeight})`);
+        assert.ok(sinceOpenMs <= 5000, `30 frames decoded within 5 s of connecting (took ${sinceOpenMs.toFixed(0)} ms)`);
+        assert.equal(sample.frameWidth, RES_X, 'decoded width');
+        assert.equal(sample.frameHeight, RES_Y, 'decoded height');
+
+        const video = await page.evaluate(() => {
+            const v = document.querySelector('#player video');
+            return v && { paused: v.paused, readyState: v.readyState, w: v.videoWidth, h: v.videoHeight };
+        });
+        assert.ok(video, 'the library created a <video>');
+        assert.equal(video.paused, false, 'video is playing');
+        assert.equal(video.w, RES_X, 'video.videoWidth');
+        assert.equal(video.h, RES_Y, 'video.videoHeight');
+
+        // The picture is real: the strip reads back in the browser and its frame number increases.
+        const strip = await assertStripReadable(page, 'player');
+        console.error(`note: strip read ${strip.count} frames (${strip.first.frame}..${strip.last.frame}), ` +
+            `${strip.failures} misread; ${strip.callbacks} callbacks, ${strip.mismatched} found the next frame already, ` +
+            `${strip.skipped} had no frame yet; last latency ${strip.last.latencyMs.toFixed(1)} ms`);
+
+        // Click at 25% width, 75% height of the picture, with the real mouse. The library maps the
+        // position into the video rectangle (letterboxed or not) inside the video's parent.
+        const target = await page.evaluate(() => {
+            const v = document.querySelector('#player video');
+            const r = v.getBoundingClientRect();
+            const videoAspect = v.videoWidth / v.videoHeight;
+            let { left, top, width, height } = r;
+            if (width / height > videoAspect) {
+                const w = height * videoAspect;
+                left += (width - w) / 2;
+                width = w;
+            } else {
+                const h = width / videoAspect;
+                top += (height - h) / 2;
+                height = h;
+            }
+            return { x: left + 0.25 * width, y: top + 0.75 * height, box: { left: r.left, top: r.top, width: r.width, height: r.height } };
+        });
+        await page.mouse.click(target.x, target.y);
+        const mouseDown = await waitFor('MouseDown in the streamer\'s input log', async () =>
+            (await readInputLog(session.inputLog)).find((m) => m.name === 'MouseDown'));
+        assert.equal(mouseDown.fields.button, 0, 'MouseDown button');
+        assert.ok(Math.abs(mouseDown.fields.x - 16384) <= 1, `MouseDown x = 16384 ± 1 (got ${mouseDown.fields.x}; clicked ${JSON.stringify(target)})`);
+        assert.ok(Math.abs(mouseDown.fields.y - 49152) <= 1, `MouseDown y = 49152 ± 1 (got ${mouseDown.fields.y}; clicked ${JSON.stringify(target)})`);
+        await waitFor('MouseUp in the input log', async () =>
+            (await readInputLog(session.inputLog)).find((m) => m.name === 'MouseUp'));
+
+        // Keyboard: the library listens on the document (KeyboardInput is on by default): no focus needed.
+        await page.keyboard.press('A');
+        const keyDown = await waitFor('KeyDown in the streamer\'s input log', async () =>
+            (await readInputLog(session.inputLog)).find((m) => m.name === 'KeyDown'));
+        assert.equal(keyDown.fields.keyCode, 65, 'KeyDown keyCode');
+        await waitFor('KeyUp 65 in the input log', async () =>
+            (await readInputLog(session.inputLog)).find((m) => m.name === 'KeyUp' && m.fields.keyCode === 65));
+
+        // UIInteraction round trip: the streamer answers with a Response carrying the same string.
+        const descriptor = { action: 'jump', nonce: `n${Date.now()}` };
+        const sent = await page.evaluate((d) => window.__pixelStreaming.emitUIInteraction(d), descriptor);
+        assert.equal(sent, true, 'emitUIInteraction accepted the descriptor');
+        const response = await waitFor('the Response to the UIInteraction', async () => {
+            const state = await streamState(page);
+            return state.responses.find((r) => r.text.includes(descriptor.nonce));
+        });
+        assert.deepEqual(JSON.parse(response.text), descriptor, 'Response carries the UIInteraction string');
+        const logged = (await readInputLog(session.inputLog)).find((m) => m.name === 'UIInteraction');
+        assert.ok(logged, 'UIInteraction in the input log');
+        assert.deepEqual(JSON.parse(logged.fields.text), descriptor, 'UIInteraction text in the input log');
+        for (const m of await readInputLog(session.inputLog)) {
+            assert.equal(m.player_id, 'Player0', `input logged for Player0: ${JSON.stringify(m)}`);
+        }
+
+        // A screenshot once the picture shows the input: a frame drawn after the response.
+        const after = Date.now() + 100;
+        await waitFor('a frame drawn after the input', async () => {
+            const state = await streamState(page);
+            return state.strip.readings.some((r) => r.wallMs > after);
+        });
+        await mkdir(artifactsDir, { recursive: true });
+        await page.screenshot({ path: join(artifactsDir, 'stream-browser.png') });
+        session.screenshotTaken = true;
+
+        assert.deepEqual(session.pageErrors, [], 'no uncaught errors in the page');
+        const state = await streamState(page);
+        assert.deepEqual(state.errors, [], 'the page recorded no errors');
+        assert.equal(state.signalling.closes.length, 0, 'signalling websocket stays open');
+        assert.equal(session.streamer.exit, null, 'streamer still running');
+        assert.equal(session.server.exit, null, 'server still running');
+    });
+});
+
+test('two players at once both receive video', { timeout: TEST_TIMEOUT_MS }, async () => {
+    await withSession('two players', '-two', { pageCount: 2 }, async (session) => {
+        const results = [];
+        for (const [i, page] of session.pages.entries()) {
+            await pageEvent(page, 'playStream');
+            results.push(await waitForDecodedFrames(page, 30));
+            await assertStripReadable(page, `player ${i}`);
+        }
+        // Both are still decoding at the same time: each gains frames over the same window.
+        const before = await Promise.all(session.pages.map((p) => streamState(p)));
+        const base = before.map((s) => s.stats[s.stats.length - 1].framesDecoded);
+        await waitFor('both players to decode 15 more frames', async () => {
+            const now = await Promise.all(session.pages.map((p) => streamState(p)));
+            return now.every((s, i) => s.stats[s.stats.length - 1].framesDecoded >= base[i] + 15);
+        });
+        const peers = session.streamer.events.filter((e) => e.event === 'peer_connected').map((e) => e.player_id);
+        assert.equal(new Set(peers).size, 2, `two peers connected at the streamer (${peers.join(', ')})`);
+        console.error(`note: two players: ${results.map((r) => `${r.sample.framesDecoded} frames after ` +
+            `${r.sinceOpenMs.toFixed(0)} ms`).join('; ')}`);
+        assert.deepEqual(session.pageErrors, [], 'no uncaught errors in the pages');
+    });
+});
