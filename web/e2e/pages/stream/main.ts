@@ -465,11 +465,8 @@ function numberParam(params: URLSearchParams, name: string, fallback: number): n
 
 function main(): void {
     const params = new URLSearchParams(window.location.search);
-    const ss = params.get('ss');
-    if (!ss) {
-        record('pageError', { message: 'missing ?ss=ws://host:port' });
-        return;
-    }
+    // Without ?ss= the page talks to the server that served it (scripts/demo).
+    const ss = params.get('ss') || `${window.location.protocol === 'https:' ? 'wss' : 'ws'}://${window.location.host}`;
 
     const stage = /^(\d+)x(\d+)$/.exec(params.get('stage') || '');
     if (stage) {
