@@ -1,5 +1,6 @@
 //! Load benchmarks for pxs. `pxs-bench signalling` measures the signalling server
 //! (`pxs webrtc-session`) against an in-process baseline relay; see `docs/benchmarks.md`.
+//! `pxs-bench session-server` measures `pxs session-server` (start → ready, memory per session).
 
 pub mod baseline;
 pub mod clients;
@@ -7,5 +8,6 @@ pub mod procfs;
 pub mod report;
 pub mod schedule;
 pub mod server;
+pub mod session_server;
 pub mod signalling;
 pub mod wire;

@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use pxs_bench::session_server::{self, SessionServerArgs};
 use pxs_bench::signalling::{self, SignallingArgs};
 use std::time::Duration;
 
@@ -17,6 +18,10 @@ enum Command {
     /// The signalling server (pxs webrtc-session) and an in-process baseline relay under the
     /// same load: memory per idle player, setup rate, relay rate, latency and CPU per message.
     Signalling(SignallingArgs),
+    /// The session server (pxs session-server) with pxs streamer as its application: time from
+    /// start_session to ready, memory idle and with many sessions.
+    #[command(name = "session-server")]
+    SessionServer(SessionServerArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,6 +40,10 @@ fn main() -> anyhow::Result<()> {
             // Dropping the run on a signal drops the server child, which kills it.
             Command::Signalling(args) => tokio::select! {
                 r = signalling::run(args) => r,
+                _ = interrupted() => Err(anyhow::anyhow!("interrupted")),
+            },
+            Command::SessionServer(args) => tokio::select! {
+                r = session_server::run(args) => r,
                 _ = interrupted() => Err(anyhow::anyhow!("interrupted")),
             },
         }

@@ -7,7 +7,10 @@
 //! - [`signalling_api`]: the read-only REST API of a signalling server, in Epic's JSON shapes.
 //! - [`datachannel`]: Epic's data-channel protocol between browser and streamer (binary input,
 //!   replies, the negotiated "Protocol" tables, SFU relay envelopes), as a sans-IO codec.
+//! - [`node`]: the node link between a session server and the coordinator, and the typed ids
+//!   it carries (`SessionId`, `NodeId`, `ApplicationId`).
 
 pub mod datachannel;
+pub mod node;
 pub mod signalling;
 pub mod signalling_api;

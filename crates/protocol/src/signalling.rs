@@ -267,6 +267,11 @@ pub enum ClientMessage {
     /// SFU: it stopped forwarding; its players are disconnected.
     #[serde(rename = "stopStreaming")]
     StopStreaming,
+    /// Player (a pxs addition that Epic's server ignores): the person at this player is active
+    /// (input in the last moments). Sent by the player page every few seconds while there is
+    /// input; the idle policy of a session counts it.
+    #[serde(rename = "activity")]
+    Activity,
 }
 
 /// What the signalling server sends to a streamer, a player or an SFU.
@@ -389,6 +394,7 @@ impl ClientMessage {
             ClientMessage::StreamerDataChannels(_) => "streamerDataChannels",
             ClientMessage::StartStreaming => "startStreaming",
             ClientMessage::StopStreaming => "stopStreaming",
+            ClientMessage::Activity => "activity",
         }
     }
 
@@ -427,6 +433,7 @@ const CLIENT_TYPES: &[&str] = &[
     "streamerDataChannels",
     "startStreaming",
     "stopStreaming",
+    "activity",
 ];
 
 fn diagnose(text: &str, err: serde_json::Error) -> MessageError {
@@ -499,6 +506,7 @@ mod tests {
     #[case(json!({"type":"streamerDataChannels","sfuId":"Player1","sendStreamId":3,"recvStreamId":4,"playerId":"Player2"}))]
     #[case(json!({"type":"startStreaming"}))]
     #[case(json!({"type":"stopStreaming"}))]
+    #[case(json!({"type":"activity"}))]
     fn client_messages_round_trip_with_epic_field_names(#[case] v: Value) {
         client_roundtrip(v);
     }

@@ -29,6 +29,27 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
         args: Vec<String>,
     },
+    /// The session server: runs on every GPU machine, links to the coordinator, launches and
+    /// supervises the sessions' applications and hosts their signalling.
+    #[command(name = "session-server")]
+    SessionServer(SessionServerArgs),
+}
+
+#[derive(clap::Args)]
+struct SessionServerArgs {
+    #[command(flatten)]
+    opts: pxs_session_server::Options,
+    #[command(subcommand)]
+    action: Option<SessionServerAction>,
+}
+
+#[derive(Subcommand)]
+enum SessionServerAction {
+    /// Validate the configuration and print a summary, without starting.
+    #[command(name = "check-config")]
+    CheckConfig,
+    /// Ask the running session server (found through node.data_dir) to reload its applications.
+    Reload,
 }
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
@@ -39,6 +60,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Streamer { args } => Ok(pxs_streamer::cli::main(args)),
+        Command::SessionServer(args) => session_server(args),
     }
 }
 
@@ -81,6 +103,61 @@ fn webrtc_session(opts: WebrtcOptions) -> anyhow::Result<()> {
         );
         server.run_until(shutdown_signal()).await
     })
+}
+
+fn session_server(args: SessionServerArgs) -> anyhow::Result<std::process::ExitCode> {
+    use pxs_session_server::{Config, SessionServer, state};
+    let config = match Config::load(&args.opts) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(std::process::ExitCode::from(1));
+        }
+    };
+    match args.action {
+        Some(SessionServerAction::CheckConfig) => {
+            for note in &config.notes {
+                println!("note: {note}");
+            }
+            print!("{}", config.summary());
+            println!("configuration OK");
+            return Ok(std::process::ExitCode::SUCCESS);
+        }
+        Some(SessionServerAction::Reload) => {
+            let pid = state::signal_reload(&config.node.data_dir)?;
+            println!("asked the session server (pid {pid}) to reload");
+            return Ok(std::process::ExitCode::SUCCESS);
+        }
+        None => {}
+    }
+    init_logging("info");
+    for note in &config.notes {
+        tracing::warn!("{note}");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let server = SessionServer::start(config).await?;
+        println!(
+            "{}",
+            serde_json::json!({"event": "listening", "addr": server.addr().to_string()})
+        );
+        #[cfg(unix)]
+        {
+            let reloader = server.reloader();
+            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading the applications");
+                    reloader.reload();
+                }
+            });
+        }
+        server.run_until(shutdown_signal()).await
+    })?;
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 /// Ctrl-C or SIGTERM.

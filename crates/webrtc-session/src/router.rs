@@ -114,6 +114,22 @@ pub enum Output {
     },
 }
 
+/// What happened in the session, for a program that embeds it and watches (the session server
+/// decides readiness and idleness from these). Off unless [`Router::enable_events`] was called.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// A streamer (not an SFU) identified, or was given a legacy id.
+    StreamerIdentified { streamer_id: String },
+    /// An identified streamer's connection is gone.
+    StreamerDisconnected { streamer_id: String },
+    /// A player's WebSocket was accepted.
+    PlayerConnected { player_id: PlayerId },
+    /// A player's WebSocket is gone.
+    PlayerDisconnected { player_id: PlayerId },
+    /// A player sent `activity`; reported at most once per activity interval per player.
+    PlayerActivity { player_id: PlayerId },
+}
+
 #[derive(Debug)]
 struct Bucket {
     limit: RateLimit,
@@ -156,6 +172,8 @@ struct StreamerSide {
 struct PlayerSide {
     id: PlayerId,
     subscribed_to: Option<ConnId>,
+    /// When this player's activity was last reported as an event.
+    activity_reported: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -182,6 +200,9 @@ pub struct Router {
     next_legacy_streamer: u64,
     next_legacy_sfu: u64,
     outputs: std::collections::VecDeque<Output>,
+    /// Session events for an embedder; `None` while not enabled.
+    events: Option<std::collections::VecDeque<SessionEvent>>,
+    activity_interval: Duration,
 }
 
 impl Router {
@@ -197,6 +218,26 @@ impl Router {
             next_legacy_streamer: 0,
             next_legacy_sfu: 0,
             outputs: Default::default(),
+            events: None,
+            activity_interval: Duration::ZERO,
+        }
+    }
+
+    /// Starts recording [`SessionEvent`]s for [`Router::poll_event`]. A player's `activity`
+    /// messages are reported at most once per `activity_interval`.
+    pub fn enable_events(&mut self, activity_interval: Duration) {
+        self.events.get_or_insert_with(Default::default);
+        self.activity_interval = activity_interval;
+    }
+
+    /// The next session event, if events are enabled and one happened.
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.as_mut()?.pop_front()
+    }
+
+    fn event(&mut self, e: SessionEvent) {
+        if let Some(q) = &mut self.events {
+            q.push_back(e);
         }
     }
 
@@ -232,9 +273,15 @@ impl Router {
             let id = PlayerId(format!("Player{}", self.next_player));
             self.next_player += 1;
             self.player_ids.insert(id.clone(), conn);
+            if role == Role::Player {
+                self.event(SessionEvent::PlayerConnected {
+                    player_id: id.clone(),
+                });
+            }
             c.player = Some(PlayerSide {
                 id,
                 subscribed_to: None,
+                activity_reported: None,
             });
         }
         if matches!(role, Role::Streamer | Role::Sfu) {
@@ -272,11 +319,19 @@ impl Router {
             if let Some(s) = p.subscribed_to {
                 self.detach(s, conn, &p.id);
             }
+            if c.role == Role::Player {
+                self.event(SessionEvent::PlayerDisconnected { player_id: p.id });
+            }
         }
         if let Some(s) = c.streamer {
             self.streamers.remove(&conn);
             if let Some(id) = &s.id {
                 self.streamer_ids.remove(id);
+                if c.role == Role::Streamer {
+                    self.event(SessionEvent::StreamerDisconnected {
+                        streamer_id: id.clone(),
+                    });
+                }
             }
             for sub in s.subscribers {
                 self.drop_subscriber(sub, true);
@@ -347,6 +402,7 @@ impl Router {
                 self.subscribe(conn, &streamer_id);
             }
             (Role::Player | Role::Sfu, ClientMessage::Unsubscribe) => self.unsubscribe(conn),
+            (Role::Player, ClientMessage::Activity) => self.activity(now, conn),
 
             // A streamer talks to one of its players.
             (Role::Streamer, ClientMessage::Offer(m)) => {
@@ -693,6 +749,15 @@ impl Router {
             None => return,
         };
         info!(conn = conn.0, streamer = %id, "streamer identified");
+        if self
+            .conns
+            .get(&conn)
+            .is_some_and(|c| c.role == Role::Streamer)
+        {
+            self.event(SessionEvent::StreamerIdentified {
+                streamer_id: id.clone(),
+            });
+        }
         self.send(
             conn,
             ServerMessage::EndpointIdConfirm {
@@ -714,6 +779,7 @@ impl Router {
         if c.streamer.as_ref().is_none_or(|s| s.id.is_some()) {
             return;
         }
+        let is_streamer = c.role == Role::Streamer;
         let id = if c.role == Role::Sfu {
             self.next_legacy_sfu += 1;
             format!("__LEGACY_SFU__{}", self.next_legacy_sfu - 1)
@@ -725,9 +791,31 @@ impl Router {
         info!(conn = conn.0, streamer = %id, "streamer never identified, registered under a legacy id");
         self.streamer_ids.insert(id.clone(), conn);
         if let Some(s) = self.streamer_side_mut(conn) {
-            s.id = Some(id);
+            s.id = Some(id.clone());
             s.streaming = true;
         }
+        if is_streamer {
+            self.event(SessionEvent::StreamerIdentified { streamer_id: id });
+        }
+    }
+
+    /// A player's `activity`: reported (rate-limited per player) when events are enabled.
+    fn activity(&mut self, now: Instant, conn: ConnId) {
+        if self.events.is_none() {
+            return;
+        }
+        let interval = self.activity_interval;
+        let Some(p) = self.conns.get_mut(&conn).and_then(|c| c.player.as_mut()) else {
+            return;
+        };
+        if p.activity_reported
+            .is_some_and(|at| now.saturating_duration_since(at) < interval)
+        {
+            return;
+        }
+        p.activity_reported = Some(now);
+        let player_id = p.id.clone();
+        self.event(SessionEvent::PlayerActivity { player_id });
     }
 
     fn list(&mut self, conn: ConnId, role: Role) {

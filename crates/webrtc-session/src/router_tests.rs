@@ -1004,3 +1004,87 @@ proptest::proptest! {
         }
     }
 }
+
+// ----- session events for an embedder (the session server) -----
+
+fn events(h: &mut H) -> Vec<SessionEvent> {
+    std::iter::from_fn(|| h.router.poll_event()).collect()
+}
+
+#[test]
+fn events_are_off_unless_enabled() {
+    let mut h = H::new();
+    h.streamer("S");
+    let p = h.player("S");
+    h.send(p, json!({"type":"activity"}));
+    assert_eq!(h.router.poll_event(), None);
+}
+
+#[test]
+fn streamer_and_player_lifecycle_is_reported_in_order() {
+    let mut h = H::new();
+    h.router.enable_events(Duration::from_secs(1));
+    let s = h.streamer("S");
+    let p = h.player("S");
+    let sfu = h.connect(Role::Sfu);
+    h.send(sfu, json!({"type":"endpointId","id":"SFU"}));
+    h.router.disconnect(p);
+    h.router.disconnect(sfu);
+    h.router.disconnect(s);
+    assert_eq!(
+        events(&mut h),
+        vec![
+            SessionEvent::StreamerIdentified {
+                streamer_id: "S".into()
+            },
+            SessionEvent::PlayerConnected {
+                player_id: "Player0".into()
+            },
+            SessionEvent::PlayerDisconnected {
+                player_id: "Player0".into()
+            },
+            SessionEvent::StreamerDisconnected {
+                streamer_id: "S".into()
+            },
+        ],
+        "SFUs are neither players nor streamers here"
+    );
+}
+
+#[test]
+fn a_legacy_streamer_counts_as_identified() {
+    let mut h = H::new();
+    h.router.enable_events(Duration::from_secs(1));
+    h.connect(Role::Streamer);
+    assert!(events(&mut h).is_empty());
+    h.advance(Duration::from_secs(6));
+    assert_eq!(
+        events(&mut h),
+        vec![SessionEvent::StreamerIdentified {
+            streamer_id: "__LEGACY_STREAMER__0".into()
+        }]
+    );
+}
+
+#[test]
+fn activity_is_reported_at_most_once_per_interval_and_only_from_players() {
+    let mut h = H::new();
+    h.router.enable_events(Duration::from_secs(1));
+    h.streamer("S");
+    let p = h.player("S");
+    let s2 = h.connect(Role::Streamer);
+    h.drain();
+    events(&mut h);
+    h.send(p, json!({"type":"activity"}));
+    h.send(p, json!({"type":"activity"}));
+    h.send(s2, json!({"type":"activity"}));
+    h.advance(Duration::from_millis(999));
+    h.send(p, json!({"type":"activity"}));
+    h.advance(Duration::from_millis(1));
+    h.send(p, json!({"type":"activity"}));
+    let act = SessionEvent::PlayerActivity {
+        player_id: "Player0".into(),
+    };
+    assert_eq!(events(&mut h), vec![act.clone(), act]);
+    assert!(h.drain().is_empty(), "activity is never relayed");
+}

@@ -328,14 +328,14 @@ async fn accept(state: AppState, peer: SocketAddr, req: Request, role: Role) -> 
 
 /// Epic's frontend offers subprotocols only when told to; the browser aborts unless the server
 /// selects one, so we echo the first.
-fn first_subprotocol(headers: &HeaderMap) -> Option<String> {
+pub fn first_subprotocol(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::SEC_WEBSOCKET_PROTOCOL)?.to_str().ok()?;
     let first = value.split(',').next()?.trim();
     (!first.is_empty()).then(|| first.to_owned())
 }
 
 /// `Authorization: Bearer <token>` or `?token=<token>`, compared in constant time.
-fn token_matches(headers: &HeaderMap, query: Option<&str>, expected: &Secret) -> bool {
+pub fn token_matches(headers: &HeaderMap, query: Option<&str>, expected: &Secret) -> bool {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -8,8 +8,9 @@
 //! A connection whose queue is full (a client that does not read) is dropped, not buffered: its
 //! queue sender is discarded, which ends its task, and the router treats it as gone.
 
-use crate::router::{ConnId, Output, Role, Router, RouterConfig, close_code};
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use crate::router::{ConnId, Output, Role, Router, RouterConfig, SessionEvent, close_code};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
 use futures_util::SinkExt;
 use pxs_protocol::signalling::{ClientMessage, MessageError, ServerMessage};
 use std::collections::HashMap;
@@ -89,13 +90,65 @@ impl Signalling {
     /// Starts the router task on the current tokio runtime.
     pub fn spawn(config: RouterConfig, limits: Limits) -> Signalling {
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(run_router(Router::new(config), rx));
+        tokio::spawn(run_router(Router::new(config), rx, None));
         Signalling {
             events: tx,
             next_conn: Arc::new(AtomicU64::new(0)),
             limits: Arc::new(limits),
             started: Instant::now(),
         }
+    }
+
+    /// Like [`Signalling::spawn`], and also reports what happens in the session (streamer
+    /// identified, players joining, leaving, active) on the returned channel, in order. A
+    /// player's `activity` is reported at most once per `activity_interval`. The channel closes
+    /// when the router task ends.
+    pub fn spawn_observed(
+        config: RouterConfig,
+        limits: Limits,
+        activity_interval: Duration,
+    ) -> (Signalling, mpsc::UnboundedReceiver<SessionEvent>) {
+        let (tx, rx) = mpsc::channel(4096);
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let mut router = Router::new(config);
+        router.enable_events(activity_interval);
+        tokio::spawn(run_router(router, rx, Some(events_tx)));
+        let signalling = Signalling {
+            events: tx,
+            next_conn: Arc::new(AtomicU64::new(0)),
+            limits: Arc::new(limits),
+            started: Instant::now(),
+        };
+        (signalling, events_rx)
+    }
+
+    /// Completes a WebSocket upgrade into a connection of this session, with the same limits and
+    /// buffer sizes as the standalone server, echoing `protocol` (the first subprotocol the
+    /// client offered, see [`crate::server::first_subprotocol`]). For embedders that route
+    /// requests themselves and have already checked the caller.
+    pub fn upgrade(
+        &self,
+        upgrade: WebSocketUpgrade,
+        protocol: Option<String>,
+        role: Role,
+        remote: Option<IpAddr>,
+    ) -> Response {
+        let upgrade = match protocol {
+            Some(p) => upgrade.protocols([p]),
+            None => upgrade,
+        };
+        let signalling = self.clone();
+        upgrade
+            .max_message_size(self.limits.max_message_size)
+            .max_frame_size(self.limits.max_message_size)
+            .read_buffer_size(match role {
+                Role::Player => 1024,
+                Role::Streamer | Role::Sfu => 8192,
+            })
+            .write_buffer_size(16 * 1024)
+            .on_upgrade(move |ws| async move {
+                signalling.run_connection(ws, role, remote).await;
+            })
     }
 
     pub fn limits(&self) -> &Limits {
@@ -311,7 +364,11 @@ fn is_too_big(err: &axum::Error) -> bool {
     false
 }
 
-async fn run_router(mut router: Router, mut events: mpsc::Receiver<Event>) {
+async fn run_router(
+    mut router: Router,
+    mut events: mpsc::Receiver<Event>,
+    observer: Option<mpsc::UnboundedSender<SessionEvent>>,
+) {
     let mut queues: HashMap<ConnId, mpsc::Sender<Outbound>> = HashMap::new();
     let mut batch = Vec::with_capacity(256);
     loop {
@@ -359,6 +416,12 @@ async fn run_router(mut router: Router, mut events: mpsc::Receiver<Event>) {
                 }
             }
             deliver(&mut router, &mut queues);
+        }
+        if let Some(observer) = &observer {
+            while let Some(e) = router.poll_event() {
+                // The observer having gone away is not the router's concern.
+                let _ = observer.send(e);
+            }
         }
     }
 }

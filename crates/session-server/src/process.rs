@@ -1,0 +1,350 @@
+//! Launching and stopping applications: each session's process is the leader of its own process
+//! group (Unix) or runs in its own job object (Windows), so that stopping a session reaches every
+//! process it started. Also the recovery of processes left behind by a session server that died.
+
+use crate::supervisor::{Exit, PersistedSession, ProcessInfo, Spawn};
+use process_wrap::tokio::{ChildWrapper, CommandWrap, KillOnDrop};
+use pxs_protocol::node::SessionId;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+/// Every process a session server launches carries this variable, set to the session server's
+/// data dir: after a crash, a process that escaped its group is still recognised as ours.
+pub const MARKER_ENV: &str = "PXS_SESSION_SERVER_DATA_DIR";
+
+/// How to stop a process tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM to the process group (Unix). On Windows there is no such signal for a GUI
+    /// application, so this is the same as `Force` there.
+    Graceful,
+    /// SIGKILL to the group; on Windows, terminate the job.
+    Force,
+}
+
+/// A launched process: its ids and the way to stop it. Its exit is reported on the channel given
+/// to [`launch`], once, after what was left of its tree has been killed.
+#[derive(Debug)]
+pub struct Launched {
+    pub info: ProcessInfo,
+    pub control: mpsc::UnboundedSender<Stop>,
+}
+
+/// Starts `spec`'s program (never through a shell) with stdout and stderr appended to its log.
+pub fn launch(
+    spec: &Spawn,
+    marker: &str,
+    exits: mpsc::UnboundedSender<(SessionId, Exit)>,
+) -> std::io::Result<Launched> {
+    let Some((program, args)) = spec.argv.split_first() else {
+        return Err(std::io::Error::other("empty argument vector"));
+    };
+    if let Some(dir) = spec.log.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&spec.log)?;
+    let log_err = log.try_clone()?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .env(MARKER_ENV, marker)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log_err));
+    if let Some(cwd) = &spec.cwd {
+        cmd.current_dir(cwd);
+    }
+    let mut wrap = CommandWrap::from(cmd);
+    #[cfg(unix)]
+    wrap.wrap(process_wrap::tokio::ProcessGroup::leader());
+    #[cfg(windows)]
+    wrap.wrap(process_wrap::tokio::JobObject);
+    // With the job object: the job is closed, and its processes killed, if we die.
+    wrap.wrap(KillOnDrop);
+    let child = wrap.spawn()?;
+    let pid = child
+        .id()
+        .ok_or_else(|| std::io::Error::other("the process exited before its pid was read"))?;
+    let info = ProcessInfo {
+        pid,
+        pgid: if cfg!(unix) { Some(pid) } else { None },
+        start_time: proc_start_time(pid),
+    };
+    let (control, commands) = mpsc::unbounded_channel();
+    tokio::spawn(supervise(spec.session.clone(), child, commands, exits));
+    Ok(Launched { info, control })
+}
+
+/// Owns the child: waits for the group leader, applies stop commands, and when the leader is gone
+/// kills the rest of its tree before reporting the exit.
+async fn supervise(
+    session: SessionId,
+    mut child: Box<dyn ChildWrapper>,
+    mut commands: mpsc::UnboundedReceiver<Stop>,
+    exits: mpsc::UnboundedSender<(SessionId, Exit)>,
+) {
+    let mut commands_open = true;
+    let status = loop {
+        tokio::select! {
+            // The leader alone (the wrapper's own wait would also wait for every member of the
+            // group, which a straggler could delay forever).
+            status = child.inner_mut().wait() => break status,
+            cmd = commands.recv(), if commands_open => match cmd {
+                Some(stop) => {
+                    if let Err(e) = stop_tree(child.as_mut(), stop) {
+                        debug!(session = %session, %e, "stop signal not delivered");
+                    }
+                }
+                None => commands_open = false,
+            },
+        }
+    };
+    // Whatever is left of the tree goes with its leader.
+    if let Err(e) = child.start_kill() {
+        debug!(session = %session, %e, "nothing left of the process tree to kill");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+    let exit = match status {
+        Ok(s) => exit_of(s),
+        Err(e) => {
+            warn!(session = %session, %e, "waiting for the process failed");
+            Exit {
+                code: None,
+                signal: None,
+            }
+        }
+    };
+    let _ = exits.send((session, exit));
+}
+
+fn stop_tree(child: &mut dyn ChildWrapper, stop: Stop) -> std::io::Result<()> {
+    match stop {
+        #[cfg(unix)]
+        Stop::Graceful => child.signal(nix::sys::signal::Signal::SIGTERM as i32),
+        #[cfg(not(unix))]
+        Stop::Graceful => child.start_kill(),
+        Stop::Force => child.start_kill(),
+    }
+}
+
+fn exit_of(s: std::process::ExitStatus) -> Exit {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        Exit {
+            code: s.code(),
+            signal: s.signal(),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        Exit {
+            code: s.code(),
+            signal: None,
+        }
+    }
+}
+
+// ----- Linux /proc -----
+
+/// `(process group, start time)` of a process, from `/proc/<pid>/stat` (Linux).
+fn proc_stat(pid: u32) -> Option<(u32, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain anything: split after the
+    // last ')'. Then field 3 (state) is index 0, pgrp (5) index 2, starttime (22) index 19.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some((fields.get(2)?.parse().ok()?, fields.get(19)?.parse().ok()?))
+}
+
+/// The start time of a process (Linux: clock ticks since boot), to recognise it after a restart.
+pub fn proc_start_time(pid: u32) -> Option<u64> {
+    proc_stat(pid).map(|(_, t)| t)
+}
+
+/// Every process (Linux) whose environment has `MARKER_ENV=<marker>`.
+pub fn marked_processes(marker: &str) -> Vec<u32> {
+    let needle = format!("{MARKER_ENV}={marker}");
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == needle.as_bytes()))
+        })
+        .collect()
+}
+
+/// Live members (not zombies) of process group `pgid` (Linux), with their start times.
+#[cfg(unix)]
+fn group_members(pgid: u32) -> Vec<(u32, u64)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| alive(*pid))
+        .filter_map(|pid| {
+            let (g, t) = proc_stat(pid)?;
+            (g == pgid).then_some((pid, t))
+        })
+        .collect()
+}
+
+/// Waits (briefly, blocking) until none of `pids` is alive.
+#[cfg(unix)]
+fn wait_gone(pids: &[u32], limit: Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    while pids.iter().any(|p| alive(*p)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Kills what is left of a session from a previous run: its process group, if it is still the
+/// one we started (on Linux its members started no earlier than the recorded leader; the leader
+/// itself, if alive, has the recorded start time). Returns the pids it signalled.
+#[cfg(unix)]
+pub fn kill_orphan(s: &PersistedSession) -> Vec<u32> {
+    use nix::sys::signal::{Signal, killpg};
+    use nix::unistd::Pid;
+    let Some(p) = s.process else {
+        return Vec::new();
+    };
+    let Some(pgid) = p.pgid else {
+        return Vec::new();
+    };
+    let members = group_members(pgid);
+    let ours: Vec<u32> = match p.start_time {
+        Some(t0) if std::path::Path::new("/proc/self/stat").exists() => members
+            .iter()
+            .filter(|(pid, t)| if *pid == p.pid { *t == t0 } else { *t >= t0 })
+            .map(|(pid, _)| *pid)
+            .collect(),
+        // No /proc: trust the group id.
+        _ => vec![pgid],
+    };
+    if ours.is_empty() {
+        debug!(session = %s.session_id, pgid, "no process of the orphaned session is left");
+        return ours;
+    }
+    tracing::info!(session = %s.session_id, pgid, pids = ?ours, "killing the orphaned session's process group");
+    if let Ok(pgid) = i32::try_from(pgid)
+        && let Err(e) = killpg(Pid::from_raw(pgid), Signal::SIGKILL)
+    {
+        debug!(%e, "killpg");
+    }
+    wait_gone(&ours, Duration::from_secs(2));
+    ours
+}
+
+/// On Windows the previous run's job objects were closed when it died, which killed their
+/// processes (`JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE`): nothing is left to do.
+#[cfg(not(unix))]
+pub fn kill_orphan(s: &PersistedSession) -> Vec<u32> {
+    debug!(session = %s.session_id, "orphan processes died with their job object");
+    Vec::new()
+}
+
+/// Kills every process carrying our marker (those that escaped their group, or were launched just
+/// before a crash and never recorded). Linux only; elsewhere there is nothing to scan.
+#[cfg(unix)]
+pub fn kill_marked(marker: &str) -> Vec<u32> {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let pids = marked_processes(marker);
+    for pid in &pids {
+        if let Ok(p) = i32::try_from(*pid) {
+            warn!(
+                pid,
+                "killing a process left by a previous run of this session server"
+            );
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+        }
+    }
+    wait_gone(&pids, Duration::from_secs(2));
+    pids
+}
+
+#[cfg(not(unix))]
+pub fn kill_marked(_marker: &str) -> Vec<u32> {
+    Vec::new()
+}
+
+/// Whether a process exists (Linux: and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(text) => text
+            .rfind(')')
+            .and_then(|i| text[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+
+    fn orphan(process: Option<ProcessInfo>) -> PersistedSession {
+        PersistedSession {
+            session_id: "ses_t".parse().expect("id"),
+            application_id: "a".parse().expect("id"),
+            port: 1,
+            gpu: None,
+            process,
+            started_at: 0,
+            ready: true,
+        }
+    }
+
+    #[test]
+    fn an_orphaned_group_is_killed_only_if_it_is_still_ours() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let real = ProcessInfo {
+            pid,
+            pgid: Some(pid),
+            start_time: proc_start_time(pid),
+        };
+        assert!(real.start_time.is_some());
+        // A recorded start time that does not match: a reused pid, left alone.
+        let stale = ProcessInfo {
+            start_time: real.start_time.map(|t| t + 1),
+            ..real
+        };
+        assert!(kill_orphan(&orphan(Some(stale))).is_empty());
+        assert!(alive(pid));
+        assert_eq!(kill_orphan(&orphan(Some(real))), vec![pid]);
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(9));
+        assert!(kill_orphan(&orphan(None)).is_empty(), "never spawned");
+    }
+
+    #[test]
+    fn marked_processes_are_found_by_their_environment() {
+        let marker = format!("/tmp/pxs-marker-test-{}", std::process::id());
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env(MARKER_ENV, &marker)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert_eq!(marked_processes(&marker), vec![pid]);
+        assert!(marked_processes(&format!("{marker}-other")).is_empty());
+        assert_eq!(kill_marked(&marker), vec![pid]);
+        child.wait().unwrap();
+    }
+}

@@ -1,0 +1,528 @@
+//! The tokio shell around the [`Supervisor`]: one task owns the supervisor and drives it; it
+//! carries out its outputs (launch and stop processes, start and stop each session's signalling
+//! and streamer listener, write the state, talk on the node link) and feeds back what happened.
+//!
+//! ```text
+//!  node link task ──LinkEvent──┐
+//!  process tasks ──exit────────┤
+//!  signalling observers ───────┼──▶ server loop (owns Supervisor) ──▶ spawn / kill / persist /
+//!  reload, shutdown ───────────┘         ▲  timers: poll_timeout,      send on the link /
+//!                                        │  heartbeat                   routes for HTTP
+//! ```
+
+use crate::config::Config;
+use crate::gpu::Gpus;
+use crate::http::{Route, Routes, bind_streamer_port, node_app, serve_streamer};
+use crate::link::{self, LinkEvent};
+use crate::process::{self, Launched, Stop};
+use crate::state::DataDir;
+use crate::supervisor::{Exit, Now, Output, Spawn, Supervisor, SupervisorConfig};
+use anyhow::Context;
+use axum::serve::ListenerExt;
+use pxs_protocol::node::{
+    Capacity, CoordinatorToNode, Heartbeat, Hello, NodeToCoordinator, SessionId,
+};
+use pxs_webrtc_session::Signalling;
+use pxs_webrtc_session::router::{RouterConfig, SessionEvent};
+use pxs_webrtc_session::session::Limits;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
+
+/// A player's `activity` is reported to the supervisor at most this often (so an idle timeout
+/// may fire up to this much early; timeouts are minutes in practice).
+const ACTIVITY_INTERVAL: Duration = Duration::from_millis(250);
+/// After a shutdown stopped every session, how long to wait for the coordinator to acknowledge
+/// the last events.
+const FINAL_ACK_WAIT: Duration = Duration::from_secs(2);
+/// A shutdown gives up on sessions that have not ended this long after the kill grace period.
+const SHUTDOWN_SLACK: Duration = Duration::from_secs(10);
+
+enum Input {
+    Link(LinkEvent),
+    Exited(SessionId, Exit),
+    Signalling(SessionId, SessionEvent),
+    Reload,
+    Shutdown,
+}
+
+/// A running session server.
+pub struct SessionServer {
+    addr: SocketAddr,
+    inputs: mpsc::UnboundedSender<Input>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+/// The shell's part of a session.
+struct Handle {
+    signalling: Signalling,
+    stop_listener: watch::Sender<bool>,
+    process: Option<mpsc::UnboundedSender<Stop>>,
+}
+
+struct Shell {
+    config: Config,
+    sup: Supervisor,
+    data: DataDir,
+    marker: String,
+    gpus: Gpus,
+    routes: Routes,
+    handles: HashMap<SessionId, Handle>,
+    link: Option<mpsc::UnboundedSender<NodeToCoordinator>>,
+    inputs: mpsc::UnboundedSender<Input>,
+    exits: mpsc::UnboundedSender<(SessionId, Exit)>,
+}
+
+fn now() -> Now {
+    Now {
+        mono: Instant::now(),
+        wall: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    }
+}
+
+impl SessionServer {
+    /// Opens the data dir (killing whatever a previous run left), binds `node.listen` and starts
+    /// serving and linking. Port 0 picks a free port; see [`SessionServer::addr`].
+    pub async fn start(config: Config) -> anyhow::Result<SessionServer> {
+        let data = DataDir::open(&config.node.data_dir)?;
+        let marker = data.path.display().to_string();
+        let previous = data.load();
+        let gpus = Gpus::detect(config.node.gpus);
+        let sup = Supervisor::new(
+            SupervisorConfig {
+                public_url: config.node.public_url.clone(),
+                max_sessions: config.node.max_sessions,
+                streamer_ports: config.node.streamer_ports.clone(),
+                kill_grace: config.node.kill_grace,
+                gpus: gpus.count(),
+                max_sessions_per_gpu: config.node.max_sessions_per_gpu,
+                logs_dir: data.logs(),
+            },
+            config.applications.clone(),
+            previous,
+            now(),
+        );
+        let listener = TcpListener::bind(config.node.listen)
+            .await
+            .with_context(|| format!("node.listen: cannot listen on {}", config.node.listen))?;
+        let addr = listener.local_addr()?;
+        data.write_pid()
+            .with_context(|| format!("node.data_dir: cannot write in {}", data.path.display()))?;
+        let routes = Routes::default();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let app = node_app(routes.clone(), config.node.name.to_string());
+        let mut http_stop = stop_rx.clone();
+        let http = tokio::spawn(async move {
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|s| *s).await;
+            })
+            .await
+        });
+
+        let (inputs, inputs_rx) = mpsc::unbounded_channel();
+        let (link_tx, mut link_rx) = mpsc::unbounded_channel();
+        tokio::spawn(link::run(
+            config.coordinator.link_url.clone(),
+            config.coordinator.token.clone(),
+            config.node.heartbeat_interval,
+            link_tx,
+            stop_rx.clone(),
+        ));
+        let fwd = inputs.clone();
+        tokio::spawn(async move {
+            while let Some(e) = link_rx.recv().await {
+                if fwd.send(Input::Link(e)).is_err() {
+                    return;
+                }
+            }
+        });
+        let (exits, mut exits_rx) = mpsc::unbounded_channel();
+        let fwd = inputs.clone();
+        tokio::spawn(async move {
+            while let Some((id, exit)) = exits_rx.recv().await {
+                if fwd.send(Input::Exited(id, exit)).is_err() {
+                    return;
+                }
+            }
+        });
+        info!(
+            node = %config.node.name,
+            %addr,
+            public_url = %config.node.public_url,
+            gpus = gpus.count(),
+            applications = config.applications.len(),
+            "session server listening"
+        );
+        let shell = Shell {
+            config,
+            sup,
+            data,
+            marker,
+            gpus,
+            routes,
+            handles: HashMap::new(),
+            link: None,
+            inputs: inputs.clone(),
+            exits,
+        };
+        let task = tokio::spawn(async move {
+            let result = shell.run(inputs_rx).await;
+            let _ = stop_tx.send(true);
+            let _ = http.await;
+            result
+        });
+        Ok(SessionServer { addr, inputs, task })
+    }
+
+    /// The address of the node's HTTP port.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Re-reads the applications from the config file (as SIGHUP does).
+    pub fn reload(&self) {
+        let _ = self.inputs.send(Input::Reload);
+    }
+
+    /// A handle that can ask for reloads after `self` is consumed by `run_until`.
+    pub fn reloader(&self) -> Reloader {
+        Reloader(self.inputs.clone())
+    }
+
+    /// Stops every session (graceful, then forced after the grace period), reports them ended,
+    /// and stops serving.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.inputs.send(Input::Shutdown);
+        self.task.await.context("the session server task failed")?
+    }
+
+    /// Serves until `signal` completes, then shuts down.
+    pub async fn run_until(
+        self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        signal.await;
+        self.shutdown().await
+    }
+}
+
+/// Asks a running session server to reload its applications.
+#[derive(Clone)]
+pub struct Reloader(mpsc::UnboundedSender<Input>);
+
+impl Reloader {
+    pub fn reload(&self) {
+        let _ = self.0.send(Input::Reload);
+    }
+}
+
+impl Shell {
+    async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<Input>) -> anyhow::Result<()> {
+        // First the sessions the state file knows (KillOrphan outputs)...
+        self.drive();
+        // ...then any process that escaped its group, or was launched just before a crash and
+        // never recorded: they carry our marker.
+        let marked = process::kill_marked(&self.marker);
+        if !marked.is_empty() {
+            warn!(pids = ?marked, "killed processes left by a previous run");
+        }
+        let mut heartbeat = tokio::time::interval(self.config.node.heartbeat_interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut shutting_down: Option<Instant> = None;
+        let mut emptied: Option<Instant> = None;
+        loop {
+            if let Some(since) = shutting_down {
+                if self.sup.is_empty() {
+                    // Give the coordinator a moment to take the last events; unacknowledged
+                    // ones stay in the state file and go at the next start.
+                    let at = *emptied.get_or_insert_with(Instant::now);
+                    if self.sup.all_acked() || self.link.is_none() || at.elapsed() >= FINAL_ACK_WAIT
+                    {
+                        break;
+                    }
+                } else if since.elapsed() > self.config.node.kill_grace + SHUTDOWN_SLACK {
+                    error!("sessions still running after the kill grace period; exiting anyway");
+                    break;
+                }
+            }
+            let mut deadline = self.sup.poll_timeout();
+            if let Some(at) = emptied {
+                let d = at + FINAL_ACK_WAIT;
+                deadline = Some(deadline.map_or(d, |x| x.min(d)));
+            }
+            if let Some(since) = shutting_down {
+                let d = since + self.config.node.kill_grace + SHUTDOWN_SLACK;
+                deadline = Some(deadline.map_or(d, |x| x.min(d)));
+            }
+            tokio::select! {
+                input = inputs.recv() => {
+                    let Some(input) = input else { break };
+                    match input {
+                        Input::Shutdown => {
+                            if shutting_down.is_none() {
+                                info!("shutting down: stopping every session");
+                                shutting_down = Some(Instant::now());
+                                self.sup.shutdown(now());
+                            }
+                        }
+                        other => self.handle(other),
+                    }
+                }
+                _ = sleep_until(deadline) => self.sup.handle_timeout(now()),
+                _ = heartbeat.tick() => self.heartbeat(),
+            }
+            self.drive();
+        }
+        self.data.remove_pid();
+        info!("session server stopped");
+        Ok(())
+    }
+
+    fn handle(&mut self, input: Input) {
+        let t = now();
+        match input {
+            Input::Link(LinkEvent::Connected(tx)) => {
+                let hello = NodeToCoordinator::Hello(Hello {
+                    node: self.config.node.name.clone(),
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    public_url: self.config.node.public_url.clone(),
+                    capacity: Capacity {
+                        max_sessions: self.config.node.max_sessions,
+                        max_sessions_per_gpu: self.config.node.max_sessions_per_gpu,
+                    },
+                    applications: self.sup.applications(),
+                    gpus: self.gpus.info().to_vec(),
+                    sessions: self.sup.statuses(),
+                    draining: self.sup.is_draining(),
+                });
+                let _ = tx.send(hello);
+                self.link = Some(tx);
+            }
+            Input::Link(LinkEvent::Disconnected(why)) => {
+                debug!(%why, "link down");
+                self.link = None;
+                self.sup.link_down();
+            }
+            Input::Link(LinkEvent::Message(m)) => match m {
+                CoordinatorToNode::Welcome { acked } => {
+                    info!(acked, "node link up");
+                    self.sup.link_up(acked);
+                }
+                CoordinatorToNode::Ack { seq } => self.sup.ack(seq),
+                CoordinatorToNode::StartSession {
+                    session_id,
+                    application_id,
+                    options,
+                } => self
+                    .sup
+                    .start_session(t, session_id, &application_id, options),
+                CoordinatorToNode::StopSession { session_id } => {
+                    self.sup.stop_session(t, &session_id)
+                }
+                CoordinatorToNode::Drain => {
+                    info!("draining: stopping every session, taking no new ones");
+                    self.sup.drain(t);
+                }
+            },
+            Input::Exited(id, exit) => self.sup.process_exited(t, &id, exit),
+            Input::Signalling(id, e) => match e {
+                SessionEvent::StreamerIdentified { .. } => self.sup.streamer_identified(t, &id),
+                SessionEvent::StreamerDisconnected { streamer_id } => {
+                    info!(session = %id, streamer = %streamer_id, "streamer disconnected")
+                }
+                SessionEvent::PlayerConnected { player_id } => {
+                    self.sup.player_joined(t, &id, player_id.as_str())
+                }
+                SessionEvent::PlayerDisconnected { player_id } => {
+                    self.sup.player_left(t, &id, player_id.as_str())
+                }
+                SessionEvent::PlayerActivity { player_id } => {
+                    self.sup.player_activity(t, &id, player_id.as_str())
+                }
+            },
+            Input::Reload => self.reload(),
+            Input::Shutdown => {}
+        }
+    }
+
+    fn reload(&mut self) {
+        if self.config.file.is_none() {
+            warn!("reload: no config file to read");
+            return;
+        }
+        match Config::load(&self.config.options) {
+            Ok(new) => {
+                for note in &new.notes {
+                    warn!("{note}");
+                }
+                if new.node.listen != self.config.node.listen
+                    || new.node.data_dir != self.config.node.data_dir
+                    || new.node.streamer_ports != self.config.node.streamer_ports
+                    || new.node.max_sessions != self.config.node.max_sessions
+                    || new.coordinator.link_url != self.config.coordinator.link_url
+                {
+                    warn!(
+                        "reload: [node] and [coordinator] changes take effect at the next start; only the applications were reloaded"
+                    );
+                }
+                info!(
+                    applications = new.applications.len(),
+                    "reloaded the applications"
+                );
+                self.sup.set_applications(new.applications.clone());
+                self.config.applications = new.applications;
+            }
+            Err(e) => error!("reload refused, keeping the current applications: {e:#}"),
+        }
+    }
+
+    fn heartbeat(&mut self) {
+        let Some(link) = &self.link else { return };
+        let sup = &self.sup;
+        let hb = NodeToCoordinator::Heartbeat(Heartbeat {
+            at: now().wall,
+            sessions: sup.statuses(),
+            free_slots: sup.free_slots(),
+            gpus: self.gpus.usage(|g| sup.gpu_sessions(g)),
+            draining: sup.is_draining(),
+        });
+        let _ = link.send(hb);
+    }
+
+    /// Carries out the supervisor's outputs (and the inputs they cause) until there are none.
+    fn drive(&mut self) {
+        while let Some(out) = self.sup.poll_output() {
+            match out {
+                Output::Persist(state) => {
+                    if let Err(e) = self.data.save(&state) {
+                        error!(%e, dir = %self.data.path.display(), "cannot write the state file");
+                    }
+                }
+                Output::Spawn(spec) => self.launch(*spec),
+                Output::Kill {
+                    session, graceful, ..
+                } => {
+                    if let Some(p) = self.handles.get(&session).and_then(|h| h.process.as_ref()) {
+                        let _ = p.send(if graceful {
+                            Stop::Graceful
+                        } else {
+                            Stop::Force
+                        });
+                    }
+                }
+                Output::KillOrphan(s) => {
+                    process::kill_orphan(&s);
+                }
+                Output::Teardown { session } => self.teardown(&session),
+                Output::Send(msg) => {
+                    if let Some(link) = &self.link {
+                        let _ = link.send(msg);
+                    }
+                }
+            }
+        }
+    }
+
+    fn launch(&mut self, spec: Spawn) {
+        let t = now();
+        let id = spec.session.clone();
+        // A leftover of an earlier attempt on another port.
+        self.teardown(&id);
+        let listener = match bind_streamer_port(spec.port) {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                return self.sup.port_unavailable(t, &id);
+            }
+            Err(e) => {
+                return self.sup.spawn_failed(
+                    t,
+                    &id,
+                    format!("cannot listen on 127.0.0.1:{}: {e}", spec.port),
+                );
+            }
+        };
+        let router = RouterConfig {
+            max_players: spec.max_players as usize,
+            ..Default::default()
+        };
+        let (signalling, mut events) =
+            Signalling::spawn_observed(router, Limits::default(), ACTIVITY_INTERVAL);
+        let fwd = self.inputs.clone();
+        let sid = id.clone();
+        tokio::spawn(async move {
+            while let Some(e) = events.recv().await {
+                if fwd.send(Input::Signalling(sid.clone(), e)).is_err() {
+                    return;
+                }
+            }
+        });
+        let (stop_listener, stop_rx) = watch::channel(false);
+        serve_streamer(listener, signalling.clone(), stop_rx);
+        self.routes.insert(
+            id.clone(),
+            Route {
+                signalling: signalling.clone(),
+                token: spec.player_token.clone(),
+            },
+        );
+        let process = match process::launch(&spec, &self.marker, self.exits.clone()) {
+            Ok(Launched { info, control }) => {
+                info!(session = %id, pid = info.pid, port = spec.port, "application launched");
+                self.sup.spawned(t, &id, info);
+                Some(control)
+            }
+            Err(e) => {
+                self.handles.insert(
+                    id.clone(),
+                    Handle {
+                        signalling,
+                        stop_listener,
+                        process: None,
+                    },
+                );
+                return self.sup.spawn_failed(
+                    t,
+                    &id,
+                    format!("cannot start {}: {e}", spec.argv[0]),
+                );
+            }
+        };
+        self.handles.insert(
+            id,
+            Handle {
+                signalling,
+                stop_listener,
+                process,
+            },
+        );
+    }
+
+    fn teardown(&mut self, id: &SessionId) {
+        self.routes.remove(id);
+        if let Some(h) = self.handles.remove(id) {
+            let _ = h.stop_listener.send(true);
+            let signalling = h.signalling;
+            tokio::spawn(async move { signalling.shutdown().await });
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,466 @@
+//! Test harness: a scripted coordinator speaking the node link (an axum WebSocket server on
+//! 127.0.0.1:0 that numbers, de-duplicates and acknowledges events as a real one must), the
+//! session server in-process, the `pxs` binary (its `streamer` is the application), players, and
+//! `wait_until`.
+#![allow(dead_code)]
+
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use pxs_protocol::node::{
+    ApplicationInfo, CoordinatorToNode, EndReason, Ended, Heartbeat, Hello, NodeToCoordinator,
+    SequencedEvent, SessionEventKind, SessionId, StartOptions, Token,
+};
+use pxs_session_server::{Config, Options, SessionServer};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+pub const NODE_TOKEN: &str = "node-token-for-tests";
+pub const PLAYER_TOKEN: &str = "player-token-for-tests";
+
+/// Polls `f` until it returns Ok, or panics with its last reason after `timeout`.
+pub async fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(why) if Instant::now() >= deadline => {
+                panic!("condition not met within {timeout:?}: {why}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// The `pxs` binary: `PXS_BIN`, or built with `cargo build -p pxs` next to this test.
+pub fn pxs_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("PXS_BIN") {
+            return PathBuf::from(p);
+        }
+        let exe = std::env::current_exe().expect("test exe");
+        // target/<profile>/deps/<test> → target/<profile>/pxs
+        let profile_dir = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .expect("target dir")
+            .to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "-p", "pxs", "--quiet"]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("cargo runs");
+        assert!(status.success(), "cargo build -p pxs failed");
+        let bin = profile_dir.join(format!("pxs{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.exists(), "{} missing after the build", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A fresh directory for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "pxs-session-server-test-{}-{name}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+/// A range of 20 loopback ports no other test of this process uses.
+pub fn port_range() -> String {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 41000 + (std::process::id() % 40) as u16 * 400;
+    let start = base + NEXT.fetch_add(20, Ordering::Relaxed);
+    format!("{start}-{}", start + 19)
+}
+
+pub fn sid(name: &str) -> SessionId {
+    SessionId::parse(&format!("ses_{name}")).expect("session id")
+}
+
+// ----- the scripted coordinator -----
+
+#[derive(Default)]
+pub struct Seen {
+    pub hellos: Vec<Hello>,
+    /// Events processed, in order (each seq once).
+    pub events: Vec<SequencedEvent>,
+    /// Every event frame received, duplicates included.
+    pub received: Vec<u64>,
+    /// Sequence gaps found (an event arriving before an earlier one): must stay empty.
+    pub gaps: Vec<(u64, u64)>,
+    pub heartbeats: Vec<Heartbeat>,
+    pub applications: Vec<Vec<ApplicationInfo>>,
+    pub connections: u32,
+    last_seq: u64,
+    conn: Option<mpsc::UnboundedSender<Option<CoordinatorToNode>>>,
+    refuse: bool,
+}
+
+#[derive(Clone)]
+pub struct Coordinator {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Seen>>,
+}
+
+impl Coordinator {
+    pub async fn start() -> Coordinator {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let app = axum::Router::new()
+            .route("/api/v1/nodes/link", axum::routing::get(link))
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Coordinator { addr, seen }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends to the node on the current connection; false if there is none.
+    pub fn send(&self, m: CoordinatorToNode) -> bool {
+        self.lock()
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.send(Some(m)).is_ok())
+    }
+
+    pub fn start_session(&self, id: &SessionId, app: &str) {
+        let sent = self.send(CoordinatorToNode::StartSession {
+            session_id: id.clone(),
+            application_id: app.parse().expect("app id"),
+            options: StartOptions {
+                player_token: Some(Token(PLAYER_TOKEN.into())),
+                ..Default::default()
+            },
+        });
+        assert!(sent, "no node connected");
+    }
+
+    pub fn stop_session(&self, id: &SessionId) {
+        assert!(self.send(CoordinatorToNode::StopSession {
+            session_id: id.clone()
+        }));
+    }
+
+    /// Closes the current connection.
+    pub fn kick(&self) {
+        if let Some(c) = self.lock().conn.take() {
+            let _ = c.send(None);
+        }
+    }
+
+    /// Refuse (503) new connections while `on`.
+    pub fn refuse(&self, on: bool) {
+        self.lock().refuse = on;
+    }
+
+    pub fn connected(&self) -> bool {
+        self.lock().conn.is_some()
+    }
+
+    /// Waits until a node is linked (hello answered).
+    pub async fn wait_linked(&self, timeout: Duration) {
+        wait_until(timeout, || {
+            if self.connected() {
+                Ok(())
+            } else {
+                Err("no node linked".into())
+            }
+        })
+        .await
+    }
+
+    /// The processed events of one session.
+    pub fn events_of(&self, id: &SessionId) -> Vec<SessionEventKind> {
+        self.lock()
+            .events
+            .iter()
+            .filter(|e| &e.event.session_id == id)
+            .map(|e| e.event.kind.clone())
+            .collect()
+    }
+
+    pub async fn wait_ready(&self, id: &SessionId, timeout: Duration) -> String {
+        wait_until(timeout, || {
+            let ev = self.events_of(id);
+            for k in &ev {
+                if let SessionEventKind::Ready { player_url } = k {
+                    return Ok(player_url.clone());
+                }
+                if let SessionEventKind::Ended(e) = k {
+                    panic!("{id} ended before ready: {e:?}");
+                }
+            }
+            Err(format!("{id} not ready: {ev:?}"))
+        })
+        .await
+    }
+
+    pub async fn wait_ended(&self, id: &SessionId, timeout: Duration) -> Ended {
+        wait_until(timeout, || {
+            let ev = self.events_of(id);
+            ev.iter()
+                .find_map(|k| match k {
+                    SessionEventKind::Ended(e) => Some(e.clone()),
+                    _ => None,
+                })
+                .ok_or_else(|| format!("{id} has not ended: {ev:?}"))
+        })
+        .await
+    }
+
+    pub fn pid_of(&self, id: &SessionId) -> Option<u32> {
+        self.events_of(id).iter().find_map(|k| match k {
+            SessionEventKind::Starting { pid, .. } => Some(*pid),
+            _ => None,
+        })
+    }
+
+    /// Checks delivery: contiguous numbers from 1, no gap, and per session exactly the kinds
+    /// starting?, ready?, ended, in that order and once each.
+    pub fn check_delivery(&self) {
+        let seen = self.lock();
+        assert!(seen.gaps.is_empty(), "sequence gaps: {:?}", seen.gaps);
+        for (i, e) in seen.events.iter().enumerate() {
+            assert_eq!(
+                e.seq,
+                i as u64 + 1,
+                "processed events are numbered 1, 2, ..."
+            );
+        }
+        let mut by_session: std::collections::BTreeMap<&SessionId, Vec<&'static str>> =
+            Default::default();
+        for e in &seen.events {
+            by_session
+                .entry(&e.event.session_id)
+                .or_default()
+                .push(match e.event.kind {
+                    SessionEventKind::Starting { .. } => "starting",
+                    SessionEventKind::Ready { .. } => "ready",
+                    SessionEventKind::Ended(_) => "ended",
+                });
+        }
+        for (id, kinds) in by_session {
+            let ok = matches!(
+                kinds.as_slice(),
+                ["ended"]
+                    | ["starting", "ended"]
+                    | ["starting", "ready", "ended"]
+                    | ["starting"]
+                    | ["starting", "ready"]
+            );
+            assert!(ok, "{id}: events {kinds:?}");
+        }
+    }
+}
+
+async fn link(
+    State(seen): State<Arc<Mutex<Seen>>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if auth != format!("Bearer {NODE_TOKEN}") {
+        return (StatusCode::UNAUTHORIZED, "bad node token").into_response();
+    }
+    if seen.lock().unwrap_or_else(|e| e.into_inner()).refuse {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not now").into_response();
+    }
+    ws.on_upgrade(move |socket| serve_node(socket, seen))
+}
+
+async fn serve_node(mut socket: WebSocket, seen: Arc<Mutex<Seen>>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Option<CoordinatorToNode>>();
+    loop {
+        tokio::select! {
+            cmd = rx.recv() => match cmd {
+                Some(Some(m)) => {
+                    if socket.send(Message::text(m.to_json())).await.is_err() { break; }
+                }
+                _ => break,
+            },
+            msg = socket.next() => {
+                let Some(Ok(msg)) = msg else { break };
+                let Message::Text(text) = msg else { continue };
+                let m = NodeToCoordinator::from_json(&text).expect("a node link message");
+                let reply = {
+                    let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
+                    match m {
+                        NodeToCoordinator::Hello(h) => {
+                            s.hellos.push(h);
+                            s.connections += 1;
+                            s.conn = Some(tx.clone());
+                            Some(CoordinatorToNode::Welcome { acked: s.last_seq })
+                        }
+                        NodeToCoordinator::Event(e) => {
+                            s.received.push(e.seq);
+                            if e.seq == s.last_seq + 1 {
+                                s.last_seq = e.seq;
+                                s.events.push(e);
+                            } else if e.seq > s.last_seq + 1 {
+                                let expected = s.last_seq + 1;
+                                s.gaps.push((expected, e.seq));
+                            }
+                            Some(CoordinatorToNode::Ack { seq: s.last_seq })
+                        }
+                        NodeToCoordinator::Heartbeat(h) => {
+                            s.heartbeats.push(h);
+                            None
+                        }
+                        NodeToCoordinator::Applications { applications } => {
+                            s.applications.push(applications);
+                            None
+                        }
+                    }
+                };
+                if let Some(r) = reply
+                    && socket.send(Message::text(r.to_json())).await.is_err()
+                {
+                    break;
+                }
+            }
+        }
+    }
+    let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
+    if s.conn.as_ref().is_some_and(|c| c.same_channel(&tx)) {
+        s.conn = None;
+    }
+}
+
+// ----- the session server -----
+
+/// An application entry running `pxs streamer <args>`.
+pub fn streamer_app(id: &str, args: &[&str], extra: &str) -> String {
+    let mut all = vec!["streamer".to_owned()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let start_timeout = if extra.contains("start_timeout") {
+        ""
+    } else {
+        "start_timeout = \"30s\"\n"
+    };
+    format!(
+        "[[applications]]\nid = \"{id}\"\nexecutable = '{}'\nargs = {}\nres_x = 320\nres_y = 240\n{start_timeout}{extra}\n",
+        pxs_bin().display(),
+        toml_list(&all),
+    )
+}
+
+pub fn toml_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|a| format!("'{a}'")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// A whole config: the node on 127.0.0.1:0 with its data dir, linked to `coord`.
+pub fn config_toml(coord: &Coordinator, data_dir: &Path, node_extra: &str, apps: &str) -> String {
+    format!(
+        "[node]\nname = \"test-node\"\npublic_url = \"http://127.0.0.1:1\"\nlisten = \"127.0.0.1:0\"\n\
+         data_dir = '{}'\nmax_sessions = 8\nstreamer_ports = \"{}\"\nkill_grace = \"2s\"\n\
+         heartbeat_interval = \"300ms\"\ngpus = \"none\"\n{node_extra}\n\
+         [coordinator]\nurl = \"{}\"\ntoken = \"{NODE_TOKEN}\"\n\n{apps}",
+        data_dir.display(),
+        port_range(),
+        coord.url(),
+    )
+}
+
+pub async fn start_server(toml: &str) -> SessionServer {
+    let config =
+        Config::from_toml(toml, Path::new("."), &Options::default()).expect("valid config");
+    SessionServer::start(config)
+        .await
+        .expect("session server starts")
+}
+
+pub fn init_logs() {
+    if std::env::var_os("PXS_TEST_LOGS").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("info,pxs_session_server=debug")
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+// ----- players -----
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A player WebSocket to `/sessions/<id>/ws` with `token`; Err(status) when refused.
+pub async fn player(server: SocketAddr, id: &SessionId, token: Option<&str>) -> Result<Ws, u16> {
+    let q = token.map(|t| format!("?token={t}")).unwrap_or_default();
+    let url = format!("ws://{server}/sessions/{id}/ws{q}");
+    match tokio_tungstenite::connect_async(url).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(e) => panic!("player connect failed: {e}"),
+    }
+}
+
+pub async fn send_activity(ws: &mut Ws) {
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        r#"{"type":"activity"}"#,
+    ))
+    .await
+    .expect("send activity");
+}
+
+/// Reads (and drops) whatever the server sent, without blocking.
+pub async fn drain(ws: &mut Ws) {
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(1), ws.next()).await {}
+}
+
+// ----- processes -----
+
+/// Pids of every live process in group `pgid` (Linux).
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some(i) = stat.rfind(')') else {
+                return false;
+            };
+            let f: Vec<&str> = stat[i + 1..].split_whitespace().collect();
+            f.first().is_some_and(|s| *s != "Z" && *s != "X")
+                && f.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid)
+        })
+        .collect()
+}
+
+pub fn alive(pid: u32) -> bool {
+    pxs_session_server::process::alive(pid)
+}
+
+pub fn end_reason(e: &Ended) -> EndReason {
+    e.reason
+}

@@ -1,0 +1,191 @@
+//! Sessions run side by side: each on its own loopback streamer port with its own signalling,
+//! all reached through the node's one HTTP port, routed by session id, behind its token.
+
+mod common;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use pxs_protocol::node::{EndReason, ObservedState, SessionEventKind};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_sessions_run_at_once_on_their_own_ports_and_each_is_ready() {
+    init_logs();
+    let coord = Coordinator::start().await;
+    let dir = temp_dir("three");
+    let server = start_server(&config_toml(
+        &coord,
+        &dir,
+        "",
+        &streamer_app("demo", &["-RenderOffScreen"], ""),
+    ))
+    .await;
+    coord.wait_linked(Duration::from_secs(10)).await;
+    let hello = coord.seen.lock().unwrap().hellos[0].clone();
+    assert_eq!(hello.node.as_str(), "test-node");
+    assert_eq!(hello.applications[0].id.as_str(), "demo");
+    assert_eq!(hello.capacity.max_sessions, 8);
+    assert!(hello.gpus.is_empty(), "gpus = \"none\"");
+
+    let ids = [sid("a"), sid("b"), sid("c")];
+    for id in &ids {
+        coord.start_session(id, "demo");
+    }
+    for id in &ids {
+        let url = coord.wait_ready(id, Duration::from_secs(60)).await;
+        assert_eq!(url, format!("ws://127.0.0.1:1/sessions/{id}/ws"));
+    }
+    // Three different streamer ports, from the log lines of each session's application.
+    let mut ports = Vec::new();
+    for id in &ids {
+        let log = std::fs::read_to_string(dir.join("logs").join(format!("{id}.log")))
+            .expect("per-session log");
+        let started: serde_json::Value = log
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .find(|v: &serde_json::Value| v["event"] == "started")
+            .expect("the streamer's started line in its log");
+        assert_eq!(started["streamer_id"], id.as_str());
+        assert_eq!(
+            (started["width"].as_u64(), started["height"].as_u64()),
+            (Some(320), Some(240))
+        );
+        ports.push(started["signalling_url"].as_str().unwrap().to_owned());
+    }
+    ports.sort();
+    ports.dedup();
+    assert_eq!(ports.len(), 3, "distinct streamer ports: {ports:?}");
+    assert!(ports.iter().all(|p| p.starts_with("ws://127.0.0.1:")));
+
+    // Heartbeats carry the observed state.
+    wait_until(Duration::from_secs(5), || {
+        let s = coord.seen.lock().unwrap();
+        match s.heartbeats.last() {
+            Some(h)
+                if h.sessions.len() == 3
+                    && h.sessions.iter().all(|x| x.state == ObservedState::Ready) =>
+            {
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    // Players: routed by id, token checked at the upgrade.
+    let addr = server.addr();
+    assert_eq!(player(addr, &ids[0], None).await.err(), Some(401));
+    assert_eq!(player(addr, &ids[0], Some("wrong")).await.err(), Some(401));
+    assert_eq!(
+        player(addr, &sid("nope"), Some(PLAYER_TOKEN)).await.err(),
+        Some(404)
+    );
+    let mut p = player(addr, &ids[1], Some(PLAYER_TOKEN))
+        .await
+        .expect("joins");
+    let first = tokio::time::timeout(Duration::from_secs(5), p.next())
+        .await
+        .expect("config arrives")
+        .expect("open")
+        .expect("frame");
+    assert!(first.to_text().unwrap().contains("\"config\""), "{first:?}");
+    p.send(tokio_tungstenite::tungstenite::Message::text(
+        r#"{"type":"listStreamers"}"#,
+    ))
+    .await
+    .unwrap();
+    let list = loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), p.next())
+            .await
+            .expect("reply")
+            .expect("open")
+            .expect("frame");
+        if m.to_text().unwrap().contains("streamerList") {
+            break m.to_text().unwrap().to_owned();
+        }
+    };
+    assert!(
+        list.contains(ids[1].as_str()),
+        "the session's own streamer: {list}"
+    );
+    assert!(
+        !list.contains(ids[0].as_str()),
+        "not another session's: {list}"
+    );
+
+    server.shutdown().await.expect("clean shutdown");
+    for id in &ids {
+        let e = coord.wait_ended(id, Duration::from_secs(10)).await;
+        assert_eq!(e.reason, EndReason::NodeShutdown);
+        let pid = coord.pid_of(id).unwrap();
+        assert!(!alive(pid), "{id}'s process {pid} is gone");
+    }
+    coord.check_delivery();
+    assert!(!dir.join("session-server.pid").exists());
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["sessions"], serde_json::json!([]));
+    let starting = coord
+        .events_of(&ids[0])
+        .into_iter()
+        .find(|k| matches!(k, SessionEventKind::Starting { .. }));
+    assert!(starting.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_for_an_unknown_application_is_rejected() {
+    let coord = Coordinator::start().await;
+    let dir = temp_dir("unknown");
+    let server = start_server(&config_toml(
+        &coord,
+        &dir,
+        "",
+        &streamer_app("demo", &[], ""),
+    ))
+    .await;
+    coord.wait_linked(Duration::from_secs(10)).await;
+    coord.start_session(&sid("x"), "nope");
+    let e = coord.wait_ended(&sid("x"), Duration::from_secs(5)).await;
+    assert_eq!(e.reason, EndReason::Rejected);
+    assert_eq!(e.detail.as_deref(), Some("unknown application `nope`"));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_ends_every_session_and_refuses_new_ones() {
+    let coord = Coordinator::start().await;
+    let dir = temp_dir("drain");
+    let server = start_server(&config_toml(
+        &coord,
+        &dir,
+        "",
+        &streamer_app("demo", &[], ""),
+    ))
+    .await;
+    coord.wait_linked(Duration::from_secs(10)).await;
+    let (a, b) = (sid("d1"), sid("d2"));
+    coord.start_session(&a, "demo");
+    coord.start_session(&b, "demo");
+    coord.wait_ready(&a, Duration::from_secs(60)).await;
+    coord.wait_ready(&b, Duration::from_secs(60)).await;
+    assert!(coord.send(pxs_protocol::node::CoordinatorToNode::Drain));
+    for id in [&a, &b] {
+        let e = coord.wait_ended(id, Duration::from_secs(10)).await;
+        assert_eq!(e.reason, EndReason::Drained);
+        assert!(!alive(coord.pid_of(id).unwrap()));
+    }
+    let c = sid("d3");
+    coord.start_session(&c, "demo");
+    let e = coord.wait_ended(&c, Duration::from_secs(5)).await;
+    assert_eq!(e.reason, EndReason::Rejected);
+    wait_until(Duration::from_secs(5), || {
+        let s = coord.seen.lock().unwrap();
+        match s.heartbeats.last() {
+            Some(h) if h.draining && h.free_slots == 0 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    server.shutdown().await.unwrap();
+    coord.check_delivery();
+}
