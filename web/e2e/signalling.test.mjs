@@ -14,6 +14,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import WebSocket from 'ws';
+import { CHROMIUM_ARGS, consoleLine, stamp, waitFor as waitForWithin } from './harness.mjs';
 
 const webDir = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const repoDir = resolve(webDir, '..');
@@ -28,36 +29,12 @@ const STEP_TIMEOUT_MS = 10_000;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-/** Polls `probe` until it returns a truthy value, or throws once `timeoutMs` has passed. */
-async function waitFor(what, probe, { timeoutMs = STEP_TIMEOUT_MS, intervalMs = 50 } = {}) {
-    const deadline = Date.now() + timeoutMs;
-    let lastError;
-    for (;;) {
-        try {
-            const value = await probe();
-            if (value) return value;
-        } catch (e) {
-            lastError = e;
-        }
-        if (Date.now() >= deadline) {
-            const cause = lastError ? ` (last error: ${lastError.message})` : '';
-            throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${cause}`);
-        }
-        await new Promise((r) => setTimeout(r, intervalMs));
-    }
-}
+/** Polls `probe` until it is truthy, within this file's step timeout unless told otherwise. */
+const waitFor = (what, probe, options = {}) =>
+    waitForWithin(what, probe, { timeoutMs: STEP_TIMEOUT_MS, ...options });
 
-function stamp() {
-    return new Date().toISOString().slice(11, 23);
-}
 
-/** One console message as a log line; the library appends a stack to every line: keep it for errors only. */
-function consoleLine(source, message) {
-    const type = message.type();
-    let text = message.text();
-    if (type !== 'error' && type !== 'warning') text = text.replace(/\nStack:[\s\S]*$/, '');
-    return `${stamp()} [${source} ${type}] ${text}`;
-}
+
 
 /** Starts `pxs webrtc-session` and resolves once it printed its `listening` line on stdout. */
 async function startServer() {
@@ -329,18 +306,7 @@ async function startSession(name, pageParams = {}) {
         session.browser = await chromium.launch({
             executablePath: chromiumBin,
             headless: true,
-            args: [
-                '--no-sandbox',
-                '--disable-gpu',
-                '--disable-quic',
-                '--no-first-run',
-                '--disable-background-networking',
-                '--disable-component-update',
-                '--disable-sync',
-                '--allow-loopback-in-peer-connection',
-                '--disable-features=WebRtcHideLocalIpsWithMdns',
-                '--autoplay-policy=no-user-gesture-required'
-            ]
+            args: CHROMIUM_ARGS
         });
         cleanups.push(() => session.browser.close());
         const context = await session.browser.newContext({ viewport: { width: 960, height: 540 } });

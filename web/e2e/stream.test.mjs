@@ -28,6 +28,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { CHROMIUM_ARGS, consoleLine, stamp, waitFor as waitForWithin } from './harness.mjs';
 
 const webDir = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const repoDir = resolve(webDir, '..');
@@ -39,52 +40,16 @@ const RES_X = 1280;
 const RES_Y = 720;
 const TEST_TIMEOUT_MS = 90_000;
 const STEP_TIMEOUT_MS = 15_000;
-const CHROMIUM_ARGS = [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--allow-loopback-in-peer-connection',
-    '--disable-features=WebRtcHideLocalIpsWithMdns',
-    '--autoplay-policy=no-user-gesture-required'
-];
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-/** Polls `probe` until it returns a truthy value, or throws once `timeoutMs` has passed. */
-async function waitFor(what, probe, { timeoutMs = STEP_TIMEOUT_MS, intervalMs = 50 } = {}) {
-    const deadline = Date.now() + timeoutMs;
-    let lastError;
-    for (;;) {
-        try {
-            const value = await probe();
-            if (value) return value;
-        } catch (e) {
-            lastError = e;
-        }
-        if (Date.now() >= deadline) {
-            const cause = lastError ? ` (last error: ${lastError.message})` : '';
-            throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${cause}`);
-        }
-        await new Promise((r) => setTimeout(r, intervalMs));
-    }
-}
+/** Polls `probe` until it is truthy, within this file's step timeout unless told otherwise. */
+const waitFor = (what, probe, options = {}) =>
+    waitForWithin(what, probe, { timeoutMs: STEP_TIMEOUT_MS, ...options });
 
-function stamp() {
-    return new Date().toISOString().slice(11, 23);
-}
 
-/** One console message as a log line; the library appends a stack to every line: keep it for errors only. */
-function consoleLine(source, message) {
-    const type = message.type();
-    let text = message.text();
-    if (type !== 'error' && type !== 'warning') text = text.replace(/\nStack:[\s\S]*$/, '');
-    return `${stamp()} [${source} ${type}] ${text}`;
-}
+
 
 /**
  * A child process whose stdout carries one JSON object per line (`{"event":...}`); every parsed
