@@ -14,10 +14,12 @@ use pxs_protocol::node::{
     SequencedEvent, SessionEventKind, SessionId, StartOptions, Token,
 };
 use pxs_session_server::{Config, Options, SessionServer};
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use pxs_test_support::pxs_bin;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -36,35 +38,6 @@ pub async fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Result<T, S
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
-}
-
-/// The `pxs` binary: `PXS_BIN`, or built with `cargo build -p pxs` next to this test.
-pub fn pxs_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("PXS_BIN") {
-            return PathBuf::from(p);
-        }
-        let exe = std::env::current_exe().expect("test exe");
-        // target/<profile>/deps/<test> → target/<profile>/pxs
-        let profile_dir = exe
-            .parent()
-            .and_then(|d| d.parent())
-            .expect("target dir")
-            .to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = std::process::Command::new(cargo);
-        cmd.args(["build", "-p", "pxs", "--quiet"]);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("cargo runs");
-        assert!(status.success(), "cargo build -p pxs failed");
-        let bin = profile_dir.join(format!("pxs{}", std::env::consts::EXE_SUFFIX));
-        assert!(bin.exists(), "{} missing after the build", bin.display());
-        bin
-    })
-    .clone()
 }
 
 /// A fresh directory for one test.

@@ -9,11 +9,12 @@ use pxs_protocol::datachannel::{
     self, Direction, FromStreamer, ProtocolMessage, ProtocolTable, Value,
 };
 use pxs_streamer::pattern::{StripReading, read_strip};
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use pxs_test_support::{pxs_bin, wait_until};
 use pxs_webrtc_session::{Config, Options, Server};
 use serde_json::{Value as Json, json};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use str0m::change::SdpOffer;
 use str0m::channel::ChannelId;
@@ -37,24 +38,6 @@ pub async fn signalling_server() -> Server {
     Server::start(Config::from_options(opts).expect("valid config"))
         .await
         .expect("server starts")
-}
-
-/// Polls `f` until it returns Ok, or panics with its last reason after `timeout`.
-pub async fn wait_until<F, Fut>(timeout: Duration, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        match f().await {
-            Ok(()) => return,
-            Err(why) if Instant::now() >= deadline => {
-                panic!("condition not met within {timeout:?}: {why}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
 }
 
 /// A decoded video frame's facts.
@@ -389,36 +372,6 @@ pub fn wall_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// The `pxs` binary. `PXS_BIN` wins; otherwise `cargo build -p pxs` (once per test binary; a
-/// no-op when it is up to date) and the binary next to this test's own directory.
-pub fn pxs_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("PXS_BIN") {
-            return PathBuf::from(p);
-        }
-        let exe = std::env::current_exe().expect("test exe");
-        // target/<profile>/deps/<test> → target/<profile>/pxs
-        let profile_dir = exe
-            .parent()
-            .and_then(|d| d.parent())
-            .expect("target dir")
-            .to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = std::process::Command::new(cargo);
-        cmd.args(["build", "-p", "pxs", "--quiet"]);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("cargo runs");
-        assert!(status.success(), "cargo build -p pxs failed");
-        let bin = profile_dir.join(format!("pxs{}", std::env::consts::EXE_SUFFIX));
-        assert!(bin.exists(), "{} missing after the build", bin.display());
-        bin
-    })
-    .clone()
 }
 
 /// A temporary file path unique to this process and `name`.

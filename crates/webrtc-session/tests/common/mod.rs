@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 use futures_util::{SinkExt, StreamExt};
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use pxs_test_support::wait_until;
 pub use pxs_webrtc_session::{Config, Options, Server};
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -137,22 +139,4 @@ pub async fn streamer(addr: SocketAddr, id: &str) -> Client {
         .await;
     assert_eq!(s.recv().await["committedId"], id);
     s
-}
-
-/// Polls `f` until it returns Ok, or panics with its last reason after `timeout`.
-pub async fn wait_until<F, Fut>(timeout: Duration, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        match f().await {
-            Ok(()) => return,
-            Err(why) if tokio::time::Instant::now() >= deadline => {
-                panic!("condition not met within {timeout:?}: {why}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
 }
