@@ -294,6 +294,30 @@ impl StreamerCore {
         tracing::info_span!("peer", player_id = %id)
     }
 
+    /// A new peer for `id`, whichever side offered: keep it, send our half of the negotiation
+    /// (`description`), and start it.
+    fn install_peer(
+        &mut self,
+        id: PlayerId,
+        peer: Peer,
+        span: tracing::Span,
+        description: ClientMessage,
+        now: Instant,
+    ) {
+        self.peers.insert(
+            id.clone(),
+            Slot {
+                peer,
+                input: InputSession::new(id.clone()),
+                span,
+            },
+        );
+        self.send(description);
+        self.note(Note::PlayerConnected(id.clone()));
+        self.update_encoder_activity();
+        self.pump(&id, now);
+    }
+
     fn player_connected(&mut self, id: PlayerId, sfu: bool, now: Instant) {
         if self.peers.contains_key(&id) {
             self.drop_peer(&id, now);
@@ -307,25 +331,15 @@ impl StreamerCore {
         match r {
             Ok((peer, sdp)) => {
                 span.in_scope(|| tracing::info!(sfu, "player connected: offering"));
-                self.peers.insert(
-                    id.clone(),
-                    Slot {
-                        peer,
-                        input: InputSession::new(id.clone()),
-                        span,
-                    },
-                );
-                self.send(ClientMessage::Offer(Offer {
+                let offer = ClientMessage::Offer(Offer {
                     sdp,
                     player_id: Some(id.clone()),
                     sfu: None,
                     multiplex: None,
                     scalability_mode: None,
                     extra: Default::default(),
-                }));
-                self.note(Note::PlayerConnected(id.clone()));
-                self.update_encoder_activity();
-                self.pump(&id, now);
+                });
+                self.install_peer(id, peer, span, offer, now);
             }
             Err(e) => span.in_scope(|| tracing::error!("cannot create an offer: {e}")),
         }
@@ -371,24 +385,14 @@ impl StreamerCore {
         let r = span.in_scope(|| Peer::answer(host, &o.sdp, &self.cfg.peer, now));
         match r {
             Ok((peer, sdp)) => {
-                self.peers.insert(
-                    id.clone(),
-                    Slot {
-                        peer,
-                        input: InputSession::new(id.clone()),
-                        span,
-                    },
-                );
-                self.send(ClientMessage::Answer(Answer {
+                let answer = ClientMessage::Answer(Answer {
                     sdp,
                     player_id: Some(id.clone()),
                     min_bitrate_bps: None,
                     max_bitrate_bps: None,
                     extra: Default::default(),
-                }));
-                self.note(Note::PlayerConnected(id.clone()));
-                self.update_encoder_activity();
-                self.pump(&id, now);
+                });
+                self.install_peer(id, peer, span, answer, now);
             }
             Err(e) => span.in_scope(|| tracing::warn!("cannot answer the player's offer: {e}")),
         }
