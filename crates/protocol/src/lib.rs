@@ -4,6 +4,7 @@
 //!
 //! - [`signalling`]: Epic's Pixel Streaming signalling protocol (JSON over WebSocket), as spoken
 //!   between streamers, players, SFUs and the signalling server.
+//! - [`secret`]: the redacting secret-string type used for every token.
 //! - [`signalling_api`]: the read-only REST API of a signalling server, in Epic's JSON shapes.
 //! - [`datachannel`]: Epic's data-channel protocol between browser and streamer (binary input,
 //!   replies, the negotiated "Protocol" tables, SFU relay envelopes), as a sans-IO codec.
@@ -12,5 +13,6 @@
 
 pub mod datachannel;
 pub mod node;
+pub mod secret;
 pub mod signalling;
 pub mod signalling_api;

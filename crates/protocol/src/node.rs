@@ -158,16 +158,8 @@ impl SessionId {
     }
 }
 
-/// A secret string (a player token): never printed by `Debug`.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Token(pub String);
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+/// A player token on the node link.
+pub use crate::secret::Secret as Token;
 
 /// Milliseconds since the Unix epoch (UTC).
 pub type UnixMillis = u64;

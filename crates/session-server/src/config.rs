@@ -9,29 +9,14 @@ use anyhow::{Context, anyhow, bail};
 use pxs_protocol::node::{ApplicationId, ApplicationInfo, NodeId};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::fmt;
+
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A secret string: never printed by `Debug`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Secret(s.to_owned()))
-    }
-}
+/// Tokens are the signalling server's secret type: never printed by `Debug`.
+pub use pxs_webrtc_session::config::Secret;
 
 /// The options that flags and the environment can set (the file can set them too, under
 /// `[node]` and `[coordinator]`). Kept as text here: validation parses them, so that an error

@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use pxs_protocol::node::{SessionId, Token};
 use pxs_webrtc_session::Signalling;
-use pxs_webrtc_session::config::Secret as WebrtcSecret;
 use pxs_webrtc_session::router::Role;
 use pxs_webrtc_session::server::{first_subprotocol, token_matches};
 use std::collections::HashMap;
@@ -92,9 +91,10 @@ async fn player_ws(
     let Some(route) = s.routes.get(&id) else {
         return (StatusCode::NOT_FOUND, "no such session").into_response();
     };
-    let allowed = route.token.as_ref().is_some_and(|t| {
-        token_matches(req.headers(), req.uri().query(), &WebrtcSecret(t.0.clone()))
-    });
+    let allowed = route
+        .token
+        .as_ref()
+        .is_some_and(|t| token_matches(req.headers(), req.uri().query(), t));
     if !allowed {
         warn!(session = %id, "player refused: missing or wrong token");
         return (StatusCode::UNAUTHORIZED, "missing or invalid token").into_response();

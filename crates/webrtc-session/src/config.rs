@@ -9,28 +9,11 @@ use crate::router::{RateLimit, RouterConfig};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use serde_json::Value;
-use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A secret string: never printed by `Debug`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Secret(s.to_owned()))
-    }
-}
+pub use pxs_protocol::secret::Secret;
 
 /// Every option, each optional so that sources can be layered. The same names serve as flags
 /// (`--streamer_port 8888`), config-file keys (`"streamer_port": 8888`) and, upper-cased with a
