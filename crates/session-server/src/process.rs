@@ -342,6 +342,12 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id();
+        // The kernel releases a vfork parent before it fills in the new image's environment, so
+        // /proc/<pid>/environ can be empty for a moment right after spawn returns.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while marked_processes(&marker).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert_eq!(marked_processes(&marker), vec![pid]);
         assert!(marked_processes(&format!("{marker}-other")).is_empty());
         assert_eq!(kill_marked(&marker), vec![pid]);
