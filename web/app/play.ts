@@ -1,0 +1,557 @@
+// The player page (`/play/<session id>`): follows the session through server-sent events
+// (`GET /api/v1/sessions/<id>/events`, `event: session`, data: a Session), says where it stands in
+// plain words, and plays the stream with Epic's frontend library once the session is ready.
+//
+// - The library is started once, on the first `ready` event with a `join_url`. A later event may
+//   carry a fresher join_url (a new player token): it becomes the library's signalling URL, which
+//   the library reads again whenever it reconnects.
+// - While the user moves, clicks or types over the video, `{"type":"activity"}` goes to the
+//   signalling WebSocket at most once every ACTIVITY_INTERVAL_MS (the session's idle policy).
+// - For tests: `window.pxsPlayer` (state, session, framesDecoded(), activitySent).
+// - The library logs warnings and errors only; `?debug=1` in the address, or localStorage
+//   `pxs_debug` = `1`, logs everything (without stacks unless `?debug=1`).
+import { Config, Logger, LogLevel, PixelStreaming, TextParameters } from '@epicgames-ps/lib-pixelstreamingfrontend-ue5.6';
+import { ApiError, api, errorMessage, getToken, type Session, type Title } from './api';
+import { sessionWords } from './words';
+
+const ACTIVITY_INTERVAL_MS = 10_000;
+const EVENTS_RETRY_MIN_MS = 1_000;
+const EVENTS_RETRY_MAX_MS = 30_000;
+
+declare global {
+    interface Window {
+        pxsPlayer: {
+            readonly state: string;
+            readonly session: Session | null;
+            readonly activitySent: number;
+            framesDecoded(): Promise<number>;
+        };
+    }
+}
+
+const statusEl = document.getElementById('status') as HTMLElement;
+const titleNameEl = document.getElementById('title-name') as HTMLElement;
+const endButton = document.getElementById('end') as HTMLButtonElement;
+const endErrorEl = document.getElementById('end-error') as HTMLElement;
+const stageEl = document.getElementById('stage') as HTMLElement;
+const playerEl = document.getElementById('player') as HTMLElement;
+const overlayEl = document.getElementById('overlay') as HTMLElement;
+const spinnerEl = document.getElementById('spinner') as HTMLElement;
+const headlineEl = document.getElementById('headline') as HTMLElement;
+const detailEl = document.getElementById('detail') as HTMLElement;
+const buttonsEl = document.getElementById('buttons') as HTMLElement;
+
+// ---------------------------------------------------------------------------------------------
+// Peer connections: the library creates them with `new RTCPeerConnection`; keep a reference to
+// each (installed before the library starts) so getStats() needs none of its internals.
+
+const peerConnections: RTCPeerConnection[] = [];
+try {
+    const Native = window.RTCPeerConnection;
+    if (typeof Native === 'function') {
+        class TrackedPeerConnection extends Native {
+            constructor(configuration?: RTCConfiguration) {
+                super(configuration);
+                peerConnections.push(this);
+                if (peerConnections.length > 8) peerConnections.shift();
+            }
+        }
+        window.RTCPeerConnection = TrackedPeerConnection as typeof RTCPeerConnection;
+    }
+} catch {
+    // Without the wrapper, framesDecoded() reads 0; the stream itself still works.
+}
+
+/** Video frames decoded by the newest open peer connection (inbound-rtp `framesDecoded`). */
+async function framesDecoded(): Promise<number> {
+    const pc = [...peerConnections].reverse().find((p) => p.connectionState !== 'closed');
+    if (!pc) return 0;
+    let frames = 0;
+    const report = await pc.getStats();
+    report.forEach((s: any) => {
+        if (s.type === 'inbound-rtp' && (s.kind ?? s.mediaType) === 'video') frames += Number(s.framesDecoded ?? 0);
+    });
+    return frames;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Page state
+
+const sessionId = (() => {
+    const m = /^\/play\/([^/]+)\/?$/.exec(window.location.pathname);
+    if (!m) return null;
+    try {
+        return decodeURIComponent(m[1]);
+    } catch {
+        return null;
+    }
+})();
+
+let session: Session | null = null;
+let pageState = 'loading';
+let titleName: string | null = null;
+let titleRequested = false;
+let events: EventSource | null = null;
+let eventsRetryMs = EVENTS_RETRY_MIN_MS;
+let eventsRetryTimer: number | undefined;
+
+interface Stream {
+    ps: PixelStreaming;
+    config: Config;
+    /** The newest join_url the coordinator sent: what a reconnect uses. */
+    joinUrl: string;
+    playing: boolean;
+}
+let stream: Stream | null = null;
+let activitySent = 0;
+let lastActivityAt = -Infinity;
+
+window.pxsPlayer = {
+    get state() {
+        return pageState;
+    },
+    get session() {
+        return session;
+    },
+    get activitySent() {
+        return activitySent;
+    },
+    framesDecoded
+};
+
+function isFinal(s: Session | null): boolean {
+    return s !== null && (s.state === 'ended' || s.state === 'failed');
+}
+
+function setPageState(state: string): void {
+    pageState = state;
+    document.body.dataset.state = state;
+}
+
+function button(text: string, onClick: () => void, className?: string): HTMLButtonElement {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.textContent = text;
+    if (className) b.className = className;
+    b.addEventListener('click', onClick);
+    return b;
+}
+
+function backLink(): HTMLAnchorElement {
+    const a = document.createElement('a');
+    a.href = '/';
+    a.className = 'button';
+    a.textContent = 'Back to the titles';
+    a.dataset.testid = 'back-to-catalog';
+    return a;
+}
+
+/** The overlay over the stage; `null` hides it. */
+function showOverlay(
+    overlay: { headline: string; detail?: string; spinner?: boolean; translucent?: boolean; buttons?: HTMLElement[] } | null
+): void {
+    overlayEl.hidden = overlay === null;
+    if (!overlay) return;
+    overlayEl.classList.toggle('translucent', overlay.translucent === true);
+    spinnerEl.hidden = overlay.spinner !== true;
+    headlineEl.textContent = overlay.headline;
+    detailEl.textContent = overlay.detail ?? '';
+    detailEl.hidden = !overlay.detail;
+    buttonsEl.replaceChildren(...(overlay.buttons ?? []));
+}
+
+function titleLabel(): string {
+    return titleName ?? session?.title_id ?? 'the session';
+}
+
+/** The title's display name, once; the title id until it arrives (or if it cannot be read). */
+function requestTitle(titleId: string): void {
+    if (titleRequested) return;
+    titleRequested = true;
+    api<Title>('GET', `/api/v1/titles/${encodeURIComponent(titleId)}`)
+        .then((title) => {
+            if (title && typeof title.name === 'string' && title.name) {
+                titleName = title.name;
+                render();
+            }
+        })
+        .catch(() => {
+            // The id stands in for the name.
+        });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rendering: everything on screen follows from `session` and `stream`.
+
+function render(): void {
+    const s = session;
+    if (!s) return;
+    const words = sessionWords(s, titleLabel());
+    statusEl.textContent = words;
+    titleNameEl.textContent = titleLabel();
+    document.title = `${titleLabel()} — pxs`;
+    endButton.hidden = isFinal(s);
+
+    switch (s.state) {
+        case 'queued':
+            showOverlay({
+                headline: words,
+                detail: 'Your session starts as soon as a server is free. Keep this page open.',
+                spinner: true
+            });
+            break;
+        case 'scheduled':
+            showOverlay({ headline: words, detail: 'Keep this page open: the session starts by itself.', spinner: true });
+            break;
+        case 'starting':
+            showOverlay({ headline: words, detail: 'This usually takes a few seconds.', spinner: true });
+            break;
+        case 'ready':
+            if (!stream) {
+                showOverlay({ headline: `Starting ${titleLabel()}…`, detail: 'Waiting for the stream address.', spinner: true });
+            } else if (!stream.playing) {
+                showOverlay({ headline: 'Connecting to the stream…', spinner: true });
+            }
+            // Once playing, the overlay is the stream's business (streamEvent).
+            break;
+        case 'ended':
+        case 'failed': {
+            const again = button('Start again', () => void startAgain(again));
+            again.className = 'secondary';
+            again.dataset.testid = 'start-again';
+            showOverlay({ headline: words, buttons: [backLink(), again] });
+            break;
+        }
+    }
+}
+
+/** A fatal problem with this page (no such session, no access): words and a way back. */
+function showFatal(text: string): void {
+    setPageState('error');
+    statusEl.textContent = text;
+    endButton.hidden = true;
+    closeEvents();
+    stopStream();
+    showOverlay({ headline: text, buttons: [backLink()] });
+}
+
+function applySession(next: Session): void {
+    if (!next || typeof next !== 'object' || typeof next.state !== 'string') return;
+    if (sessionId && next.id && next.id !== sessionId) return;
+    // Ended and failed are final: a late or replayed event cannot bring the session back.
+    if (isFinal(session)) return;
+    session = next;
+    eventsRetryMs = EVENTS_RETRY_MIN_MS;
+    setPageState(next.state);
+    requestTitle(next.title_id);
+
+    if (next.state === 'ready' && next.join_url) {
+        if (!stream) startStream(next.join_url);
+        else updateJoinUrl(next.join_url);
+    }
+    if (isFinal(next)) {
+        closeEvents();
+        stopStream();
+    }
+    render();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server-sent events
+
+function closeEvents(): void {
+    window.clearTimeout(eventsRetryTimer);
+    if (events) {
+        events.close();
+        events = null;
+    }
+}
+
+function openEvents(): void {
+    if (!sessionId || isFinal(session)) return;
+    closeEvents();
+    const token = getToken();
+    const url =
+        `/api/v1/sessions/${encodeURIComponent(sessionId)}/events` + (token ? `?token=${encodeURIComponent(token)}` : '');
+    const source = new EventSource(url);
+    events = source;
+    source.addEventListener('session', (event) => {
+        let data: Session;
+        try {
+            data = JSON.parse((event as MessageEvent<string>).data);
+        } catch {
+            console.warn('pxs: a session event that is not JSON', (event as MessageEvent).data);
+            return;
+        }
+        applySession(data);
+    });
+    source.addEventListener('open', () => {
+        if (session) render();
+    });
+    source.addEventListener('error', () => {
+        if (events !== source || isFinal(session)) {
+            source.close();
+            return;
+        }
+        if (source.readyState === EventSource.CLOSED) {
+            // The server answered with an error (404, 401...) or no event stream: ask it why.
+            events = null;
+            void diagnose();
+        } else if (session && session.state !== 'ready') {
+            // The browser reconnects by itself; say so while it does.
+            statusEl.textContent = `${sessionWords(session, titleLabel())} — reconnecting to the server…`;
+        }
+    });
+}
+
+/** After the event stream was refused: the session's own answer says why, or shows it ended. */
+async function diagnose(): Promise<void> {
+    if (!sessionId) return;
+    try {
+        const current = await api<Session>('GET', `/api/v1/sessions/${encodeURIComponent(sessionId)}`);
+        applySession(current);
+        if (!isFinal(session)) scheduleEventsRetry();
+    } catch (e) {
+        if (e instanceof ApiError && e.status >= 400 && e.status < 500 && e.status !== 408 && e.status !== 429) {
+            const hint = e.status === 401 || e.status === 403 ? ' (Is the right access token stored on the titles page?)' : '';
+            showFatal(`This session cannot be shown: ${e.message}${hint}`);
+            return;
+        }
+        if (session) statusEl.textContent = `${sessionWords(session, titleLabel())} — ${errorMessage(e)}`;
+        else showOverlay({ headline: 'Connecting to the server…', detail: errorMessage(e), spinner: true });
+        scheduleEventsRetry();
+    }
+}
+
+function scheduleEventsRetry(): void {
+    window.clearTimeout(eventsRetryTimer);
+    eventsRetryTimer = window.setTimeout(openEvents, eventsRetryMs);
+    eventsRetryMs = Math.min(eventsRetryMs * 2, EVENTS_RETRY_MAX_MS);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The stream (Epic's library)
+
+function startStream(joinUrl: string): void {
+    try {
+        const inAddress = new URLSearchParams(window.location.search).get('debug') === '1';
+        let stored = false;
+        try {
+            stored = window.localStorage.getItem('pxs_debug') === '1';
+        } catch {
+            // No storage: no stored setting.
+        }
+        Logger.InitLogging(inAddress || stored ? LogLevel.Debug : LogLevel.Warning, inAddress);
+    } catch {
+        // The library's default logging.
+    }
+    let ps: PixelStreaming;
+    let config: Config;
+    try {
+        config = new Config({
+            initialSettings: {
+                ss: joinUrl,
+                AutoConnect: true,
+                AutoPlayVideo: true,
+                StartVideoMuted: true,
+                HoveringMouse: true
+            },
+            useUrlParams: false
+        });
+        ps = new PixelStreaming(config, { videoElementParent: playerEl });
+    } catch (e) {
+        console.error('pxs: the stream library did not start', e);
+        showOverlay({ headline: 'The stream could not start in this browser.', detail: errorMessage(e), buttons: [backLink()] });
+        return;
+    }
+    const s: Stream = { ps, config, joinUrl, playing: false };
+    stream = s;
+
+    const on = (type: string, handler: (data: any) => void): void => {
+        try {
+            ps.addEventListener(type as any, (event: any) => {
+                if (stream !== s || isFinal(session)) return;
+                try {
+                    handler(event?.data);
+                } catch (e) {
+                    console.error(`pxs: handling the library's ${type} event`, e);
+                }
+            });
+        } catch (e) {
+            console.warn(`pxs: the library has no ${type} event`, e);
+        }
+    };
+    on('playStream', () => {
+        s.playing = true;
+        showOverlay(null);
+    });
+    on('playStreamRejected', () => {
+        // The browser refused to autoplay: one click starts it.
+        showOverlay({
+            headline: 'Ready to play',
+            translucent: true,
+            buttons: [
+                button('Play', () => {
+                    try {
+                        ps.play();
+                    } catch (e) {
+                        console.error('pxs: play()', e);
+                    }
+                    showOverlay(null);
+                })
+            ]
+        });
+    });
+    on('webRtcConnecting', () => {
+        if (!s.playing) showOverlay({ headline: 'Connecting to the stream…', spinner: true });
+    });
+    on('webRtcDisconnected', (data) => {
+        s.playing = false;
+        const canClick = data?.allowClickToReconnect !== false;
+        if (canClick) {
+            showOverlay({
+                headline: 'The stream was interrupted.',
+                detail: typeof data?.eventString === 'string' && data.eventString ? data.eventString : undefined,
+                translucent: true,
+                buttons: [button('Reconnect', reconnect), backLink()]
+            });
+        } else {
+            showOverlay({ headline: 'The stream was interrupted. Reconnecting…', spinner: true, translucent: true });
+        }
+    });
+    on('webRtcFailed', () => {
+        s.playing = false;
+        showOverlay({
+            headline: 'The stream could not connect.',
+            detail: 'A firewall may be blocking it. Try again, or come back later.',
+            translucent: true,
+            buttons: [button('Try again', reconnect), backLink()]
+        });
+    });
+    startActivityReports();
+}
+
+function updateJoinUrl(joinUrl: string): void {
+    if (!stream || stream.joinUrl === joinUrl) return;
+    stream.joinUrl = joinUrl;
+    try {
+        stream.config.setTextSetting(TextParameters.SignallingServerUrl, joinUrl);
+    } catch (e) {
+        console.warn('pxs: could not update the signalling URL', e);
+    }
+}
+
+function reconnect(): void {
+    if (!stream || isFinal(session)) return;
+    updateJoinUrl(stream.joinUrl);
+    showOverlay({ headline: 'Connecting to the stream…', spinner: true });
+    try {
+        stream.ps.reconnect();
+    } catch (e) {
+        console.error('pxs: reconnect()', e);
+    }
+}
+
+function stopStream(): void {
+    if (!stream) return;
+    const { ps } = stream;
+    stream.playing = false;
+    try {
+        ps.disconnect();
+    } catch {
+        // Already closed.
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activity for the idle policy
+
+/** The library's open signalling WebSocket (or its transport), found through its public objects. */
+function signallingSender(): ((text: string) => void) | null {
+    try {
+        const ps: any = stream?.ps;
+        const transport: any = ps?.signallingProtocol?.transport ?? ps?.webRtcController?.protocol?.transport;
+        const socket: any = transport?.webSocket;
+        if (socket && typeof socket.send === 'function' && socket.readyState === WebSocket.OPEN) {
+            return (text) => socket.send(text);
+        }
+        if (transport && typeof transport.sendMessage === 'function' && transport.isConnected?.() === true) {
+            return (text) => transport.sendMessage(text);
+        }
+    } catch {
+        // A library change: no activity reports rather than a broken page.
+    }
+    return null;
+}
+
+function userActive(): void {
+    if (!stream || isFinal(session)) return;
+    const now = performance.now();
+    if (now - lastActivityAt < ACTIVITY_INTERVAL_MS) return;
+    const send = signallingSender();
+    if (!send) return;
+    try {
+        send(JSON.stringify({ type: 'activity' }));
+        lastActivityAt = now;
+        activitySent += 1;
+    } catch (e) {
+        console.warn('pxs: could not report activity', e);
+    }
+}
+
+let activityListening = false;
+function startActivityReports(): void {
+    if (activityListening) return;
+    activityListening = true;
+    const options = { passive: true, capture: true };
+    for (const type of ['pointermove', 'pointerdown', 'wheel', 'touchstart']) {
+        stageEl.addEventListener(type, userActive, options);
+    }
+    // The library reads the keyboard on the whole document.
+    document.addEventListener('keydown', userActive, options);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Buttons
+
+endButton.addEventListener('click', async () => {
+    if (!sessionId) return;
+    endButton.disabled = true;
+    endButton.textContent = 'Ending…';
+    endErrorEl.textContent = '';
+    try {
+        const answer = await api<Session | undefined>('DELETE', `/api/v1/sessions/${encodeURIComponent(sessionId)}`);
+        // The event stream reports the end; an answer with the session says it sooner.
+        if (answer && typeof answer === 'object' && 'state' in answer) applySession(answer);
+    } catch (e) {
+        endErrorEl.textContent = errorMessage(e);
+    } finally {
+        endButton.disabled = false;
+        endButton.textContent = 'End session';
+    }
+});
+
+async function startAgain(b: HTMLButtonElement): Promise<void> {
+    if (!session) return;
+    b.disabled = true;
+    b.textContent = 'Starting…';
+    try {
+        const next = await api<Session>('POST', '/api/v1/sessions', { title_id: session.title_id });
+        window.location.assign(`/play/${encodeURIComponent(next.id)}`);
+    } catch (e) {
+        b.disabled = false;
+        b.textContent = 'Start again';
+        detailEl.textContent = errorMessage(e);
+        detailEl.hidden = false;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+if (sessionId) {
+    setPageState('loading');
+    showOverlay({ headline: 'Loading the session…', spinner: true });
+    openEvents();
+} else {
+    showFatal('This address names no session.');
+}
