@@ -1,5 +1,6 @@
 // Browser end-to-end test: Epic's Pixel Streaming frontend library (in headless Chromium) plays the
-// H.264 stream of `pxs streamer` through `pxs webrtc-session`, and its input reaches the streamer.
+// H.264 video and the Opus audio of `pxs streamer` through `pxs webrtc-session`, and its
+// input reaches the streamer.
 //
 // Run from web/:  npm test            (builds the pages first)
 // Environment:    PXS_BIN             pxs binary, for both the server and the streamer
@@ -143,8 +144,114 @@ async function pageEvent(page, type, timeoutMs = STEP_TIMEOUT_MS) {
     }, { timeoutMs });
 }
 
+/**
+ * Runs before the page's own scripts: wraps RTCPeerConnection so that the test can call getStats()
+ * on every connection the library makes (the page wraps it again for its video samples; this
+ * keeps the test's audio and codec checks out of the page), and remembers the <audio> elements
+ * the library creates (it keeps its audio element out of the DOM).
+ */
+function instrumentPage() {
+    const Native = window.RTCPeerConnection;
+    window.__testPeerConnections = [];
+    window.RTCPeerConnection = class extends Native {
+        constructor(...args) {
+            super(...args);
+            window.__testPeerConnections.push(this);
+        }
+    };
+    window.__testAudioElements = [];
+    const createElement = Document.prototype.createElement;
+    Document.prototype.createElement = function (...args) {
+        const element = createElement.apply(this, args);
+        if (element instanceof HTMLAudioElement) window.__testAudioElements.push(element);
+        return element;
+    };
+}
+
+/**
+ * Unmutes the stream as a person would with the sound button: the page starts muted
+ * (StartVideoMuted, so that autoplay needs no gesture), and Chromium reports an audioLevel of 0
+ * for a muted sink. Returns how many media elements have a stream now.
+ */
+async function unmute(page) {
+    return page.evaluate(async () => {
+        const elements = [...(window.__testAudioElements || []), ...document.querySelectorAll('video')];
+        let playing = 0;
+        for (const el of elements) {
+            if (!el.srcObject) continue;
+            el.muted = false;
+            await el.play().catch(() => {});
+            playing += 1;
+        }
+        return playing;
+    });
+}
+
+/**
+ * From getStats() of the page's newest connection: the inbound audio (packets, samples, level)
+ * and the mimeType of the inbound video's and audio's codecs.
+ */
+async function mediaStats(page) {
+    return page.evaluate(async () => {
+        const pcs = window.__testPeerConnections || [];
+        const pc = pcs[pcs.length - 1];
+        if (!pc) return null;
+        const report = await pc.getStats();
+        const out = { audio: null, videoCodec: null, audioCodec: null };
+        const codecOf = (s) => (s.codecId && report.get(s.codecId) ? report.get(s.codecId).mimeType : null);
+        report.forEach((s) => {
+            if (s.type !== 'inbound-rtp') return;
+            const kind = s.kind ?? s.mediaType;
+            if (kind === 'audio') {
+                out.audio = {
+                    packetsReceived: s.packetsReceived ?? 0,
+                    packetsLost: s.packetsLost,
+                    totalSamplesReceived: s.totalSamplesReceived,
+                    concealedSamples: s.concealedSamples,
+                    audioLevel: s.audioLevel,
+                    totalAudioEnergy: s.totalAudioEnergy
+                };
+                out.audioCodec = codecOf(s);
+            } else if (kind === 'video') {
+                out.videoCodec = codecOf(s);
+            }
+        });
+        return out;
+    });
+}
+
+/**
+ * The streamer's tone arrives: inbound-rtp kind=audio with packets, Opus, and, where Chromium
+ * reports them, samples played out and a level above silence. Returns the stats.
+ */
+async function assertAudioPlays(page, label) {
+    assert.ok(await unmute(page) >= 1, `${label}: a media element plays the stream`);
+    let last = null;
+    const stats = await waitFor(`${label}: 50 audio packets and played-out samples (inbound-rtp kind=audio)`, async () => {
+        const s = (last = await mediaStats(page));
+        const a = s && s.audio;
+        if (!a || a.packetsReceived < 50) return null;
+        if (a.totalSamplesReceived !== undefined && a.totalSamplesReceived <= 0) return null;
+        if (a.audioLevel !== undefined && !(a.audioLevel > 0)) return null;
+        return s;
+    }).catch((e) => {
+        throw new Error(`${e.message}; last getStats: ${JSON.stringify(last)}`);
+    });
+    assert.equal(stats.audioCodec, 'audio/opus', `${label}: the audio codec is Opus`);
+    assert.ok(stats.audio.packetsReceived >= 50, `${label}: audio packets received`);
+    if (stats.audio.totalSamplesReceived !== undefined) {
+        assert.ok(stats.audio.totalSamplesReceived > 0, `${label}: audio samples played out`);
+    }
+    if (stats.audio.audioLevel !== undefined) {
+        // The tone peaks at -30 dBFS, an audioLevel of about 0.03 (linear, 1 = full scale).
+        assert.ok(stats.audio.audioLevel > 0.005 && stats.audio.audioLevel < 0.2,
+            `${label}: audioLevel ${stats.audio.audioLevel} is the quiet tone`);
+    }
+    return stats;
+}
+
 /** Starts server, streamer and browser, then opens `pageCount` player pages (one at a time). */
-async function startSession(name, { pageCount = 1 } = {}) {
+async function startSession(name, { pageCount = 1, streamerArgs = [] } = {}) {
     const session = { name, pages: [], consoleLines: [], pageErrors: [] };
     const cleanups = [];
     session.close = async () => {
@@ -184,7 +291,8 @@ async function startSession(name, { pageCount = 1 } = {}) {
             `-ResX=${RES_X}`,
             `-ResY=${RES_Y}`,
             '--input-log', session.inputLog,
-            '--stats-interval', '1'
+            '--stats-interval', '1',
+            ...streamerArgs
         ]);
         cleanups.push(() => session.streamer.stop());
         const registered = await waitForEvent(session.streamer, 'registered');
@@ -199,6 +307,7 @@ async function startSession(name, { pageCount = 1 } = {}) {
             // One context (a window of its own) per page: a second tab in the same window would
             // hide the first one, and a hidden page presents no frames (no requestVideoFrameCallback).
             const context = await session.browser.newContext({ viewport: { width: 960, height: 660 } });
+            await context.addInitScript(instrumentPage);
             const page = await context.newPage();
             const source = pageCount > 1 ? `page${i}` : 'page';
             page.on('console', (m) => session.consoleLines.push(consoleLine(source, m)));
@@ -361,6 +470,11 @@ test('the library plays the streamer\'s video; clicks, keys and UIInteraction re
             `${strip.failures} misread; ${strip.callbacks} callbacks, ${strip.mismatched} found the next frame already, ` +
             `${strip.skipped} had no frame yet; last latency ${strip.last.latencyMs.toFixed(1)} ms`);
 
+        // The tone plays: Opus packets arrive, decode and have a level.
+        const media = await assertAudioPlays(page, 'player');
+        assert.equal(media.videoCodec, 'video/H264', 'the video codec is H.264');
+        console.error(`note: audio ${JSON.stringify(media.audio)}`);
+
         // Click at 25% width, 75% height of the picture, with the real mouse. The library maps the
         // position into the video rectangle (letterboxed or not) inside the video's parent.
         const target = await page.evaluate(() => {
@@ -453,3 +567,4 @@ test('two players at once both receive video', { timeout: TEST_TIMEOUT_MS }, asy
         assert.deepEqual(session.pageErrors, [], 'no uncaught errors in the pages');
     });
 });
+

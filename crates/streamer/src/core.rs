@@ -13,6 +13,7 @@
 //!                                                                         signalling lost
 //! ```
 
+use crate::audio::EncodedAudio;
 use crate::encoder::{EncodedFrame, EncoderCommand};
 use crate::pattern::Overlay;
 use crate::rtc::{Peer, PeerConfig, PeerEvent, Transmit};
@@ -248,6 +249,21 @@ impl StreamerCore {
         }
         if want_key {
             self.request_keyframe(now);
+        }
+    }
+
+    /// One 20 ms audio packet, for every connected peer that accepted audio.
+    pub fn handle_audio(&mut self, packet: &EncodedAudio, now: Instant) {
+        let ids: Vec<PlayerId> = self.peers.keys().cloned().collect();
+        for id in ids {
+            let Some(slot) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            if let Err(e) = slot.peer.send_audio(packet, now) {
+                slot.span
+                    .in_scope(|| tracing::warn!("cannot send audio: {e}"));
+            }
+            self.pump(&id, now);
         }
     }
 
@@ -569,6 +585,7 @@ mod tests {
                     streamer_id: "Test".into(),
                     peer: PeerConfig {
                         initial_bitrate_bps: 4_000_000,
+                        ..Default::default()
                     },
                     info: StreamerInfo {
                         allow_commands: false,
@@ -770,6 +787,20 @@ mod tests {
             })
             .collect();
         assert_eq!(media, vec![key.data.to_vec()]);
+
+        // Audio goes out on its own m-line as Opus.
+        let packet = crate::audio::EncodedAudio {
+            data: Arc::from(vec![0xf8, 0xff, 0xfe]),
+            capture: net.now,
+            samples: 960,
+        };
+        let now = net.now;
+        net.core.handle_audio(&packet, now);
+        net.run_until(|n| {
+            n.player_events.iter().any(|e| {
+                matches!(e, Event::MediaData(m) if m.params.spec().codec == str0m::format::Codec::Opus)
+            })
+        });
 
         // Input, encoded by the default table the streamer announced.
         let table = ProtocolTable::default_to_streamer();

@@ -71,6 +71,8 @@ pub struct Settings {
     pub allow_commands: bool,
     /// `-PixelStreamingDisableLatencyTester`: LatencyTest requests are not answered.
     pub disable_latency_tester: bool,
+    /// Offer and send the Opus tone (off with `-PixelStreamingWebRTCDisableTransmitAudio`).
+    pub audio: bool,
     /// `--input-log FILE`: one JSON line per decoded data-channel message.
     pub input_log: Option<PathBuf>,
     /// `--stats-interval SECS`: a JSON stats line on stdout every SECS.
@@ -98,6 +100,7 @@ impl Default for Settings {
             bitrate_bps: 4_000_000,
             allow_commands: false,
             disable_latency_tester: false,
+            audio: true,
             input_log: None,
             stats_interval: None,
             ice_ip: None,
@@ -146,6 +149,7 @@ UE launch flags (-Name=value, names case-insensitive, unknown -Flags ignored):
   -PixelStreamingSignalingKeepAliveInterval=S   send a signalling ping every S seconds
   -AllowPixelStreamingCommands                  report ConsoleCommands as allowed
   -PixelStreamingDisableLatencyTester           do not answer LatencyTest
+  -PixelStreamingWebRTCDisableTransmitAudio     offer no audio (default: a 440 Hz Opus tone)
 
 Our options:
   --input-log FILE        one JSON line per decoded data-channel message
@@ -316,6 +320,9 @@ where
             }
             "pixelstreamingdisablelatencytester" => {
                 s.disable_latency_tester = value.as_deref().map(truthy).unwrap_or(true)
+            }
+            "pixelstreamingwebrtcdisabletransmitaudio" => {
+                s.audio = !value.as_deref().map(truthy).unwrap_or(true)
             }
             _ => s.ignored.push(arg.clone()),
         }

@@ -7,7 +7,9 @@
 //! str0m requires that every mutation is followed by draining its output until it returns a
 //! timeout; each mutating method here does that drain itself and queues what came out.
 
+use crate::audio::EncodedAudio;
 use crate::encoder::EncodedFrame;
+use crate::flags::Codec as VideoCodec;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -15,7 +17,7 @@ use str0m::bwe::Bitrate;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, MediaTime, Mid, Pt};
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcError};
 
@@ -70,12 +72,31 @@ pub enum PeerError {
 pub struct PeerConfig {
     /// The bandwidth estimate to start from; str0m paces at twice the estimate.
     pub initial_bitrate_bps: u64,
+    /// The one video codec we offer and send.
+    pub video_codec: VideoCodec,
+    /// Offer (and send) Opus audio.
+    pub audio: bool,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        PeerConfig {
+            initial_bitrate_bps: 4_000_000,
+            video_codec: VideoCodec::H264,
+            audio: true,
+        }
+    }
 }
 
 pub struct Peer {
     rtc: Rtc,
+    video_codec: VideoCodec,
     video: Option<Mid>,
     pt: Option<Pt>,
+    audio: Option<Mid>,
+    audio_pt: Option<Pt>,
+    /// Media time zero of the audio (the capture time of the first packet we wrote).
+    audio_epoch: Option<Instant>,
     channel: Option<ChannelId>,
     pending: Option<SdpPendingOffer>,
     events: VecDeque<PeerEvent>,
@@ -89,25 +110,39 @@ pub struct Peer {
     dead: bool,
 }
 
+/// One video codec (the one the encoder makes) and, if enabled, Opus. The payload types are
+/// Chromium's own (H.264 constrained baseline 108/109, VP8 96/97, Opus 111), so a browser's
+/// answer keeps them.
 fn build_rtc(cfg: &PeerConfig, now: Instant) -> Rtc {
     let mut b = Rtc::builder()
         .clear_codecs()
         .enable_bwe(Some(Bitrate::bps(cfg.initial_bitrate_bps)));
-    b.codec_config().add_h264(
-        H264_PT.into(),
-        Some(H264_RTX_PT.into()),
-        true,
-        H264_PROFILE_LEVEL_ID,
-    );
+    match cfg.video_codec {
+        VideoCodec::H264 => b.codec_config().add_h264(
+            H264_PT.into(),
+            Some(H264_RTX_PT.into()),
+            true,
+            H264_PROFILE_LEVEL_ID,
+        ),
+        VideoCodec::Vp8 => b.codec_config().enable_vp8(true),
+    }
+    if cfg.audio {
+        // Without RED: Epic's frontend and UE negotiate plain Opus.
+        b.codec_config().enable_opus(true, false);
+    }
     b.build(now)
 }
 
 impl Peer {
-    fn empty(rtc: Rtc, now: Instant) -> Peer {
+    fn empty(rtc: Rtc, cfg: &PeerConfig, now: Instant) -> Peer {
         Peer {
             rtc,
+            video_codec: cfg.video_codec,
             video: None,
             pt: None,
+            audio: None,
+            audio_pt: None,
+            audio_epoch: None,
             channel: None,
             pending: None,
             events: VecDeque::new(),
@@ -120,20 +155,24 @@ impl Peer {
         }
     }
 
-    /// A new peer that offers: sendonly H.264 video and the in-band `datachannel`, with `host`
-    /// as its only ICE candidate. Returns the offer SDP.
+    /// A new peer that offers, as UE does: sendonly video, sendonly Opus audio (unless disabled)
+    /// and the in-band `datachannel`, with `host` as its only ICE candidate. Returns the offer
+    /// SDP.
     pub fn offer(
         host: SocketAddr,
         cfg: &PeerConfig,
         now: Instant,
     ) -> Result<(Peer, String), PeerError> {
-        let mut peer = Peer::empty(build_rtc(cfg, now), now);
+        let mut peer = Peer::empty(build_rtc(cfg, now), cfg, now);
         let candidate =
             Candidate::host(host, "udp").map_err(|e| PeerError::Candidate(e.to_string()))?;
         peer.rtc.add_local_candidate(candidate);
         peer.drain(now)?;
         let mut api = peer.rtc.sdp_api();
         let mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let audio = cfg
+            .audio
+            .then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
         api.add_channel_with_config(ChannelConfig {
             label: DATA_CHANNEL_LABEL.into(),
             ordered: true,
@@ -145,6 +184,7 @@ impl Peer {
             return Err(PeerError::Sdp("no changes to offer".into()));
         };
         peer.video = Some(mid);
+        peer.audio = audio;
         peer.pending = Some(pending);
         peer.drain(now)?;
         Ok((peer, offer.to_sdp_string()))
@@ -160,16 +200,21 @@ impl Peer {
     ) -> Result<(Peer, String), PeerError> {
         let offer =
             SdpOffer::from_sdp_string(offer_sdp).map_err(|e| PeerError::Sdp(e.to_string()))?;
-        let mut peer = Peer::empty(build_rtc(cfg, now), now);
+        let mut peer = Peer::empty(build_rtc(cfg, now), cfg, now);
         let candidate =
             Candidate::host(host, "udp").map_err(|e| PeerError::Candidate(e.to_string()))?;
         peer.rtc.add_local_candidate(candidate);
         peer.drain(now)?;
         let answer = peer.rtc.sdp_api().accept_offer(offer)?.to_sdp_string();
         peer.drain(now)?;
+        // str0m may announce the remote's media later (MediaAdded); the answer says it now.
         if peer.video.is_none() {
-            // str0m may announce the remote's media later (MediaAdded); the answer says it now.
-            peer.video = video_mid(&answer)
+            peer.video = first_mid(&answer, "video")
+                .map(|m| Mid::from(m.as_str()))
+                .filter(|m| peer.rtc.media(*m).is_some());
+        }
+        if peer.audio.is_none() && cfg.audio {
+            peer.audio = first_mid(&answer, "audio")
                 .map(|m| Mid::from(m.as_str()))
                 .filter(|m| peer.rtc.media(*m).is_some());
         }
@@ -258,6 +303,32 @@ impl Peer {
             frame.data.clone(),
         )?;
         self.has_keyframe |= frame.keyframe;
+        self.drain(now)?;
+        Ok(true)
+    }
+
+    /// Sends one 20 ms Opus packet. Returns whether it was written (false before the connection
+    /// is up, or when the player did not accept audio).
+    pub fn send_audio(&mut self, packet: &EncodedAudio, now: Instant) -> Result<bool, PeerError> {
+        if !self.connected || self.dead {
+            return Ok(false);
+        }
+        let (Some(mid), Some(pt)) = (self.audio, self.audio_pt) else {
+            return Ok(false);
+        };
+        let epoch = *self.audio_epoch.get_or_insert(packet.capture);
+        let nanos = packet.capture.saturating_duration_since(epoch).as_nanos();
+        // Samples since the epoch at 48 kHz; packets on a 20 ms grid give exact multiples of 960.
+        let ticks = (nanos * u128::from(crate::audio::SAMPLE_RATE) / 1_000_000_000) as u64;
+        let Some(writer) = self.rtc.writer(mid) else {
+            return Ok(false);
+        };
+        writer.write(
+            pt,
+            packet.capture,
+            MediaTime::new(ticks, Frequency::FORTY_EIGHT_KHZ),
+            packet.data.clone(),
+        )?;
         self.drain(now)?;
         Ok(true)
     }
@@ -355,6 +426,10 @@ impl Peer {
                 if m.kind == MediaKind::Video && self.video.is_none() => {
                     self.video = Some(m.mid);
                 }
+            Event::MediaAdded(m)
+                if m.kind == MediaKind::Audio && self.audio.is_none() && m.direction.is_sending() => {
+                    self.audio = Some(m.mid);
+                }
             Event::KeyframeRequest(_) => self.events.push_back(PeerEvent::KeyframeRequest),
             Event::ChannelOpen(id, label) => {
                 tracing::debug!(label, "data channel open");
@@ -376,45 +451,60 @@ impl Peer {
         }
     }
 
-    /// After negotiation: the payload type the player accepted for H.264.
+    /// After negotiation: the payload types the player accepted for our video codec and Opus.
     fn pick_payload_type(&mut self) {
-        let Some(mid) = self.video else { return };
-        let Some(writer) = self.rtc.writer(mid) else {
-            return;
-        };
-        self.pt = writer
-            .payload_params()
-            .find(|p| {
-                p.spec().codec == Codec::H264 && p.spec().format.packetization_mode == Some(1)
-            })
-            .or_else(|| {
-                writer
+        if let Some(writer) = self.video.and_then(|mid| self.rtc.writer(mid)) {
+            self.pt = match self.video_codec {
+                VideoCodec::H264 => writer
                     .payload_params()
-                    .find(|p| p.spec().codec == Codec::H264)
-            })
-            .map(|p| p.pt());
+                    .find(|p| {
+                        p.spec().codec == Codec::H264
+                            && p.spec().format.packetization_mode == Some(1)
+                    })
+                    .or_else(|| {
+                        writer
+                            .payload_params()
+                            .find(|p| p.spec().codec == Codec::H264)
+                    })
+                    .map(|p| p.pt()),
+                VideoCodec::Vp8 => writer
+                    .payload_params()
+                    .find(|p| p.spec().codec == Codec::Vp8)
+                    .map(|p| p.pt()),
+            };
+        }
         if self.pt.is_none() {
-            tracing::warn!("the player accepted no H.264 payload type; no video will flow");
+            tracing::warn!(codec = ?self.video_codec, "the player accepted no payload type for our video codec; no video will flow");
+        }
+        if let Some(writer) = self.audio.and_then(|mid| self.rtc.writer(mid)) {
+            self.audio_pt = writer
+                .payload_params()
+                .find(|p| p.spec().codec == Codec::Opus)
+                .map(|p| p.pt());
+            if self.audio_pt.is_none() {
+                tracing::debug!("the player accepted no Opus payload type; no audio will flow");
+            }
         }
     }
 }
 
-/// The mid of the first sending video m-line of an SDP.
-fn video_mid(sdp: &str) -> Option<String> {
-    let mut in_video = false;
+/// The mid of the first m-line of `kind` ("video", "audio") of an SDP.
+fn first_mid(sdp: &str, kind: &str) -> Option<String> {
+    let prefix = format!("m={kind}");
+    let mut inside = false;
     let mut mid = None;
     for line in sdp.lines() {
         if line.starts_with("m=") {
-            if in_video && mid.is_some() {
+            if inside && mid.is_some() {
                 break;
             }
-            in_video = line.starts_with("m=video");
+            inside = line.starts_with(&prefix);
             mid = None;
-        } else if let Some(m) = line.strip_prefix("a=mid:").filter(|_| in_video) {
+        } else if let Some(m) = line.strip_prefix("a=mid:").filter(|_| inside) {
             mid = Some(m.trim().to_owned());
         }
     }
-    mid.filter(|_| in_video)
+    mid.filter(|_| inside)
 }
 
 fn receive(source: SocketAddr, destination: SocketAddr, contents: &[u8]) -> Option<Receive<'_>> {
@@ -430,6 +520,41 @@ fn receive(source: SocketAddr, destination: SocketAddr, contents: &[u8]) -> Opti
 mod tests {
     use super::*;
 
+    fn offer_sdp(cfg: &PeerConfig) -> String {
+        let (_, sdp) =
+            Peer::offer("10.0.0.1:5000".parse().unwrap(), cfg, Instant::now()).expect("an offer");
+        sdp
+    }
+
+    fn m_lines(sdp: &str) -> Vec<String> {
+        sdp.lines()
+            .filter_map(|l| l.strip_prefix("m="))
+            .map(|l| l.split(' ').next().unwrap_or("").to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_offer_has_video_opus_audio_and_the_channel_as_ue_offers() {
+        let sdp = offer_sdp(&PeerConfig::default());
+        assert_eq!(m_lines(&sdp), ["video", "audio", "application"], "{sdp}");
+        assert!(sdp.contains("a=rtpmap:108 H264/90000"), "{sdp}");
+        assert!(sdp.contains("a=rtpmap:111 opus/48000/2"), "{sdp}");
+        assert!(!sdp.contains("VP8"), "{sdp}");
+        assert_eq!(sdp.matches("a=sendonly").count(), 2, "{sdp}");
+    }
+
+    #[test]
+    fn audio_can_be_left_out_and_vp8_offered_instead_of_h264() {
+        let sdp = offer_sdp(&PeerConfig {
+            audio: false,
+            video_codec: VideoCodec::Vp8,
+            ..Default::default()
+        });
+        assert_eq!(m_lines(&sdp), ["video", "application"], "{sdp}");
+        assert!(sdp.contains("a=rtpmap:96 VP8/90000"), "{sdp}");
+        assert!(!sdp.contains("H264") && !sdp.contains("opus"), "{sdp}");
+    }
+
     #[test]
     fn answers_a_recvonly_video_offer() {
         let now = Instant::now();
@@ -440,6 +565,7 @@ mod tests {
         let (offer, _) = api.apply().expect("offer");
         let cfg = PeerConfig {
             initial_bitrate_bps: 1_000_000,
+            ..Default::default()
         };
         let r = Peer::answer(
             "10.0.0.1:5000".parse().unwrap(),

@@ -1,10 +1,11 @@
-//! The shell: sockets, clock, encoder thread and output files around [`StreamerCore`].
+//! The shell: sockets, clock, encoder threads and output files around [`StreamerCore`].
 //!
 //! One task owns everything: the signalling WebSocket, one UDP socket shared by all peers
-//! (datagrams are routed to the peer whose ICE session accepts them), the channel of encoded
-//! frames, and the core. It reconnects to signalling with backoff when the socket drops, as UE
+//! (datagrams are routed to the peer whose ICE session accepts them), the channels of encoded
+//! video frames and audio packets, and the core. It reconnects to signalling with backoff when the socket drops, as UE
 //! does. `--hang-after` freezes this task while every socket stays open.
 
+use crate::audio::{self, AudioCommand, AudioHandle, EncodedAudio};
 use crate::core::{CoreConfig, CoreOutput, Note, StreamerCore};
 use crate::encoder::{self, EncodedFrame, EncoderCommand, EncoderHandle, EncoderSettings};
 use crate::flags::Settings;
@@ -35,6 +36,8 @@ const UDP_BUFFER: usize = 4 * 1024 * 1024;
 pub enum RunError {
     #[error(transparent)]
     Encoder(#[from] encoder::EncoderError),
+    #[error(transparent)]
+    Audio(#[from] audio::AudioError),
     #[error("cannot open the input log {path}: {source}")]
     InputLog {
         path: String,
@@ -50,7 +53,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     let started = TokioInstant::now();
     let mut out = Outputs::new(&settings)?;
     let (frames_tx, mut frames_rx) = mpsc::channel::<EncodedFrame>(4);
-    let encoder = encoder::spawn(
+    let video = encoder::spawn(
         EncoderSettings {
             width: settings.width,
             height: settings.height,
@@ -60,11 +63,22 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         },
         frames_tx,
     )?;
+    // The sender is kept even without audio, so that the receiver never reports a closed channel.
+    let (audio_tx, mut audio_rx) = mpsc::channel::<EncodedAudio>(8);
+    let audio = if settings.audio {
+        Some(audio::spawn(audio_tx.clone())?)
+    } else {
+        None
+    };
+    let _audio_tx = audio_tx;
+    let media = Sources { video, audio };
     let mut core = StreamerCore::new(
         CoreConfig {
             streamer_id: settings.streamer_id.clone(),
             peer: PeerConfig {
                 initial_bitrate_bps: u64::from(settings.bitrate_bps).max(2_000_000) * 2,
+                video_codec: settings.codec,
+                audio: settings.audio,
             },
             info: StreamerInfo {
                 allow_commands: settings.allow_commands,
@@ -98,8 +112,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             tokio::select! {
                 _ = &mut shutdown => return Ok(()),
                 _ = sleep_until(until) => break,
-                _ = maybe_sleep_until(hang_at) => return hang(shutdown, &encoder, &mut out).await,
-                _ = stats.tick() => stats.print(&encoder, &core, &mut out),
+                _ = maybe_sleep_until(hang_at) => return hang(shutdown, &media, &mut out).await,
+                _ = stats.tick() => stats.print(&media, &core, &mut out),
             }
         }
     }
@@ -108,8 +122,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         loop {
             tokio::select! {
                 _ = &mut shutdown => return Ok(()),
-                _ = maybe_sleep_until(hang_at) => return hang(shutdown, &encoder, &mut out).await,
-                _ = stats.tick() => stats.print(&encoder, &core, &mut out),
+                _ = maybe_sleep_until(hang_at) => return hang(shutdown, &media, &mut out).await,
+                _ = stats.tick() => stats.print(&media, &core, &mut out),
             }
         }
     }
@@ -121,7 +135,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         let connect = tokio_tungstenite::connect_async(settings.signalling_url.as_str());
         let result = tokio::select! {
             _ = &mut shutdown => return Ok(()),
-            _ = maybe_sleep_until(hang_at) => return hang(shutdown, &encoder, &mut out).await,
+            _ = maybe_sleep_until(hang_at) => return hang(shutdown, &media, &mut out).await,
             r = connect => r,
         };
         match result {
@@ -144,7 +158,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
                     &sock,
                     &mut core,
                     &mut frames_rx,
-                    &encoder,
+                    &mut audio_rx,
+                    &media,
                     &mut out,
                     &mut stats,
                     &settings,
@@ -161,11 +176,11 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
                     Ended::Hang => {
                         // Keep the WebSocket and the UDP socket open, answer nothing.
                         let _keep = (ws, sock);
-                        return hang(shutdown, &encoder, &mut out).await;
+                        return hang(shutdown, &media, &mut out).await;
                     }
                     Ended::Lost => {
                         core.signalling_down(Instant::now());
-                        flush(&mut core, None, Some(&sock), &encoder, &mut out).await;
+                        flush(&mut core, None, Some(&sock), &media, &mut out).await;
                         out.event(json!({"event": "signalling_lost"}));
                         udp = Some(sock);
                     }
@@ -180,10 +195,11 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             tokio::select! {
                 _ = &mut shutdown => return Ok(()),
                 _ = sleep_until(until) => break,
-                _ = maybe_sleep_until(hang_at) => return hang(shutdown, &encoder, &mut out).await,
-                _ = stats.tick() => stats.print(&encoder, &core, &mut out),
+                _ = maybe_sleep_until(hang_at) => return hang(shutdown, &media, &mut out).await,
+                _ = stats.tick() => stats.print(&media, &core, &mut out),
                 // Frames may still come while the encoder learns it is idle.
                 f = frames_rx.recv() => { let _ = f; }
+                a = audio_rx.recv() => { let _ = a; }
             }
         }
     }
@@ -201,7 +217,8 @@ async fn connection(
     udp: &UdpSocket,
     core: &mut StreamerCore,
     frames_rx: &mut mpsc::Receiver<EncodedFrame>,
-    encoder: &EncoderHandle,
+    audio_rx: &mut mpsc::Receiver<EncodedAudio>,
+    media: &Sources,
     out: &mut Outputs,
     stats: &mut Stats,
     settings: &Settings,
@@ -262,14 +279,19 @@ async fn connection(
                     core.handle_frame(&f, Instant::now());
                 }
             }
+            a = audio_rx.recv() => {
+                if let Some(a) = a {
+                    core.handle_audio(&a, Instant::now());
+                }
+            }
             _ = maybe_sleep_until(timeout) => core.handle_timeout(Instant::now()),
             _ = async { match keepalive.as_mut() { Some(k) => { k.tick().await; } None => std::future::pending().await } } => {
                 let time = serde_json::Number::from(wall_ms());
                 let _ = ws.send(Message::Text(ClientMessage::Ping { time }.to_json().into())).await;
             }
-            _ = stats.tick() => stats.print(encoder, core, out),
+            _ = stats.tick() => stats.print(media, core, out),
         }
-        if !flush(core, Some(ws), Some(udp), encoder, out).await {
+        if !flush(core, Some(ws), Some(udp), media, out).await {
             return Ended::Lost;
         }
     }
@@ -280,7 +302,7 @@ async fn flush(
     core: &mut StreamerCore,
     mut ws: Option<&mut Ws>,
     udp: Option<&UdpSocket>,
-    encoder: &EncoderHandle,
+    media: &Sources,
     out: &mut Outputs,
 ) -> bool {
     let mut ok = true;
@@ -301,7 +323,7 @@ async fn flush(
                     tracing::debug!(destination = %t.destination, "udp send: {e}");
                 }
             }
-            CoreOutput::Encoder(cmd) => encoder.send(cmd),
+            CoreOutput::Encoder(cmd) => media.send(cmd),
             CoreOutput::Input(record) => out.input(&record.to_json_line()),
             CoreOutput::Note(n) => out.event(match n {
                 Note::Registered { committed_id } => {
@@ -318,15 +340,31 @@ async fn flush(
     ok
 }
 
-/// Freezes: the encoder stops, nothing is read or answered; only shutdown ends it.
+/// The media sources: the video encoder thread and, unless disabled, the audio thread. Both run
+/// while any peer exists (`EncoderCommand::Active`).
+struct Sources {
+    video: EncoderHandle,
+    audio: Option<AudioHandle>,
+}
+
+impl Sources {
+    fn send(&self, cmd: EncoderCommand) {
+        if let (EncoderCommand::Active(on), Some(audio)) = (&cmd, &self.audio) {
+            audio.send(AudioCommand::Active(*on));
+        }
+        self.video.send(cmd);
+    }
+}
+
+/// Freezes: the encoders stop, nothing is read or answered; only shutdown ends it.
 async fn hang(
     shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
-    encoder: &EncoderHandle,
+    media: &Sources,
     out: &mut Outputs,
 ) -> Result<(), RunError> {
     tracing::warn!("--hang-after: hanging now (sockets stay open, nothing is answered)");
     out.event(json!({"event": "hang"}));
-    encoder.send(EncoderCommand::Active(false));
+    media.send(EncoderCommand::Active(false));
     shutdown.await;
     Ok(())
 }
@@ -431,11 +469,11 @@ impl Stats {
         }
     }
 
-    fn print(&mut self, encoder: &EncoderHandle, core: &StreamerCore, out: &mut Outputs) {
+    fn print(&mut self, media: &Sources, core: &StreamerCore, out: &mut Outputs) {
         let now = TokioInstant::now();
         let secs = now.duration_since(self.last).as_secs_f64().max(1e-3);
         self.last = now;
-        let w = encoder.stats.take();
+        let w = media.video.stats.take();
         let avg_ms = if w.frames > 0 {
             w.encode_total.as_secs_f64() * 1000.0 / w.frames as f64
         } else {
@@ -444,7 +482,7 @@ impl Stats {
         out.event(json!({
             "event": "stats",
             "frames": w.frames,
-            "frames_total": encoder.stats.total_frames(),
+            "frames_total": media.video.stats.total_frames(),
             "keyframes": w.keyframes,
             "dropped": w.dropped,
             "fps": round2(w.frames as f64 / secs),
@@ -453,6 +491,7 @@ impl Stats {
             "encode_ms_max": round2(w.encode_max.as_secs_f64() * 1000.0),
             "width": w.width,
             "height": w.height,
+            "audio_packets_total": media.audio.as_ref().map_or(0, |a| a.stats.packets()),
             "players": core.peer_count(),
             "connected": core.connected_count(),
         }));

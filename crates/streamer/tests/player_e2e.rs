@@ -1,6 +1,6 @@
 //! End to end: the real signalling server, the streamer, and a real WebRTC player built on
-//! str0m. The player receives and decodes H.264, sends input over the data channel, and the
-//! streamer's input log shows exactly what was sent.
+//! str0m. The player receives and decodes H.264 and the Opus tone, sends input over the data
+//! channel, and the streamer's input log shows exactly what was sent.
 
 mod common;
 
@@ -34,9 +34,10 @@ async fn player_receives_video_and_its_input_is_decoded() {
     player
         .run_until(
             WAIT,
-            "30 frames, 3 decoded, data channel and Protocol",
+            "30 frames, 3 decoded, 50 audio packets, data channel and Protocol",
             |p| {
                 p.frames >= 30
+                    && p.audio.packets >= 50
                     && p.decoded.len() >= 3
                     && p.count(|m| matches!(m, FromStreamer::Protocol(_))) >= 2
                     && p.count(|m| matches!(m, FromStreamer::InputControlOwnership(true))) >= 1
@@ -58,6 +59,35 @@ async fn player_receives_video_and_its_input_is_decoded() {
     assert!(
         sdp.contains("typ host"),
         "the streamer offers its host candidate: {sdp}"
+    );
+    // As UE: video, audio, then the data channel.
+    let kinds: Vec<&str> = sdp
+        .lines()
+        .filter_map(|l| l.strip_prefix("m="))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert_eq!(kinds, ["video", "audio", "application"], "{sdp}");
+    assert!(sdp.contains("a=rtpmap:111 opus/48000/2"), "{sdp}");
+
+    // The tone: Opus on the audio mid, every packet decodes, at its level (-30 dBFS peak is
+    // -33 dBFS RMS for a sine).
+    let audio = &player.audio;
+    assert_eq!(audio.codec.as_deref(), Some("opus"), "{audio:?}");
+    assert_eq!(audio.errors, 0, "{audio:?}");
+    assert_eq!(audio.decoded, audio.packets, "{audio:?}");
+    assert_eq!(
+        audio.samples,
+        audio.packets * 960,
+        "20 ms packets: {audio:?}"
+    );
+    let rms = audio.rms_dbfs().expect("decoded audio measured");
+    assert!(
+        (-36.0..=-30.0).contains(&rms),
+        "tone at {rms:.1} dBFS RMS: {audio:?}"
+    );
+    eprintln!(
+        "audio: {} packets on mid {:?}, {:.1} dBFS RMS, peak {}",
+        audio.packets, audio.mid, rms, audio.peak
     );
 
     // Valid H.264 at the requested size, and the strip reads back frame numbers and times.

@@ -61,9 +61,16 @@ pub struct Player {
     pub player_id: Option<String>,
     pub channel: Option<ChannelId>,
     pub channel_label: Option<String>,
-    /// Depacketized video frames received (str0m `MediaData` events).
+    /// Depacketized video frames received (str0m `MediaData` events on the video m-line).
     pub frames: u64,
     pub keyframes_seen: u64,
+    /// The codec of the video received ("H264", "VP8").
+    pub video_codec: Option<String>,
+    /// Picture sizes read from VP8 keyframe headers.
+    pub vp8_keyframe_sizes: Vec<(u16, u16)>,
+    /// Opus packets received (MediaData on the audio m-line) and what decoding them gave.
+    pub audio: AudioReceived,
+    audio_decoder: opus::Decoder,
     pub decoded: Vec<DecodedFrame>,
     /// How many frames to decode with openh264 (decoding every frame would be slow in debug).
     pub decode_limit: usize,
@@ -119,6 +126,10 @@ impl Player {
             channel_label: None,
             frames: 0,
             keyframes_seen: 0,
+            video_codec: None,
+            vp8_keyframe_sizes: Vec::new(),
+            audio: AudioReceived::default(),
+            audio_decoder: opus::Decoder::new(48_000, opus::Channels::Mono).expect("opus decoder"),
             decoded: Vec::new(),
             decode_limit: 10,
             decoder: Decoder::new().expect("decoder"),
@@ -255,8 +266,25 @@ impl Player {
 
     fn on_event(&mut self, e: Event) {
         match e {
+            Event::MediaData(m) if m.params.spec().codec.is_audio() => {
+                self.audio.on_packet(
+                    &mut self.audio_decoder,
+                    &m.data,
+                    format!("{}", m.params.spec().codec),
+                    m.mid.to_string(),
+                );
+            }
+            Event::MediaData(m) if m.params.spec().codec == str0m::format::Codec::Vp8 => {
+                self.frames += 1;
+                self.video_codec = Some("VP8".into());
+                if let Some(size) = vp8_keyframe_size(&m.data) {
+                    self.keyframes_seen += 1;
+                    self.vp8_keyframe_sizes.push(size);
+                }
+            }
             Event::MediaData(m) => {
                 self.frames += 1;
+                self.video_codec = Some(format!("{}", m.params.spec().codec).to_uppercase());
                 let key = is_h264_keyframe(&m.data);
                 self.keyframes_seen += u64::from(key);
                 if self.decoded.len() < self.decode_limit
@@ -349,6 +377,68 @@ pub async fn recv_type(ws: &mut Ws, kind: &str) -> Json {
             }
         }
     }
+}
+
+/// What a player got on the audio m-line.
+#[derive(Debug, Default)]
+pub struct AudioReceived {
+    pub packets: u64,
+    /// The codec name str0m reports ("opus") and the mid of the audio m-line.
+    pub codec: Option<String>,
+    pub mid: Option<String>,
+    /// Packets that libopus decoded, and the samples they gave (48 kHz mono).
+    pub decoded: u64,
+    pub samples: u64,
+    pub errors: u64,
+    /// Sum of squares and peak of the decoded samples after the first 5 packets (codec start-up).
+    sum_sq: f64,
+    measured: u64,
+    pub peak: u16,
+}
+
+impl AudioReceived {
+    fn on_packet(&mut self, decoder: &mut opus::Decoder, data: &[u8], codec: String, mid: String) {
+        self.packets += 1;
+        self.codec = Some(codec);
+        self.mid = Some(mid);
+        let mut pcm = [0i16; 5760];
+        match decoder.decode(data, &mut pcm, false) {
+            Ok(n) => {
+                self.decoded += 1;
+                self.samples += n as u64;
+                if self.decoded > 5 {
+                    for &s in &pcm[..n] {
+                        self.sum_sq += f64::from(s).powi(2);
+                        self.peak = self.peak.max(s.unsigned_abs());
+                    }
+                    self.measured += n as u64;
+                }
+            }
+            Err(e) => {
+                eprintln!("opus decode error: {e}");
+                self.errors += 1;
+            }
+        }
+    }
+
+    /// RMS level of the decoded audio in dBFS (None before anything was measured).
+    pub fn rms_dbfs(&self) -> Option<f64> {
+        (self.measured > 0).then(|| {
+            let rms = (self.sum_sq / self.measured as f64).sqrt();
+            20.0 * (rms / f64::from(i16::MAX)).log10()
+        })
+    }
+}
+
+/// The picture size in a VP8 keyframe's header (RFC 6386 §9.1), or None for an interframe.
+pub fn vp8_keyframe_size(frame: &[u8]) -> Option<(u16, u16)> {
+    let is_key = frame.first()? & 1 == 0;
+    if !is_key || frame.get(3..6)? != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let w = u16::from_le_bytes([*frame.get(6)?, *frame.get(7)?]) & 0x3fff;
+    let h = u16::from_le_bytes([*frame.get(8)?, *frame.get(9)?]) & 0x3fff;
+    Some((w, h))
 }
 
 /// Whether an Annex B access unit contains an IDR slice.
