@@ -95,14 +95,19 @@ let events: EventSource | null = null;
 let eventsRetryMs = EVENTS_RETRY_MIN_MS;
 let eventsRetryTimer: number | undefined;
 
+type Overlay = { headline: string; detail?: string; spinner?: boolean; translucent?: boolean; buttons?: HTMLElement[] };
+
 interface Stream {
     ps: PixelStreaming;
     config: Config;
     /** The newest join_url the coordinator sent: what a reconnect uses. */
     joinUrl: string;
-    playing: boolean;
+    /** What the stage shows over the video while the session is ready; null: the video itself. */
+    overlay: Overlay | null;
 }
 let stream: Stream | null = null;
+/** Why the library could not start in this browser, if it could not. */
+let streamFailure: string | null = null;
 let activitySent = 0;
 let lastActivityAt = -Infinity;
 
@@ -147,9 +152,7 @@ function backLink(): HTMLAnchorElement {
 }
 
 /** The overlay over the stage; `null` hides it. */
-function showOverlay(
-    overlay: { headline: string; detail?: string; spinner?: boolean; translucent?: boolean; buttons?: HTMLElement[] } | null
-): void {
+function showOverlay(overlay: Overlay | null): void {
     overlayEl.hidden = overlay === null;
     if (!overlay) return;
     overlayEl.classList.toggle('translucent', overlay.translucent === true);
@@ -207,12 +210,13 @@ function render(): void {
             showOverlay({ headline: words, detail: 'This usually takes a few seconds.', spinner: true });
             break;
         case 'ready':
-            if (!stream) {
+            if (streamFailure !== null) {
+                showOverlay({ headline: 'The stream could not start in this browser.', detail: streamFailure, buttons: [backLink()] });
+            } else if (!stream) {
                 showOverlay({ headline: `Starting ${titleLabel()}…`, detail: 'Waiting for the stream address.', spinner: true });
-            } else if (!stream.playing) {
-                showOverlay({ headline: 'Connecting to the stream…', spinner: true });
+            } else {
+                showOverlay(stream.overlay);
             }
-            // Once playing, the overlay is the stream's business (streamEvent).
             break;
         case 'ended':
         case 'failed': {
@@ -246,7 +250,7 @@ function applySession(next: Session): void {
     requestTitle(next.title_id);
 
     if (next.state === 'ready' && next.join_url) {
-        if (!stream) startStream(next.join_url);
+        if (!stream && streamFailure === null) startStream(next.join_url);
         else updateJoinUrl(next.join_url);
     }
     if (isFinal(next)) {
@@ -361,11 +365,15 @@ function startStream(joinUrl: string): void {
         ps = new PixelStreaming(config, { videoElementParent: playerEl });
     } catch (e) {
         console.error('pxs: the stream library did not start', e);
-        showOverlay({ headline: 'The stream could not start in this browser.', detail: errorMessage(e), buttons: [backLink()] });
+        streamFailure = errorMessage(e);
         return;
     }
-    const s: Stream = { ps, config, joinUrl, playing: false };
+    const s: Stream = { ps, config, joinUrl, overlay: { headline: 'Connecting to the stream…', spinner: true } };
     stream = s;
+    const stage = (overlay: Overlay | null): void => {
+        s.overlay = overlay;
+        render();
+    };
 
     const on = (type: string, handler: (data: any) => void): void => {
         try {
@@ -381,13 +389,10 @@ function startStream(joinUrl: string): void {
             console.warn(`pxs: the library has no ${type} event`, e);
         }
     };
-    on('playStream', () => {
-        s.playing = true;
-        showOverlay(null);
-    });
+    on('playStream', () => stage(null));
     on('playStreamRejected', () => {
         // The browser refused to autoplay: one click starts it.
-        showOverlay({
+        stage({
             headline: 'Ready to play',
             translucent: true,
             buttons: [
@@ -397,31 +402,29 @@ function startStream(joinUrl: string): void {
                     } catch (e) {
                         console.error('pxs: play()', e);
                     }
-                    showOverlay(null);
+                    stage(null);
                 })
             ]
         });
     });
     on('webRtcConnecting', () => {
-        if (!s.playing) showOverlay({ headline: 'Connecting to the stream…', spinner: true });
+        if (s.overlay !== null) stage({ headline: 'Connecting to the stream…', spinner: true });
     });
     on('webRtcDisconnected', (data) => {
-        s.playing = false;
         const canClick = data?.allowClickToReconnect !== false;
         if (canClick) {
-            showOverlay({
+            stage({
                 headline: 'The stream was interrupted.',
                 detail: typeof data?.eventString === 'string' && data.eventString ? data.eventString : undefined,
                 translucent: true,
                 buttons: [button('Reconnect', reconnect), backLink()]
             });
         } else {
-            showOverlay({ headline: 'The stream was interrupted. Reconnecting…', spinner: true, translucent: true });
+            stage({ headline: 'The stream was interrupted. Reconnecting…', spinner: true, translucent: true });
         }
     });
     on('webRtcFailed', () => {
-        s.playing = false;
-        showOverlay({
+        stage({
             headline: 'The stream could not connect.',
             detail: 'A firewall may be blocking it. Try again, or come back later.',
             translucent: true,
@@ -444,7 +447,8 @@ function updateJoinUrl(joinUrl: string): void {
 function reconnect(): void {
     if (!stream || isFinal(session)) return;
     updateJoinUrl(stream.joinUrl);
-    showOverlay({ headline: 'Connecting to the stream…', spinner: true });
+    stream.overlay = { headline: 'Connecting to the stream…', spinner: true };
+    render();
     try {
         stream.ps.reconnect();
     } catch (e) {
@@ -455,7 +459,6 @@ function reconnect(): void {
 function stopStream(): void {
     if (!stream) return;
     const { ps } = stream;
-    stream.playing = false;
     try {
         ps.disconnect();
     } catch {
