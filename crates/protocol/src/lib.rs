@@ -4,6 +4,8 @@
 //!
 //! - [`signalling`]: Epic's Pixel Streaming signalling protocol (JSON over WebSocket), as spoken
 //!   between streamers, players, SFUs and the signalling server.
+//! - [`player_token`]: signed, expiring tokens with which players join a session (HMAC-SHA256
+//!   with the session's key, made by the coordinator, checked by the node).
 //! - [`secret`]: the redacting secret-string type used for every token.
 //! - [`signalling_api`]: the read-only REST API of a signalling server, in Epic's JSON shapes.
 //! - [`datachannel`]: Epic's data-channel protocol between browser and streamer (binary input,
@@ -13,6 +15,7 @@
 
 pub mod datachannel;
 pub mod node;
+pub mod player_token;
 pub mod secret;
 pub mod signalling;
 pub mod signalling_api;

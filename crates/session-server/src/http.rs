@@ -1,19 +1,22 @@
 //! The node's one HTTP port: players of every session connect to `/sessions/<id>/ws` and are
-//! routed to that session's signalling, after its player token is checked. Also each session's
-//! loopback streamer listener.
+//! routed to that session's signalling, after their player token is checked ([`admit`]). Also
+//! each session's loopback streamer listener.
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use pxs_protocol::node::{SessionId, Token};
+use pxs_protocol::node::{SessionId, Token, UnixMillis};
+use pxs_protocol::player_token::{self, Claims, TokenError};
 use pxs_webrtc_session::Signalling;
 use pxs_webrtc_session::router::Role;
-use pxs_webrtc_session::server::{first_subprotocol, token_matches};
+use pxs_webrtc_session::server::{first_subprotocol, presented_token};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, warn};
@@ -23,7 +26,8 @@ use tracing::{debug, warn};
 #[derive(Clone)]
 pub struct Route {
     pub signalling: Signalling,
-    /// `None`: nobody may join.
+    /// The session's player-token signing key (`StartOptions::player_token`). `None`: nobody
+    /// may join.
     pub token: Option<Token>,
 }
 
@@ -91,14 +95,19 @@ async fn player_ws(
     let Some(route) = s.routes.get(&id) else {
         return (StatusCode::NOT_FOUND, "no such session").into_response();
     };
-    let allowed = route
-        .token
-        .as_ref()
-        .is_some_and(|t| token_matches(req.headers(), req.uri().query(), t));
-    if !allowed {
-        warn!(session = %id, "player refused: missing or wrong token");
-        return (StatusCode::UNAUTHORIZED, "missing or invalid token").into_response();
-    }
+    let presented = presented_token(req.headers(), req.uri().query());
+    let admission = match admit(
+        route.token.as_ref(),
+        presented.as_deref(),
+        &id,
+        now_millis(),
+    ) {
+        Ok(a) => a,
+        Err(refusal) => {
+            warn!(session = %id, reason = refusal.kind(), "player refused");
+            return (StatusCode::UNAUTHORIZED, "missing or invalid token").into_response();
+        }
+    };
     let protocol = first_subprotocol(req.headers());
     if !req
         .headers()
@@ -113,10 +122,74 @@ async fn player_ws(
         Ok(u) => u,
         Err(rejection) => return rejection.into_response(),
     };
-    debug!(session = %id, "player connecting");
+    match &admission {
+        Admission::Key => debug!(session = %id, "player connecting with the session key"),
+        Admission::Signed(c) => debug!(session = %id, role = ?c.role, "player connecting"),
+    }
     route
         .signalling
         .upgrade(upgrade, protocol, Role::Player, Some(peer.ip()))
+}
+
+/// How a player was let in.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Admission {
+    /// With the session's key itself. Kept on purpose: operators and tools that hold the key
+    /// (and tests written before signed tokens) join with it. It never expires and carries no
+    /// role, so the key must never be handed to a browser; the coordinator gives users signed
+    /// tokens instead.
+    Key,
+    /// With a token signed with the session's key, for this session, not expired.
+    Signed(Claims),
+}
+
+/// Why a player was refused. Only its kind is logged, never the token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The session was started without a key (or an empty one): nobody may join.
+    NoKey,
+    /// No `Authorization: Bearer` and no `?token=`.
+    Missing,
+    /// Neither the key nor a valid signed token.
+    Token(TokenError),
+}
+
+impl Refusal {
+    pub fn kind(self) -> &'static str {
+        match self {
+            Refusal::NoKey => "no_key",
+            Refusal::Missing => "missing",
+            Refusal::Token(e) => e.kind(),
+        }
+    }
+}
+
+/// The one admission rule for a player of session `session` at `now`: the presented token is a
+/// player token signed with the session's `key` (see [`player_token`]), or the key itself
+/// (compared in constant time). Both roles are admitted; the role is not yet enforced here (a
+/// viewer's input is not dropped yet).
+pub fn admit(
+    key: Option<&Token>,
+    presented: Option<&str>,
+    session: &SessionId,
+    now: UnixMillis,
+) -> Result<Admission, Refusal> {
+    // An empty key would sign and match empty strings: treat it as no key.
+    let key = key.filter(|k| !k.0.is_empty()).ok_or(Refusal::NoKey)?;
+    let presented = presented.ok_or(Refusal::Missing)?;
+    if bool::from(presented.as_bytes().ct_eq(key.0.as_bytes())) {
+        return Ok(Admission::Key);
+    }
+    player_token::verify(player_token::key_from_secret(key), presented, session, now)
+        .map(Admission::Signed)
+        .map_err(Refusal::Token)
+}
+
+fn now_millis() -> UnixMillis {
+    // A clock before 1970 admits no expiring token anyway: count it as the epoch.
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Binds `127.0.0.1:<port>` for a session's streamer (with `SO_REUSEADDR`, so a port whose old
@@ -168,5 +241,54 @@ async fn streamer_ws(
     match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(u) => signalling.upgrade(u, protocol, Role::Streamer, Some(peer.ip())),
         Err(rejection) => rejection.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pxs_protocol::player_token::{Role, sign};
+
+    const NOW: UnixMillis = 1_764_039_000_000;
+
+    fn sid(s: &str) -> SessionId {
+        SessionId::parse(s).unwrap()
+    }
+
+    fn claims(session: &str, exp: UnixMillis) -> Claims {
+        Claims {
+            session_id: sid(session),
+            role: Role::Viewer,
+            exp,
+            name: None,
+        }
+    }
+
+    #[test]
+    fn a_signed_token_or_the_key_admits_and_nothing_else() {
+        let key = Token("k3y".into());
+        let s = sid("ses_a");
+        let good = sign(b"k3y", &claims("ses_a", NOW + 1));
+        assert_eq!(
+            admit(Some(&key), Some(&good), &s, NOW),
+            Ok(Admission::Signed(claims("ses_a", NOW + 1)))
+        );
+        assert_eq!(admit(Some(&key), Some("k3y"), &s, NOW), Ok(Admission::Key));
+        let refused = |t: &str| admit(Some(&key), Some(t), &s, NOW).unwrap_err().kind();
+        assert_eq!(refused(&sign(b"k3y", &claims("ses_a", NOW))), "expired");
+        assert_eq!(
+            refused(&sign(b"k3y", &claims("ses_b", NOW + 1))),
+            "wrong_session"
+        );
+        assert_eq!(
+            refused(&sign(b"other", &claims("ses_a", NOW + 1))),
+            "bad_signature"
+        );
+        assert_eq!(refused("k3"), "malformed");
+        assert_eq!(refused(""), "malformed");
+        assert_eq!(admit(Some(&key), None, &s, NOW), Err(Refusal::Missing));
+        assert_eq!(admit(None, Some(&good), &s, NOW), Err(Refusal::NoKey));
+        let empty = Token(String::new());
+        assert_eq!(admit(Some(&empty), Some(""), &s, NOW), Err(Refusal::NoKey));
     }
 }

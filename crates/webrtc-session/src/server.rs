@@ -334,15 +334,21 @@ pub fn first_subprotocol(headers: &HeaderMap) -> Option<String> {
     (!first.is_empty()).then(|| first.to_owned())
 }
 
-/// `Authorization: Bearer <token>` or `?token=<token>`, compared in constant time.
-pub fn token_matches(headers: &HeaderMap, query: Option<&str>, expected: &Secret) -> bool {
-    let presented = headers
+/// The token a client presents: from `Authorization: Bearer <token>` if there is one, else from
+/// `?token=<token>` (percent-decoded). Never log it.
+pub fn presented_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| t.trim().to_owned())
-        .or_else(|| query_param(query?, "token"));
-    presented.is_some_and(|t| bool::from(t.as_bytes().ct_eq(expected.0.as_bytes())))
+        .or_else(|| query_param(query?, "token"))
+}
+
+/// The [`presented_token`] equals `expected`, compared in constant time.
+pub fn token_matches(headers: &HeaderMap, query: Option<&str>, expected: &Secret) -> bool {
+    presented_token(headers, query)
+        .is_some_and(|t| bool::from(t.as_bytes().ct_eq(expected.0.as_bytes())))
 }
 
 fn query_param(query: &str, name: &str) -> Option<String> {
