@@ -12,8 +12,12 @@
 //!   replies, the negotiated "Protocol" tables, SFU relay envelopes), as a sans-IO codec.
 //! - [`node`]: the node link between a session server and the coordinator, and the typed ids
 //!   it carries (`SessionId`, `NodeId`, `ApplicationId`).
+//! - [`duration`]: durations as configs write them ("90s", "15m").
+//! - [`api`]: the coordinator's REST API v1 bodies and `TitleId`.
 
+pub mod api;
 pub mod datachannel;
+pub mod duration;
 pub mod node;
 pub mod player_token;
 pub mod secret;

@@ -285,46 +285,8 @@ fn parse_toml(text: &str) -> anyhow::Result<FileConfig> {
     })
 }
 
-/// Parses "90s", "15m", "2h", "500ms", "1h30m"; "0" and "off" are `None` where `off_ok`.
-pub fn parse_duration(text: &str) -> Result<Option<Duration>, String> {
-    let t = text.trim();
-    if t == "off" || t == "0" || t == "none" {
-        return Ok(None);
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = t;
-    if rest.is_empty() {
-        return Err("empty duration".into());
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(|| format!("`{t}` needs a unit: ms, s, m or h (as in \"90s\")"))?;
-        if digits == 0 {
-            return Err(format!("`{t}` is not a duration like \"90s\" or \"15m\""));
-        }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("`{t}`: number too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let d = match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            _ => {
-                return Err(format!("`{t}`: unknown unit `{unit}` (use ms, s, m or h)"));
-            }
-        };
-        total = total.saturating_add(d);
-    }
-    Ok((!total.is_zero()).then_some(total))
-}
+/// Parses "90s", "15m", "2h", "500ms", "1h30m"; "0", "off" and "none" are `None`.
+pub use pxs_protocol::duration::parse as parse_duration;
 
 /// "20000-20999" (or a single port).
 pub fn parse_port_range(text: &str) -> Result<RangeInclusive<u16>, String> {

@@ -1,0 +1,672 @@
+//! The HTTP edge: REST API v1, server-sent events, health, metrics, the node hub and the web
+//! pages. Handlers check who calls and parse input, then ask the engine; nothing else.
+
+use crate::auth::Caller;
+use crate::engine::{Change, Engine};
+use crate::error::{ApiError, Kind};
+use crate::{hub, web};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::Stream;
+use pxs_protocol::api::{self, List, Role, SessionState, TitleId};
+use pxs_protocol::node::{NodeId, SessionId};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// Who may call an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, without a token.
+    Public,
+    /// Anyone; anonymous callers see less (public titles, their own sessions by id).
+    Anyone,
+    /// A user or admin token.
+    User,
+    Admin,
+}
+
+/// Every endpoint: the OpenAPI document and the role tests are made from this table.
+pub const ROUTES: &[(&str, &str, Access, &str)] = &[
+    (
+        "get",
+        "/healthz",
+        Access::Public,
+        "Liveness and database check",
+    ),
+    ("get", "/metrics", Access::Public, "Prometheus metrics"),
+    (
+        "get",
+        "/api/v1/openapi.json",
+        Access::Public,
+        "This document",
+    ),
+    (
+        "get",
+        "/api/v1/titles",
+        Access::Anyone,
+        "List titles with their availability",
+    ),
+    ("post", "/api/v1/titles", Access::Admin, "Create a title"),
+    ("get", "/api/v1/titles/{id}", Access::Anyone, "One title"),
+    (
+        "patch",
+        "/api/v1/titles/{id}",
+        Access::Admin,
+        "Change a title",
+    ),
+    (
+        "delete",
+        "/api/v1/titles/{id}",
+        Access::Admin,
+        "Delete a title without live sessions",
+    ),
+    ("get", "/api/v1/nodes", Access::User, "List nodes"),
+    ("get", "/api/v1/nodes/{id}", Access::User, "One node"),
+    (
+        "post",
+        "/api/v1/nodes/{id}/drain",
+        Access::Admin,
+        "Place no new sessions on a node",
+    ),
+    (
+        "post",
+        "/api/v1/nodes/{id}/resume",
+        Access::Admin,
+        "Place sessions on a node again",
+    ),
+    (
+        "get",
+        "/api/v1/nodes/link",
+        Access::Public,
+        "The node link (WebSocket; node token)",
+    ),
+    (
+        "post",
+        "/api/v1/node-tokens",
+        Access::Admin,
+        "Mint a node token (shown once)",
+    ),
+    (
+        "post",
+        "/api/v1/tokens",
+        Access::Admin,
+        "Mint an API token (shown once)",
+    ),
+    (
+        "post",
+        "/api/v1/sessions",
+        Access::Anyone,
+        "Start a session now, queue it, or schedule it",
+    ),
+    (
+        "get",
+        "/api/v1/sessions",
+        Access::User,
+        "List sessions (admins: all; users: their own)",
+    ),
+    (
+        "get",
+        "/api/v1/sessions/{id}",
+        Access::Anyone,
+        "One session",
+    ),
+    (
+        "delete",
+        "/api/v1/sessions/{id}",
+        Access::Anyone,
+        "End, or cancel, a session",
+    ),
+    (
+        "get",
+        "/api/v1/sessions/{id}/events",
+        Access::Anyone,
+        "The session's changes (SSE)",
+    ),
+    ("get", "/api/v1/events", Access::Admin, "Every change (SSE)"),
+];
+
+pub fn router(engine: Arc<Engine>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/titles", get(list_titles).post(create_title))
+        .route(
+            "/api/v1/titles/{id}",
+            get(get_title).patch(patch_title).delete(delete_title),
+        )
+        .route("/api/v1/nodes", get(list_nodes))
+        .route("/api/v1/nodes/link", get(hub::link))
+        .route("/api/v1/nodes/{id}", get(get_node))
+        .route("/api/v1/nodes/{id}/drain", post(drain_node))
+        .route("/api/v1/nodes/{id}/resume", post(resume_node))
+        .route("/api/v1/node-tokens", post(create_node_token))
+        .route("/api/v1/tokens", post(create_api_token))
+        .route("/api/v1/sessions", get(list_sessions).post(create_session))
+        .route(
+            "/api/v1/sessions/{id}",
+            get(get_session).delete(delete_session),
+        )
+        .route("/api/v1/sessions/{id}/events", get(session_events))
+        .route("/api/v1/events", get(all_events))
+        .merge(web::router())
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .with_state(engine)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Callers and bodies
+
+/// The token of a request: `Authorization: Bearer`, or `?token=` where `query_ok` (event
+/// streams: EventSource cannot set headers). A malformed header is an error, never anonymous.
+fn presented_token(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    query_ok: bool,
+) -> Result<Option<String>, ApiError> {
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        let v = v.to_str().map_err(|_| ApiError::unauthorized())?;
+        let t = v
+            .strip_prefix("Bearer ")
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= 256)
+            .ok_or_else(ApiError::unauthorized)?;
+        return Ok(Some(t.to_owned()));
+    }
+    if query_ok && let Some(q) = query {
+        for pair in q.split('&') {
+            if let Some(t) = pair.strip_prefix("token=")
+                && !t.is_empty()
+                && t.len() <= 256
+            {
+                return Ok(Some(t.to_owned()));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The caller of a request, checked against `access`.
+struct Who(Caller);
+
+async fn who(
+    engine: &Engine,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    peer: SocketAddr,
+    access: Access,
+    query_ok: bool,
+) -> Result<Caller, ApiError> {
+    let token = presented_token(headers, query, query_ok)?;
+    let caller = engine.caller(token.as_deref(), peer.ip()).await?;
+    match access {
+        Access::Public | Access::Anyone => Ok(caller),
+        Access::User if caller.is_signed_in() => Ok(caller),
+        Access::User => Err(ApiError::unauthorized()),
+        Access::Admin if caller.is_admin() => Ok(caller),
+        Access::Admin if caller.is_signed_in() => Err(ApiError::forbidden()),
+        Access::Admin => Err(ApiError::unauthorized()),
+    }
+}
+
+macro_rules! caller {
+    ($engine:expr, $req:expr, $access:expr) => {
+        who(
+            &$engine,
+            $req.headers(),
+            $req.uri().query(),
+            peer_of(&$req),
+            $access,
+            false,
+        )
+        .await
+        .map(Who)
+    };
+}
+
+fn peer_of(req: &Request) -> SocketAddr {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0)
+}
+
+/// A JSON body: `application/json`, at most `max_body_bytes`, every field checked; errors name
+/// the field.
+async fn body<T: DeserializeOwned>(engine: &Engine, req: Request) -> Result<T, ApiError> {
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !json {
+        return Err(ApiError::new(
+            Kind::UnsupportedMediaType,
+            "send the body as Content-Type: application/json",
+        ));
+    }
+    let limit = engine.config.max_body_bytes;
+    let bytes: Bytes = axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                Kind::PayloadTooLarge,
+                format!("the body is larger than {limit} bytes"),
+            )
+        })?;
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::bad_request(format!("the body is not valid JSON: {inner}"))
+        } else if path == "." {
+            ApiError::bad_request(format!("{inner}"))
+        } else {
+            ApiError::bad_request(format!("{path}: {inner}"))
+        }
+    })?;
+    de.end()
+        .map_err(|_| ApiError::bad_request("the body has data after the JSON value"))?;
+    Ok(value)
+}
+
+fn title_id(s: &str) -> Result<TitleId, ApiError> {
+    TitleId::parse(s).map_err(|_| ApiError::not_found(format!("no title `{}`", clip(s))))
+}
+
+fn session_id(s: &str) -> Result<SessionId, ApiError> {
+    SessionId::parse(s).map_err(|_| ApiError::not_found(format!("no session `{}`", clip(s))))
+}
+
+fn node_id(s: &str) -> Result<NodeId, ApiError> {
+    NodeId::parse(s).map_err(|_| ApiError::not_found(format!("no node `{}`", clip(s))))
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+type E = State<Arc<Engine>>;
+
+// ---------------------------------------------------------------------------------------------
+// Handlers
+
+async fn healthz(State(engine): E) -> Response {
+    match sqlx::query("SELECT 1").execute(engine.store.pool()).await {
+        Ok(_) => (StatusCode::OK, "ok\n").into_response(),
+        Err(_) => ApiError::new(Kind::Unavailable, "the database is not available").into_response(),
+    }
+}
+
+async fn metrics(State(engine): E) -> ApiResult<Response> {
+    let mut c = engine.store.pool().acquire().await?;
+    let mut by_state = crate::store::count_by_state(&mut c).await?;
+    for s in SessionState::ALL {
+        if !by_state.iter().any(|(n, _)| n == s.as_str()) {
+            by_state.push((s.as_str().to_owned(), 0));
+        }
+    }
+    by_state.sort();
+    let queued = by_state
+        .iter()
+        .find(|(n, _)| n == "queued")
+        .map_or(0, |(_, v)| *v);
+    let nodes = crate::store::list_nodes(&mut c).await?;
+    let mut node_states: Vec<(String, i64)> = ["online", "draining", "offline"]
+        .iter()
+        .map(|s| (s.to_string(), 0))
+        .collect();
+    for n in &nodes {
+        let name = match n.api_state() {
+            api::NodeState::Online => "online",
+            api::NodeState::Draining => "draining",
+            api::NodeState::Offline => "offline",
+        };
+        if let Some(e) = node_states.iter_mut().find(|(s, _)| s == name) {
+            e.1 += 1;
+        }
+    }
+    let mut out = String::new();
+    crate::metrics::render_gauge(
+        &mut out,
+        "pxs_sessions",
+        "Sessions by state.",
+        "state",
+        &by_state,
+    );
+    crate::metrics::render_gauge(
+        &mut out,
+        "pxs_nodes",
+        "Nodes by state.",
+        "state",
+        &node_states,
+    );
+    out.push_str(&format!(
+        "# HELP pxs_queue_length Requests waiting for a slot.\n# TYPE pxs_queue_length gauge\npxs_queue_length {queued}\n\
+         # HELP pxs_node_links Node links held by this coordinator.\n# TYPE pxs_node_links gauge\npxs_node_links {}\n",
+        engine.link_count()
+    ));
+    engine.metrics.render_histograms(&mut out);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+async fn openapi() -> Json<serde_json::Value> {
+    Json(crate::openapi::document())
+}
+
+async fn list_titles(State(engine): E, req: Request) -> ApiResult<Json<List<api::Title>>> {
+    let Who(caller) = caller!(engine, req, Access::Anyone)?;
+    Ok(Json(List {
+        items: engine.titles(&caller).await?,
+    }))
+}
+
+async fn get_title(
+    State(engine): E,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult<Json<api::Title>> {
+    let Who(caller) = caller!(engine, req, Access::Anyone)?;
+    Ok(Json(engine.title(&caller, &title_id(&id)?).await?))
+}
+
+async fn create_title(State(engine): E, req: Request) -> ApiResult<Response> {
+    caller!(engine, req, Access::Admin)?;
+    let new: api::NewTitle = body(&engine, req).await?;
+    let t = engine.create_title(new).await?;
+    Ok((StatusCode::CREATED, Json(t)).into_response())
+}
+
+async fn patch_title(
+    State(engine): E,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult<Json<api::Title>> {
+    caller!(engine, req, Access::Admin)?;
+    let id = title_id(&id)?;
+    let patch: api::TitlePatch = body(&engine, req).await?;
+    Ok(Json(engine.update_title(&id, patch).await?))
+}
+
+async fn delete_title(
+    State(engine): E,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult<StatusCode> {
+    caller!(engine, req, Access::Admin)?;
+    engine.delete_title(&title_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_nodes(State(engine): E, req: Request) -> ApiResult<Json<List<api::Node>>> {
+    caller!(engine, req, Access::User)?;
+    Ok(Json(List {
+        items: engine.nodes().await?,
+    }))
+}
+
+async fn get_node(
+    State(engine): E,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult<Json<api::Node>> {
+    caller!(engine, req, Access::User)?;
+    Ok(Json(engine.node(&node_id(&id)?).await?))
+}
+
+async fn drain_node(
+    State(engine): E,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult<Json<api::Node>> {
+    caller!(engine, req, Access::Admin)?;
+    Ok(Json(engine.set_drain(&node_id(&id)?, true).await?))
+}
+
+async fn resume_node(
+    State(engine): E,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult<Json<api::Node>> {
+    caller!(engine, req, Access::Admin)?;
+    Ok(Json(engine.set_drain(&node_id(&id)?, false).await?))
+}
+
+async fn create_node_token(State(engine): E, req: Request) -> ApiResult<Response> {
+    caller!(engine, req, Access::Admin)?;
+    let new: api::NewNodeToken = body(&engine, req).await?;
+    let t = engine.create_node_token(&new.name).await?;
+    Ok((StatusCode::CREATED, Json(t)).into_response())
+}
+
+async fn create_api_token(State(engine): E, req: Request) -> ApiResult<Response> {
+    caller!(engine, req, Access::Admin)?;
+    let new: api::NewApiToken = body(&engine, req).await?;
+    let t = engine.create_api_token(&new.name, new.role).await?;
+    Ok((StatusCode::CREATED, Json(t)).into_response())
+}
+
+async fn create_session(State(engine): E, req: Request) -> ApiResult<Response> {
+    let Who(caller) = caller!(engine, req, Access::Anyone)?;
+    let new: api::NewSession = body(&engine, req).await?;
+    let s = engine.create_session(&caller, &new).await?;
+    let location = format!("/api/v1/sessions/{}", s.id);
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(s)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionQuery {
+    state: Option<String>,
+    title_id: Option<String>,
+}
+
+async fn list_sessions(State(engine): E, req: Request) -> ApiResult<Json<List<api::Session>>> {
+    let Who(caller) = caller!(engine, req, Access::User)?;
+    let q: Query<SessionQuery> = Query::try_from_uri(req.uri())
+        .map_err(|e| ApiError::bad_request(format!("query: {}", e.body_text())))?;
+    let state = match &q.state {
+        None => None,
+        Some(s) => Some(SessionState::parse(s).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "state: `{}` is not one of scheduled, queued, starting, ready, ended, failed",
+                clip(s)
+            ))
+        })?),
+    };
+    let title = match &q.title_id {
+        None => None,
+        Some(t) => {
+            Some(TitleId::parse(t).map_err(|e| ApiError::bad_request(format!("title_id: {e}")))?)
+        }
+    };
+    Ok(Json(List {
+        items: engine.sessions(&caller, state, title.as_ref()).await?,
+    }))
+}
+
+async fn get_session(
+    State(engine): E,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult<Json<api::Session>> {
+    let Who(caller) = caller!(engine, req, Access::Anyone)?;
+    Ok(Json(engine.session(&caller, &session_id(&id)?).await?))
+}
+
+async fn delete_session(
+    State(engine): E,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    let Who(caller) = caller!(engine, req, Access::Anyone)?;
+    let s = engine.delete_session(&caller, &session_id(&id)?).await?;
+    let status = if s.state.is_final() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(s)).into_response())
+}
+
+/// How often an event stream re-reads its session even without a local change (another
+/// coordinator may have changed it).
+const POLL: Duration = Duration::from_secs(2);
+
+async fn session_events(
+    State(engine): E,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    let caller = who(
+        &engine,
+        req.headers(),
+        req.uri().query(),
+        peer_of(&req),
+        Access::Anyone,
+        true,
+    )
+    .await?;
+    let id = session_id(&id)?;
+    // Checks access (and existence) before the stream starts.
+    let first = engine.session(&caller, &id).await?;
+    let rx = engine.subscribe();
+    let stream = session_stream(engine, caller, id, first, rx);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+struct Watch {
+    engine: Arc<Engine>,
+    caller: Caller,
+    id: SessionId,
+    rx: broadcast::Receiver<Change>,
+    /// The last view sent, without its join URL (which changes at each read).
+    last: Option<api::Session>,
+    pending: Option<api::Session>,
+    done: bool,
+}
+
+fn comparable(s: &api::Session) -> api::Session {
+    api::Session {
+        join_url: s.join_url.as_ref().map(|_| String::new()),
+        ..s.clone()
+    }
+}
+
+fn session_event(s: &api::Session) -> Event {
+    Event::default()
+        .event(api::event_names::SESSION)
+        .json_data(s)
+        .unwrap_or_else(|_| Event::default().comment("unserializable"))
+}
+
+fn session_stream(
+    engine: Arc<Engine>,
+    caller: Caller,
+    id: SessionId,
+    first: api::Session,
+    rx: broadcast::Receiver<Change>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let w = Watch {
+        engine,
+        caller,
+        id,
+        rx,
+        last: None,
+        pending: Some(first),
+        done: false,
+    };
+    futures_util::stream::unfold(w, |mut w| async move {
+        loop {
+            if let Some(s) = w.pending.take() {
+                let c = comparable(&s);
+                if w.last.as_ref() != Some(&c) {
+                    w.done = s.state.is_final();
+                    w.last = Some(c);
+                    return Some((Ok(session_event(&s)), w));
+                }
+            }
+            if w.done {
+                return None; // the session is over: the stream ends after saying so
+            }
+            let reread = tokio::select! {
+                r = w.rx.recv() => match r {
+                    Ok(Change::Session(id)) => id == w.id,
+                    Ok(Change::Node(_)) => false,
+                    Err(broadcast::error::RecvError::Lagged(_)) => true,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                _ = tokio::time::sleep(POLL) => true,
+            };
+            if reread {
+                match w.engine.session(&w.caller, &w.id).await {
+                    Ok(s) => w.pending = Some(s),
+                    Err(_) => return None,
+                }
+            }
+        }
+    })
+}
+
+async fn all_events(State(engine): E, req: Request) -> ApiResult<Response> {
+    who(
+        &engine,
+        req.headers(),
+        req.uri().query(),
+        peer_of(&req),
+        Access::Admin,
+        true,
+    )
+    .await?;
+    let rx = engine.subscribe();
+    let stream = futures_util::stream::unfold((engine, rx), |(engine, mut rx)| async move {
+        loop {
+            let change = match rx.recv().await {
+                Ok(c) => c,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    let e = Event::default().comment(format!("{n} changes skipped"));
+                    return Some((Ok::<_, Infallible>(e), (engine, rx)));
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            };
+            let admin = Caller::Token {
+                id: "events".into(),
+                role: Role::Admin,
+            };
+            let event = match change {
+                Change::Session(id) => match engine.session(&admin, &id).await {
+                    Ok(s) => session_event(&s),
+                    Err(_) => continue,
+                },
+                Change::Node(id) => match engine.node(&id).await {
+                    Ok(n) => Event::default()
+                        .event(api::event_names::NODE)
+                        .json_data(&n)
+                        .unwrap_or_else(|_| Event::default().comment("unserializable")),
+                    Err(_) => continue,
+                },
+            };
+            return Some((Ok(event), (engine, rx)));
+        }
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}

@@ -1,0 +1,310 @@
+//! The coordinator's one `Config`: defaults, then the TOML file (`--config`), then environment
+//! (`PXS_COORDINATOR_*`), then flags; validated at start with errors that name the key.
+//! `config.example.toml`'s `[coordinator]`-less top level documents every key (a test parses it).
+
+use anyhow::{Context, anyhow, bail};
+use pxs_protocol::duration;
+use pxs_protocol::secret::Secret;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Flags and environment variables (clap merges them; flags win).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct Options {
+    /// The TOML file with the coordinator's settings.
+    #[arg(long, env = "PXS_COORDINATOR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address of the HTTP API, the web pages and the node hub [default: 127.0.0.1:8080].
+    #[arg(long, env = "PXS_COORDINATOR_LISTEN")]
+    pub listen: Option<String>,
+    /// `sqlite://<file>` (created on first start) or `postgres://user:password@host/db`
+    /// [default: sqlite://pxs-coordinator.db].
+    #[arg(long, env = "PXS_COORDINATOR_DATABASE_URL")]
+    pub database_url: Option<Secret>,
+    /// An admin API token accepted in addition to the stored ones.
+    #[arg(long, env = "PXS_COORDINATOR_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Secret>,
+    /// A node token accepted in addition to the ones minted through the API.
+    #[arg(long, env = "PXS_COORDINATOR_NODE_TOKEN", hide_env_values = true)]
+    pub node_token: Option<Secret>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    database_url: Option<Secret>,
+    public_url: Option<String>,
+    admin_token: Option<Secret>,
+    node_token: Option<Secret>,
+    #[serde(default)]
+    timing: FileTiming,
+    #[serde(default)]
+    anonymous: FileAnonymous,
+    #[serde(default)]
+    limits: FileLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTiming {
+    heartbeat_ttl: Option<String>,
+    node_lost_grace: Option<String>,
+    schedule_lead: Option<String>,
+    join_token_ttl: Option<String>,
+    tick: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAnonymous {
+    allow: Option<bool>,
+    max_sessions_per_address: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    max_body_bytes: Option<usize>,
+    max_node_links: Option<usize>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: Secret,
+    /// How users reach this coordinator (printed, and used in links); default from `listen`.
+    pub public_url: Option<String>,
+    pub admin_token: Option<Secret>,
+    pub node_token: Option<Secret>,
+    /// A node silent this long is offline.
+    pub heartbeat_ttl: Duration,
+    /// Sessions on a node offline this long end as `node_lost`.
+    pub node_lost_grace: Duration,
+    /// A scheduled session is started this long before its `start_at`.
+    pub schedule_lead: Duration,
+    /// How long a join URL's player token is valid.
+    pub join_token_ttl: Duration,
+    /// How often timers (heartbeat TTL, schedules, windows, queue) are checked.
+    pub tick: Duration,
+    /// Anonymous users may start public titles.
+    pub allow_anonymous: bool,
+    pub anonymous_sessions_per_address: u32,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Node links held at once.
+    pub max_node_links: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: Secret("sqlite://pxs-coordinator.db".into()),
+            public_url: None,
+            admin_token: None,
+            node_token: None,
+            heartbeat_ttl: Duration::from_secs(15),
+            node_lost_grace: Duration::from_secs(60),
+            schedule_lead: Duration::from_secs(30),
+            join_token_ttl: Duration::from_secs(600),
+            tick: Duration::from_millis(500),
+            allow_anonymous: true,
+            anonymous_sessions_per_address: 2,
+            max_body_bytes: 64 * 1024,
+            max_node_links: 20_000,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the file named by `opts.config`, then `opts`.
+    pub fn load(opts: &Options) -> anyhow::Result<Config> {
+        let (text, origin) = match &opts.config {
+            Some(path) => (
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+                path.display().to_string(),
+            ),
+            None => (String::new(), "config".to_owned()),
+        };
+        Config::from_toml(&text, opts).map_err(|e| anyhow!("{origin}: {e:#}"))
+    }
+
+    pub fn from_toml(text: &str, opts: &Options) -> anyhow::Result<Config> {
+        let value: toml::Value = toml::from_str(text).map_err(|e| anyhow!("invalid TOML: {e}"))?;
+        // The path names the key (`timing.tick`), which toml's own message does not always.
+        let file: FileConfig = serde_path_to_error::deserialize(value)
+            .map_err(|e| anyhow!("{}: {}", e.path(), e.inner()))?;
+        validate(file, opts)
+    }
+}
+
+fn dur(key: &str, v: Option<&String>, default: Duration) -> anyhow::Result<Duration> {
+    match v {
+        None => Ok(default),
+        Some(text) => duration::parse(text)
+            .map_err(|e| anyhow!("{key}: {e}"))?
+            .ok_or_else(|| anyhow!("{key}: must be more than zero")),
+    }
+}
+
+fn validate(f: FileConfig, opts: &Options) -> anyhow::Result<Config> {
+    let d = Config::default();
+    let listen_text = opts.listen.clone().or(f.listen);
+    let listen = match listen_text {
+        None => d.listen,
+        Some(t) => t
+            .parse()
+            .map_err(|_| anyhow!("listen: `{t}` is not an address like 127.0.0.1:8080"))?,
+    };
+    let database_url = opts
+        .database_url
+        .clone()
+        .or(f.database_url)
+        .unwrap_or(d.database_url);
+    let url = &database_url.0;
+    if !(url.starts_with("sqlite:")
+        || url.starts_with("postgres://")
+        || url.starts_with("postgresql://"))
+    {
+        bail!(
+            "database_url: use sqlite://<file> or postgres://user:password@host/database, not `{}`",
+            crate::store::redact_url(url)
+        );
+    }
+    for (key, token) in [
+        (
+            "admin_token",
+            opts.admin_token.as_ref().or(f.admin_token.as_ref()),
+        ),
+        (
+            "node_token",
+            opts.node_token.as_ref().or(f.node_token.as_ref()),
+        ),
+    ] {
+        if let Some(t) = token
+            && t.0.len() < 16
+        {
+            bail!("{key}: must be at least 16 characters");
+        }
+    }
+    if let Some(u) = &f.public_url
+        && !(u.starts_with("http://") || u.starts_with("https://"))
+    {
+        bail!("public_url: must start with http:// or https://");
+    }
+    let t = &f.timing;
+    let limits = &f.limits;
+    let max_body_bytes = limits.max_body_bytes.unwrap_or(d.max_body_bytes);
+    if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
+        bail!("limits.max_body_bytes: between 1024 and 16777216");
+    }
+    Ok(Config {
+        listen,
+        database_url,
+        public_url: f.public_url.map(|u| u.trim_end_matches('/').to_owned()),
+        admin_token: opts.admin_token.clone().or(f.admin_token),
+        node_token: opts.node_token.clone().or(f.node_token),
+        heartbeat_ttl: dur(
+            "timing.heartbeat_ttl",
+            t.heartbeat_ttl.as_ref(),
+            d.heartbeat_ttl,
+        )?,
+        node_lost_grace: dur(
+            "timing.node_lost_grace",
+            t.node_lost_grace.as_ref(),
+            d.node_lost_grace,
+        )?,
+        schedule_lead: dur(
+            "timing.schedule_lead",
+            t.schedule_lead.as_ref(),
+            d.schedule_lead,
+        )?,
+        join_token_ttl: dur(
+            "timing.join_token_ttl",
+            t.join_token_ttl.as_ref(),
+            d.join_token_ttl,
+        )?,
+        tick: dur("timing.tick", t.tick.as_ref(), d.tick)?,
+        allow_anonymous: f.anonymous.allow.unwrap_or(d.allow_anonymous),
+        anonymous_sessions_per_address: f
+            .anonymous
+            .max_sessions_per_address
+            .unwrap_or(d.anonymous_sessions_per_address),
+        max_body_bytes,
+        max_node_links: limits.max_node_links.unwrap_or(d.max_node_links),
+    })
+}
+
+/// `sqlite://<dir>/<file>` for a data dir.
+pub fn sqlite_url_in(dir: &Path, file: &str) -> Secret {
+    Secret(format!("sqlite://{}", dir.join(file).display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = Config::from_toml("", &Options::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database_url.0, "sqlite://pxs-coordinator.db");
+        assert_eq!(c.heartbeat_ttl, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let opts = Options {
+            listen: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        };
+        let c =
+            Config::from_toml("listen = \"0.0.0.0:9\"\n[timing]\ntick = \"50ms\"", &opts).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:0");
+        assert_eq!(c.tick, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = |t: &str| {
+            format!(
+                "{:#}",
+                Config::from_toml(t, &Options::default()).unwrap_err()
+            )
+        };
+        assert!(e("listen = \"nope\"").contains("listen"));
+        assert!(e("database_url = \"mysql://x\"").contains("database_url"));
+        assert!(e("[timing]\nheartbeat_ttl = \"5 days\"").contains("timing.heartbeat_ttl"));
+        assert!(e("surprise = 1").contains("surprise"));
+        assert!(e("admin_token = \"short\"").contains("admin_token"));
+        assert!(
+            e("[anonymous]\nmax_sessions_per_address = -1").contains("max_sessions_per_address")
+        );
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let text = include_str!("../../../coordinator.example.toml");
+        Config::from_toml(text, &Options::default()).unwrap();
+    }
+
+    #[test]
+    fn database_passwords_are_not_printed() {
+        let e = Config::from_toml(
+            "database_url = \"mysql://u:hunter2@h/db\"",
+            &Options::default(),
+        )
+        .unwrap_err();
+        assert!(!format!("{e:#}").contains("hunter2"));
+        let c = Config::from_toml(
+            "database_url = \"postgres://u:hunter2@h/db\"",
+            &Options::default(),
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,1325 @@
+//! The coordinator's shell around the pure rules of `placement` and `model`: it loads records,
+//! calls a rule, stores the result in the same transaction, and then tells nodes and watchers.
+//!
+//! Every transaction that changes sessions holds the placement lock (`Store::begin_placement`),
+//! so capacity is never promised twice and no update is lost, also with several coordinators on
+//! one PostgreSQL. Messages to nodes leave only after the commit, from the durable record (the
+//! session row says what was sent: an outbox), so a crash between the two resends rather than
+//! forgets; the node ignores a repeated `start_session`.
+
+use crate::auth::{self, Caller};
+use crate::config::Config;
+use crate::error::{ApiError, Kind};
+use crate::metrics::Metrics;
+use crate::model::{
+    self, Desired, EventOutcome, NodeRow, Observed, SessionRow, SessionSettings, TitleRow,
+};
+use crate::placement::{self, Interval, Millis, NodeSlots};
+use crate::store::{self, Store};
+use pxs_protocol::api::{self, NewSession, SessionState, TitleId};
+use pxs_protocol::node::{
+    CoordinatorToNode, Heartbeat, Hello, NodeId, SequencedEvent, SessionEventKind, SessionId,
+    StartOptions, Token,
+};
+use pxs_protocol::player_token;
+use sqlx::AnyConnection;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, broadcast, mpsc};
+use tracing::{info, warn};
+
+/// The clock, so tests can move time.
+pub trait Clock: Send + Sync + 'static {
+    fn now_ms(&self) -> Millis;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> Millis {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+/// A clock moved by hand (tests).
+#[derive(Default)]
+pub struct ManualClock(pub std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    pub fn new(at: Millis) -> ManualClock {
+        ManualClock(std::sync::atomic::AtomicI64::new(at))
+    }
+
+    pub fn advance(&self, ms: Millis) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> Millis {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Something watchers may want to look at again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Session(SessionId),
+    Node(NodeId),
+}
+
+/// A node link held by this coordinator.
+struct Link {
+    id: u64,
+    tx: mpsc::Sender<CoordinatorToNode>,
+    /// Ends the link (a newer one from the same node replaced it).
+    closer: Arc<Notify>,
+}
+
+/// Longest session we accept (a year): keeps arithmetic far from overflow.
+const MAX_DURATION_S: u64 = 366 * 24 * 3600;
+/// Furthest `start_at` we accept.
+const MAX_AHEAD_MS: Millis = 366 * 24 * 3600 * 1000;
+
+pub struct Engine {
+    pub store: Store,
+    pub config: Config,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Metrics,
+    /// Names this coordinator as the holder of a node link.
+    pub instance: String,
+    links: Mutex<HashMap<NodeId, Link>>,
+    next_link: AtomicU64,
+    changes: broadcast::Sender<Change>,
+    kick: Notify,
+    token_cache: Mutex<HashMap<String, (String, api::Role, Millis)>>,
+}
+
+impl Engine {
+    pub fn new(store: Store, config: Config, clock: Arc<dyn Clock>) -> Arc<Engine> {
+        let (changes, _) = broadcast::channel(4096);
+        Arc::new(Engine {
+            store,
+            config,
+            clock,
+            metrics: Metrics::default(),
+            instance: auth::new_id("crd_"),
+            links: Mutex::new(HashMap::new()),
+            next_link: AtomicU64::new(1),
+            changes,
+            kick: Notify::new(),
+            token_cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn now(&self) -> Millis {
+        self.clock.now_ms()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    fn publish(&self, c: Change) {
+        let _ = self.changes.send(c);
+    }
+
+    /// Wakes the timer loop now (something it handles may have changed).
+    pub fn kick(&self) {
+        self.kick.notify_one();
+    }
+
+    pub async fn kicked(&self) {
+        self.kick.notified().await;
+    }
+
+    pub fn link_count(&self) -> usize {
+        self.links.lock().map(|l| l.len()).unwrap_or(0)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Tokens
+
+    /// Makes sure the configured tokens are accepted, and that an admin token exists: when
+    /// none does, mints one and returns it (to be shown once).
+    pub async fn bootstrap_tokens(&self) -> Result<Option<String>, ApiError> {
+        let now = self.now();
+        let mut c = self.store.pool().acquire().await?;
+        if let Some(t) = &self.config.admin_token {
+            store::insert_api_token(
+                &mut c,
+                "tok_config_admin",
+                &auth::hash_token(&t.0),
+                api::Role::Admin,
+                "admin_token from the configuration",
+                now,
+            )
+            .await?;
+        }
+        if let Some(t) = &self.config.node_token {
+            store::insert_node_token(
+                &mut c,
+                "ntk_config",
+                &auth::hash_token(&t.0),
+                "node_token from the configuration",
+                now,
+            )
+            .await?;
+        }
+        if store::count_api_tokens(&mut c, api::Role::Admin).await? > 0 {
+            return Ok(None);
+        }
+        let token = auth::new_token("pxs_adm_");
+        store::insert_api_token(
+            &mut c,
+            &auth::new_id("tok_"),
+            &auth::hash_token(&token),
+            api::Role::Admin,
+            "first admin token",
+            now,
+        )
+        .await?;
+        Ok(Some(token))
+    }
+
+    /// The caller of a request presenting `token` (None: anonymous from `ip`).
+    pub async fn caller(
+        &self,
+        token: Option<&str>,
+        ip: std::net::IpAddr,
+    ) -> Result<Caller, ApiError> {
+        let Some(token) = token else {
+            return Ok(Caller::Anonymous {
+                address_key: auth::address_key(ip),
+            });
+        };
+        let hash = auth::hash_token(token);
+        let now = self.now();
+        if let Ok(cache) = self.token_cache.lock()
+            && let Some((id, role, at)) = cache.get(&hash)
+            && now - at < 60_000
+        {
+            return Ok(Caller::Token {
+                id: id.clone(),
+                role: *role,
+            });
+        }
+        let mut c = self.store.pool().acquire().await?;
+        match store::find_api_token(&mut c, &hash).await? {
+            Some((id, role)) => {
+                if let Ok(mut cache) = self.token_cache.lock() {
+                    if cache.len() > 10_000 {
+                        cache.clear();
+                    }
+                    cache.insert(hash, (id.clone(), role, now));
+                }
+                Ok(Caller::Token { id, role })
+            }
+            None => Err(ApiError::unauthorized()),
+        }
+    }
+
+    pub async fn create_api_token(
+        &self,
+        name: &str,
+        role: api::Role,
+    ) -> Result<api::CreatedToken, ApiError> {
+        check_label(name)?;
+        let token = match role {
+            api::Role::Admin => auth::new_token("pxs_adm_"),
+            api::Role::User => auth::new_token("pxs_usr_"),
+        };
+        let id = auth::new_id("tok_");
+        let mut c = self.store.pool().acquire().await?;
+        store::insert_api_token(
+            &mut c,
+            &id,
+            &auth::hash_token(&token),
+            role,
+            name,
+            self.now(),
+        )
+        .await?;
+        Ok(api::CreatedToken {
+            id,
+            name: name.to_owned(),
+            token,
+            role: Some(role),
+        })
+    }
+
+    pub async fn create_node_token(&self, name: &str) -> Result<api::CreatedToken, ApiError> {
+        check_label(name)?;
+        let token = auth::new_token("pxs_node_");
+        let id = auth::new_id("ntk_");
+        let mut c = self.store.pool().acquire().await?;
+        store::insert_node_token(&mut c, &id, &auth::hash_token(&token), name, self.now()).await?;
+        Ok(api::CreatedToken {
+            id,
+            name: name.to_owned(),
+            token,
+            role: None,
+        })
+    }
+
+    pub async fn node_token_valid(&self, token: &str) -> Result<bool, ApiError> {
+        let mut c = self.store.pool().acquire().await?;
+        Ok(store::find_node_token(&mut c, &auth::hash_token(token))
+            .await?
+            .is_some())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Views
+
+    /// What placement sees now (optionally without one session, when re-placing it).
+    async fn snapshot(
+        c: &mut AnyConnection,
+        now: Millis,
+        without: Option<&SessionId>,
+    ) -> Result<Vec<NodeSlots>, ApiError> {
+        let nodes = store::list_nodes(c).await?;
+        let holding = store::sessions_holding_slots(c).await?;
+        Ok(nodes
+            .iter()
+            .map(|n| NodeSlots {
+                id: n.id.clone(),
+                available: n.available(),
+                capacity: n.capacity(),
+                applications: n.applications.clone(),
+                busy: holding
+                    .iter()
+                    .filter(|s| s.node_id.as_ref() == Some(&n.id) && Some(&s.id) != without)
+                    .map(|s| s.busy_interval(now))
+                    .collect(),
+            })
+            .collect())
+    }
+
+    pub async fn title_view(
+        &self,
+        c: &mut AnyConnection,
+        t: &TitleRow,
+        slots: &[NodeSlots],
+        now: Millis,
+    ) -> Result<api::Title, ApiError> {
+        let want = Interval::new(now, Some(now + 1));
+        let with_app = slots
+            .iter()
+            .filter(|n| n.available && n.applications.contains(&t.application_id));
+        let availability = api::Availability {
+            free_slots: with_app
+                .clone()
+                .map(|n| placement::free_slots(n, &want))
+                .sum(),
+            nodes: u32::try_from(with_app.count()).unwrap_or(u32::MAX),
+            queued: u32::try_from(store::queue_length(c, &t.id).await?).unwrap_or(u32::MAX),
+        };
+        Ok(api::Title {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            description: t.description.clone(),
+            image_url: t.image_url.clone(),
+            application_id: t.application_id.clone(),
+            visibility: t.visibility,
+            max_players: t.max_players,
+            idle_timeout: t.idle_timeout,
+            empty_timeout: t.empty_timeout,
+            max_duration: t.max_duration,
+            availability,
+            created_at: rfc3339(t.created_at),
+            updated_at: rfc3339(t.updated_at),
+        })
+    }
+
+    /// The titles `caller` may see, with their availability.
+    pub async fn titles(&self, caller: &Caller) -> Result<Vec<api::Title>, ApiError> {
+        let now = self.now();
+        let mut c = self.store.pool().acquire().await?;
+        let slots = Self::snapshot(&mut c, now, None).await?;
+        let mut out = Vec::new();
+        for t in store::list_titles(&mut c).await? {
+            if caller.may_use(t.visibility) {
+                out.push(self.title_view(&mut c, &t, &slots, now).await?);
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn title(&self, caller: &Caller, id: &TitleId) -> Result<api::Title, ApiError> {
+        let now = self.now();
+        let mut c = self.store.pool().acquire().await?;
+        let t = store::get_title(&mut c, id)
+            .await?
+            .filter(|t| caller.may_use(t.visibility))
+            .ok_or_else(|| no_title(id))?;
+        let slots = Self::snapshot(&mut c, now, None).await?;
+        self.title_view(&mut c, &t, &slots, now).await
+    }
+
+    pub async fn session_view(
+        &self,
+        c: &mut AnyConnection,
+        s: &SessionRow,
+    ) -> Result<api::Session, ApiError> {
+        let queue_position = match (s.state, s.queue_seq) {
+            (SessionState::Queued, Some(seq)) => Some(
+                u32::try_from(store::queue_position(c, &s.title_id, seq).await?)
+                    .unwrap_or(u32::MAX),
+            ),
+            _ => None,
+        };
+        let join_url = match (s.state, &s.player_url) {
+            (SessionState::Ready, Some(url)) => Some(self.join_url(s, url)),
+            _ => None,
+        };
+        Ok(api::Session {
+            id: s.id.clone(),
+            title_id: s.title_id.clone(),
+            node_id: s.node_id.clone(),
+            state: s.state,
+            queue_position,
+            created_at: rfc3339(s.created_at),
+            start_at: s.start_at.map(rfc3339),
+            duration: s.duration.and_then(|d| u64::try_from(d).ok()),
+            ready_at: s.ready_at.map(rfc3339),
+            ended_at: s.ended_at.map(rfc3339),
+            end_reason: s.end_reason.clone(),
+            exit_code: s.exit_code,
+            join_url,
+        })
+    }
+
+    /// The player URL with a fresh controller token, valid for `join_token_ttl`.
+    fn join_url(&self, s: &SessionRow, player_url: &str) -> String {
+        let ttl = i64::try_from(self.config.join_token_ttl.as_millis()).unwrap_or(i64::MAX);
+        let claims = player_token::Claims {
+            session_id: s.id.clone(),
+            role: player_token::Role::Controller,
+            exp: u64::try_from(self.now().saturating_add(ttl)).unwrap_or(0),
+            name: None,
+        };
+        let token = player_token::sign(s.player_key.as_bytes(), &claims);
+        let sep = if player_url.contains('?') { '&' } else { '?' };
+        format!("{player_url}{sep}token={token}")
+    }
+
+    pub async fn session(&self, caller: &Caller, id: &SessionId) -> Result<api::Session, ApiError> {
+        let mut c = self.store.pool().acquire().await?;
+        let s = store::get_session(&mut c, id)
+            .await?
+            .filter(|s| caller.may_access(&s.owner))
+            .ok_or_else(|| no_session(id))?;
+        self.session_view(&mut c, &s).await
+    }
+
+    pub async fn sessions(
+        &self,
+        caller: &Caller,
+        state: Option<SessionState>,
+        title: Option<&TitleId>,
+    ) -> Result<Vec<api::Session>, ApiError> {
+        let owner = match caller {
+            Caller::Anonymous { .. } => return Err(ApiError::unauthorized()),
+            Caller::Token {
+                role: api::Role::Admin,
+                ..
+            } => None,
+            Caller::Token { .. } => Some(caller.owner()),
+        };
+        let mut c = self.store.pool().acquire().await?;
+        let rows = store::list_sessions(
+            &mut c,
+            &store::SessionFilter {
+                state,
+                title,
+                owner: owner.as_deref(),
+                limit: 500,
+            },
+        )
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(self.session_view(&mut c, r).await?);
+        }
+        Ok(out)
+    }
+
+    pub async fn nodes(&self) -> Result<Vec<api::Node>, ApiError> {
+        let now = self.now();
+        let mut c = self.store.pool().acquire().await?;
+        let slots = Self::snapshot(&mut c, now, None).await?;
+        let holding = store::sessions_holding_slots(&mut c).await?;
+        Ok(store::list_nodes(&mut c)
+            .await?
+            .iter()
+            .map(|n| node_view(n, &slots, &holding, now))
+            .collect())
+    }
+
+    pub async fn node(&self, id: &NodeId) -> Result<api::Node, ApiError> {
+        self.nodes()
+            .await?
+            .into_iter()
+            .find(|n| &n.id == id)
+            .ok_or_else(|| ApiError::not_found(format!("no node `{id}`")))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Sessions
+
+    /// `POST /api/v1/sessions`: places the session now, queues it, or reserves its window.
+    pub async fn create_session(
+        &self,
+        caller: &Caller,
+        req: &NewSession,
+    ) -> Result<api::Session, ApiError> {
+        let started = std::time::Instant::now();
+        let now = self.now();
+        if let Some(0) = req.duration {
+            return Err(ApiError::bad_request("duration: at least 1 second"));
+        }
+        if req.duration.is_some_and(|d| d > MAX_DURATION_S) {
+            return Err(ApiError::bad_request(format!(
+                "duration: at most {MAX_DURATION_S} seconds"
+            )));
+        }
+        let start_at = match &req.start_at {
+            None => None,
+            Some(text) => {
+                let t = parse_rfc3339(text).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "start_at: `{}` is not an RFC 3339 time like 2026-11-25T18:00:00Z",
+                        truncate(text, 64)
+                    ))
+                })?;
+                if t < now - 5_000 {
+                    return Err(ApiError::bad_request("start_at: is in the past"));
+                }
+                if t > now + MAX_AHEAD_MS {
+                    return Err(ApiError::bad_request("start_at: more than a year ahead"));
+                }
+                Some(t.max(now))
+            }
+        };
+        if let Caller::Anonymous { .. } = caller
+            && !self.config.allow_anonymous
+        {
+            return Err(ApiError::unauthorized());
+        }
+
+        let mut tx = self.store.begin_placement().await?;
+        let title = store::get_title(&mut tx, &req.title_id)
+            .await?
+            .filter(|t| caller.may_use(t.visibility))
+            .ok_or_else(|| no_title(&req.title_id))?;
+        if let Caller::Anonymous { .. } = caller {
+            let live = store::count_live_of_owner(&mut tx, &caller.owner()).await?;
+            if live >= i64::from(self.config.anonymous_sessions_per_address) {
+                return Err(ApiError::new(
+                    Kind::TooManyRequests,
+                    format!(
+                        "anonymous users may have {} sessions at once; end one first",
+                        self.config.anonymous_sessions_per_address
+                    ),
+                ));
+            }
+        }
+        let duration = match (req.duration, title.max_duration) {
+            (Some(d), max) if max > 0 && d > max => {
+                return Err(ApiError::bad_request(format!(
+                    "duration: title `{}` allows at most {max} seconds",
+                    title.id
+                )));
+            }
+            (Some(d), _) => Some(d),
+            (None, 0) => None,
+            (None, max) => Some(max),
+        };
+        let duration_ms = duration.map(|d| store::clamp_i64(d).saturating_mul(1000));
+        if start_at.is_some() && duration.is_none() {
+            return Err(ApiError::bad_request(format!(
+                "duration: a scheduled session needs one (title `{}` has no max_duration)",
+                title.id
+            )));
+        }
+        let id = SessionId::from_random(auth::random_bytes::<16>());
+        let mut row = SessionRow {
+            id: id.clone(),
+            title_id: title.id.clone(),
+            application_id: title.application_id.clone(),
+            node_id: None,
+            state: SessionState::Queued,
+            desired: Desired::Run,
+            observed: Observed::None,
+            queue_seq: None,
+            created_at: now,
+            start_at,
+            duration: duration.map(store::clamp_i64),
+            slot_start: None,
+            slot_end: None,
+            dispatched_at: None,
+            stop_sent_at: None,
+            ready_at: None,
+            ended_at: None,
+            end_reason: None,
+            stop_reason: None,
+            exit_code: None,
+            detail: None,
+            player_url: None,
+            player_key: auth::new_token(""),
+            owner: caller.owner(),
+            settings: SessionSettings {
+                max_players: title.max_players,
+                idle_timeout: title.idle_timeout,
+                empty_timeout: title.empty_timeout,
+            },
+            updated_at: now,
+        };
+        let slots = Self::snapshot(&mut tx, now, None).await?;
+        if let Some(at) = start_at {
+            let want = Interval::new(at, duration_ms.map(|d| at.saturating_add(d)));
+            let Some(node) = placement::place(&slots, &title.application_id, &want) else {
+                return Err(ApiError::conflict(format!(
+                    "no node can take a session of `{}` from {} to {}; choose another time",
+                    title.id,
+                    rfc3339(want.start),
+                    want.end.map(rfc3339).unwrap_or_default()
+                )));
+            };
+            row.state = SessionState::Scheduled;
+            row.node_id = Some(node.clone());
+            row.slot_start = Some(want.start);
+            row.slot_end = want.end;
+        } else {
+            let want = Interval::new(now, duration_ms.map(|d| now.saturating_add(d)));
+            // Nobody overtakes the queue: a free slot goes to its head first.
+            let queue = store::queue_length(&mut tx, &title.id).await?;
+            let node = if queue == 0 {
+                placement::place(&slots, &title.application_id, &want).cloned()
+            } else {
+                None
+            };
+            match node {
+                Some(node) => {
+                    row.state = SessionState::Starting;
+                    row.node_id = Some(node);
+                    row.slot_start = Some(want.start);
+                    row.slot_end = want.end;
+                }
+                None => {
+                    row.queue_seq = Some(store::next_queue_seq(&mut tx).await?);
+                }
+            }
+        }
+        store::insert_session(&mut tx, &row).await?;
+        let view = self.session_view(&mut tx, &row).await?;
+        tx.commit().await?;
+        self.metrics
+            .placement
+            .observe(started.elapsed().as_secs_f64());
+        info!(session = %row.id, title = %row.title_id, state = row.state.as_str(),
+              node = ?row.node_id, "session created");
+        self.publish(Change::Session(row.id.clone()));
+        if row.state == SessionState::Starting {
+            self.dispatch().await;
+        }
+        Ok(view)
+    }
+
+    /// `DELETE /api/v1/sessions/{id}`: cancels a scheduled or queued session, stops a running
+    /// one (its node confirms with an event). Returns the session and whether it is over.
+    pub async fn delete_session(
+        &self,
+        caller: &Caller,
+        id: &SessionId,
+    ) -> Result<api::Session, ApiError> {
+        let now = self.now();
+        let mut tx = self.store.begin_placement().await?;
+        let mut row = store::get_session(&mut tx, id)
+            .await?
+            .filter(|s| caller.may_access(&s.owner))
+            .ok_or_else(|| no_session(id))?;
+        let mut freed = false;
+        match row.state {
+            SessionState::Scheduled | SessionState::Queued => {
+                freed = true;
+                row.finish(now, SessionState::Ended, "cancelled");
+            }
+            SessionState::Starting | SessionState::Ready => {
+                if row.dispatched_at.is_none() {
+                    // The node never heard of it: nothing to stop there.
+                    freed = true;
+                    row.finish(now, SessionState::Ended, "cancelled");
+                } else {
+                    row.request_stop(now, "stopped");
+                }
+            }
+            SessionState::Ended | SessionState::Failed => {}
+        }
+        store::update_session(&mut tx, &row).await?;
+        let view = self.session_view(&mut tx, &row).await?;
+        tx.commit().await?;
+        self.publish(Change::Session(row.id.clone()));
+        if freed {
+            self.promote_queue().await;
+        }
+        self.dispatch().await;
+        Ok(view)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Titles
+
+    pub async fn create_title(&self, new: api::NewTitle) -> Result<api::Title, ApiError> {
+        let now = self.now();
+        let t = TitleRow {
+            id: match new.id {
+                Some(id) => id,
+                None => TitleId::parse(&auth::new_id("ttl_"))
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?,
+            },
+            name: new.name,
+            description: new.description,
+            image_url: new.image_url.filter(|u| !u.is_empty()),
+            application_id: new.application_id,
+            visibility: new.visibility,
+            max_players: new.max_players,
+            idle_timeout: new.idle_timeout.unwrap_or(600),
+            empty_timeout: new.empty_timeout.unwrap_or(120),
+            max_duration: new.max_duration,
+            created_at: now,
+            updated_at: now,
+        };
+        check_title(&t)?;
+        let mut c = self.store.pool().acquire().await?;
+        if !store::insert_title(&mut c, &t).await? {
+            return Err(ApiError::conflict(format!("title `{}` exists", t.id)));
+        }
+        drop(c);
+        self.promote_queue().await;
+        self.title(&Caller::admin(), &t.id).await
+    }
+
+    pub async fn update_title(
+        &self,
+        id: &TitleId,
+        patch: api::TitlePatch,
+    ) -> Result<api::Title, ApiError> {
+        let mut c = self.store.pool().acquire().await?;
+        let mut t = store::get_title(&mut c, id)
+            .await?
+            .ok_or_else(|| no_title(id))?;
+        if let Some(v) = patch.name {
+            t.name = v;
+        }
+        if let Some(v) = patch.description {
+            t.description = v;
+        }
+        if let Some(v) = patch.image_url {
+            t.image_url = Some(v).filter(|u| !u.is_empty());
+        }
+        if let Some(v) = patch.application_id {
+            t.application_id = v;
+        }
+        if let Some(v) = patch.visibility {
+            t.visibility = v;
+        }
+        if let Some(v) = patch.max_players {
+            t.max_players = v;
+        }
+        if let Some(v) = patch.idle_timeout {
+            t.idle_timeout = v;
+        }
+        if let Some(v) = patch.empty_timeout {
+            t.empty_timeout = v;
+        }
+        if let Some(v) = patch.max_duration {
+            t.max_duration = v;
+        }
+        t.updated_at = self.now();
+        check_title(&t)?;
+        store::update_title(&mut c, &t).await?;
+        drop(c);
+        self.promote_queue().await;
+        self.title(&Caller::admin(), id).await
+    }
+
+    pub async fn delete_title(&self, id: &TitleId) -> Result<(), ApiError> {
+        let mut tx = self.store.begin_placement().await?;
+        if store::get_title(&mut tx, id).await?.is_none() {
+            return Err(no_title(id));
+        }
+        let live = store::count_sessions_of_title(&mut tx, id).await?;
+        if live > 0 {
+            return Err(ApiError::conflict(format!(
+                "title `{id}` has {live} sessions that are not over; end them first"
+            )));
+        }
+        store::delete_title(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Nodes
+
+    pub async fn set_drain(&self, id: &NodeId, drain: bool) -> Result<api::Node, ApiError> {
+        let mut tx = self.store.begin_placement().await?;
+        if !store::set_admin_drain(&mut tx, id, drain).await? {
+            return Err(ApiError::not_found(format!("no node `{id}`")));
+        }
+        tx.commit().await?;
+        info!(node = %id, drain, "node drain changed by an admin");
+        self.publish(Change::Node(id.clone()));
+        if !drain {
+            self.promote_queue().await;
+        }
+        self.node(id).await
+    }
+
+    /// A node said `hello` on a new link: records it and registers the link. Returns the link
+    /// id, the link's start time and the `welcome`.
+    pub async fn node_hello(
+        &self,
+        hello: &Hello,
+        tx_link: mpsc::Sender<CoordinatorToNode>,
+        closer: Arc<Notify>,
+    ) -> Result<(u64, Millis, u64), ApiError> {
+        let now = self.now();
+        let row = NodeRow {
+            id: hello.node.clone(),
+            version: truncate(&hello.version, 64).to_owned(),
+            public_url: truncate(&hello.public_url, 512).to_owned(),
+            max_sessions: hello.capacity.max_sessions,
+            max_sessions_per_gpu: hello.capacity.max_sessions_per_gpu,
+            applications: hello.applications.iter().map(|a| a.id.clone()).collect(),
+            gpus: hello.gpus.clone(),
+            online: true,
+            admin_drain: false,
+            node_drain: hello.draining,
+            link_owner: Some(self.instance.clone()),
+            link_since: Some(now),
+            last_seen: now,
+            offline_since: None,
+            acked_seq: 0,
+        };
+        let mut tx = self.store.begin_placement().await?;
+        store::upsert_node_hello(&mut tx, &row).await?;
+        let acked = store::get_node(&mut tx, &row.id)
+            .await?
+            .map_or(0, |n| n.acked_seq);
+        tx.commit().await?;
+        let link_id = self.next_link.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut links) = self.links.lock() {
+            // A newer link replaces an older one, which is closed.
+            let old = links.insert(
+                row.id.clone(),
+                Link {
+                    id: link_id,
+                    tx: tx_link,
+                    closer,
+                },
+            );
+            if let Some(old) = old {
+                old.closer.notify_one();
+            }
+        }
+        info!(node = %row.id, version = %row.version, max_sessions = row.max_sessions,
+              applications = row.applications.len(), "node online");
+        self.publish(Change::Node(row.id.clone()));
+        Ok((link_id, now, u64::try_from(acked).unwrap_or(0)))
+    }
+
+    /// The link `link_id` of `node` closed.
+    pub async fn link_closed(&self, node: &NodeId, link_id: u64, since: Millis) {
+        let ours = self
+            .links
+            .lock()
+            .map(|mut links| {
+                if links.get(node).is_some_and(|l| l.id == link_id) {
+                    links.remove(node);
+                    true
+                } else {
+                    false
+                }
+            })
+            .unwrap_or(false);
+        if !ours {
+            return;
+        }
+        let now = self.now();
+        let res = async {
+            let mut c = self.store.pool().acquire().await?;
+            store::link_closed(&mut c, node, &self.instance, since, now).await
+        }
+        .await;
+        match res {
+            Ok(true) => info!(node = %node, "node offline (link closed)"),
+            Ok(false) => {}
+            Err(e) => warn!(node = %node, error = %e, "could not record a closed link"),
+        }
+        self.publish(Change::Node(node.clone()));
+    }
+
+    /// A session event from `node`: applied once (by its sequence number) and acknowledged.
+    pub async fn node_event(&self, node: &NodeId, ev: &SequencedEvent) -> Result<u64, ApiError> {
+        let now = self.now();
+        let mut tx = self.store.begin_placement().await?;
+        let acked = store::get_node(&mut tx, node)
+            .await?
+            .map_or(0, |n| u64::try_from(n.acked_seq).unwrap_or(0));
+        if ev.seq <= acked {
+            return Ok(acked);
+        }
+        let id = &ev.event.session_id;
+        let mut row = store::get_session(&mut tx, id).await?;
+        let was = row.as_ref().map(|r| r.state);
+        let outcome = model::apply_event(row.as_mut(), node, &ev.event.kind, now);
+        let mut stop = false;
+        let mut freed = false;
+        match (&outcome, &row) {
+            (EventOutcome::Changed, Some(r)) => {
+                store::update_session(&mut tx, r).await?;
+                freed = r.state.is_final();
+                if r.state == SessionState::Ready && was != Some(SessionState::Ready) {
+                    let from = r.dispatched_at.unwrap_or(r.created_at);
+                    self.metrics
+                        .start
+                        .observe(((now - from).max(0) as f64) / 1000.0);
+                }
+            }
+            (EventOutcome::StopOnNode, _) => stop = true,
+            _ => {}
+        }
+        store::set_acked(&mut tx, node, i64::try_from(ev.seq).unwrap_or(i64::MAX)).await?;
+        tx.commit().await?;
+        if stop && !matches!(ev.event.kind, SessionEventKind::Ended(_)) {
+            self.send(
+                node,
+                CoordinatorToNode::StopSession {
+                    session_id: id.clone(),
+                },
+            );
+        }
+        if outcome == EventOutcome::Changed {
+            if let Some(r) = &row {
+                info!(session = %r.id, state = r.state.as_str(), reason = ?r.end_reason,
+                      "session changed by its node");
+            }
+            self.publish(Change::Session(id.clone()));
+        }
+        if freed {
+            self.promote_queue().await;
+        }
+        Ok(ev.seq)
+    }
+
+    /// A heartbeat from `node` on the link that came up at `link_since`; `first` after hello
+    /// (then the node's report is complete: every replayed event came before it).
+    pub async fn node_heartbeat(
+        &self,
+        node: &NodeId,
+        hb: &Heartbeat,
+        link_since: Millis,
+        first: bool,
+    ) -> Result<(), ApiError> {
+        let now = self.now();
+        if !first && hb.sessions.is_empty() {
+            // The common case of an idle node: nothing to reconcile, no lock needed.
+            let mut c = self.store.pool().acquire().await?;
+            store::node_seen(&mut c, node, now, hb.draining).await?;
+            return Ok(());
+        }
+        let mut tx = self.store.begin_placement().await?;
+        store::node_seen(&mut tx, node, now, hb.draining).await?;
+        let ours = store::active_on_node(&mut tx, node).await?;
+        let theirs: Vec<SessionId> = hb.sessions.iter().map(|s| s.session_id.clone()).collect();
+        // Sessions the node runs that we hold as over or unknown are not in `ours`: load them so
+        // reconcile sees them as unwanted.
+        let r = model::reconcile(&ours, &theirs, link_since, first);
+        let mut changed = Vec::new();
+        for id in &r.start {
+            if let Some(mut s) = ours.iter().find(|s| &s.id == id).cloned() {
+                s.dispatched_at = None;
+                store::update_session(&mut tx, &s).await?;
+            }
+        }
+        for id in &r.lost {
+            if let Some(mut s) = ours.iter().find(|s| &s.id == id).cloned() {
+                s.finish(now, SessionState::Ended, "node_lost");
+                store::update_session(&mut tx, &s).await?;
+                changed.push(s.id.clone());
+            }
+        }
+        tx.commit().await?;
+        for id in r.stop {
+            self.send(node, CoordinatorToNode::StopSession { session_id: id });
+        }
+        for id in &changed {
+            warn!(session = %id, node = %node, "session lost: its node no longer has it");
+            self.publish(Change::Session(id.clone()));
+        }
+        if !r.start.is_empty() {
+            self.dispatch().await;
+        }
+        if !changed.is_empty() {
+            self.promote_queue().await;
+        }
+        Ok(())
+    }
+
+    pub async fn node_applications(
+        &self,
+        node: &NodeId,
+        apps: &[pxs_protocol::node::ApplicationInfo],
+    ) -> Result<(), ApiError> {
+        let ids: Vec<_> = apps.iter().map(|a| a.id.clone()).collect();
+        let mut tx = self.store.begin_placement().await?;
+        store::set_node_applications(&mut tx, node, &ids).await?;
+        tx.commit().await?;
+        self.publish(Change::Node(node.clone()));
+        self.promote_queue().await;
+        Ok(())
+    }
+
+    fn send(&self, node: &NodeId, msg: CoordinatorToNode) -> bool {
+        let tx = self
+            .links
+            .lock()
+            .ok()
+            .and_then(|l| l.get(node).map(|l| l.tx.clone()));
+        match tx {
+            Some(tx) => tx.try_send(msg).is_ok(),
+            None => false,
+        }
+    }
+
+    fn has_link(&self, node: &NodeId) -> bool {
+        self.links.lock().is_ok_and(|l| l.contains_key(node))
+    }
+
+    /// Sends what the records say is still to send to nodes linked here.
+    pub async fn dispatch(&self) {
+        if let Err(e) = self.try_dispatch().await {
+            warn!(error = ?e, "dispatch failed; will retry");
+        }
+    }
+
+    async fn try_dispatch(&self) -> Result<(), ApiError> {
+        if self.link_count() == 0 {
+            return Ok(());
+        }
+        let now = self.now();
+        let mut tx = self.store.begin_placement().await?;
+        for mut s in store::undelivered(&mut tx).await? {
+            let Some(node) = s.node_id.clone() else {
+                continue;
+            };
+            if !self.has_link(&node) {
+                continue;
+            }
+            let msg = if s.desired == Desired::Run {
+                s.dispatched_at = Some(now);
+                CoordinatorToNode::StartSession {
+                    session_id: s.id.clone(),
+                    application_id: s.application_id.clone(),
+                    options: StartOptions {
+                        player_token: Some(Token(s.player_key.clone())),
+                        res_x: None,
+                        res_y: None,
+                    },
+                }
+            } else {
+                s.stop_sent_at = Some(now);
+                CoordinatorToNode::StopSession {
+                    session_id: s.id.clone(),
+                }
+            };
+            if self.send(&node, msg) {
+                store::update_session(&mut tx, &s).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Starts queue heads where slots are free, in each title's order.
+    pub async fn promote_queue(&self) {
+        match self.try_promote_queue().await {
+            Ok(started) if started => self.dispatch().await,
+            Ok(_) => {}
+            Err(e) => warn!(error = ?e, "queue promotion failed; will retry"),
+        }
+    }
+
+    async fn try_promote_queue(&self) -> Result<bool, ApiError> {
+        let now = self.now();
+        let mut tx = self.store.begin_placement().await?;
+        let titles = store::queued_titles(&mut tx).await?;
+        if titles.is_empty() {
+            return Ok(false);
+        }
+        let mut slots = Self::snapshot(&mut tx, now, None).await?;
+        let mut touched = Vec::new();
+        let mut started = false;
+        for title in titles {
+            let queue = store::queue_of(&mut tx, &title).await?;
+            let mut moved = false;
+            for mut s in queue.iter().cloned() {
+                let want = Interval::new(
+                    now,
+                    s.duration
+                        .map(|d| now.saturating_add(d.saturating_mul(1000))),
+                );
+                let Some(node) = placement::place(&slots, &s.application_id, &want).cloned() else {
+                    break; // the head waits; nobody overtakes it
+                };
+                s.state = SessionState::Starting;
+                s.node_id = Some(node.clone());
+                s.queue_seq = None;
+                s.slot_start = Some(want.start);
+                s.slot_end = want.end;
+                s.updated_at = now;
+                store::update_session(&mut tx, &s).await?;
+                if let Some(n) = slots.iter_mut().find(|n| n.id == node) {
+                    n.busy.push(want);
+                }
+                info!(session = %s.id, node = %node, "queued session placed");
+                started = true;
+                moved = true;
+            }
+            if moved {
+                touched.extend(queue.iter().map(|s| s.id.clone()));
+            }
+        }
+        tx.commit().await?;
+        for id in touched {
+            self.publish(Change::Session(id));
+        }
+        Ok(started)
+    }
+
+    /// The timers: heartbeat TTL, lost nodes, scheduled starts, window ends, the queue, and
+    /// anything still to send. Run every `tick` and when kicked.
+    pub async fn tick(&self) {
+        if let Err(e) = self.try_tick().await {
+            warn!(error = ?e, "timer pass failed; will retry");
+        }
+        self.promote_queue().await;
+        self.dispatch().await;
+    }
+
+    async fn try_tick(&self) -> Result<(), ApiError> {
+        let now = self.now();
+        let ttl = ms(self.config.heartbeat_ttl);
+        let grace = ms(self.config.node_lost_grace);
+        let lead = ms(self.config.schedule_lead);
+        let mut tx = self.store.begin_placement().await?;
+        let expired = store::expire_nodes(&mut tx, now - ttl, now).await?;
+        let nodes: HashMap<NodeId, NodeRow> = store::list_nodes(&mut tx)
+            .await?
+            .into_iter()
+            .map(|n| (n.id.clone(), n))
+            .collect();
+        let mut changed = Vec::new();
+        let mut freed = false;
+        for mut s in store::active_sessions(&mut tx).await? {
+            let node = s.node_id.as_ref().and_then(|n| nodes.get(n));
+            let lost =
+                node.is_none_or(|n| !n.online && n.offline_since.is_some_and(|t| t <= now - grace));
+            if lost {
+                s.finish(now, SessionState::Ended, "node_lost");
+                freed = true;
+            } else if s.desired == Desired::Run && s.slot_end.is_some_and(|e| e <= now) {
+                s.request_stop(now, "window_end");
+            } else {
+                continue;
+            }
+            store::update_session(&mut tx, &s).await?;
+            changed.push(s.id.clone());
+        }
+        let scheduled = store::scheduled_sessions(&mut tx).await?;
+        for mut s in scheduled {
+            let Some(start_at) = s.start_at else { continue };
+            if start_at - lead > now {
+                break; // ordered by start_at
+            }
+            if s.slot_end.is_some_and(|e| e <= now) {
+                s.finish(now, SessionState::Failed, "window_missed");
+                freed = true;
+            } else {
+                let available = s
+                    .node_id
+                    .as_ref()
+                    .and_then(|n| nodes.get(n))
+                    .is_some_and(NodeRow::available);
+                if !available {
+                    // Its node is gone or drained: find another for the rest of the window.
+                    let slots = Self::snapshot(&mut tx, now, Some(&s.id)).await?;
+                    let want = Interval::new(now, s.slot_end);
+                    match placement::place(&slots, &s.application_id, &want) {
+                        Some(n) => s.node_id = Some(n.clone()),
+                        None => {
+                            s.finish(now, SessionState::Failed, "no_capacity");
+                            store::update_session(&mut tx, &s).await?;
+                            changed.push(s.id.clone());
+                            continue;
+                        }
+                    }
+                }
+                s.state = SessionState::Starting;
+                s.slot_start = Some(start_at.min(now));
+                s.updated_at = now;
+            }
+            store::update_session(&mut tx, &s).await?;
+            changed.push(s.id.clone());
+        }
+        tx.commit().await?;
+        for n in expired {
+            warn!(node = %n, "node offline (no heartbeat)");
+            self.publish(Change::Node(n));
+        }
+        for id in changed {
+            self.publish(Change::Session(id));
+        }
+        if freed {
+            self.kick();
+        }
+        Ok(())
+    }
+}
+
+impl Caller {
+    fn admin() -> Caller {
+        Caller::Token {
+            id: "internal".into(),
+            role: api::Role::Admin,
+        }
+    }
+}
+
+fn node_view(n: &NodeRow, slots: &[NodeSlots], holding: &[SessionRow], now: Millis) -> api::Node {
+    let mine = holding.iter().filter(|s| s.node_id.as_ref() == Some(&n.id));
+    let sessions = mine
+        .clone()
+        .filter(|s| s.state != SessionState::Scheduled)
+        .count();
+    let reserved = mine.filter(|s| s.state == SessionState::Scheduled).count();
+    let free = slots.iter().find(|s| s.id == n.id).map_or(0, |s| {
+        placement::free_slots(s, &Interval::new(now, Some(now + 1)))
+    });
+    api::Node {
+        id: n.id.clone(),
+        state: n.api_state(),
+        version: n.version.clone(),
+        public_url: n.public_url.clone(),
+        max_sessions: n.max_sessions,
+        max_sessions_per_gpu: n.max_sessions_per_gpu,
+        sessions: u32::try_from(sessions).unwrap_or(u32::MAX),
+        reserved: u32::try_from(reserved).unwrap_or(u32::MAX),
+        free_slots: free,
+        applications: n.applications.clone(),
+        gpus: n.gpus.clone(),
+        last_heartbeat: Some(rfc3339(n.last_seen)),
+    }
+}
+
+fn ms(d: std::time::Duration) -> Millis {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn no_title(id: &TitleId) -> ApiError {
+    ApiError::not_found(format!("no title `{id}`"))
+}
+
+fn no_session(id: &SessionId) -> ApiError {
+    ApiError::not_found(format!("no session `{id}`"))
+}
+
+fn check_label(name: &str) -> Result<(), ApiError> {
+    if name.trim().is_empty() || name.len() > 200 {
+        return Err(ApiError::bad_request("name: 1 to 200 characters"));
+    }
+    Ok(())
+}
+
+fn check_title(t: &TitleRow) -> Result<(), ApiError> {
+    if t.name.trim().is_empty() || t.name.len() > 200 {
+        return Err(ApiError::bad_request("name: 1 to 200 characters"));
+    }
+    if t.description.len() > 4000 {
+        return Err(ApiError::bad_request(
+            "description: at most 4000 characters",
+        ));
+    }
+    if let Some(u) = &t.image_url
+        && (u.len() > 2000
+            || !(u.starts_with("https://") || u.starts_with("http://") || u.starts_with('/')))
+    {
+        return Err(ApiError::bad_request(
+            "image_url: an http(s) URL or a path starting with /, at most 2000 characters",
+        ));
+    }
+    for (key, v) in [
+        ("idle_timeout", t.idle_timeout),
+        ("empty_timeout", t.empty_timeout),
+        ("max_duration", t.max_duration),
+    ] {
+        if v > MAX_DURATION_S {
+            return Err(ApiError::bad_request(format!(
+                "{key}: at most {MAX_DURATION_S} seconds"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Milliseconds since the epoch as RFC 3339 (UTC, millisecond precision when not whole).
+pub fn rfc3339(t: Millis) -> String {
+    let nanos = i128::from(t) * 1_000_000;
+    match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+        Ok(dt) => dt
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+pub fn parse_rfc3339(s: &str) -> Option<Millis> {
+    if s.len() > 64 {
+        return None;
+    }
+    let dt = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(dt.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_round_trip_as_rfc3339() {
+        let t = 1_795_600_000_123;
+        let s = rfc3339(t);
+        assert!(s.ends_with('Z'), "{s}");
+        assert_eq!(parse_rfc3339(&s), Some(t));
+        assert_eq!(
+            parse_rfc3339("2026-11-25T10:00:00+01:00"),
+            parse_rfc3339("2026-11-25T09:00:00Z")
+        );
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+}

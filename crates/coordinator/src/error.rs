@@ -1,0 +1,118 @@
+//! The one error type at the HTTP edge: its kind fixes the status code; the internal cause is
+//! logged, never returned.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use pxs_protocol::api::{ErrorBody, ErrorDetail};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    Conflict,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    TooManyRequests,
+    Unavailable,
+    Internal,
+}
+
+impl Kind {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Kind::BadRequest => StatusCode::BAD_REQUEST,
+            Kind::Unauthorized => StatusCode::UNAUTHORIZED,
+            Kind::Forbidden => StatusCode::FORBIDDEN,
+            Kind::NotFound => StatusCode::NOT_FOUND,
+            Kind::Conflict => StatusCode::CONFLICT,
+            Kind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Kind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Kind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Kind::BadRequest => "bad_request",
+            Kind::Unauthorized => "unauthorized",
+            Kind::Forbidden => "forbidden",
+            Kind::NotFound => "not_found",
+            Kind::Conflict => "conflict",
+            Kind::PayloadTooLarge => "payload_too_large",
+            Kind::UnsupportedMediaType => "unsupported_media_type",
+            Kind::TooManyRequests => "too_many_requests",
+            Kind::Unavailable => "unavailable",
+            Kind::Internal => "internal",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub kind: Kind,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(kind: Kind, message: impl Into<String>) -> ApiError {
+        ApiError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(m: impl Into<String>) -> ApiError {
+        ApiError::new(Kind::BadRequest, m)
+    }
+
+    pub fn not_found(m: impl Into<String>) -> ApiError {
+        ApiError::new(Kind::NotFound, m)
+    }
+
+    pub fn conflict(m: impl Into<String>) -> ApiError {
+        ApiError::new(Kind::Conflict, m)
+    }
+
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(
+            Kind::Unauthorized,
+            "a valid token is required (Authorization: Bearer <token>)",
+        )
+    }
+
+    pub fn forbidden() -> ApiError {
+        ApiError::new(Kind::Forbidden, "this needs an admin token")
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> ApiError {
+        tracing::error!(error = %e, "database error");
+        ApiError::new(
+            Kind::Unavailable,
+            "the database is not available; try again",
+        )
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> ApiError {
+        crate::store::StoreError::from(e).into()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.kind.code().to_owned(),
+                message: self.message,
+            },
+        };
+        (self.kind.status(), axum::Json(body)).into_response()
+    }
+}

@@ -1,0 +1,179 @@
+//! The node hub: `GET /api/v1/nodes/link`, the other end of every session server's node link
+//! (`pxs_protocol::node`). One task reads a link in order (hello, then events and heartbeats)
+//! and hands each message to the engine; one task writes what the engine sends.
+
+use crate::engine::Engine;
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use pxs_protocol::node::{CoordinatorToNode, NodeToCoordinator};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
+use tracing::{Instrument, debug, info_span, warn};
+
+/// Largest message a node may send (a hello listing many applications and sessions).
+const MAX_MESSAGE: usize = 1024 * 1024;
+/// A node must say hello this soon after connecting.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn link(
+    State(engine): State<Arc<Engine>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let valid = match token {
+        Some(t) => engine.node_token_valid(t).await,
+        None => Ok(false),
+    };
+    match valid {
+        Ok(true) => {}
+        Ok(false) => {
+            warn!("node link refused: missing or unknown node token");
+            return (StatusCode::UNAUTHORIZED, "a valid node token is required").into_response();
+        }
+        Err(e) => return e.into_response(),
+    }
+    if engine.link_count() >= engine.config.max_node_links {
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many node links").into_response();
+    }
+    ws.max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| run(engine, socket))
+}
+
+async fn run(engine: Arc<Engine>, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    // The first message is the hello.
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, stream.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => match NodeToCoordinator::from_json(&t) {
+            Ok(NodeToCoordinator::Hello(h)) => h,
+            Ok(_) => return close(&mut sink, 1008, "hello first").await,
+            Err(e) => {
+                warn!(error = %e, "node link: invalid hello");
+                return close(&mut sink, 1008, "invalid hello").await;
+            }
+        },
+        _ => return close(&mut sink, 1008, "hello expected").await,
+    };
+    let node = hello.node.clone();
+    let span = info_span!("node_link", node = %node);
+    async move {
+        let (out_tx, mut out_rx) = mpsc::channel::<CoordinatorToNode>(1024);
+        let closer = Arc::new(Notify::new());
+        let (link_id, since, acked) = match engine
+            .node_hello(&hello, out_tx.clone(), closer.clone())
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                warn!(error = ?e, "node link: hello not recorded");
+                return close(&mut sink, 1011, "try again").await;
+            }
+        };
+        if sink
+            .send(Message::Text(
+                CoordinatorToNode::Welcome { acked }.to_json().into(),
+            ))
+            .await
+            .is_err()
+        {
+            engine.link_closed(&node, link_id, since).await;
+            return;
+        }
+        // Anything the records say is still to send to this node (starts, stops) goes now.
+        engine.kick();
+        let writer = tokio::spawn(async move {
+            while let Some(msg) = out_rx.recv().await {
+                if sink
+                    .send(Message::Text(msg.to_json().into()))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            let _ = sink.close().await;
+        });
+        let silence = engine.config.heartbeat_ttl;
+        let mut first_heartbeat = true;
+        loop {
+            let msg = tokio::select! {
+                m = tokio::time::timeout(silence, stream.next()) => m,
+                _ = closer.notified() => {
+                    debug!("replaced by a newer link");
+                    break;
+                }
+            };
+            let text = match msg {
+                Err(_) => {
+                    warn!("node link silent for the heartbeat TTL; closing");
+                    break;
+                }
+                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => break,
+                Ok(Some(Ok(Message::Text(t)))) => t,
+                Ok(Some(Ok(_))) => continue, // pings are answered by the socket
+            };
+            let parsed = match NodeToCoordinator::from_json(&text) {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(error = %e, "node link: invalid message; closing");
+                    break;
+                }
+            };
+            let res = match parsed {
+                NodeToCoordinator::Hello(_) => {
+                    warn!("node link: a second hello; closing");
+                    break;
+                }
+                NodeToCoordinator::Heartbeat(hb) => {
+                    let r = engine
+                        .node_heartbeat(&node, &hb, since, first_heartbeat)
+                        .await;
+                    first_heartbeat = false;
+                    r
+                }
+                NodeToCoordinator::Event(ev) => match engine.node_event(&node, &ev).await {
+                    Ok(seq) => {
+                        let _ = out_tx.try_send(CoordinatorToNode::Ack { seq });
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                },
+                NodeToCoordinator::Applications { applications } => {
+                    engine.node_applications(&node, &applications).await
+                }
+            };
+            if let Err(e) = res {
+                // Not acknowledged: the node resends after reconnecting.
+                warn!(error = ?e, "node link: message not processed; closing the link");
+                break;
+            }
+        }
+        drop(out_tx);
+        engine.link_closed(&node, link_id, since).await;
+        writer.abort();
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn close(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    code: u16,
+    reason: &'static str,
+) {
+    let _ = sink
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        })))
+        .await;
+}

@@ -1,0 +1,180 @@
+//! The OpenAPI 3.1 document at `GET /api/v1/openapi.json`, made from the route table
+//! (`api::ROUTES`) so it cannot forget an endpoint.
+
+use crate::api::{Access, ROUTES};
+use serde_json::{Map, Value, json};
+
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for (method, path, access, summary) in ROUTES {
+        let entry = paths
+            .entry((*path).to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        let mut op = json!({
+            "summary": summary,
+            "responses": responses(method, path),
+        });
+        match access {
+            Access::Public => {}
+            Access::Anyone => {
+                op["security"] = json!([{}, {"bearer": []}]);
+            }
+            Access::User => {
+                op["security"] = json!([{"bearer": ["user"]}]);
+            }
+            Access::Admin => {
+                op["security"] = json!([{"bearer": ["admin"]}]);
+            }
+        }
+        let params: Vec<Value> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        if !params.is_empty() {
+            op["parameters"] = Value::Array(params);
+        }
+        if let Some(schema) = request_schema(method, path) {
+            op["requestBody"] = json!({
+                "required": true,
+                "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
+            });
+        }
+        if let Value::Object(m) = entry {
+            m.insert((*method).to_owned(), op);
+        }
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "pxs coordinator",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Titles, nodes and sessions of a pxs deployment. Times are RFC 3339 \
+                (UTC), durations whole seconds. Errors: {\"error\": {\"code\", \"message\"}}."
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": schemas(),
+        }
+    })
+}
+
+fn request_schema(method: &str, path: &str) -> Option<&'static str> {
+    match (method, path) {
+        ("post", "/api/v1/titles") => Some("NewTitle"),
+        ("patch", "/api/v1/titles/{id}") => Some("TitlePatch"),
+        ("post", "/api/v1/sessions") => Some("NewSession"),
+        ("post", "/api/v1/node-tokens") => Some("NewNodeToken"),
+        ("post", "/api/v1/tokens") => Some("NewApiToken"),
+        _ => None,
+    }
+}
+
+fn responses(method: &str, path: &str) -> Value {
+    let ok = match (method, path) {
+        ("post", "/api/v1/titles") => json!({"201": body("Title")}),
+        ("post", "/api/v1/sessions") => json!({"201": body("Session")}),
+        ("post", p) if p.ends_with("-tokens") || p.ends_with("/tokens") => {
+            json!({"201": body("CreatedToken")})
+        }
+        ("delete", "/api/v1/titles/{id}") => json!({"204": {"description": "deleted"}}),
+        ("delete", _) => json!({"200": body("Session"), "202": body("Session")}),
+        (_, p) if p.ends_with("/events") => {
+            json!({"200": {"description": "text/event-stream of `session` (and `node`) events"}})
+        }
+        (_, "/api/v1/titles") => json!({"200": body("TitleList")}),
+        (_, p) if p.starts_with("/api/v1/titles/") => json!({"200": body("Title")}),
+        (_, "/api/v1/sessions") => json!({"200": body("SessionList")}),
+        (_, p) if p.starts_with("/api/v1/sessions/") => json!({"200": body("Session")}),
+        (_, "/api/v1/nodes") => json!({"200": body("NodeList")}),
+        (_, "/api/v1/nodes/link") => json!({"101": {"description": "WebSocket"}}),
+        (_, p) if p.starts_with("/api/v1/nodes/") => json!({"200": body("Node")}),
+        _ => json!({"200": {"description": "OK"}}),
+    };
+    let mut r = ok;
+    r["default"] = body("Error");
+    r
+}
+
+fn body(schema: &str) -> Value {
+    json!({
+        "description": schema,
+        "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
+    })
+}
+
+fn obj(required: &[&str], props: Value) -> Value {
+    json!({"type": "object", "required": required, "properties": props})
+}
+
+fn list(item: &str) -> Value {
+    obj(
+        &["items"],
+        json!({"items": {"type": "array", "items": {"$ref": format!("#/components/schemas/{item}")}}}),
+    )
+}
+
+fn schemas() -> Value {
+    let s = json!({"type": "string"});
+    let ns = json!({"type": ["string", "null"]});
+    let n = json!({"type": "integer", "minimum": 0});
+    let nn = json!({"type": ["integer", "null"], "minimum": 0});
+    let states = json!({"type": "string", "enum": ["scheduled", "queued", "starting", "ready", "ended", "failed"]});
+    json!({
+        "Error": obj(&["error"], json!({"error": obj(&["code", "message"], json!({"code": s, "message": s}))})),
+        "Availability": obj(&["free_slots", "nodes", "queued"], json!({"free_slots": n, "nodes": n, "queued": n})),
+        "Title": obj(&["id", "name", "application_id", "visibility", "availability"], json!({
+            "id": s, "name": s, "description": s, "image_url": ns, "application_id": s,
+            "visibility": {"type": "string", "enum": ["public", "private"]},
+            "max_players": n, "idle_timeout": n, "empty_timeout": n, "max_duration": n,
+            "availability": {"$ref": "#/components/schemas/Availability"},
+            "created_at": s, "updated_at": s
+        })),
+        "TitleList": list("Title"),
+        "NewTitle": obj(&["name", "application_id"], json!({
+            "id": s, "name": s, "description": s, "image_url": s, "application_id": s,
+            "visibility": {"type": "string", "enum": ["public", "private"]},
+            "max_players": n, "idle_timeout": n, "empty_timeout": n, "max_duration": n
+        })),
+        "TitlePatch": obj(&[], json!({
+            "name": s, "description": s, "image_url": s, "application_id": s,
+            "visibility": {"type": "string", "enum": ["public", "private"]},
+            "max_players": n, "idle_timeout": n, "empty_timeout": n, "max_duration": n
+        })),
+        "Session": obj(&["id", "title_id", "state", "created_at"], json!({
+            "id": s, "title_id": s, "node_id": ns, "state": states, "queue_position": nn,
+            "created_at": s, "start_at": ns, "duration": nn, "ready_at": ns, "ended_at": ns,
+            "end_reason": ns, "exit_code": {"type": ["integer", "null"]}, "join_url": ns
+        })),
+        "SessionList": list("Session"),
+        "NewSession": obj(&["title_id"], json!({"title_id": s, "start_at": s, "duration": {"type": "integer", "minimum": 1}})),
+        "Node": obj(&["id", "state"], json!({
+            "id": s, "state": {"type": "string", "enum": ["online", "offline", "draining"]},
+            "version": s, "public_url": s, "max_sessions": n, "max_sessions_per_gpu": n,
+            "sessions": n, "reserved": n, "free_slots": n,
+            "applications": {"type": "array", "items": s}, "gpus": {"type": "array"},
+            "last_heartbeat": ns
+        })),
+        "NodeList": list("Node"),
+        "NewNodeToken": obj(&["name"], json!({"name": s})),
+        "NewApiToken": obj(&["name", "role"], json!({"name": s, "role": {"type": "string", "enum": ["user", "admin"]}})),
+        "CreatedToken": obj(&["id", "name", "token"], json!({"id": s, "name": s, "token": s, "role": s})),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_documented_with_its_security() {
+        let doc = document();
+        for (method, path, access, _) in ROUTES {
+            let op = &doc["paths"][path][method];
+            assert!(op.is_object(), "{method} {path} missing");
+            let secured = op.get("security").is_some();
+            assert_eq!(secured, *access != Access::Public, "{method} {path}");
+        }
+    }
+}

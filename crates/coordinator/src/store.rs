@@ -1,0 +1,850 @@
+//! Storage: SQLite (one embedded file, the default) or PostgreSQL (production, several
+//! coordinators), through sqlx's `Any` driver with one set of queries.
+//!
+//! Every query here is plain SQL that both databases run the same way (`$1` parameters,
+//! integers for times and flags, TEXT for ids and JSON). The only differences are kept in
+//! [`Backend`]: the schema migrations (one folder per database) and how a transaction that
+//! changes capacity is serialised: PostgreSQL takes a transaction-scoped advisory lock, which
+//! also serialises several coordinators sharing one database; SQLite has one writer, and the
+//! pool holds a single connection so a transaction is never interleaved with another.
+//!
+//! Functions take a connection (`&mut AnyConnection`, a transaction derefs to one) so the
+//! engine composes them inside one transaction.
+
+use crate::model::{Desired, NodeRow, Observed, SessionRow, SessionSettings, TitleRow};
+use crate::placement::Millis;
+use pxs_protocol::api::{Role, SessionState, TitleId, Visibility};
+use pxs_protocol::node::{ApplicationId, NodeId, SessionId};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{AnyConnection, AnyPool, Row};
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database holds an invalid value in {0}")]
+    Corrupt(&'static str),
+    #[error("unsupported database URL (use sqlite://<file> or postgres://...): {0}")]
+    BadUrl(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The advisory lock id that serialises capacity changes on PostgreSQL ("pxs" + 1).
+const PLACEMENT_LOCK: i64 = 0x7078_7301;
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Opens (and for SQLite creates) the database and brings its schema up to date.
+    pub async fn connect(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = if let Some(rest) = url.strip_prefix("sqlite://") {
+            let url = if rest.contains('?') {
+                url.to_owned()
+            } else {
+                format!("sqlite://{rest}?mode=rwc")
+            };
+            (Backend::Sqlite, url)
+        } else if url.starts_with("sqlite:") {
+            (Backend::Sqlite, url.to_owned())
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_owned())
+        } else {
+            return Err(StoreError::BadUrl(redact_url(url)));
+        };
+        let options = AnyConnectOptions::from_str(&url)?;
+        let pool = match backend {
+            Backend::Sqlite => {
+                AnyPoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            for pragma in [
+                                "PRAGMA journal_mode = WAL",
+                                "PRAGMA synchronous = NORMAL",
+                                "PRAGMA busy_timeout = 5000",
+                            ] {
+                                sqlx::query(pragma).execute(&mut *conn).await?;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .connect_with(options)
+                    .await?
+            }
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(options)
+                    .await?
+            }
+        };
+        match backend {
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&pool).await?,
+            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
+        }
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// A transaction that may change who holds which slot: serialised with every other one,
+    /// also across coordinators.
+    pub async fn begin_placement(&self) -> Result<Tx> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(PLACEMENT_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}://{user}:***@{}", &url[..s], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn u32_col(row: &AnyRow, col: &'static str) -> Result<u32> {
+    let v: i64 = row.try_get(col)?;
+    u32::try_from(v).map_err(|_| StoreError::Corrupt(col))
+}
+
+fn u64_col(row: &AnyRow, col: &'static str) -> Result<u64> {
+    let v: i64 = row.try_get(col)?;
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(col))
+}
+
+fn parse_col<T>(row: &AnyRow, col: &'static str, f: impl Fn(&str) -> Option<T>) -> Result<T> {
+    let v: String = row.try_get(col)?;
+    f(&v).ok_or(StoreError::Corrupt(col))
+}
+
+fn opt_parse_col<T>(
+    row: &AnyRow,
+    col: &'static str,
+    f: impl Fn(&str) -> Option<T>,
+) -> Result<Option<T>> {
+    let v: Option<String> = row.try_get(col)?;
+    v.map(|v| f(&v).ok_or(StoreError::Corrupt(col))).transpose()
+}
+
+fn flag(b: bool) -> i64 {
+    i64::from(b)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Titles
+
+fn title_from_row(row: &AnyRow) -> Result<TitleRow> {
+    Ok(TitleRow {
+        id: parse_col(row, "id", |s| TitleId::parse(s).ok())?,
+        name: row.try_get("name")?,
+        description: row.try_get("description")?,
+        image_url: row.try_get("image_url")?,
+        application_id: parse_col(row, "application_id", |s| ApplicationId::parse(s).ok())?,
+        visibility: parse_col(row, "visibility", |s| match s {
+            "public" => Some(Visibility::Public),
+            "private" => Some(Visibility::Private),
+            _ => None,
+        })?,
+        max_players: u32_col(row, "max_players")?,
+        idle_timeout: u64_col(row, "idle_timeout")?,
+        empty_timeout: u64_col(row, "empty_timeout")?,
+        max_duration: u64_col(row, "max_duration")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+pub fn visibility_name(v: Visibility) -> &'static str {
+    match v {
+        Visibility::Public => "public",
+        Visibility::Private => "private",
+    }
+}
+
+pub async fn list_titles(c: &mut AnyConnection) -> Result<Vec<TitleRow>> {
+    sqlx::query("SELECT * FROM titles ORDER BY name, id")
+        .fetch_all(&mut *c)
+        .await?
+        .iter()
+        .map(title_from_row)
+        .collect()
+}
+
+pub async fn get_title(c: &mut AnyConnection, id: &TitleId) -> Result<Option<TitleRow>> {
+    sqlx::query("SELECT * FROM titles WHERE id = $1")
+        .bind(id.as_str())
+        .fetch_optional(&mut *c)
+        .await?
+        .as_ref()
+        .map(title_from_row)
+        .transpose()
+}
+
+/// False if a title with that id exists.
+pub async fn insert_title(c: &mut AnyConnection, t: &TitleRow) -> Result<bool> {
+    let done = sqlx::query(
+        "INSERT INTO titles (id, name, description, image_url, application_id, visibility, \
+         max_players, idle_timeout, empty_timeout, max_duration, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(t.id.as_str())
+    .bind(&t.name)
+    .bind(&t.description)
+    .bind(t.image_url.as_deref())
+    .bind(t.application_id.as_str())
+    .bind(visibility_name(t.visibility))
+    .bind(i64::from(t.max_players))
+    .bind(clamp_i64(t.idle_timeout))
+    .bind(clamp_i64(t.empty_timeout))
+    .bind(clamp_i64(t.max_duration))
+    .bind(t.created_at)
+    .bind(t.updated_at)
+    .execute(&mut *c)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn update_title(c: &mut AnyConnection, t: &TitleRow) -> Result<()> {
+    sqlx::query(
+        "UPDATE titles SET name = $2, description = $3, image_url = $4, application_id = $5, \
+         visibility = $6, max_players = $7, idle_timeout = $8, empty_timeout = $9, \
+         max_duration = $10, updated_at = $11 WHERE id = $1",
+    )
+    .bind(t.id.as_str())
+    .bind(&t.name)
+    .bind(&t.description)
+    .bind(t.image_url.as_deref())
+    .bind(t.application_id.as_str())
+    .bind(visibility_name(t.visibility))
+    .bind(i64::from(t.max_players))
+    .bind(clamp_i64(t.idle_timeout))
+    .bind(clamp_i64(t.empty_timeout))
+    .bind(clamp_i64(t.max_duration))
+    .bind(t.updated_at)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+pub async fn delete_title(c: &mut AnyConnection, id: &TitleId) -> Result<bool> {
+    let done = sqlx::query("DELETE FROM titles WHERE id = $1")
+        .bind(id.as_str())
+        .execute(&mut *c)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tokens (only their SHA-256 is stored)
+
+pub async fn insert_api_token(
+    c: &mut AnyConnection,
+    id: &str,
+    hash: &str,
+    role: Role,
+    name: &str,
+    now: Millis,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO api_tokens (id, hash, role, name, created_at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (hash) DO NOTHING",
+    )
+    .bind(id)
+    .bind(hash)
+    .bind(role_name(role))
+    .bind(name)
+    .bind(now)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+pub fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Admin => "admin",
+        Role::User => "user",
+    }
+}
+
+pub async fn find_api_token(c: &mut AnyConnection, hash: &str) -> Result<Option<(String, Role)>> {
+    let Some(row) = sqlx::query("SELECT id, role FROM api_tokens WHERE hash = $1")
+        .bind(hash)
+        .fetch_optional(&mut *c)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let role = parse_col(&row, "role", |s| match s {
+        "admin" => Some(Role::Admin),
+        "user" => Some(Role::User),
+        _ => None,
+    })?;
+    Ok(Some((row.try_get("id")?, role)))
+}
+
+pub async fn count_api_tokens(c: &mut AnyConnection, role: Role) -> Result<i64> {
+    Ok(
+        sqlx::query("SELECT COUNT(*) AS n FROM api_tokens WHERE role = $1")
+            .bind(role_name(role))
+            .fetch_one(&mut *c)
+            .await?
+            .try_get("n")?,
+    )
+}
+
+pub async fn insert_node_token(
+    c: &mut AnyConnection,
+    id: &str,
+    hash: &str,
+    name: &str,
+    now: Millis,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO node_tokens (id, hash, name, created_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (hash) DO NOTHING",
+    )
+    .bind(id)
+    .bind(hash)
+    .bind(name)
+    .bind(now)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+pub async fn find_node_token(c: &mut AnyConnection, hash: &str) -> Result<Option<String>> {
+    Ok(sqlx::query("SELECT id FROM node_tokens WHERE hash = $1")
+        .bind(hash)
+        .fetch_optional(&mut *c)
+        .await?
+        .map(|r| r.try_get("id"))
+        .transpose()?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nodes
+
+fn node_from_row(row: &AnyRow) -> Result<NodeRow> {
+    let apps: String = row.try_get("applications")?;
+    let gpus: String = row.try_get("gpus")?;
+    Ok(NodeRow {
+        id: parse_col(row, "id", |s| NodeId::parse(s).ok())?,
+        version: row.try_get("version")?,
+        public_url: row.try_get("public_url")?,
+        max_sessions: u32_col(row, "max_sessions")?,
+        max_sessions_per_gpu: u32_col(row, "max_sessions_per_gpu")?,
+        applications: serde_json::from_str(&apps)
+            .map_err(|_| StoreError::Corrupt("applications"))?,
+        gpus: serde_json::from_str(&gpus).map_err(|_| StoreError::Corrupt("gpus"))?,
+        online: row.try_get::<i64, _>("online")? != 0,
+        admin_drain: row.try_get::<i64, _>("admin_drain")? != 0,
+        node_drain: row.try_get::<i64, _>("node_drain")? != 0,
+        link_owner: row.try_get("link_owner")?,
+        link_since: row.try_get("link_since")?,
+        last_seen: row.try_get("last_seen")?,
+        offline_since: row.try_get("offline_since")?,
+        acked_seq: row.try_get("acked_seq")?,
+    })
+}
+
+pub async fn list_nodes(c: &mut AnyConnection) -> Result<Vec<NodeRow>> {
+    sqlx::query("SELECT * FROM nodes ORDER BY id")
+        .fetch_all(&mut *c)
+        .await?
+        .iter()
+        .map(node_from_row)
+        .collect()
+}
+
+pub async fn get_node(c: &mut AnyConnection, id: &NodeId) -> Result<Option<NodeRow>> {
+    sqlx::query("SELECT * FROM nodes WHERE id = $1")
+        .bind(id.as_str())
+        .fetch_optional(&mut *c)
+        .await?
+        .as_ref()
+        .map(node_from_row)
+        .transpose()
+}
+
+/// Records a node's `hello`: creates it, or updates what it reports, keeping what the
+/// coordinator decided (admin drain) and knows (acknowledged events).
+pub async fn upsert_node_hello(c: &mut AnyConnection, n: &NodeRow) -> Result<()> {
+    let apps = serde_json::to_string(&n.applications).unwrap_or_else(|_| "[]".into());
+    let gpus = serde_json::to_string(&n.gpus).unwrap_or_else(|_| "[]".into());
+    sqlx::query(
+        "INSERT INTO nodes (id, version, public_url, max_sessions, max_sessions_per_gpu, \
+         applications, gpus, online, admin_drain, node_drain, link_owner, link_since, last_seen, \
+         offline_since, acked_seq, first_seen) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 1, 0, $8, $9, $10, $11, NULL, 0, $11) \
+         ON CONFLICT (id) DO UPDATE SET version = $2, public_url = $3, max_sessions = $4, \
+         max_sessions_per_gpu = $5, applications = $6, gpus = $7, online = 1, node_drain = $8, \
+         link_owner = $9, link_since = $10, last_seen = $11, offline_since = NULL",
+    )
+    .bind(n.id.as_str())
+    .bind(&n.version)
+    .bind(&n.public_url)
+    .bind(i64::from(n.max_sessions))
+    .bind(i64::from(n.max_sessions_per_gpu))
+    .bind(apps)
+    .bind(gpus)
+    .bind(flag(n.node_drain))
+    .bind(n.link_owner.as_deref())
+    .bind(n.link_since)
+    .bind(n.last_seen)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+pub async fn set_node_applications(
+    c: &mut AnyConnection,
+    id: &NodeId,
+    apps: &[ApplicationId],
+) -> Result<()> {
+    let apps = serde_json::to_string(apps).unwrap_or_else(|_| "[]".into());
+    sqlx::query("UPDATE nodes SET applications = $2 WHERE id = $1")
+        .bind(id.as_str())
+        .bind(apps)
+        .execute(&mut *c)
+        .await?;
+    Ok(())
+}
+
+/// A heartbeat from the node's current link holder.
+pub async fn node_seen(
+    c: &mut AnyConnection,
+    id: &NodeId,
+    now: Millis,
+    node_drain: bool,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE nodes SET last_seen = $2, node_drain = $3, online = 1, offline_since = NULL \
+         WHERE id = $1",
+    )
+    .bind(id.as_str())
+    .bind(now)
+    .bind(flag(node_drain))
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+pub async fn set_admin_drain(c: &mut AnyConnection, id: &NodeId, drain: bool) -> Result<bool> {
+    let done = sqlx::query("UPDATE nodes SET admin_drain = $2 WHERE id = $1")
+        .bind(id.as_str())
+        .bind(flag(drain))
+        .execute(&mut *c)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn set_acked(c: &mut AnyConnection, id: &NodeId, seq: i64) -> Result<()> {
+    sqlx::query("UPDATE nodes SET acked_seq = $2 WHERE id = $1 AND acked_seq < $2")
+        .bind(id.as_str())
+        .bind(seq)
+        .execute(&mut *c)
+        .await?;
+    Ok(())
+}
+
+/// The link closed: offline now, unless another link (this or another coordinator) took over.
+pub async fn link_closed(
+    c: &mut AnyConnection,
+    id: &NodeId,
+    owner: &str,
+    since: Millis,
+    now: Millis,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE nodes SET online = 0, offline_since = $4, link_owner = NULL \
+         WHERE id = $1 AND link_owner = $2 AND link_since = $3",
+    )
+    .bind(id.as_str())
+    .bind(owner)
+    .bind(since)
+    .bind(now)
+    .execute(&mut *c)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Nodes online but silent since before `stale`: now offline. Returns them.
+pub async fn expire_nodes(
+    c: &mut AnyConnection,
+    stale: Millis,
+    now: Millis,
+) -> Result<Vec<NodeId>> {
+    let rows = sqlx::query(
+        "UPDATE nodes SET online = 0, offline_since = $2, link_owner = NULL \
+         WHERE online = 1 AND last_seen < $1 RETURNING id",
+    )
+    .bind(stale)
+    .bind(now)
+    .fetch_all(&mut *c)
+    .await?;
+    rows.iter()
+        .map(|r| parse_col(r, "id", |s| NodeId::parse(s).ok()))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions
+
+fn session_from_row(row: &AnyRow) -> Result<SessionRow> {
+    let settings: String = row.try_get("settings")?;
+    Ok(SessionRow {
+        id: parse_col(row, "id", |s| SessionId::parse(s).ok())?,
+        title_id: parse_col(row, "title_id", |s| TitleId::parse(s).ok())?,
+        application_id: parse_col(row, "application_id", |s| ApplicationId::parse(s).ok())?,
+        node_id: opt_parse_col(row, "node_id", |s| NodeId::parse(s).ok())?,
+        state: parse_col(row, "state", SessionState::parse)?,
+        desired: Desired::parse(&row.try_get::<String, _>("desired")?),
+        observed: Observed::parse(&row.try_get::<String, _>("observed")?),
+        queue_seq: row.try_get("queue_seq")?,
+        created_at: row.try_get("created_at")?,
+        start_at: row.try_get("start_at")?,
+        duration: row.try_get("duration")?,
+        slot_start: row.try_get("slot_start")?,
+        slot_end: row.try_get("slot_end")?,
+        dispatched_at: row.try_get("dispatched_at")?,
+        stop_sent_at: row.try_get("stop_sent_at")?,
+        ready_at: row.try_get("ready_at")?,
+        ended_at: row.try_get("ended_at")?,
+        end_reason: row.try_get("end_reason")?,
+        stop_reason: row.try_get("stop_reason")?,
+        exit_code: row
+            .try_get::<Option<i64>, _>("exit_code")?
+            .map(|v| i32::try_from(v).map_err(|_| StoreError::Corrupt("exit_code")))
+            .transpose()?,
+        detail: row.try_get("detail")?,
+        player_url: row.try_get("player_url")?,
+        player_key: row.try_get("player_key")?,
+        owner: row.try_get("owner")?,
+        settings: serde_json::from_str::<SessionSettings>(&settings)
+            .map_err(|_| StoreError::Corrupt("settings"))?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+pub async fn insert_session(c: &mut AnyConnection, s: &SessionRow) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO sessions (id, title_id, application_id, node_id, state, desired, observed, \
+         queue_seq, created_at, start_at, duration, slot_start, slot_end, dispatched_at, \
+         stop_sent_at, ready_at, ended_at, end_reason, stop_reason, exit_code, detail, \
+         player_url, player_key, owner, settings, updated_at) VALUES ($1, $2, $3, $4, $5, $6, \
+         $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, \
+         $25, $26)",
+    )
+    .bind(s.id.as_str())
+    .bind(s.title_id.as_str())
+    .bind(s.application_id.as_str())
+    .bind(s.node_id.as_ref().map(|n| n.as_str().to_owned()))
+    .bind(s.state.as_str())
+    .bind(s.desired.as_str())
+    .bind(s.observed.as_str())
+    .bind(s.queue_seq)
+    .bind(s.created_at)
+    .bind(s.start_at)
+    .bind(s.duration)
+    .bind(s.slot_start)
+    .bind(s.slot_end)
+    .bind(s.dispatched_at)
+    .bind(s.stop_sent_at)
+    .bind(s.ready_at)
+    .bind(s.ended_at)
+    .bind(s.end_reason.as_deref())
+    .bind(s.stop_reason.as_deref())
+    .bind(s.exit_code.map(i64::from))
+    .bind(s.detail.as_deref())
+    .bind(s.player_url.as_deref())
+    .bind(&s.player_key)
+    .bind(&s.owner)
+    .bind(serde_json::to_string(&s.settings).unwrap_or_else(|_| "{}".into()))
+    .bind(s.updated_at)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+/// Stores every field that changes after creation.
+pub async fn update_session(c: &mut AnyConnection, s: &SessionRow) -> Result<()> {
+    sqlx::query(
+        "UPDATE sessions SET node_id = $2, state = $3, desired = $4, observed = $5, \
+         queue_seq = $6, slot_start = $7, slot_end = $8, dispatched_at = $9, stop_sent_at = $10, \
+         ready_at = $11, ended_at = $12, end_reason = $13, stop_reason = $14, exit_code = $15, \
+         detail = $16, player_url = $17, updated_at = $18 WHERE id = $1",
+    )
+    .bind(s.id.as_str())
+    .bind(s.node_id.as_ref().map(|n| n.as_str().to_owned()))
+    .bind(s.state.as_str())
+    .bind(s.desired.as_str())
+    .bind(s.observed.as_str())
+    .bind(s.queue_seq)
+    .bind(s.slot_start)
+    .bind(s.slot_end)
+    .bind(s.dispatched_at)
+    .bind(s.stop_sent_at)
+    .bind(s.ready_at)
+    .bind(s.ended_at)
+    .bind(s.end_reason.as_deref())
+    .bind(s.stop_reason.as_deref())
+    .bind(s.exit_code.map(i64::from))
+    .bind(s.detail.as_deref())
+    .bind(s.player_url.as_deref())
+    .bind(s.updated_at)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+pub async fn get_session(c: &mut AnyConnection, id: &SessionId) -> Result<Option<SessionRow>> {
+    sqlx::query("SELECT * FROM sessions WHERE id = $1")
+        .bind(id.as_str())
+        .fetch_optional(&mut *c)
+        .await?
+        .as_ref()
+        .map(session_from_row)
+        .transpose()
+}
+
+async fn sessions_where(
+    c: &mut AnyConnection,
+    sql: &'static str,
+    binds: &[&str],
+) -> Result<Vec<SessionRow>> {
+    let mut q = sqlx::query(sql);
+    for b in binds {
+        q = q.bind(*b);
+    }
+    q.fetch_all(&mut *c)
+        .await?
+        .iter()
+        .map(session_from_row)
+        .collect()
+}
+
+/// Sessions holding a slot on some node (scheduled with a reservation, starting, ready).
+pub async fn sessions_holding_slots(c: &mut AnyConnection) -> Result<Vec<SessionRow>> {
+    sessions_where(
+        c,
+        "SELECT * FROM sessions WHERE node_id IS NOT NULL \
+         AND state IN ('scheduled', 'starting', 'ready')",
+        &[],
+    )
+    .await
+}
+
+/// Starting or ready sessions placed on `node`.
+pub async fn active_on_node(c: &mut AnyConnection, node: &NodeId) -> Result<Vec<SessionRow>> {
+    sessions_where(
+        c,
+        "SELECT * FROM sessions WHERE node_id = $1 AND state IN ('starting', 'ready')",
+        &[node.as_str()],
+    )
+    .await
+}
+
+/// Starting or ready sessions on any node.
+pub async fn active_sessions(c: &mut AnyConnection) -> Result<Vec<SessionRow>> {
+    sessions_where(
+        c,
+        "SELECT * FROM sessions WHERE state IN ('starting', 'ready') ORDER BY created_at",
+        &[],
+    )
+    .await
+}
+
+pub async fn scheduled_sessions(c: &mut AnyConnection) -> Result<Vec<SessionRow>> {
+    sessions_where(
+        c,
+        "SELECT * FROM sessions WHERE state = 'scheduled' ORDER BY start_at, id",
+        &[],
+    )
+    .await
+}
+
+/// The titles that have a queue.
+pub async fn queued_titles(c: &mut AnyConnection) -> Result<Vec<TitleId>> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT title_id FROM sessions WHERE state = 'queued' ORDER BY title_id",
+    )
+    .fetch_all(&mut *c)
+    .await?;
+    rows.iter()
+        .map(|r| parse_col(r, "title_id", |s| TitleId::parse(s).ok()))
+        .collect()
+}
+
+/// A title's queue, head first.
+pub async fn queue_of(c: &mut AnyConnection, title: &TitleId) -> Result<Vec<SessionRow>> {
+    sessions_where(
+        c,
+        "SELECT * FROM sessions WHERE state = 'queued' AND title_id = $1 ORDER BY queue_seq",
+        &[title.as_str()],
+    )
+    .await
+}
+
+pub async fn queue_length(c: &mut AnyConnection, title: &TitleId) -> Result<i64> {
+    Ok(
+        sqlx::query("SELECT COUNT(*) AS n FROM sessions WHERE state = 'queued' AND title_id = $1")
+            .bind(title.as_str())
+            .fetch_one(&mut *c)
+            .await?
+            .try_get("n")?,
+    )
+}
+
+/// 1 for the head of the queue.
+pub async fn queue_position(c: &mut AnyConnection, title: &TitleId, seq: i64) -> Result<i64> {
+    Ok(sqlx::query(
+        "SELECT COUNT(*) AS n FROM sessions WHERE state = 'queued' AND title_id = $1 \
+         AND queue_seq <= $2",
+    )
+    .bind(title.as_str())
+    .bind(seq)
+    .fetch_one(&mut *c)
+    .await?
+    .try_get("n")?)
+}
+
+pub async fn next_queue_seq(c: &mut AnyConnection) -> Result<i64> {
+    Ok(
+        sqlx::query("SELECT COALESCE(MAX(queue_seq), 0) + 1 AS n FROM sessions")
+            .fetch_one(&mut *c)
+            .await?
+            .try_get("n")?,
+    )
+}
+
+/// Sessions whose node must be told something: a start not sent yet, or a stop not sent yet.
+pub async fn undelivered(c: &mut AnyConnection) -> Result<Vec<SessionRow>> {
+    sessions_where(
+        c,
+        "SELECT * FROM sessions WHERE state IN ('starting', 'ready') AND \
+         ((desired = 'run' AND dispatched_at IS NULL) OR \
+          (desired = 'stop' AND stop_sent_at IS NULL)) ORDER BY created_at",
+        &[],
+    )
+    .await
+}
+
+pub struct SessionFilter<'a> {
+    pub state: Option<SessionState>,
+    pub title: Option<&'a TitleId>,
+    pub owner: Option<&'a str>,
+    pub limit: i64,
+}
+
+pub async fn list_sessions(
+    c: &mut AnyConnection,
+    f: &SessionFilter<'_>,
+) -> Result<Vec<SessionRow>> {
+    // Only the shape of the WHERE clause varies; every value is bound.
+    let mut sql = String::from("SELECT * FROM sessions WHERE 1 = 1");
+    let mut binds: Vec<String> = Vec::new();
+    let mut add = |col: &str, value: String| {
+        binds.push(value);
+        sql.push_str(&format!(" AND {col} = ${}", binds.len()));
+    };
+    if let Some(s) = f.state {
+        add("state", s.as_str().to_owned());
+    }
+    if let Some(t) = f.title {
+        add("title_id", t.as_str().to_owned());
+    }
+    if let Some(o) = f.owner {
+        add("owner", o.to_owned());
+    }
+    sql.push_str(&format!(
+        " ORDER BY created_at DESC, id LIMIT {}",
+        f.limit.clamp(1, 1000)
+    ));
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for b in binds {
+        q = q.bind(b);
+    }
+    let rows = q.fetch_all(&mut *c).await?;
+    rows.iter().map(session_from_row).collect()
+}
+
+pub async fn count_by_state(c: &mut AnyConnection) -> Result<Vec<(String, i64)>> {
+    let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM sessions GROUP BY state")
+        .fetch_all(&mut *c)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("state")?, r.try_get("n")?)))
+        .collect()
+}
+
+/// Sessions of `owner` that are not over.
+pub async fn count_live_of_owner(c: &mut AnyConnection, owner: &str) -> Result<i64> {
+    Ok(sqlx::query(
+        "SELECT COUNT(*) AS n FROM sessions WHERE owner = $1 \
+         AND state IN ('scheduled', 'queued', 'starting', 'ready')",
+    )
+    .bind(owner)
+    .fetch_one(&mut *c)
+    .await?
+    .try_get("n")?)
+}
+
+pub async fn count_sessions_of_title(c: &mut AnyConnection, title: &TitleId) -> Result<i64> {
+    Ok(sqlx::query(
+        "SELECT COUNT(*) AS n FROM sessions WHERE title_id = $1 \
+         AND state IN ('scheduled', 'queued', 'starting', 'ready')",
+    )
+    .bind(title.as_str())
+    .fetch_one(&mut *c)
+    .await?
+    .try_get("n")?)
+}

@@ -1,0 +1,361 @@
+//! The coordinator's REST API v1: request and response bodies, shared by the coordinator, its
+//! tests, the benchmark and (as JSON) the web pages. See `docs/coordinator.md` for the endpoints.
+//!
+//! Times are RFC 3339 strings in UTC (`2026-11-25T10:00:00Z`), durations whole seconds.
+//! Errors are `{"error": {"code": "...", "message": "..."}}` ([`ErrorBody`]).
+//!
+//! Fields are never renamed or reused; new ones are optional.
+
+use crate::node::{ApplicationId, NodeId, SessionId};
+use serde::{Deserialize, Serialize};
+
+pub use crate::node::IdError;
+
+/// A title, named by an admin (`demo`) or minted (`ttl_` and random characters). Same rules as
+/// the other ids: `[A-Za-z0-9_.-]`, at most 64 characters.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TitleId(String);
+
+impl TitleId {
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        // An ApplicationId has exactly the rules of a title id: reuse its check.
+        ApplicationId::parse(s).map(|_| TitleId(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for TitleId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        TitleId::parse(&s)
+    }
+}
+
+impl From<TitleId> for String {
+    fn from(id: TitleId) -> String {
+        id.0
+    }
+}
+
+impl std::fmt::Display for TitleId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Debug for TitleId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+/// Who may see and start a title.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    /// Listed to everyone; anonymous users may start it (within the anonymous limits).
+    Public,
+    /// Listed to and started by signed-in users (user or admin token) only.
+    #[default]
+    Private,
+}
+
+/// `GET /api/v1/titles[/{id}]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Title {
+    pub id: TitleId,
+    pub name: String,
+    pub description: String,
+    pub image_url: Option<String>,
+    /// What nodes advertise (`[[applications]] id` in a session server's config).
+    pub application_id: ApplicationId,
+    pub visibility: Visibility,
+    /// Players per session; 0 = unlimited.
+    pub max_players: u32,
+    /// End a session when every player has been inactive this long (seconds; 0 = never).
+    pub idle_timeout: u64,
+    /// End a session when nobody has been connected this long (seconds; 0 = never).
+    pub empty_timeout: u64,
+    /// Longest session (seconds; 0 = unlimited). Also the default `duration` of a session.
+    pub max_duration: u64,
+    pub availability: Availability,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// A title's capacity right now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Availability {
+    /// Sessions that could start now, summed over the online nodes that have the application.
+    pub free_slots: u32,
+    /// Online, not draining nodes that have the application.
+    pub nodes: u32,
+    /// Requests waiting in this title's queue.
+    pub queued: u32,
+}
+
+/// `POST /api/v1/titles` (admin). Missing optional fields take the defaults shown.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTitle {
+    /// Minted when absent.
+    #[serde(default)]
+    pub id: Option<TitleId>,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub image_url: Option<String>,
+    pub application_id: ApplicationId,
+    /// Default `private`.
+    #[serde(default)]
+    pub visibility: Visibility,
+    #[serde(default)]
+    pub max_players: u32,
+    /// Default 600 s.
+    #[serde(default)]
+    pub idle_timeout: Option<u64>,
+    /// Default 120 s.
+    #[serde(default)]
+    pub empty_timeout: Option<u64>,
+    /// Default 0 (unlimited).
+    #[serde(default)]
+    pub max_duration: u64,
+}
+
+/// `PATCH /api/v1/titles/{id}` (admin): the fields present are changed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TitlePatch {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// `null` is not distinguished from absent: send `""` to clear.
+    pub image_url: Option<String>,
+    pub application_id: Option<ApplicationId>,
+    pub visibility: Option<Visibility>,
+    pub max_players: Option<u32>,
+    pub idle_timeout: Option<u64>,
+    pub empty_timeout: Option<u64>,
+    pub max_duration: Option<u64>,
+}
+
+/// A node's state as the coordinator sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    Online,
+    Offline,
+    /// Online, but takes no new sessions (an admin drained it, or it drains itself).
+    Draining,
+}
+
+/// `GET /api/v1/nodes[/{id}]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub id: NodeId,
+    pub state: NodeState,
+    pub version: String,
+    pub public_url: String,
+    pub max_sessions: u32,
+    pub max_sessions_per_gpu: u32,
+    /// Sessions placed on the node now (starting or ready).
+    pub sessions: u32,
+    /// Slots reserved by scheduled sessions that have not started.
+    pub reserved: u32,
+    pub free_slots: u32,
+    pub applications: Vec<ApplicationId>,
+    pub gpus: Vec<crate::node::GpuInfo>,
+    pub last_heartbeat: Option<String>,
+}
+
+/// `POST /api/v1/node-tokens` (admin).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewNodeToken {
+    /// A label for the operator (which machine it is for).
+    pub name: String,
+}
+
+/// The answer to `POST /api/v1/node-tokens` and `POST /api/v1/tokens`: the only time the
+/// token is shown.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CreatedToken {
+    pub id: String,
+    pub name: String,
+    pub token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+}
+
+/// The role of an API token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    User,
+    Admin,
+}
+
+/// `POST /api/v1/tokens` (admin): a new API token.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewApiToken {
+    pub name: String,
+    pub role: Role,
+}
+
+/// A session's state, as users see it.
+///
+/// ```text
+///  POST ─┬─ start_at ──▶ scheduled ──(lead time before start_at)──┐
+///        ├─ no free slot ──▶ queued ──(a slot frees)──────────────┤
+///        └─ a free slot ──────────────────────────────────────────┴─▶ starting ──▶ ready
+///  scheduled / queued ──DELETE──▶ ended (cancelled)
+///  starting / ready ──▶ ended  (stopped, idle, empty, max_duration, exited, node_lost, ...)
+///  starting ──▶ failed         (crashed, start_timeout, spawn_failed, rejected, ...)
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    Scheduled,
+    Queued,
+    Starting,
+    Ready,
+    Ended,
+    Failed,
+}
+
+impl SessionState {
+    pub const ALL: [SessionState; 6] = [
+        SessionState::Scheduled,
+        SessionState::Queued,
+        SessionState::Starting,
+        SessionState::Ready,
+        SessionState::Ended,
+        SessionState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Scheduled => "scheduled",
+            SessionState::Queued => "queued",
+            SessionState::Starting => "starting",
+            SessionState::Ready => "ready",
+            SessionState::Ended => "ended",
+            SessionState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SessionState> {
+        SessionState::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// Ended or failed: nothing will change any more.
+    pub fn is_final(self) -> bool {
+        matches!(self, SessionState::Ended | SessionState::Failed)
+    }
+}
+
+/// `GET /api/v1/sessions[/{id}]`, and the data of its server-sent events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    pub id: SessionId,
+    pub title_id: TitleId,
+    pub node_id: Option<NodeId>,
+    pub state: SessionState,
+    /// 1 for the head of the title's queue; only while `queued`.
+    pub queue_position: Option<u32>,
+    pub created_at: String,
+    /// When a scheduled session starts (its window opens).
+    pub start_at: Option<String>,
+    /// Seconds the session may run (its window); `None`: until it ends by itself.
+    pub duration: Option<u64>,
+    pub ready_at: Option<String>,
+    pub ended_at: Option<String>,
+    /// Why it ended: `cancelled`, `stopped`, `window_end`, `node_lost`, `no_capacity`, or one of
+    /// the node's reasons (`idle`, `empty`, `max_duration`, `exited`, `crashed`, `start_timeout`,
+    /// `spawn_failed`, `rejected`, `drained`, `node_shutdown`, `node_restart`).
+    pub end_reason: Option<String>,
+    pub exit_code: Option<i32>,
+    /// Only while `ready`: the signalling WebSocket URL with a signed, expiring player token.
+    pub join_url: Option<String>,
+}
+
+/// `POST /api/v1/sessions`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSession {
+    pub title_id: TitleId,
+    /// RFC 3339; absent: now (or queued).
+    #[serde(default)]
+    pub start_at: Option<String>,
+    /// Seconds; default: the title's `max_duration` (required for scheduled sessions when the
+    /// title has no `max_duration`).
+    #[serde(default)]
+    pub duration: Option<u64>,
+}
+
+/// `GET /api/v1/titles`, `/nodes`, `/sessions`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct List<T> {
+    pub items: Vec<T>,
+}
+
+/// Every error the API returns.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable, for programs: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
+    /// `conflict`, `payload_too_large`, `unsupported_media_type`, `too_many_requests`,
+    /// `unavailable`, `internal`.
+    pub code: String,
+    /// For people.
+    pub message: String,
+}
+
+/// `GET /api/v1/events` (admin) and the session stream carry these, as SSE `event:` names.
+pub mod event_names {
+    pub const SESSION: &str = "session";
+    pub const NODE: &str = "node";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn title_ids_follow_the_id_rules() {
+        assert!(TitleId::parse("demo").is_ok());
+        assert!(TitleId::parse("").is_err());
+        assert!(TitleId::parse("a/b").is_err());
+        assert!(serde_json::from_str::<TitleId>("\"../x\"").is_err());
+    }
+
+    #[test]
+    fn new_session_rejects_unknown_fields() {
+        let ok: NewSession = serde_json::from_str(r#"{"title_id":"demo","duration":60}"#).unwrap();
+        assert_eq!(ok.duration, Some(60));
+        assert!(serde_json::from_str::<NewSession>(r#"{"title_id":"demo","x":1}"#).is_err());
+        assert!(
+            serde_json::from_str::<NewSession>(r#"{"title_id":"demo","duration":-1}"#).is_err()
+        );
+    }
+
+    #[test]
+    fn states_round_trip_their_names() {
+        for s in SessionState::ALL {
+            assert_eq!(SessionState::parse(s.as_str()), Some(s));
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
+        }
+    }
+}
