@@ -1032,6 +1032,11 @@ impl Engine {
                         player_token: Some(Token(s.player_key.clone())),
                         res_x: None,
                         res_y: None,
+                        max_players: Some(s.settings.max_players),
+                        idle_timeout: Some(s.settings.idle_timeout),
+                        empty_timeout: Some(s.settings.empty_timeout),
+                        // The coordinator ends the window itself; the node's cap is a backstop.
+                        max_duration: s.duration.and_then(|d| u64::try_from(d).ok()),
                     },
                 }
             } else {

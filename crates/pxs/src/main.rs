@@ -6,6 +6,8 @@ use pxs_webrtc_session::{Config as WebrtcConfig, Options as WebrtcOptions, Serve
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
+mod up;
+
 #[derive(Parser)]
 #[command(name = "pxs", version, about = "pxs: a pixel-streaming platform")]
 struct Cli {
@@ -33,6 +35,12 @@ enum Command {
     /// supervises the sessions' applications and hosts their signalling.
     #[command(name = "session-server")]
     SessionServer(SessionServerArgs),
+    /// The coordinator: titles, nodes and sessions behind the REST API and the web pages, the
+    /// node hub, placement, the queue and scheduling (SQLite or PostgreSQL).
+    Coordinator(pxs_coordinator::Options),
+    /// Everything on one machine: a coordinator (SQLite in the data dir), a session server and
+    /// the demo title (`pxs streamer`). Ctrl-C ends every session and process.
+    Up(up::UpArgs),
 }
 
 #[derive(clap::Args)]
@@ -61,10 +69,50 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Streamer { args } => Ok(pxs_streamer::cli::main(args)),
         Command::SessionServer(args) => session_server(args),
+        Command::Coordinator(opts) => coordinator(opts),
+        Command::Up(args) => up::run(args),
     }
 }
 
-fn init_logging(default_level: &str) {
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn coordinator(opts: pxs_coordinator::Options) -> anyhow::Result<std::process::ExitCode> {
+    let config = match pxs_coordinator::Config::load(&opts) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(std::process::ExitCode::from(1));
+        }
+    };
+    init_logging("info");
+    runtime()?.block_on(async move {
+        let c = pxs_coordinator::Coordinator::start(config).await?;
+        let url = c
+            .engine
+            .config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", c.addr()));
+        if let Some(token) = &c.new_admin_token {
+            // Shown once: only its hash is stored.
+            println!("first admin token (shown once, keep it): {token}");
+        }
+        println!(
+            "{}",
+            serde_json::json!({"event": "listening", "addr": c.addr().to_string(), "url": url})
+        );
+        shutdown_signal().await;
+        c.shutdown().await
+    })?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+pub(crate) fn init_logging(default_level: &str) {
     let filter = EnvFilter::try_from_env("PXS_LOG").unwrap_or_else(|_| {
         EnvFilter::new(format!(
             "{default_level},hyper=warn,tower_http=warn,tungstenite=warn"
@@ -161,7 +209,7 @@ fn session_server(args: SessionServerArgs) -> anyhow::Result<std::process::ExitC
 }
 
 /// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let mut term =
