@@ -1,5 +1,5 @@
 // Browser end-to-end test: Epic's Pixel Streaming frontend library (in headless Chromium) plays the
-// H.264 video and the Opus audio of `pxs streamer` through `pxs webrtc-session`, and its
+// H.264 (or VP8) video and the Opus audio of `pxs streamer` through `pxs webrtc-session`, and its
 // input reaches the streamer.
 //
 // Run from web/:  npm test            (builds the pages first)
@@ -568,3 +568,19 @@ test('two players at once both receive video', { timeout: TEST_TIMEOUT_MS }, asy
     });
 });
 
+test('with -PixelStreamingEncoderCodec=VP8 the library plays VP8 video (and the tone)', { timeout: TEST_TIMEOUT_MS }, async () => {
+    await withSession('VP8', '-vp8', { pageCount: 1, streamerArgs: ['-PixelStreamingEncoderCodec=VP8'] }, async (session) => {
+        const [page] = session.pages;
+        await pageEvent(page, 'playStream');
+        const { sample, sinceOpenMs } = await waitForDecodedFrames(page, 30);
+        assert.equal(sample.frameWidth, RES_X, 'decoded width');
+        assert.equal(sample.frameHeight, RES_Y, 'decoded height');
+        const media = await mediaStats(page);
+        assert.equal(media.videoCodec, 'video/VP8', 'getStats reports the VP8 codec');
+        await assertStripReadable(page, 'VP8 player');
+        await assertAudioPlays(page, 'VP8 player');
+        console.error(`note: VP8: ${sample.framesDecoded} frames decoded ${sinceOpenMs.toFixed(0)} ms after the ` +
+            'signalling websocket opened');
+        assert.deepEqual(session.pageErrors, [], 'no uncaught errors in the page');
+    });
+});

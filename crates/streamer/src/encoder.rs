@@ -1,5 +1,6 @@
-//! The video source: renders the test pattern and encodes it with openh264 on its own thread,
-//! paced to the frame rate. One encoder serves every peer.
+//! The video source: renders the test pattern and encodes it on its own thread, paced to the
+//! frame rate: H.264 with openh264, or VP8 with libvpx (`-PixelStreamingEncoderCodec=VP8`). One
+//! encoder serves every peer.
 //!
 //! The thread sleeps while no peer is connected ([`EncoderCommand::Active`]), so an idle streamer
 //! costs no CPU. Commands (keyframe, resize, frame rate, overlay) are applied before the next
@@ -7,6 +8,7 @@
 //! frame is dropped and the next one is forced to be a keyframe, so no receiver ever decodes
 //! across a hole.
 
+use crate::flags::Codec;
 use crate::pattern::{self, I420, Overlay, Stamp};
 use openh264::OpenH264API;
 use openh264::encoder::{
@@ -21,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// One encoded picture, shared by every peer.
 #[derive(Clone, Debug)]
 pub struct EncodedFrame {
-    /// H.264 Annex B (start codes), one access unit.
+    /// One picture: H.264 Annex B (start codes, one access unit) or one VP8 frame.
     pub data: Arc<[u8]>,
     /// The frame number drawn on the picture.
     pub number: u32,
@@ -50,6 +52,7 @@ pub enum EncoderCommand {
 
 #[derive(Clone, Debug)]
 pub struct EncoderSettings {
+    pub codec: Codec,
     pub width: u32,
     pub height: u32,
     pub fps: u32,
@@ -117,6 +120,10 @@ impl EncoderStats {
 pub enum EncoderError {
     #[error("openh264: {0}")]
     OpenH264(String),
+    #[error("libvpx: {0}")]
+    Vpx(String),
+    #[error("VP8 is not in this build (no libvpx)")]
+    NoVp8,
     #[error("cannot start the encoder thread: {0}")]
     Thread(#[from] std::io::Error),
 }
@@ -164,11 +171,34 @@ pub fn spawn(
 ) -> Result<EncoderHandle, EncoderError> {
     let (tx, rx) = std::sync::mpsc::channel();
     let stats = Arc::new(EncoderStats::default());
-    let mut h264 = H264::new(&settings)?;
     let thread_stats = stats.clone();
+    // libvpx's encoder cannot move between threads: it is made on the thread that uses it, which
+    // reports whether that worked before `spawn` returns.
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
     let thread = std::thread::Builder::new()
         .name("pxs-encoder".into())
-        .spawn(move || run(settings, &mut h264, rx, sink, &thread_stats))?;
+        .spawn(move || match VideoEncoder::new(&settings) {
+            Ok(mut video) => {
+                let _ = ready_tx.send(Ok(()));
+                run(settings, &mut video, rx, sink, &thread_stats);
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+            }
+        })?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            return Err(e);
+        }
+        Err(_) => {
+            let _ = thread.join();
+            return Err(EncoderError::Thread(std::io::Error::other(
+                "the encoder thread ended before it started",
+            )));
+        }
+    }
     Ok(EncoderHandle {
         tx,
         stats,
@@ -178,7 +208,7 @@ pub fn spawn(
 
 fn run(
     mut settings: EncoderSettings,
-    h264: &mut H264,
+    video: &mut VideoEncoder,
     rx: Receiver<EncoderCommand>,
     mut sink: impl FrameSink,
     stats: &EncoderStats,
@@ -220,7 +250,7 @@ fn run(
                 let fps = fps.clamp(1, 240);
                 if fps != settings.fps {
                     settings.fps = fps;
-                    h264.set_fps(fps);
+                    video.set_fps(fps);
                 }
             }
             Ok(EncoderCommand::Overlay(o)) => overlay = o,
@@ -253,10 +283,10 @@ fn run(
                     force_key = true;
                 }
                 if force_key {
-                    h264.force_keyframe();
+                    video.force_keyframe();
                 }
                 let started = Instant::now();
-                match h264.encode(&pic) {
+                match video.encode(&pic) {
                     Ok(Some((data, keyframe))) => {
                         let frame = EncodedFrame {
                             data: data.into(),
@@ -286,6 +316,149 @@ fn run(
                 number = number.wrapping_add(1);
             }
         }
+    }
+}
+
+/// The encoder of the configured codec.
+enum VideoEncoder {
+    /// Boxed: openh264's configuration is some 7 kB, and the enum lives on the thread's stack.
+    H264(Box<H264>),
+    #[cfg(unix)]
+    Vp8(Vp8),
+}
+
+impl VideoEncoder {
+    fn new(s: &EncoderSettings) -> Result<Self, EncoderError> {
+        match s.codec {
+            Codec::H264 => Ok(VideoEncoder::H264(Box::new(H264::new(s)?))),
+            #[cfg(unix)]
+            Codec::Vp8 => Ok(VideoEncoder::Vp8(Vp8::new(s)?)),
+            #[cfg(not(unix))]
+            Codec::Vp8 => Err(EncoderError::NoVp8),
+        }
+    }
+
+    fn set_fps(&mut self, fps: u32) {
+        match self {
+            VideoEncoder::H264(e) => e.set_fps(fps),
+            #[cfg(unix)]
+            VideoEncoder::Vp8(e) => e.set_fps(fps),
+        }
+    }
+
+    fn force_keyframe(&mut self) {
+        match self {
+            VideoEncoder::H264(e) => e.force_keyframe(),
+            #[cfg(unix)]
+            VideoEncoder::Vp8(e) => e.force_keyframe(),
+        }
+    }
+
+    /// One encoded picture and whether it is a keyframe, or None when the encoder produced
+    /// nothing for this picture.
+    fn encode(&mut self, pic: &I420) -> Result<Option<(Vec<u8>, bool)>, EncoderError> {
+        match self {
+            VideoEncoder::H264(e) => e.encode(pic),
+            #[cfg(unix)]
+            VideoEncoder::Vp8(e) => e.encode(pic),
+        }
+    }
+}
+
+/// libvpx's VP8 encoder (through `vpx-encode`), real-time deadline, bitrate rate control.
+///
+/// `vpx-encode` takes no per-frame flags, so a keyframe on demand is made by starting a new
+/// encoder, whose first frame is always a keyframe; the same happens on a resize or a new frame
+/// rate. libvpx's defaults also put a keyframe at least every 128 frames.
+#[cfg(unix)]
+struct Vp8 {
+    encoder: vpx_encode::Encoder,
+    width: u32,
+    height: u32,
+    fps: u32,
+    bitrate_kbps: u32,
+    /// Frames given to this encoder (its timestamps, in frame periods).
+    pts: i64,
+    rebuild: bool,
+    /// The picture as one I420 buffer (Y, then U, then V), as libvpx reads it.
+    buf: Vec<u8>,
+}
+
+#[cfg(unix)]
+impl Vp8 {
+    fn encoder(
+        width: u32,
+        height: u32,
+        fps: u32,
+        bitrate_kbps: u32,
+    ) -> Result<vpx_encode::Encoder, EncoderError> {
+        vpx_encode::Encoder::new(vpx_encode::Config {
+            width,
+            height,
+            timebase: [1, fps.max(1) as i32],
+            bitrate: bitrate_kbps,
+            codec: vpx_encode::VideoCodecId::VP8,
+        })
+        .map_err(|e| EncoderError::Vpx(e.to_string()))
+    }
+
+    fn new(s: &EncoderSettings) -> Result<Self, EncoderError> {
+        let bitrate_kbps = (s.bitrate_bps / 1000).max(1);
+        Ok(Vp8 {
+            encoder: Self::encoder(s.width, s.height, s.fps, bitrate_kbps)?,
+            width: s.width,
+            height: s.height,
+            fps: s.fps,
+            bitrate_kbps,
+            pts: 0,
+            rebuild: false,
+            buf: Vec::new(),
+        })
+    }
+
+    fn set_fps(&mut self, fps: u32) {
+        self.fps = fps;
+        self.rebuild = true;
+    }
+
+    fn force_keyframe(&mut self) {
+        self.rebuild = true;
+    }
+
+    fn encode(&mut self, pic: &I420) -> Result<Option<(Vec<u8>, bool)>, EncoderError> {
+        let (w, h) = (pic.width as u32, pic.height as u32);
+        if self.rebuild || (w, h) != (self.width, self.height) {
+            self.encoder = Self::encoder(w, h, self.fps, self.bitrate_kbps)?;
+            (self.width, self.height) = (w, h);
+            self.pts = 0;
+            self.rebuild = false;
+        }
+        self.buf.clear();
+        self.buf.extend_from_slice(&pic.y);
+        self.buf.extend_from_slice(&pic.u);
+        self.buf.extend_from_slice(&pic.v);
+        let pts = self.pts;
+        self.pts += 1;
+        // With no lag (libvpx's real-time default) a picture gives at most one frame.
+        let packets = self
+            .encoder
+            .encode(pts, &self.buf)
+            .map_err(|e| EncoderError::Vpx(e.to_string()))?;
+        let mut out: Option<(Vec<u8>, bool)> = None;
+        let mut extra = false;
+        for frame in packets {
+            if out.is_some() {
+                extra = true;
+            } else {
+                out = Some((frame.data.to_vec(), frame.key));
+            }
+        }
+        if extra {
+            // Not expected without lag; a skipped frame breaks the chain, so restart it.
+            tracing::warn!("libvpx returned more than one frame for a picture; next is a keyframe");
+            self.rebuild = true;
+        }
+        Ok(out.filter(|(data, _)| !data.is_empty()))
     }
 }
 
@@ -392,6 +565,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::sync_channel(64);
         let enc = spawn(
             EncoderSettings {
+                codec: Codec::H264,
                 width: 320,
                 height: 180,
                 fps: 120,
@@ -446,6 +620,62 @@ mod tests {
         assert!(s.frames >= 7 && s.bytes > 0 && s.keyframes >= 2, "{s:?}");
     }
 
+    /// The picture size in a VP8 keyframe's header (RFC 6386 §9.1); None for an interframe.
+    #[cfg(unix)]
+    fn vp8_keyframe_size(frame: &[u8]) -> Option<(u32, u32)> {
+        if frame.first()? & 1 != 0 || frame.get(3..6)? != [0x9d, 0x01, 0x2a] {
+            return None;
+        }
+        let w = u16::from_le_bytes([*frame.get(6)?, *frame.get(7)?]) & 0x3fff;
+        let h = u16::from_le_bytes([*frame.get(8)?, *frame.get(9)?]) & 0x3fff;
+        Some((w.into(), h.into()))
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn vp8_frames_have_keyframes_where_asked_and_at_the_new_size() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(64);
+        let enc = spawn(
+            EncoderSettings {
+                codec: Codec::Vp8,
+                width: 320,
+                height: 180,
+                fps: 120,
+                bitrate_bps: 1_000_000,
+                keyframe_interval: None,
+            },
+            Collect(tx),
+        )
+        .expect("encoder starts");
+        enc.send(EncoderCommand::Active(true));
+        let wait = Duration::from_secs(10);
+        let first = rx.recv_timeout(wait).expect("a frame");
+        assert!(first.keyframe, "the first frame is a keyframe");
+        assert_eq!(vp8_keyframe_size(&first.data), Some((320, 180)));
+        let deltas: Vec<EncodedFrame> = (0..5)
+            .map(|_| rx.recv_timeout(wait).expect("a frame"))
+            .collect();
+        for f in &deltas {
+            assert!(!f.keyframe, "no keyframe without a reason");
+            assert_eq!(f.data[0] & 1, 1, "the VP8 header says interframe");
+        }
+        enc.send(EncoderCommand::Keyframe);
+        let key = (0..20)
+            .map(|_| rx.recv_timeout(wait).expect("a frame"))
+            .find(|f| f.keyframe)
+            .expect("a requested keyframe arrives");
+        assert_eq!(vp8_keyframe_size(&key.data), Some((320, 180)));
+        enc.send(EncoderCommand::Resize(640, 360));
+        let resized = loop {
+            let f = rx.recv_timeout(wait).expect("a frame");
+            if f.width == 640 {
+                break f;
+            }
+        };
+        assert!(resized.keyframe);
+        assert_eq!(vp8_keyframe_size(&resized.data), Some((640, 360)));
+    }
+
     #[test]
     fn an_unchanged_frame_rate_does_not_rebuild_the_encoder_or_force_a_keyframe() {
         // Epic's frontend sends {"WebRTC.Fps":30} and {"WebRTC.MaxFps":30} twice each when its
@@ -453,6 +683,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::sync_channel(256);
         let enc = spawn(
             EncoderSettings {
+                codec: Codec::H264,
                 width: 320,
                 height: 180,
                 fps: 60,

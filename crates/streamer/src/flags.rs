@@ -142,7 +142,7 @@ UE launch flags (-Name=value, names case-insensitive, unknown -Flags ignored):
   -PixelStreamingIP=IP -PixelStreamingPort=N    deprecated pair
   -PixelStreamingID=ID                          streamer id (default DefaultStreamer)
   -ResX=W -ResY=H [-ForceRes]                   picture size (default 1280x720; even, 64..4096)
-  -PixelStreamingEncoderCodec=H264|VP8          video codec (H264 only in this build)
+  -PixelStreamingEncoderCodec=H264|VP8          video codec (default H264)
   -PixelStreamingWebRTCMaxFps=N                 frame rate (default 30)
   -PixelStreamingWebRTCMaxBitrate=BPS           caps the encoder bitrate
   -PixelStreamingEncoderKeyframeInterval=N      keyframe every N frames (default -1: on demand)
@@ -352,9 +352,11 @@ where
             "--exit-code needs --exit-after SECS".into(),
         ));
     }
-    if s.codec == Codec::Vp8 {
+    // libvpx is linked on Unix only (the Windows build of `pxs` is checked without it).
+    if s.codec == Codec::Vp8 && !cfg!(unix) {
         return Err(FlagError::Invalid(
-            "-PixelStreamingEncoderCodec=VP8: this build of pxs streamer encodes H264 only".into(),
+            "-PixelStreamingEncoderCodec=VP8: this build of pxs streamer has no libvpx; use H264"
+                .into(),
         ));
     }
     Ok(Parsed::Run(Box::new(s)))
@@ -511,6 +513,18 @@ mod tests {
         assert_eq!(s.keyframe_interval, Some(120));
         assert_eq!(s.keepalive, Some(Duration::from_secs(5)));
         assert!(s.allow_commands);
+    }
+
+    #[test]
+    fn vp8_and_no_audio_are_ue_flags() {
+        let s = run(&[
+            "-PixelStreamingEncoderCodec=vp8",
+            "-PixelStreamingWebRTCDisableTransmitAudio",
+        ]);
+        assert_eq!(s.codec, Codec::Vp8);
+        assert!(!s.audio);
+        let s = run(&["-PixelStreamingWebRTCDisableTransmitAudio=false"]);
+        assert!(s.audio && s.codec == Codec::H264);
     }
 
     #[test]

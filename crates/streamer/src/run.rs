@@ -55,6 +55,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     let (frames_tx, mut frames_rx) = mpsc::channel::<EncodedFrame>(4);
     let video = encoder::spawn(
         EncoderSettings {
+            codec: settings.codec,
             width: settings.width,
             height: settings.height,
             fps: settings.max_fps,

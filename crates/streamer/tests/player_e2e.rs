@@ -6,7 +6,7 @@ mod common;
 
 use common::{Player, signalling_server, temp_path, wait_until, wall_ms};
 use pxs_protocol::datachannel::{FromStreamer, Value};
-use pxs_streamer::Settings;
+use pxs_streamer::{Codec, Settings};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -319,4 +319,73 @@ async fn several_players_at_once_each_get_video_and_their_own_ids() {
     let _ = stop_tx.send(());
     streamer.await.expect("task").expect("clean run");
     let _ = std::fs::remove_file(&input_log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_vp8_the_player_receives_vp8_keyframes_on_join_and_on_request() {
+    let server = signalling_server().await;
+    let addrs = server.addrs();
+    let settings = Settings {
+        signalling_url: format!("ws://{}", addrs.streamer),
+        streamer_id: "VP8".into(),
+        width: 320,
+        height: 180,
+        codec: Codec::Vp8,
+        ..Default::default()
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let streamer = tokio::spawn(pxs_streamer::run(settings, async {
+        let _ = stop_rx.await;
+    }));
+    let mut player = Player::subscribe(addrs.player, "VP8").await;
+    player
+        .run_until(WAIT, "30 VP8 frames, a keyframe and the channel", |p| {
+            p.frames >= 30
+                && p.keyframes_seen >= 1
+                && p.audio.packets >= 10
+                && p.count(|m| matches!(m, FromStreamer::Protocol(_))) >= 2
+        })
+        .await;
+    let offer = player
+        .signalling
+        .iter()
+        .find(|m| m["type"] == "offer")
+        .expect("offer");
+    let sdp = offer["sdp"].as_str().expect("sdp");
+    assert!(sdp.contains("a=rtpmap:96 VP8/90000"), "{sdp}");
+    assert!(!sdp.contains("H264"), "only the codec we encode: {sdp}");
+    assert_eq!(player.video_codec.as_deref(), Some("VP8"));
+    assert_eq!(
+        player.vp8_keyframe_sizes[0],
+        (320, 180),
+        "the join keyframe"
+    );
+    assert_eq!(player.audio.errors, 0, "the tone comes with VP8 too");
+
+    // IFrameRequest forces a keyframe (a new libvpx encoder starts with one).
+    let before = player.keyframes_seen;
+    player.send_input("IFrameRequest", &[]);
+    player
+        .run_until(WAIT, "a VP8 keyframe after IFrameRequest", |p| {
+            p.keyframes_seen > before
+        })
+        .await;
+    // A resize gives a keyframe of the new size.
+    player.send_input(
+        "Command",
+        &[Value::Str(
+            r#"{"Resolution.Width":640,"Resolution.Height":360}"#.into(),
+        )],
+    );
+    player
+        .run_until(WAIT, "a 640x360 VP8 keyframe", |p| {
+            p.vp8_keyframe_sizes.contains(&(640, 360))
+        })
+        .await;
+    eprintln!(
+        "VP8: {} frames, keyframes {:?}",
+        player.frames, player.vp8_keyframe_sizes
+    );
+    let _ = stop_tx.send(());
+    streamer.await.expect("task").expect("clean run");
 }
