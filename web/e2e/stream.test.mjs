@@ -475,6 +475,10 @@ test('the library plays the streamer\'s video; clicks, keys and UIInteraction re
         assert.equal(media.videoCodec, 'video/H264', 'the video codec is H.264');
         console.error(`note: audio ${JSON.stringify(media.audio)}`);
 
+        // The streamer reports its encoder's QP about once a second; the library emits it.
+        const qp = await pageEvent(page, 'videoEncoderAvgQP');
+        assert.ok(Number(qp.data.avgQP) >= 0 && Number(qp.data.avgQP) <= 51, `VideoEncoderAvgQP ${JSON.stringify(qp.data)} is an H.264 QP`);
+
         // Click at 25% width, 75% height of the picture, with the real mouse. The library maps the
         // position into the video rectangle (letterboxed or not) inside the video's parent.
         const target = await page.evaluate(() => {

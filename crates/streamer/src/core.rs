@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 /// Keyframe requests closer together than this are merged (a PLI storm after loss must not turn
 /// every frame into an IDR).
 const KEYFRAME_MIN_GAP: Duration = Duration::from_millis(300);
+/// How often every player gets `VideoEncoderAvgQP`: the mean QP of the frames since the last one.
+pub const AVG_QP_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug)]
 pub struct CoreConfig {
@@ -73,6 +75,9 @@ pub struct StreamerCore {
     encoder_active: bool,
     last_keyframe_request: Option<Instant>,
     timings: FrameTimings,
+    /// QPs of the frames since the last `VideoEncoderAvgQP` (sum, count) and when it was sent.
+    qp_window: (u64, u64),
+    qp_sent_at: Option<Instant>,
     fps: u32,
     /// A point where the monotonic and the wall clocks were read together (Unix ms).
     clock_ref: (Instant, u64),
@@ -93,6 +98,8 @@ impl StreamerCore {
             encoder_active: false,
             last_keyframe_request: None,
             timings: FrameTimings::default(),
+            qp_window: (0, 0),
+            qp_sent_at: None,
             fps,
             clock_ref,
         }
@@ -249,6 +256,38 @@ impl StreamerCore {
         }
         if want_key {
             self.request_keyframe(now);
+        }
+        if let Some(qp) = frame.qp {
+            self.qp_window.0 += u64::from(qp);
+            self.qp_window.1 += 1;
+        }
+        let since = *self.qp_sent_at.get_or_insert(now);
+        if now.saturating_duration_since(since) >= AVG_QP_INTERVAL {
+            self.send_avg_qp(now);
+        }
+    }
+
+    /// `VideoEncoderAvgQP` to every player whose channel is open, as UE sends it about once a
+    /// second; nothing when no frame in the window had a readable QP.
+    fn send_avg_qp(&mut self, now: Instant) {
+        let (sum, n) = std::mem::take(&mut self.qp_window);
+        self.qp_sent_at = Some(now);
+        if n == 0 {
+            return;
+        }
+        let avg = (sum + n / 2) / n;
+        let ids: Vec<PlayerId> = self.peers.keys().cloned().collect();
+        for id in ids {
+            if let Some(slot) = self.peers.get_mut(&id) {
+                let msg = slot
+                    .input
+                    .reply(&FromStreamer::VideoEncoderAvgQp(avg.to_string()));
+                if let Err(e) = slot.peer.send_data(&msg, now) {
+                    slot.span
+                        .in_scope(|| tracing::debug!("cannot send VideoEncoderAvgQP: {e}"));
+                }
+            }
+            self.pump(&id, now);
         }
     }
 
@@ -768,6 +807,7 @@ mod tests {
             width: 64,
             height: 64,
             encode_time: Duration::from_millis(1),
+            qp: Some(20),
         };
         let (delta, key) = (frame(false, 1), frame(true, 2));
         let now = net.now;
@@ -787,6 +827,30 @@ mod tests {
             })
             .collect();
         assert_eq!(media, vec![key.data.to_vec()]);
+
+        // About once a second, the mean QP of the frames since the last report.
+        let t0 = net.now;
+        let late = EncodedFrame {
+            qp: Some(40),
+            capture: t0,
+            number: 3,
+            ..key.clone()
+        };
+        net.now += AVG_QP_INTERVAL;
+        let now = net.now;
+        net.core.handle_frame(&late, now);
+        let avg_qp = |n: &Net| {
+            let table = ProtocolTable::default_from_streamer();
+            n.received()
+                .iter()
+                .find_map(|m| match FromStreamer::decode(&table, m, 1 << 16) {
+                    Ok(FromStreamer::VideoEncoderAvgQp(text)) => Some(text),
+                    _ => None,
+                })
+        };
+        net.run_until(|n| avg_qp(n).is_some());
+        assert_eq!(avg_qp(&net).as_deref(), Some("27"), "(20 + 20 + 40) / 3");
+        assert!(net.now >= t0 + AVG_QP_INTERVAL);
 
         // Audio goes out on its own m-line as Opus.
         let packet = crate::audio::EncodedAudio {
@@ -873,6 +937,7 @@ mod tests {
             width: 64,
             height: 64,
             encode_time: Duration::from_millis(1),
+            qp: Some(20),
         };
         let now = net.now;
         net.core.handle_frame(&key, now);

@@ -35,6 +35,9 @@ pub struct EncodedFrame {
     pub width: u32,
     pub height: u32,
     pub encode_time: Duration,
+    /// The frame's quantizer as read back from its headers (see [`crate::qp`]): H.264 slice QP
+    /// 0..=51, VP8 q index 0..=127.
+    pub qp: Option<u8>,
 }
 
 /// What the rest of the streamer asks of the encoder thread.
@@ -287,7 +290,7 @@ fn run(
                 }
                 let started = Instant::now();
                 match video.encode(&pic) {
-                    Ok(Some((data, keyframe))) => {
+                    Ok(Some((data, keyframe, qp))) => {
                         let frame = EncodedFrame {
                             data: data.into(),
                             number,
@@ -297,6 +300,7 @@ fn run(
                             width: settings.width,
                             height: settings.height,
                             encode_time: started.elapsed(),
+                            qp,
                         };
                         stats.record(&frame);
                         if keyframe {
@@ -318,6 +322,9 @@ fn run(
         }
     }
 }
+
+/// An encoded picture, whether it is a keyframe, and its QP (read from its headers).
+type Encoded = (Vec<u8>, bool, Option<u8>);
 
 /// The encoder of the configured codec.
 enum VideoEncoder {
@@ -354,9 +361,9 @@ impl VideoEncoder {
         }
     }
 
-    /// One encoded picture and whether it is a keyframe, or None when the encoder produced
-    /// nothing for this picture.
-    fn encode(&mut self, pic: &I420) -> Result<Option<(Vec<u8>, bool)>, EncoderError> {
+    /// One encoded picture, whether it is a keyframe and its QP, or None when the encoder
+    /// produced nothing for this picture.
+    fn encode(&mut self, pic: &I420) -> Result<Option<Encoded>, EncoderError> {
         match self {
             VideoEncoder::H264(e) => e.encode(pic),
             #[cfg(unix)]
@@ -425,7 +432,7 @@ impl Vp8 {
         self.rebuild = true;
     }
 
-    fn encode(&mut self, pic: &I420) -> Result<Option<(Vec<u8>, bool)>, EncoderError> {
+    fn encode(&mut self, pic: &I420) -> Result<Option<Encoded>, EncoderError> {
         let (w, h) = (pic.width as u32, pic.height as u32);
         if self.rebuild || (w, h) != (self.width, self.height) {
             self.encoder = Self::encoder(w, h, self.fps, self.bitrate_kbps)?;
@@ -458,7 +465,10 @@ impl Vp8 {
             tracing::warn!("libvpx returned more than one frame for a picture; next is a keyframe");
             self.rebuild = true;
         }
-        Ok(out.filter(|(data, _)| !data.is_empty()))
+        Ok(out.filter(|(data, _)| !data.is_empty()).map(|(data, key)| {
+            let qp = crate::qp::vp8_qindex(&data);
+            (data, key, qp)
+        }))
     }
 }
 
@@ -468,6 +478,7 @@ struct H264 {
     encoder: Encoder,
     config: EncoderConfig,
     buf: Vec<u8>,
+    qp: crate::qp::H264Qp,
 }
 
 impl H264 {
@@ -494,6 +505,7 @@ impl H264 {
             encoder,
             config,
             buf: Vec::new(),
+            qp: crate::qp::H264Qp::default(),
         })
     }
 
@@ -510,7 +522,7 @@ impl H264 {
     }
 
     /// One access unit, or None when the encoder produced nothing for this picture.
-    fn encode(&mut self, pic: &I420) -> Result<Option<(Vec<u8>, bool)>, EncoderError> {
+    fn encode(&mut self, pic: &I420) -> Result<Option<Encoded>, EncoderError> {
         let bs = self
             .encoder
             .encode(&Source(pic))
@@ -524,7 +536,8 @@ impl H264 {
         if self.buf.is_empty() {
             return Ok(None);
         }
-        Ok(Some((self.buf.clone(), keyframe)))
+        let qp = self.qp.frame_qp(&self.buf);
+        Ok(Some((self.buf.clone(), keyframe, qp)))
     }
 }
 

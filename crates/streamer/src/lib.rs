@@ -20,6 +20,7 @@ pub mod encoder;
 pub mod flags;
 pub mod font;
 pub mod pattern;
+pub mod qp;
 pub mod rtc;
 mod run;
 pub mod session;
