@@ -311,6 +311,7 @@ impl NodeProcess {
             let _ = std::process::Command::new("kill")
                 .arg("-TERM")
                 .arg(self.child.id().to_string())
+                .stderr(Stdio::null())
                 .status();
             for _ in 0..200 {
                 if self.child.try_wait().ok().flatten().is_some() {
