@@ -124,6 +124,13 @@ window.pxsPlayer = {
     framesDecoded
 };
 
+/** The End button's words: a queued or scheduled session is left or cancelled, not ended. */
+function endButtonText(s: Session | null): string {
+    if (s?.state === 'queued') return 'Leave the line';
+    if (s?.state === 'scheduled') return 'Cancel';
+    return 'End session';
+}
+
 function isFinal(s: Session | null): boolean {
     return s !== null && (s.state === 'ended' || s.state === 'failed');
 }
@@ -194,6 +201,7 @@ function render(): void {
     titleNameEl.textContent = titleLabel();
     document.title = `${titleLabel()} — pxs`;
     endButton.hidden = isFinal(s);
+    if (!endButton.disabled) endButton.textContent = endButtonText(s);
 
     switch (s.state) {
         case 'queued':
@@ -520,7 +528,7 @@ function startActivityReports(): void {
 endButton.addEventListener('click', async () => {
     if (!sessionId) return;
     endButton.disabled = true;
-    endButton.textContent = 'Ending…';
+    endButton.textContent = session?.state === 'queued' || session?.state === 'scheduled' ? 'Cancelling…' : 'Ending…';
     endErrorEl.textContent = '';
     try {
         const answer = await api<Session | undefined>('DELETE', `/api/v1/sessions/${encodeURIComponent(sessionId)}`);
@@ -530,7 +538,7 @@ endButton.addEventListener('click', async () => {
         endErrorEl.textContent = errorMessage(e);
     } finally {
         endButton.disabled = false;
-        endButton.textContent = 'End session';
+        endButton.textContent = endButtonText(session);
     }
 });
 
