@@ -376,16 +376,36 @@ pub enum EndReason {
     NodeRestart,
 }
 
-/// Per-session options given by the coordinator.
+/// Per-session options given by the coordinator. Every field is optional: one left out keeps
+/// what the node's application config says.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StartOptions {
-    /// Players must present this token (`?token=` or `Authorization: Bearer`) to join.
+    /// The session's signing key for player tokens (see [`crate::player_token`]): players present
+    /// a token signed with it (`?token=` or `Authorization: Bearer`) to join. Players may also
+    /// present the key itself (it never expires and carries no role, so it is not for users).
+    /// `None`: nobody may join.
     pub player_token: Option<Token>,
     /// Override the application's resolution.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub res_x: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub res_y: Option<u32>,
+    /// Override the application's players per session; 0 = unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_players: Option<u32>,
+    /// Override the application's idle timeout (every connected player inactive this long ends
+    /// the session), in seconds; 0 = never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<u64>,
+    /// Override the application's empty timeout (nobody connected this long ends the session),
+    /// in seconds; 0 = never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_timeout: Option<u64>,
+    /// The session's longest run, in seconds from the start command; 0 = no limit from the
+    /// coordinator. The application's own `max_duration` on the node still caps it: the
+    /// shorter of the two applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration: Option<u64>,
 }
 
 impl NodeToCoordinator {
@@ -494,10 +514,29 @@ mod tests {
                     player_token: Some(Token("t".into())),
                     res_x: Some(640),
                     res_y: None,
+                    ..Default::default()
                 },
             },
             json!({"type":"start_session","session_id":"ses_1","application_id":"demo",
                    "options":{"player_token":"t","res_x":640}}),
+        );
+        round_trip_c(
+            CoordinatorToNode::StartSession {
+                session_id: sid("ses_1"),
+                application_id: ApplicationId::parse("demo").unwrap(),
+                options: StartOptions {
+                    player_token: Some(Token("t".into())),
+                    res_x: None,
+                    res_y: None,
+                    max_players: Some(0),
+                    idle_timeout: Some(5),
+                    empty_timeout: Some(0),
+                    max_duration: Some(7200),
+                },
+            },
+            json!({"type":"start_session","session_id":"ses_1","application_id":"demo",
+                   "options":{"player_token":"t","max_players":0,"idle_timeout":5,
+                              "empty_timeout":0,"max_duration":7200}}),
         );
         round_trip_c(
             CoordinatorToNode::StopSession {
@@ -514,6 +553,25 @@ mod tests {
         assert!(
             matches!(m, CoordinatorToNode::StartSession { options, .. } if options == StartOptions::default())
         );
+        // So may each limit, as an older coordinator sends them: they stay `None`, not 0.
+        let m = CoordinatorToNode::from_json(
+            r#"{"type":"start_session","session_id":"ses_2","application_id":"demo",
+                "options":{"player_token":"t","res_x":640,"res_y":360}}"#,
+        )
+        .unwrap();
+        let CoordinatorToNode::StartSession { options, .. } = m else {
+            panic!("{m:?}")
+        };
+        assert_eq!(
+            (
+                options.max_players,
+                options.idle_timeout,
+                options.empty_timeout,
+                options.max_duration
+            ),
+            (None, None, None, None)
+        );
+        assert_eq!((options.res_x, options.res_y), (Some(640), Some(360)));
     }
 
     #[test]

@@ -171,9 +171,48 @@ enum State {
     },
 }
 
+/// The limits a session runs under: the coordinator's (`start_session.options`) where it gave
+/// them, else its application's. `None`: never.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Limits {
+    /// Players per streamer; 0 = unlimited.
+    max_players: u32,
+    idle_timeout: Option<Duration>,
+    empty_timeout: Option<Duration>,
+    max_duration: Option<Duration>,
+}
+
+/// Longer limits are cut to this, so that a deadline (an `Instant` plus the limit) cannot
+/// overflow whatever a coordinator or a config asks for. Ten years is "never" for a session.
+const LONGEST_LIMIT: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+impl Limits {
+    /// The effective limits of a session of `app` started with `options`.
+    ///
+    /// `max_players`, `idle_timeout` and `empty_timeout` from the options replace the
+    /// application's (0: unlimited / never). The application's `max_duration` is the operator's
+    /// cap: the options can shorten it, never lengthen or lift it (their 0 means "no limit from
+    /// the coordinator", so the application's applies).
+    fn effective(app: &Application, options: &StartOptions) -> Limits {
+        let secs = |v: u64| (v > 0).then(|| Duration::from_secs(v));
+        let max_duration = match (options.max_duration.and_then(secs), app.max_duration) {
+            (Some(asked), Some(cap)) => Some(asked.min(cap)),
+            (asked, cap) => asked.or(cap),
+        };
+        let cut = |d: Option<Duration>| d.map(|d| d.min(LONGEST_LIMIT));
+        Limits {
+            max_players: options.max_players.unwrap_or(app.max_players),
+            idle_timeout: cut(options.idle_timeout.map_or(app.idle_timeout, secs)),
+            empty_timeout: cut(options.empty_timeout.map_or(app.empty_timeout, secs)),
+            max_duration: cut(max_duration),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Session {
     app: Arc<Application>,
+    limits: Limits,
     state: State,
     port: u16,
     gpu: Option<u32>,
@@ -278,15 +317,15 @@ impl Supervisor {
             match s.state {
                 State::Starting => consider(s.started + s.app.start_timeout),
                 State::Ready => {
-                    if let Some(d) = s.app.max_duration {
+                    if let Some(d) = s.limits.max_duration {
                         consider(s.started + d);
                     }
-                    if let Some(idle) = s.app.idle_timeout
+                    if let Some(idle) = s.limits.idle_timeout
                         && let Some(last) = s.players.values().max()
                     {
                         consider(*last + idle);
                     }
-                    if let (Some(empty), Some(since)) = (s.app.empty_timeout, s.empty_since) {
+                    if let (Some(empty), Some(since)) = (s.limits.empty_timeout, s.empty_since) {
                         consider(since + empty);
                     }
                 }
@@ -356,8 +395,10 @@ impl Supervisor {
             options.res_x.unwrap_or(app.res_x),
             options.res_y.unwrap_or(app.res_y),
         );
+        let limits = Limits::effective(&app, &options);
         let session = Session {
             app,
+            limits,
             state: State::Starting,
             port,
             gpu,
@@ -371,7 +412,7 @@ impl Supervisor {
             empty_since: None,
             port_attempts: 1,
         };
-        info!(session = %id, application = %app_id, port, ?gpu, "starting session");
+        info!(session = %id, application = %app_id, port, ?gpu, ?limits, "starting session");
         let spawn = self.spawn_spec(&id, &session);
         self.sessions.insert(id, session);
         self.dirty = true;
@@ -607,17 +648,18 @@ impl Supervisor {
                     }
                 }
                 State::Ready => {
-                    if s.app
+                    if s.limits
                         .max_duration
                         .is_some_and(|d| now.mono >= s.started + d)
                     {
                         stops.push((id.clone(), EndReason::MaxDuration));
-                    } else if let Some(idle) = s.app.idle_timeout
+                    } else if let Some(idle) = s.limits.idle_timeout
                         && let Some(last) = s.players.values().max()
                         && now.mono >= *last + idle
                     {
                         stops.push((id.clone(), EndReason::Idle));
-                    } else if let (Some(empty), Some(since)) = (s.app.empty_timeout, s.empty_since)
+                    } else if let (Some(empty), Some(since)) =
+                        (s.limits.empty_timeout, s.empty_since)
                         && now.mono >= since + empty
                     {
                         stops.push((id.clone(), EndReason::Empty));
@@ -810,7 +852,7 @@ impl Supervisor {
             log: self.config.logs_dir.join(format!("{id}.log")),
             port: s.port,
             player_token: s.token.clone(),
-            max_players: app.max_players,
+            max_players: s.limits.max_players,
             gpu: s.gpu,
         }
     }

@@ -92,14 +92,22 @@ impl H {
     }
 
     fn start(&mut self, n: u32) -> Spawn {
-        self.sup.start_session(
-            self.now,
-            sid(n),
-            &ApplicationId::parse("demo").unwrap(),
+        self.start_with(
+            n,
             StartOptions {
                 player_token: Some(Token("tok".into())),
                 ..Default::default()
             },
+        )
+    }
+
+    /// Starts `ses_<n>` of `demo` with these options and reports its process spawned.
+    fn start_with(&mut self, n: u32, options: StartOptions) -> Spawn {
+        self.sup.start_session(
+            self.now,
+            sid(n),
+            &ApplicationId::parse("demo").unwrap(),
+            options,
         );
         let out = self.take();
         let spawn = out
@@ -128,6 +136,34 @@ impl H {
         self.start(n);
         self.sup.streamer_identified(self.now, &sid(n));
         self.pump();
+    }
+
+    /// Like `ready`, with these options; returns what was spawned.
+    fn ready_with(&mut self, n: u32, options: StartOptions) -> Spawn {
+        let spawn = self.start_with(n, options);
+        self.sup.streamer_identified(self.now, &sid(n));
+        self.pump();
+        spawn
+    }
+
+    /// A node whose `demo` application is `demo` (and `other` the usual one).
+    fn with_demo(demo: Application) -> H {
+        let mut h = H::new();
+        h.sup.set_applications(vec![demo, app("other")]);
+        h.pump();
+        h
+    }
+
+    /// Advances one second at a time until `ses_<n>` is stopped (a graceful kill), for at most
+    /// `limit` seconds; the seconds it took, or `None`.
+    fn seconds_until_stopped(&mut self, n: u32, limit: u64) -> Option<u64> {
+        for t in 1..=limit {
+            self.advance(Duration::from_secs(1));
+            if self.kills().contains(&(sid(n), true)) {
+                return Some(t);
+            }
+        }
+        None
     }
 
     /// Every event sent (the link must be up) or queued, as (seq, session, kind name).
@@ -752,4 +788,228 @@ fn coordinator_messages_drive_the_core() {
         panic!("{out:?}")
     };
     assert_eq!(s.player_token, Some(Token("t".into())));
+}
+
+// ----- per-session limits from the coordinator (`start_session.options`) -----
+
+fn limits(
+    max_players: Option<u32>,
+    idle_timeout: Option<u64>,
+    empty_timeout: Option<u64>,
+    max_duration: Option<u64>,
+) -> StartOptions {
+    StartOptions {
+        player_token: Some(Token("tok".into())),
+        max_players,
+        idle_timeout,
+        empty_timeout,
+        max_duration,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn idle_timeout_from_the_coordinator_replaces_the_applications() {
+    let mut demo = app("demo");
+    demo.idle_timeout = Some(Duration::from_secs(600));
+    let mut h = H::with_demo(demo);
+    h.ready_with(1, limits(None, Some(5), None, None));
+    h.sup.player_joined(h.now, &sid(1), "Player0");
+    h.advance(Duration::from_secs(3));
+    h.sup.player_activity(h.now, &sid(1), "Player0");
+    h.advance(Duration::from_millis(4999));
+    assert!(h.kills().is_empty(), "Player0 was active 4.999 s ago");
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.kills(), vec![(sid(1), true)]);
+    h.exit(1, None, Some(15));
+    assert_eq!(h.ended(1).unwrap().reason, EndReason::Idle);
+}
+
+#[test]
+fn an_idle_timeout_of_zero_from_the_coordinator_means_never() {
+    let mut h = H::new();
+    h.ready_with(1, limits(None, Some(0), None, None));
+    h.sup.player_joined(h.now, &sid(1), "Player0");
+    // The application says 60 s idle and 3600 s at most: only the latter ends it.
+    assert_eq!(h.seconds_until_stopped(1, 4000), Some(3600));
+    h.exit(1, Some(0), None);
+    assert_eq!(h.ended(1).unwrap().reason, EndReason::MaxDuration);
+}
+
+#[test]
+fn empty_timeout_from_the_coordinator_replaces_the_applications() {
+    let mut h = H::new();
+    // The application says 30 s.
+    h.ready_with(1, limits(None, None, Some(10), None));
+    h.ready_with(2, limits(None, None, Some(120), None));
+    h.ready_with(3, limits(None, None, Some(0), None));
+    assert_eq!(h.seconds_until_stopped(1, 200), Some(10));
+    assert_eq!(
+        h.seconds_until_stopped(2, 200),
+        Some(110),
+        "120 s after ready"
+    );
+    h.exit(1, Some(0), None);
+    h.exit(2, Some(0), None);
+    assert_eq!(h.ended(1).unwrap().reason, EndReason::Empty);
+    assert_eq!(h.ended(2).unwrap().reason, EndReason::Empty);
+    // 0: never empty; the application's max duration (3600 s) ends it.
+    assert_eq!(h.seconds_until_stopped(3, 4000), Some(3600 - 120));
+    h.exit(3, Some(0), None);
+    assert_eq!(h.ended(3).unwrap().reason, EndReason::MaxDuration);
+}
+
+#[test]
+fn max_duration_is_the_shorter_of_the_coordinators_and_the_applications() {
+    // (the application's max_duration, the coordinator's, when the session ends)
+    let cases: [(Option<u64>, Option<u64>, Option<u64>); 7] = [
+        (Some(3600), None, Some(3600)),
+        (Some(3600), Some(60), Some(60)),
+        (Some(3600), Some(7200), Some(3600)),
+        (Some(3600), Some(0), Some(3600)),
+        (None, Some(60), Some(60)),
+        (None, Some(0), None),
+        (None, None, None),
+    ];
+    for (app_max, asked, ends_at) in cases {
+        let mut demo = app("demo");
+        demo.max_duration = app_max.map(Duration::from_secs);
+        // Nothing else may end the session.
+        demo.idle_timeout = None;
+        demo.empty_timeout = None;
+        let mut h = H::with_demo(demo);
+        h.ready_with(1, limits(None, None, None, asked));
+        assert_eq!(
+            h.seconds_until_stopped(1, 8000),
+            ends_at,
+            "application {app_max:?}, coordinator {asked:?}"
+        );
+        if ends_at.is_some() {
+            h.exit(1, Some(0), None);
+            assert_eq!(h.ended(1).unwrap().reason, EndReason::MaxDuration);
+        } else {
+            assert!(h.sup.poll_timeout().is_none());
+        }
+    }
+}
+
+#[test]
+fn max_players_from_the_coordinator_configures_the_sessions_signalling() {
+    let mut h = H::new();
+    // The application says 2.
+    assert_eq!(
+        h.start_with(1, limits(Some(8), None, None, None))
+            .max_players,
+        8
+    );
+    assert_eq!(
+        h.start_with(2, limits(Some(0), None, None, None))
+            .max_players,
+        0,
+        "0: unlimited"
+    );
+    assert_eq!(
+        h.start_with(3, limits(None, None, None, None)).max_players,
+        2
+    );
+}
+
+#[test]
+fn max_players_from_the_coordinator_survives_a_port_retry() {
+    let mut h = H::new();
+    h.sup.start_session(
+        h.now,
+        sid(1),
+        &ApplicationId::parse("demo").unwrap(),
+        limits(Some(8), None, None, None),
+    );
+    h.take();
+    h.sup.port_unavailable(h.now, &sid(1));
+    let out = h.take();
+    let Some(Output::Spawn(s)) = out.iter().find(|o| matches!(o, Output::Spawn(_))) else {
+        panic!("{out:?}")
+    };
+    assert_eq!((s.port, s.max_players), (20001, 8));
+}
+
+#[test]
+fn without_options_a_session_keeps_its_applications_limits() {
+    let mut h = H::new();
+    // The application: 2 players, idle 60 s, empty 30 s, at most 3600 s.
+    assert_eq!(h.ready_with(1, StartOptions::default()).max_players, 2);
+    assert_eq!(h.seconds_until_stopped(1, 100), Some(30), "empty");
+    h.ready_with(2, StartOptions::default());
+    h.sup.player_joined(h.now, &sid(2), "Player0");
+    assert_eq!(h.seconds_until_stopped(2, 100), Some(60), "idle");
+    h.ready_with(3, StartOptions::default());
+    h.sup.player_joined(h.now, &sid(3), "Player0");
+    for _ in 0..119 {
+        h.advance(Duration::from_secs(30));
+        h.sup.player_activity(h.now, &sid(3), "Player0");
+    }
+    assert!(!h.kills().contains(&(sid(3), true)));
+    assert_eq!(h.seconds_until_stopped(3, 100), Some(30), "max duration");
+    h.exit(1, Some(0), None);
+    h.exit(2, Some(0), None);
+    h.exit(3, Some(0), None);
+    let reasons: Vec<EndReason> = (1..=3).map(|n| h.ended(n).unwrap().reason).collect();
+    assert_eq!(
+        reasons,
+        [EndReason::Empty, EndReason::Idle, EndReason::MaxDuration]
+    );
+}
+
+#[test]
+fn absurdly_long_limits_from_the_coordinator_mean_never_and_do_not_panic() {
+    let mut demo = app("demo");
+    demo.max_duration = None;
+    let mut h = H::with_demo(demo);
+    h.ready_with(
+        1,
+        limits(None, Some(u64::MAX), Some(u64::MAX), Some(u64::MAX)),
+    );
+    assert!(h.sup.poll_timeout().is_some());
+    h.advance(Duration::from_secs(365 * 24 * 3600));
+    h.sup.player_joined(h.now, &sid(1), "Player0");
+    h.advance(Duration::from_secs(365 * 24 * 3600));
+    assert!(h.kills().is_empty());
+    assert_eq!(h.sup.statuses()[0].state, ObservedState::Ready);
+}
+
+#[test]
+fn limits_from_the_link_reach_the_core() {
+    let m = CoordinatorToNode::from_json(
+        r#"{"type":"start_session","session_id":"ses_1","application_id":"demo",
+            "options":{"player_token":"t","max_players":4,"idle_timeout":5,"empty_timeout":7,
+                       "max_duration":0}}"#,
+    )
+    .unwrap();
+    let CoordinatorToNode::StartSession {
+        session_id,
+        application_id,
+        options,
+    } = m
+    else {
+        panic!("{m:?}")
+    };
+    let mut h = H::new();
+    h.sup
+        .start_session(h.now, session_id, &application_id, options);
+    let out = h.take();
+    let Some(Output::Spawn(s)) = out.first() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(s.max_players, 4);
+    h.sup.spawned(
+        h.now,
+        &sid(1),
+        ProcessInfo {
+            pid: 1,
+            pgid: None,
+            start_time: None,
+        },
+    );
+    h.sup.streamer_identified(h.now, &sid(1));
+    h.pump();
+    assert_eq!(h.seconds_until_stopped(1, 100), Some(7), "empty after 7 s");
 }
