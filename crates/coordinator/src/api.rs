@@ -184,12 +184,9 @@ fn presented_token(
         return Ok(Some(t.to_owned()));
     }
     if query_ok && let Some(q) = query {
-        for pair in q.split('&') {
-            if let Some(t) = pair.strip_prefix("token=")
-                && !t.is_empty()
-                && t.len() <= 256
-            {
-                return Ok(Some(t.to_owned()));
+        for (k, t) in form_urlencoded::parse(q.as_bytes()) {
+            if k == "token" && !t.is_empty() && t.len() <= 256 {
+                return Ok(Some(t.into_owned()));
             }
         }
     }

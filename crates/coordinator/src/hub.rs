@@ -51,17 +51,25 @@ pub async fn link(
 
 async fn run(engine: Arc<Engine>, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
-    // The first message is the hello.
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, stream.next()).await {
-        Ok(Some(Ok(Message::Text(t)))) => match NodeToCoordinator::from_json(&t) {
-            Ok(NodeToCoordinator::Hello(h)) => h,
-            Ok(_) => return close(&mut sink, 1008, "hello first").await,
-            Err(e) => {
-                warn!(error = %e, "node link: invalid hello");
-                return close(&mut sink, 1008, "invalid hello").await;
+    // The first message is the hello (control frames before it are fine).
+    let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
+    let hello = loop {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => match NodeToCoordinator::from_json(&t) {
+                Ok(NodeToCoordinator::Hello(h)) => break h,
+                Ok(_) => return close(&mut sink, 1008, "hello first").await,
+                Err(e) => {
+                    warn!(error = %e, "node link: invalid hello");
+                    return close(&mut sink, 1008, "invalid hello").await;
+                }
+            },
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => return,
+            Ok(Some(Ok(Message::Binary(_)))) => {
+                return close(&mut sink, 1008, "text frames only").await;
             }
-        },
-        _ => return close(&mut sink, 1008, "hello expected").await,
+            Err(_) => return close(&mut sink, 1008, "hello expected").await,
+        }
     };
     let node = hello.node.clone();
     let span = info_span!("node_link", node = %node);

@@ -398,9 +398,15 @@ impl FakeNode {
             draining: false,
         });
         sink.send(hello.to_json().into()).await.unwrap();
+        // Number events after what the coordinator already has, as a real node does.
+        let welcome = stream.next().await.unwrap().unwrap().into_text().unwrap();
+        let acked = match CoordinatorToNode::from_json(&welcome).unwrap() {
+            CoordinatorToNode::Welcome { acked } => acked,
+            other => panic!("expected welcome, got {other:?}"),
+        };
         let commands = Arc::new(Mutex::new(Vec::new()));
         let running = Arc::new(Mutex::new(Vec::new()));
-        let seq = Arc::new(Mutex::new(0u64));
+        let seq = Arc::new(Mutex::new(acked));
         let (out, mut out_rx) = mpsc::unbounded_channel::<NodeToCoordinator>();
         let (cmds, run, s2, out2) = (commands.clone(), running.clone(), seq.clone(), out.clone());
         let task = tokio::spawn(async move {
