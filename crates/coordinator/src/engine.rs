@@ -1133,10 +1133,11 @@ impl Engine {
             .collect();
         let mut changed = Vec::new();
         let mut freed = false;
-        for mut s in store::active_sessions(&mut tx).await? {
+        for mut s in store::sessions_to_end(&mut tx, now - grace, now).await? {
             let node = s.node_id.as_ref().and_then(|n| nodes.get(n));
-            let lost =
-                node.is_none_or(|n| !n.online && n.offline_since.is_some_and(|t| t <= now - grace));
+            let lost = node.is_none_or(|n| {
+                !n.online && n.offline_since.is_some_and(|t| t <= now - grace)
+            });
             if lost {
                 s.finish(now, SessionState::Ended, "node_lost");
                 freed = true;
@@ -1148,12 +1149,8 @@ impl Engine {
             store::update_session(&mut tx, &s).await?;
             changed.push(s.id.clone());
         }
-        let scheduled = store::scheduled_sessions(&mut tx).await?;
-        for mut s in scheduled {
+        for mut s in store::scheduled_due(&mut tx, now + lead).await? {
             let Some(start_at) = s.start_at else { continue };
-            if start_at - lead > now {
-                break; // ordered by start_at
-            }
             if s.slot_end.is_some_and(|e| e <= now) {
                 s.finish(now, SessionState::Failed, "window_missed");
                 freed = true;

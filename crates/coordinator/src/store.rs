@@ -693,23 +693,37 @@ pub async fn active_on_node(c: &mut AnyConnection, node: &NodeId) -> Result<Vec<
     .await
 }
 
-/// Starting or ready sessions on any node.
-pub async fn active_sessions(c: &mut AnyConnection) -> Result<Vec<SessionRow>> {
-    sessions_where(
-        c,
-        "SELECT * FROM sessions WHERE state IN ('starting', 'ready') ORDER BY created_at",
-        &[],
+/// Scheduled sessions due to start at `due` (their `start_at` minus the lead time has come).
+pub async fn scheduled_due(c: &mut AnyConnection, due: Millis) -> Result<Vec<SessionRow>> {
+    let rows = sqlx::query(
+        "SELECT * FROM sessions WHERE state = 'scheduled' AND start_at <= $1 \
+         ORDER BY start_at, id",
     )
-    .await
+    .bind(due)
+    .fetch_all(&mut *c)
+    .await?;
+    rows.iter().map(session_from_row).collect()
 }
 
-pub async fn scheduled_sessions(c: &mut AnyConnection) -> Result<Vec<SessionRow>> {
-    sessions_where(
-        c,
-        "SELECT * FROM sessions WHERE state = 'scheduled' ORDER BY start_at, id",
-        &[],
+/// Starting or ready sessions a timer must act on: their node is gone or offline since before
+/// `lost_before`, or their window ended by `now` while they are still wanted.
+pub async fn sessions_to_end(
+    c: &mut AnyConnection,
+    lost_before: Millis,
+    now: Millis,
+) -> Result<Vec<SessionRow>> {
+    let rows = sqlx::query(
+        "SELECT s.* FROM sessions s LEFT JOIN nodes n ON n.id = s.node_id \
+         WHERE s.state IN ('starting', 'ready') AND (n.id IS NULL \
+           OR (n.online = 0 AND n.offline_since <= $1) \
+           OR (s.desired = 'run' AND s.slot_end IS NOT NULL AND s.slot_end <= $2)) \
+         ORDER BY s.created_at",
     )
-    .await
+    .bind(lost_before)
+    .bind(now)
+    .fetch_all(&mut *c)
+    .await?;
+    rows.iter().map(session_from_row).collect()
 }
 
 /// The titles that have a queue.
