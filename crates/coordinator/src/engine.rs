@@ -849,7 +849,9 @@ impl Engine {
                 }
             })
             .unwrap_or(false);
-        if !ours {
+        if !ours || self.store.pool().is_closed() {
+            // Replaced by a newer link, or we are shutting down: the node's row stays as the
+            // newer link (or the next start, or the heartbeat TTL) leaves it.
             return;
         }
         let now = self.now();
