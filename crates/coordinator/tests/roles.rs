@@ -1,0 +1,831 @@
+//! Who may call what: every endpoint of `api::ROUTES` called anonymously, with a garbage token,
+//! with a user token and with an admin token, and the answer checked against the route's
+//! `Access`; then what each caller may see (private titles, other users' sessions, anonymous
+//! sessions by id) and the event streams' `?token=`. On SQLite, and on PostgreSQL when
+//! configured.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use futures_util::StreamExt;
+use pxs_coordinator::api::{Access, ROUTES};
+use pxs_protocol::api::{self, NodeState};
+use pxs_protocol::node::SessionId;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a request authenticates.
+#[derive(Clone, Copy, Debug)]
+enum As<'a> {
+    Anonymous,
+    Bearer(&'a str),
+    /// A raw `Authorization` header value.
+    Header(&'a str),
+}
+
+/// An answer: status, JSON body (`Null` for event streams, which are not read), content type.
+struct Answer {
+    status: u16,
+    body: Value,
+    content_type: String,
+}
+
+/// One request. Event streams are not read (they do not end): the status and headers say enough.
+async fn send(coord: &Coord, method: &str, path: &str, who: As<'_>, body: Option<Value>) -> Answer {
+    let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut r = coord
+        .http
+        .request(m, coord.url(path))
+        .timeout(Duration::from_secs(20));
+    match who {
+        As::Anonymous => {}
+        As::Bearer(t) => r = r.bearer_auth(t),
+        As::Header(h) => r = r.header("authorization", h),
+    }
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    if content_type.starts_with("text/event-stream") {
+        return Answer {
+            status,
+            body: Value::Null,
+            content_type,
+        };
+    }
+    let text = resp.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Answer {
+        status,
+        body,
+        content_type,
+    }
+}
+
+/// Asserts `a` is the API's error shape with `code` and a message.
+fn assert_error(a: &Answer, code: &str, what: &str) {
+    assert_eq!(
+        a.body["error"]["code"].as_str(),
+        Some(code),
+        "{what}: {} {}",
+        a.status,
+        a.body
+    );
+    assert!(
+        a.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.trim().is_empty()),
+        "{what}: no message in {}",
+        a.body
+    );
+}
+
+/// A coordinator with a title, a node, tokens and a session: something behind every `{id}`.
+struct World {
+    coord: Coord,
+    node: Arc<FakeNode>,
+    beat: tokio::task::JoinHandle<()>,
+    /// A user token, and a second user's.
+    user: String,
+    user2: String,
+}
+
+impl World {
+    async fn new(backend: &Backend, name: &str) -> World {
+        let db = fresh_database(backend, name).await;
+        let coord = Coord::start(&db, FAST_TIMING).await;
+        coord.title("t1", "demo", json!({})).await;
+        let node = Arc::new(FakeNode::connect(&coord, "n1", "demo", 16, true).await);
+        // Heartbeats keep the node online for as long as the story takes.
+        let n = node.clone();
+        let beat = tokio::spawn(async move {
+            loop {
+                n.heartbeat();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        });
+        wait_until(Duration::from_secs(10), || async {
+            match coord.node_state("n1").await {
+                Some(NodeState::Online) => Ok(()),
+                s => Err(format!("node n1 is {s:?}")),
+            }
+        })
+        .await;
+        let user = mint(&coord, "user", "u").await;
+        let user2 = mint(&coord, "user", "u2").await;
+        World {
+            coord,
+            node,
+            beat,
+            user,
+            user2,
+        }
+    }
+
+    async fn create_session(&self, who: As<'_>, title: &str) -> api::Session {
+        let a = send(
+            &self.coord,
+            "POST",
+            "/api/v1/sessions",
+            who,
+            Some(json!({"title_id": title})),
+        )
+        .await;
+        assert_eq!(
+            a.status, 201,
+            "{who:?} creating a session of {title}: {}",
+            a.body
+        );
+        serde_json::from_value(a.body).unwrap()
+    }
+
+    async fn finish(mut self) {
+        self.beat.abort();
+        self.coord.stop().await;
+        drop(self.node);
+    }
+}
+
+/// Mints an API token of `role` as admin.
+async fn mint(coord: &Coord, role: &str, name: &str) -> String {
+    let (s, v) = coord
+        .admin(
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": name, "role": role})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["role"], role, "{v}");
+    v["token"].as_str().unwrap().to_owned()
+}
+
+/// The request that exercises `(method, route)` for caller `tag`: the route with real ids in
+/// place of `{id}`, and a valid body where the endpoint takes one, so an allowed caller
+/// succeeds.
+fn request_for(
+    method: &str,
+    route: &str,
+    session: &SessionId,
+    tag: &str,
+) -> (String, Option<Value>) {
+    let id = if route.starts_with("/api/v1/titles/") {
+        // Deleting takes a title made for it, so `t1` stays for the others.
+        if method == "delete" { "gone" } else { "t1" }.to_owned()
+    } else if route.starts_with("/api/v1/nodes/") {
+        "n1".to_owned()
+    } else {
+        session.to_string()
+    };
+    let path = route.replace("{id}", &id);
+    let body = match (method, route) {
+        ("post", "/api/v1/titles") => Some(json!({
+            "id": format!("new-{tag}"), "name": "new", "application_id": "demo"
+        })),
+        ("patch", "/api/v1/titles/{id}") => Some(json!({"description": format!("by {tag}")})),
+        ("post", "/api/v1/node-tokens") => Some(json!({"name": format!("node of {tag}")})),
+        ("post", "/api/v1/tokens") => Some(json!({"name": format!("of {tag}"), "role": "user"})),
+        ("post", "/api/v1/sessions") => Some(json!({"title_id": "t1"})),
+        _ => None,
+    };
+    (path, body)
+}
+
+/// Every route of the table, as each kind of caller.
+async fn every_route_checks_its_role(backend: Backend) {
+    let w = World::new(&backend, "roles-table").await;
+    let c = &w.coord;
+    c.title("gone", "demo", json!({})).await;
+    // An anonymous user's session: reachable by whoever knows its id, so every caller may use
+    // the `sessions/{id}` routes on it.
+    let s = w.create_session(As::Anonymous, "t1").await;
+    let admin2 = mint(c, "admin", "a2").await;
+    assert!(admin2.starts_with("pxs_adm_"), "{admin2}");
+    assert!(w.user.starts_with("pxs_usr_"), "{}", w.user);
+
+    let mut checked = 0;
+    for &(method, route, access, _) in ROUTES {
+        let upper = method.to_uppercase();
+        let what = |who: &str| format!("{upper} {route} ({access:?}) as {who}");
+        if route == "/api/v1/nodes/link" {
+            continue; // a WebSocket with node tokens: `the_node_link_takes_node_tokens_only`
+        }
+
+        // Anonymous.
+        let (path, body) = request_for(method, route, &s.id, "anon");
+        let a = send(c, &upper, &path, As::Anonymous, body).await;
+        match access {
+            Access::Admin | Access::User => {
+                assert_eq!(a.status, 401, "{}: {}", what("anonymous"), a.body);
+                assert_error(&a, "unauthorized", &what("anonymous"));
+            }
+            Access::Anyone | Access::Public => {
+                assert!(
+                    (200..300).contains(&a.status),
+                    "{}: {} {}",
+                    what("anonymous"),
+                    a.status,
+                    a.body
+                );
+            }
+        }
+
+        // A token nobody minted, and Authorization headers that are not bearer tokens.
+        for (label, who) in [
+            (
+                "a garbage token",
+                As::Bearer("pxs_usr_garbage0000000000000000000000"),
+            ),
+            ("a token over 256 characters", As::Bearer(&"x".repeat(300))),
+            ("basic auth", As::Header("Basic dXNlcjpwYXNz")),
+            ("an empty bearer", As::Header("Bearer ")),
+            ("the node token", As::Bearer(NODE_TOKEN)),
+        ] {
+            let (path, body) = request_for(method, route, &s.id, "garbage");
+            let a = send(c, &upper, &path, who, body).await;
+            if access == Access::Public {
+                assert!(
+                    (200..300).contains(&a.status),
+                    "{}: {} {}",
+                    what(label),
+                    a.status,
+                    a.body
+                );
+            } else {
+                assert_eq!(a.status, 401, "{}: {}", what(label), a.body);
+                assert_error(&a, "unauthorized", &what(label));
+            }
+        }
+
+        // A user.
+        let (path, body) = request_for(method, route, &s.id, "user");
+        let a = send(c, &upper, &path, As::Bearer(&w.user), body).await;
+        if access == Access::Admin {
+            assert_eq!(a.status, 403, "{}: {}", what("user"), a.body);
+            assert_error(&a, "forbidden", &what("user"));
+        } else {
+            assert!(
+                (200..300).contains(&a.status),
+                "{}: {} {}",
+                what("user"),
+                a.status,
+                a.body
+            );
+        }
+
+        // Admins: the configured token and one minted through the API.
+        for (label, token) in [("admin", ADMIN), ("minted admin", admin2.as_str())] {
+            let tag = label.replace(' ', "-");
+            let (mut path, body) = request_for(method, route, &s.id, &tag);
+            if route == "/api/v1/titles/{id}" && method == "delete" && label != "admin" {
+                // The first admin deleted `gone`: make another for the second.
+                c.title("gone2", "demo", json!({})).await;
+                path = path.replace("gone", "gone2");
+            }
+            let a = send(c, &upper, &path, As::Bearer(token), body).await;
+            assert!(
+                (200..300).contains(&a.status),
+                "{}: {} {}",
+                what(label),
+                a.status,
+                a.body
+            );
+        }
+        checked += 1;
+    }
+    assert_eq!(checked + 1, ROUTES.len());
+
+    // The effects of the calls that were refused did not happen: titles `new-anon`,
+    // `new-garbage`, `new-user` do not exist, the first user minted no token.
+    for id in ["new-anon", "new-garbage", "new-user"] {
+        let (st, v) = c.admin("GET", &format!("/api/v1/titles/{id}"), None).await;
+        assert_eq!(
+            st, 404,
+            "{id} was created by a caller without the right: {v}"
+        );
+    }
+    for id in ["new-admin", "new-minted-admin"] {
+        let (st, v) = c.admin("GET", &format!("/api/v1/titles/{id}"), None).await;
+        assert_eq!(st, 200, "{v}");
+    }
+    let (_, t1) = c.admin("GET", "/api/v1/titles/t1", None).await;
+    assert_eq!(t1["description"], "by minted-admin", "{t1}");
+    w.finish().await;
+}
+
+/// `?token=` works for the event streams only (EventSource cannot set headers).
+async fn tokens_in_the_query_only_for_event_streams(backend: Backend) {
+    let w = World::new(&backend, "roles-query").await;
+    let c = &w.coord;
+    let a = send(
+        c,
+        "GET",
+        &format!("/api/v1/nodes?token={ADMIN}"),
+        As::Anonymous,
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 401, "GET /api/v1/nodes?token=admin: {}", a.body);
+    let a = send(
+        c,
+        "POST",
+        &format!("/api/v1/titles?token={ADMIN}"),
+        As::Anonymous,
+        Some(json!({"id": "q", "name": "q", "application_id": "demo"})),
+    )
+    .await;
+    assert_eq!(a.status, 401, "POST /api/v1/titles?token=admin: {}", a.body);
+    let (st, _) = c.admin("GET", "/api/v1/titles/q", None).await;
+    assert_eq!(st, 404);
+
+    // GET /api/v1/events: admin only, by header or query.
+    for (label, path, who, want) in [
+        ("anonymous", "/api/v1/events".to_owned(), As::Anonymous, 401),
+        (
+            "garbage ?token",
+            "/api/v1/events?token=garbage-token-0123456789".to_owned(),
+            As::Anonymous,
+            401,
+        ),
+        (
+            "user ?token",
+            format!("/api/v1/events?token={}", w.user),
+            As::Anonymous,
+            403,
+        ),
+        (
+            "user header",
+            "/api/v1/events".to_owned(),
+            As::Bearer(&w.user),
+            403,
+        ),
+        (
+            "admin header",
+            "/api/v1/events".to_owned(),
+            As::Bearer(ADMIN),
+            200,
+        ),
+    ] {
+        let a = send(c, "GET", &path, who, None).await;
+        assert_eq!(a.status, want, "GET /api/v1/events as {label}: {}", a.body);
+        if want == 200 {
+            assert!(
+                a.content_type.starts_with("text/event-stream"),
+                "{}",
+                a.content_type
+            );
+        } else {
+            assert_error(
+                &a,
+                if want == 401 {
+                    "unauthorized"
+                } else {
+                    "forbidden"
+                },
+                label,
+            );
+        }
+    }
+
+    // With the admin token in the query it streams: a session created now is told.
+    let resp = c
+        .http
+        .get(c.url(&format!("/api/v1/events?token={ADMIN}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut stream = resp.bytes_stream();
+    let s = w.create_session(As::Bearer(&w.user), "t1").await;
+    let mut text = String::new();
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = stream.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            if text.contains("event: session") && text.contains(s.id.as_str()) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(
+        found,
+        Ok(true),
+        "no session event on /api/v1/events: {text}"
+    );
+    drop(stream);
+
+    // A session's stream with `?token=`: its owner yes, another user no (it does not exist for
+    // them), and not anonymously either.
+    let path = format!("/api/v1/sessions/{}/events", s.id);
+    let a = send(
+        c,
+        "GET",
+        &format!("{path}?token={}", w.user),
+        As::Anonymous,
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 200, "owner with ?token: {}", a.body);
+    let a = send(
+        c,
+        "GET",
+        &format!("{path}?token={}", w.user2),
+        As::Anonymous,
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 404, "another user with ?token: {}", a.body);
+    assert_error(&a, "not_found", "another user's session stream");
+    let a = send(c, "GET", &path, As::Anonymous, None).await;
+    assert_eq!(
+        a.status, 404,
+        "anonymous on a user's session stream: {}",
+        a.body
+    );
+    let a = send(
+        c,
+        "GET",
+        &format!("{path}?token=garbage-0123456789"),
+        As::Anonymous,
+        None,
+    )
+    .await;
+    assert_eq!(
+        a.status, 401,
+        "garbage ?token on a session stream: {}",
+        a.body
+    );
+    w.finish().await;
+}
+
+/// The node link takes node tokens, and refuses anything else before the upgrade.
+async fn the_node_link_takes_node_tokens_only(backend: Backend) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let w = World::new(&backend, "roles-link").await;
+    let c = &w.coord;
+    let user = w.user.clone();
+    for (label, auth) in [
+        ("no token", None),
+        (
+            "a garbage token",
+            Some("Bearer garbage-node-token-0123456789".to_owned()),
+        ),
+        ("the admin API token", Some(format!("Bearer {ADMIN}"))),
+        ("a user API token", Some(format!("Bearer {user}"))),
+        ("basic auth", Some("Basic dXNlcjpwYXNz".to_owned())),
+    ] {
+        let mut req = format!("ws://{}/api/v1/nodes/link", c.addr)
+            .into_client_request()
+            .unwrap();
+        if let Some(a) = auth {
+            req.headers_mut()
+                .insert("authorization", a.parse().unwrap());
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Ok(_) => panic!("the node link accepted {label}"),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status().as_u16(), 401, "node link with {label}");
+            }
+            Err(e) => panic!("node link with {label}: {e}"),
+        }
+    }
+    // No node came of it: still just n1.
+    let (_, v) = c.admin("GET", "/api/v1/nodes", None).await;
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(1), "{v}");
+    // A node token minted through the API is accepted.
+    let (s, v) = c
+        .admin("POST", "/api/v1/node-tokens", Some(json!({"name": "n2"})))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let token = v["token"].as_str().unwrap();
+    assert!(token.starts_with("pxs_node_"), "{token}");
+    let mut req = format!("ws://{}/api/v1/nodes/link", c.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 101);
+    drop(ws);
+    w.finish().await;
+}
+
+/// The error body of a refused node link is the API's error shape, like every other error.
+async fn the_node_link_refusal_is_an_api_error(backend: Backend) {
+    let w = World::new(&backend, "roles-link-error").await;
+    let c = &w.coord;
+    let mut problems = Vec::new();
+    // A WebSocket handshake without a token: 401, as `unauthorized`.
+    let resp = c
+        .http
+        .get(c.url("/api/v1/nodes/link"))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
+    if status != 401 || v["error"]["code"] != "unauthorized" {
+        problems.push(format!(
+            "handshake without a node token: want 401 unauthorized in the API's error body, \
+             got {status} {text:?}"
+        ));
+    }
+    // A plain GET, not a handshake: some 4xx, in the API's error body.
+    let a = send(c, "GET", "/api/v1/nodes/link", As::Anonymous, None).await;
+    if !(400..500).contains(&a.status) || a.body["error"]["code"].as_str().is_none_or(str::is_empty)
+    {
+        problems.push(format!(
+            "plain GET: want a 4xx in the API's error body, got {} {} ({})",
+            a.status, a.body, a.content_type
+        ));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    w.finish().await;
+}
+
+/// Private titles are for signed-in users; anonymous callers cannot tell they exist.
+async fn private_titles_are_invisible_to_anonymous_callers(backend: Backend) {
+    let w = World::new(&backend, "roles-private").await;
+    let c = &w.coord;
+    c.title("secret", "demo", json!({"visibility": "private"}))
+        .await;
+    let ids = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let a = send(c, "GET", "/api/v1/titles", As::Anonymous, None).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(ids(&a.body), ["t1"], "{}", a.body);
+    let a = send(c, "GET", "/api/v1/titles/secret", As::Anonymous, None).await;
+    assert_eq!(a.status, 404, "{}", a.body);
+    assert_error(&a, "not_found", "anonymous GET of a private title");
+    // The same answer as for a title that does not exist.
+    let b = send(c, "GET", "/api/v1/titles/nothing", As::Anonymous, None).await;
+    assert_eq!(
+        (b.status, b.body["error"]["code"].clone()),
+        (404, json!("not_found"))
+    );
+    let a = send(
+        c,
+        "POST",
+        "/api/v1/sessions",
+        As::Anonymous,
+        Some(json!({"title_id": "secret"})),
+    )
+    .await;
+    assert_eq!(
+        a.status, 404,
+        "anonymous session of a private title: {}",
+        a.body
+    );
+    assert_error(&a, "not_found", "anonymous session of a private title");
+
+    for token in [w.user.as_str(), ADMIN] {
+        let a = send(c, "GET", "/api/v1/titles", As::Bearer(token), None).await;
+        let mut got = ids(&a.body);
+        got.sort();
+        assert_eq!(got, ["secret", "t1"], "{}", a.body);
+        let a = send(c, "GET", "/api/v1/titles/secret", As::Bearer(token), None).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(a.body["visibility"], "private");
+    }
+    let s = w.create_session(As::Bearer(&w.user), "secret").await;
+    assert_eq!(s.title_id.as_str(), "secret");
+    // No anonymous session was made of it.
+    let (_, all) = c
+        .admin("GET", "/api/v1/sessions?title_id=secret", None)
+        .await;
+    assert_eq!(all["items"].as_array().map(Vec::len), Some(1), "{all}");
+
+    // Made public, anonymous callers see it; private again, they do not.
+    let (st, v) = c
+        .admin(
+            "PATCH",
+            "/api/v1/titles/secret",
+            Some(json!({"visibility": "public"})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let a = send(c, "GET", "/api/v1/titles/secret", As::Anonymous, None).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let (st, v) = c
+        .admin(
+            "PATCH",
+            "/api/v1/titles/secret",
+            Some(json!({"visibility": "private"})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let a = send(c, "GET", "/api/v1/titles/secret", As::Anonymous, None).await;
+    assert_eq!(a.status, 404, "{}", a.body);
+    w.finish().await;
+}
+
+/// Users see and end only their own sessions; admins all; an anonymous session is reachable by
+/// its id.
+async fn users_see_only_their_own_sessions(backend: Backend) {
+    let w = World::new(&backend, "roles-owners").await;
+    let c = &w.coord;
+    let mine = w.create_session(As::Bearer(&w.user), "t1").await;
+    let theirs = w.create_session(As::Bearer(&w.user2), "t1").await;
+    let anon = w.create_session(As::Anonymous, "t1").await;
+    let by_admin = w.create_session(As::Bearer(ADMIN), "t1").await;
+    let ids = |v: &Value| -> Vec<String> {
+        let mut ids: Vec<String> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let sorted = |v: &[&SessionId]| -> Vec<String> {
+        let mut v: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+        v.sort();
+        v
+    };
+
+    // The lists.
+    let a = send(c, "GET", "/api/v1/sessions", As::Bearer(&w.user), None).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(ids(&a.body), sorted(&[&mine.id]), "{}", a.body);
+    let a = send(c, "GET", "/api/v1/sessions", As::Bearer(&w.user2), None).await;
+    assert_eq!(ids(&a.body), sorted(&[&theirs.id]), "{}", a.body);
+    let a = send(c, "GET", "/api/v1/sessions", As::Bearer(ADMIN), None).await;
+    assert_eq!(
+        ids(&a.body),
+        sorted(&[&mine.id, &theirs.id, &anon.id, &by_admin.id]),
+        "{}",
+        a.body
+    );
+    let a = send(
+        c,
+        "GET",
+        "/api/v1/sessions?state=starting",
+        As::Bearer(&w.user),
+        None,
+    )
+    .await;
+    assert!(
+        ids(&a.body).iter().all(|i| i == mine.id.as_str()),
+        "a filter showed another's session: {}",
+        a.body
+    );
+    let a = send(c, "GET", "/api/v1/sessions", As::Anonymous, None).await;
+    assert_eq!(a.status, 401, "{}", a.body);
+
+    // Another user's session does not exist for a user, nor for anonymous callers.
+    for (label, who) in [("user", As::Bearer(&w.user)), ("anonymous", As::Anonymous)] {
+        for path in [
+            format!("/api/v1/sessions/{}", theirs.id),
+            format!("/api/v1/sessions/{}/events", theirs.id),
+            format!("/api/v1/sessions/{}", by_admin.id),
+        ] {
+            let a = send(c, "GET", &path, who, None).await;
+            assert_eq!(a.status, 404, "GET {path} as {label}: {}", a.body);
+            assert_error(&a, "not_found", &path);
+            // The same message as for a session that does not exist: nothing leaks.
+            assert!(
+                a.body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("no session"),
+                "{}",
+                a.body
+            );
+        }
+        let path = format!("/api/v1/sessions/{}", theirs.id);
+        let a = send(c, "DELETE", &path, who, None).await;
+        assert_eq!(a.status, 404, "DELETE {path} as {label}: {}", a.body);
+    }
+    // ...and it still runs.
+    let s = c.session(&theirs.id).await;
+    assert!(!s.state.is_final(), "another user's DELETE ended it: {s:?}");
+
+    // Own sessions and anonymous ones (by id) are reachable.
+    for (label, who, id) in [
+        ("owner", As::Bearer(&w.user), &mine.id),
+        ("user on anonymous", As::Bearer(&w.user), &anon.id),
+        ("other user on anonymous", As::Bearer(&w.user2), &anon.id),
+        ("anonymous on anonymous", As::Anonymous, &anon.id),
+        ("admin on user", As::Bearer(ADMIN), &theirs.id),
+    ] {
+        let a = send(c, "GET", &format!("/api/v1/sessions/{id}"), who, None).await;
+        assert_eq!(a.status, 200, "{label}: {}", a.body);
+        assert_eq!(a.body["id"], id.as_str());
+        let a = send(
+            c,
+            "GET",
+            &format!("/api/v1/sessions/{id}/events"),
+            who,
+            None,
+        )
+        .await;
+        assert_eq!(a.status, 200, "{label} (events): {}", a.body);
+    }
+    // A user's session is not in the anonymous caller's reach even though they share an
+    // address: the id is the capability only for anonymous sessions.
+    let a = send(
+        c,
+        "GET",
+        &format!("/api/v1/sessions/{}", mine.id),
+        As::Anonymous,
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 404, "{}", a.body);
+
+    // Ending: the owner may, an admin may end anyone's.
+    let a = send(
+        c,
+        "DELETE",
+        &format!("/api/v1/sessions/{}", mine.id),
+        As::Bearer(&w.user),
+        None,
+    )
+    .await;
+    assert!(matches!(a.status, 200 | 202), "{}", a.body);
+    let a = send(
+        c,
+        "DELETE",
+        &format!("/api/v1/sessions/{}", theirs.id),
+        As::Bearer(ADMIN),
+        None,
+    )
+    .await;
+    assert!(matches!(a.status, 200 | 202), "{}", a.body);
+    for id in [&mine.id, &theirs.id] {
+        c.wait_state(id, api::SessionState::Ended, Duration::from_secs(10))
+            .await;
+    }
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_requires_its_role() {
+    for b in backends() {
+        every_route_checks_its_role(b).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_tokens_are_for_event_streams_and_events_are_admin_only() {
+    for b in backends() {
+        tokens_in_the_query_only_for_event_streams(b).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_link_refuses_anything_but_a_node_token() {
+    for b in backends() {
+        the_node_link_takes_node_tokens_only(b).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_link_refusal_has_the_api_error_shape() {
+    for b in backends() {
+        the_node_link_refusal_is_an_api_error(b).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_titles_are_hidden_from_anonymous_callers() {
+    for b in backends() {
+        private_titles_are_invisible_to_anonymous_callers(b).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_see_their_own_sessions_and_admins_all() {
+    for b in backends() {
+        users_see_only_their_own_sessions(b).await;
+    }
+}
