@@ -161,7 +161,56 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/api/v1/events", get(all_events))
         .merge(web::router())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(axum::middleware::map_response(error_shape))
         .with_state(engine)
+}
+
+/// Every error leaves as `{"error": {...}}`, also the ones axum makes itself (a path that is not
+/// UTF-8, a method an endpoint lacks, a refused WebSocket upgrade), keeping their status and
+/// headers (`Allow` on 405).
+async fn error_shape(resp: Response) -> Response {
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json {
+        return resp;
+    }
+    let kind = match status {
+        StatusCode::BAD_REQUEST => Kind::BadRequest,
+        StatusCode::UNAUTHORIZED => Kind::Unauthorized,
+        StatusCode::FORBIDDEN => Kind::Forbidden,
+        StatusCode::NOT_FOUND => Kind::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => Kind::MethodNotAllowed,
+        StatusCode::CONFLICT => Kind::Conflict,
+        StatusCode::PAYLOAD_TOO_LARGE => Kind::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => Kind::UnsupportedMediaType,
+        StatusCode::TOO_MANY_REQUESTS => Kind::TooManyRequests,
+        StatusCode::SERVICE_UNAVAILABLE => Kind::Unavailable,
+        s if s.is_client_error() => Kind::BadRequest,
+        _ => Kind::Internal,
+    };
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_owned();
+    let message = match kind {
+        Kind::MethodNotAllowed => "this endpoint does not take that method (see Allow)".to_owned(),
+        Kind::Internal => "internal error".to_owned(),
+        _ if text.is_empty() => status.canonical_reason().unwrap_or("error").to_owned(),
+        _ => text,
+    };
+    let fresh = ApiError::new(kind, message).into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, fresh.into_body())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -176,10 +225,8 @@ fn presented_token(
 ) -> Result<Option<String>, ApiError> {
     if let Some(v) = headers.get(header::AUTHORIZATION) {
         let v = v.to_str().map_err(|_| ApiError::unauthorized())?;
-        let t = v
-            .strip_prefix("Bearer ")
-            .map(str::trim)
-            .filter(|t| !t.is_empty() && t.len() <= 256)
+        let t = crate::auth::bearer(v)
+            .filter(|t| t.len() <= 256)
             .ok_or_else(ApiError::unauthorized)?;
         return Ok(Some(t.to_owned()));
     }
@@ -264,20 +311,25 @@ async fn body<T: DeserializeOwned>(engine: &Engine, req: Request) -> Result<T, A
                 format!("the body is larger than {limit} bytes"),
             )
         })?;
+    // Syntax first (depth-limited by serde_json), then the shape: a wrongly typed field is then
+    // reported with its name, never as invalid JSON.
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+        let detail = e.to_string();
+        return Err(ApiError::bad_request(if detail.starts_with("trailing") {
+            format!("the body has data after the JSON value ({detail})")
+        } else {
+            format!("the body is not valid JSON: {detail}")
+        }));
+    }
     let mut de = serde_json::Deserializer::from_slice(&bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            ApiError::bad_request(format!("the body is not valid JSON: {inner}"))
-        } else if path == "." {
-            ApiError::bad_request(format!("{inner}"))
+        if path == "." {
+            ApiError::bad_request(format!("{}", e.inner()))
         } else {
-            ApiError::bad_request(format!("{path}: {inner}"))
+            ApiError::bad_request(format!("{path}: {}", e.inner()))
         }
     })?;
-    de.end()
-        .map_err(|_| ApiError::bad_request("the body has data after the JSON value"))?;
     Ok(value)
 }
 

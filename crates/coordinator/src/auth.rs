@@ -59,6 +59,14 @@ impl Caller {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` value (the scheme is case-insensitive, as
+/// HTTP says); `None` for another scheme or an empty token.
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// Random bytes from the OS.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
@@ -119,6 +127,15 @@ mod tests {
         assert!(a.starts_with("pxs_adm_") && a.len() == 8 + 52);
         assert_eq!(hash_token(&a).len(), 64);
         assert_ne!(hash_token(&a), hash_token(&b));
+    }
+
+    #[test]
+    fn bearer_schemes_are_case_insensitive() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer "), None);
+        assert_eq!(bearer("Bearer"), None);
     }
 
     #[test]

@@ -793,8 +793,8 @@ impl Engine {
         let now = self.now();
         let row = NodeRow {
             id: hello.node.clone(),
-            version: truncate(&hello.version, 64).to_owned(),
-            public_url: truncate(&hello.public_url, 512).to_owned(),
+            version: model::node_text(&hello.version, 64),
+            public_url: model::node_text(&hello.public_url, 512),
             max_sessions: hello.capacity.max_sessions,
             max_sessions_per_gpu: hello.capacity.max_sessions_per_gpu,
             applications: hello.applications.iter().map(|a| a.id.clone()).collect(),
@@ -1137,9 +1137,8 @@ impl Engine {
         let mut freed = false;
         for mut s in store::sessions_to_end(&mut tx, now - grace, now).await? {
             let node = s.node_id.as_ref().and_then(|n| nodes.get(n));
-            let lost = node.is_none_or(|n| {
-                !n.online && n.offline_since.is_some_and(|t| t <= now - grace)
-            });
+            let lost =
+                node.is_none_or(|n| !n.online && n.offline_since.is_some_and(|t| t <= now - grace));
             if lost {
                 s.finish(now, SessionState::Ended, "node_lost");
                 freed = true;
@@ -1246,28 +1245,45 @@ fn no_session(id: &SessionId) -> ApiError {
 }
 
 fn check_label(name: &str) -> Result<(), ApiError> {
-    if name.trim().is_empty() || name.len() > 200 {
-        return Err(ApiError::bad_request("name: 1 to 200 characters"));
+    check_text("name", name, 1, 200, false)
+}
+
+/// `value` has `min..=max` characters (not bytes) and no control characters (newlines and tabs
+/// only where `multiline`): NUL would be stored by SQLite and refused by PostgreSQL.
+fn check_text(
+    key: &str,
+    value: &str,
+    min: usize,
+    max: usize,
+    multiline: bool,
+) -> Result<(), ApiError> {
+    let n = value.chars().count();
+    if n < min || n > max || (min > 0 && value.trim().is_empty()) {
+        return Err(ApiError::bad_request(format!(
+            "{key}: {min} to {max} characters"
+        )));
+    }
+    if value
+        .chars()
+        .any(|c| c.is_control() && !(multiline && matches!(c, '\n' | '\t' | '\r')))
+    {
+        return Err(ApiError::bad_request(format!(
+            "{key}: control characters are not allowed"
+        )));
     }
     Ok(())
 }
 
 fn check_title(t: &TitleRow) -> Result<(), ApiError> {
-    if t.name.trim().is_empty() || t.name.len() > 200 {
-        return Err(ApiError::bad_request("name: 1 to 200 characters"));
-    }
-    if t.description.len() > 4000 {
-        return Err(ApiError::bad_request(
-            "description: at most 4000 characters",
-        ));
-    }
-    if let Some(u) = &t.image_url
-        && (u.len() > 2000
-            || !(u.starts_with("https://") || u.starts_with("http://") || u.starts_with('/')))
-    {
-        return Err(ApiError::bad_request(
-            "image_url: an http(s) URL or a path starting with /, at most 2000 characters",
-        ));
+    check_text("name", &t.name, 1, 200, false)?;
+    check_text("description", &t.description, 0, 4000, true)?;
+    if let Some(u) = &t.image_url {
+        check_text("image_url", u, 1, 2000, false)?;
+        if !(u.starts_with("https://") || u.starts_with("http://") || u.starts_with('/')) {
+            return Err(ApiError::bad_request(
+                "image_url: an http(s) URL or a path starting with /",
+            ));
+        }
     }
     for (key, v) in [
         ("idle_timeout", t.idle_timeout),

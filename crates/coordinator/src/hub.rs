@@ -3,9 +3,11 @@
 //! and hands each message to the engine; one task writes what the engine sends.
 
 use crate::engine::Engine;
+use crate::error::{ApiError, Kind};
 use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use pxs_protocol::node::{CoordinatorToNode, NodeToCoordinator};
@@ -22,13 +24,12 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn link(
     State(engine): State<Arc<Engine>>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(crate::auth::bearer);
     let valid = match token {
         Some(t) => engine.node_token_valid(t).await,
         None => Ok(false),
@@ -37,12 +38,21 @@ pub async fn link(
         Ok(true) => {}
         Ok(false) => {
             warn!("node link refused: missing or unknown node token");
-            return (StatusCode::UNAUTHORIZED, "a valid node token is required").into_response();
+            return ApiError::new(Kind::Unauthorized, "a valid node token is required")
+                .into_response();
         }
         Err(e) => return e.into_response(),
     }
+    let Ok(ws) = ws else {
+        return ApiError::bad_request("the node link is a WebSocket: send an upgrade request")
+            .into_response();
+    };
     if engine.link_count() >= engine.config.max_node_links {
-        return (StatusCode::SERVICE_UNAVAILABLE, "too many node links").into_response();
+        return ApiError::new(
+            Kind::Unavailable,
+            "too many node links; try another coordinator",
+        )
+        .into_response();
     }
     ws.max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)

@@ -158,6 +158,12 @@ impl SessionRow {
     }
 }
 
+/// Text a node sent, made safe to store and show: control characters (NUL among them, which
+/// PostgreSQL refuses) dropped, at most `max` characters.
+pub fn node_text(s: &str, max: usize) -> String {
+    s.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
 /// What to do after a node's event was applied.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EventOutcome {
@@ -208,7 +214,7 @@ pub fn apply_event(
             }
             row.observed = Observed::Ready;
             row.state = SessionState::Ready;
-            row.player_url = Some(player_url.clone());
+            row.player_url = Some(node_text(player_url, 2048));
             row.ready_at.get_or_insert(now);
             row.updated_at = now;
             EventOutcome::Changed
@@ -220,7 +226,7 @@ pub fn apply_event(
             let (state, reason) = ended_state(row, ended);
             row.finish(now, state, &reason);
             row.exit_code = ended.exit_code;
-            row.detail = ended.detail.clone();
+            row.detail = ended.detail.as_deref().map(|d| node_text(d, 2000));
             EventOutcome::Changed
         }
     }
