@@ -10,7 +10,7 @@ use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use futures_util::Stream;
 use pxs_protocol::api::{self, List, Role, SessionState, TitleId};
@@ -150,8 +150,16 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/api/v1/nodes/{id}", get(get_node))
         .route("/api/v1/nodes/{id}/drain", post(drain_node))
         .route("/api/v1/nodes/{id}/resume", post(resume_node))
-        .route("/api/v1/node-tokens", post(create_node_token))
-        .route("/api/v1/tokens", post(create_api_token))
+        .route(
+            "/api/v1/node-tokens",
+            get(list_node_tokens).post(create_node_token),
+        )
+        .route("/api/v1/node-tokens/{id}", delete(revoke_node_token))
+        .route(
+            "/api/v1/tokens",
+            get(list_api_tokens).post(create_api_token),
+        )
+        .route("/api/v1/tokens/{id}", delete(revoke_api_token))
         .route("/api/v1/sessions", get(list_sessions).post(create_session))
         .route(
             "/api/v1/sessions/{id}",
@@ -508,6 +516,40 @@ async fn create_api_token(State(engine): E, req: Request) -> ApiResult<Response>
     let new: api::NewApiToken = body(&engine, req).await?;
     let t = engine.create_api_token(&new.name, new.role).await?;
     Ok((StatusCode::CREATED, Json(t)).into_response())
+}
+
+async fn list_api_tokens(State(engine): E, req: Request) -> ApiResult<Json<List<api::TokenInfo>>> {
+    caller!(engine, req, Access::Admin)?;
+    Ok(Json(List {
+        items: engine.tokens(false).await?,
+    }))
+}
+
+async fn list_node_tokens(State(engine): E, req: Request) -> ApiResult<Json<List<api::TokenInfo>>> {
+    caller!(engine, req, Access::Admin)?;
+    Ok(Json(List {
+        items: engine.tokens(true).await?,
+    }))
+}
+
+async fn revoke_api_token(
+    State(engine): E,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult<StatusCode> {
+    caller!(engine, req, Access::Admin)?;
+    engine.revoke_token(false, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn revoke_node_token(
+    State(engine): E,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult<StatusCode> {
+    caller!(engine, req, Access::Admin)?;
+    engine.revoke_token(true, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn create_session(State(engine): E, req: Request) -> ApiResult<Response> {

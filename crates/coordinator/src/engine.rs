@@ -266,6 +266,49 @@ impl Engine {
         })
     }
 
+    pub async fn tokens(&self, node: bool) -> Result<Vec<api::TokenInfo>, ApiError> {
+        let mut c = self.store.pool().acquire().await?;
+        Ok(store::list_tokens(&mut c, node)
+            .await?
+            .into_iter()
+            .map(|(id, name, role, at)| api::TokenInfo {
+                id,
+                name,
+                role,
+                created_at: rfc3339(at),
+            })
+            .collect())
+    }
+
+    /// Revokes a token: it stops working at once (also cached ones). The last admin token
+    /// cannot be revoked, so the coordinator always has an administrator.
+    pub async fn revoke_token(&self, node: bool, id: &str) -> Result<(), ApiError> {
+        let mut tx = self.store.begin().await?;
+        let known = store::list_tokens(&mut tx, node).await?;
+        let Some((_, _, role, _)) = known.iter().find(|(t, ..)| t == id) else {
+            return Err(ApiError::not_found(format!(
+                "no token `{}`",
+                truncate(id, 64)
+            )));
+        };
+        let admins = known
+            .iter()
+            .filter(|(.., r, _)| *r == Some(api::Role::Admin))
+            .count();
+        if *role == Some(api::Role::Admin) && admins <= 1 {
+            return Err(ApiError::conflict(
+                "this is the last admin token; make another before revoking it",
+            ));
+        }
+        store::delete_token(&mut tx, node, id).await?;
+        tx.commit().await?;
+        if let Ok(mut cache) = self.token_cache.lock() {
+            cache.clear();
+        }
+        info!(token = %id, node, "token revoked");
+        Ok(())
+    }
+
     pub async fn node_token_valid(&self, token: &str) -> Result<bool, ApiError> {
         let mut c = self.store.pool().acquire().await?;
         Ok(store::find_node_token(&mut c, &auth::hash_token(token))

@@ -79,6 +79,8 @@ fn responses(method: &str, path: &str) -> Value {
             json!({"201": body("CreatedToken")})
         }
         ("delete", "/api/v1/titles/{id}") => json!({"204": {"description": "deleted"}}),
+        ("delete", p) if p.contains("tokens/") => json!({"204": {"description": "revoked"}}),
+        ("get", p) if p.ends_with("tokens") => json!({"200": body("TokenList")}),
         ("delete", _) => json!({"200": body("Session"), "202": body("Session")}),
         (_, p) if p.ends_with("/events") => {
             json!({"200": {"description": "text/event-stream of `session` (and `node`) events"}})
@@ -159,6 +161,8 @@ fn schemas() -> Value {
         "NodeList": list("Node"),
         "NewNodeToken": obj(&["name"], json!({"name": s})),
         "NewApiToken": obj(&["name", "role"], json!({"name": s, "role": {"type": "string", "enum": ["user", "admin"]}})),
+        "TokenInfo": obj(&["id", "name", "created_at"], json!({"id": s, "name": s, "role": s, "created_at": s})),
+        "TokenList": list("TokenInfo"),
         "CreatedToken": obj(&["id", "name", "token"], json!({"id": s, "name": s, "token": s, "role": s})),
     })
 }

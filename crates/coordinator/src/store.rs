@@ -370,6 +370,49 @@ pub async fn find_node_token(c: &mut AnyConnection, hash: &str) -> Result<Option
         .transpose()?)
 }
 
+/// Every API token (`node: false`) or node token (`node: true`): id, name, role, created.
+pub async fn list_tokens(
+    c: &mut AnyConnection,
+    node: bool,
+) -> Result<Vec<(String, String, Option<Role>, Millis)>> {
+    let sql = if node {
+        "SELECT id, name, NULL AS role, created_at FROM node_tokens ORDER BY created_at, id"
+    } else {
+        "SELECT id, name, role, created_at FROM api_tokens ORDER BY created_at, id"
+    };
+    let rows = sqlx::query(sql).fetch_all(&mut *c).await?;
+    rows.iter()
+        .map(|r| {
+            let role = opt_parse_col(r, "role", |s| match s {
+                "admin" => Some(Role::Admin),
+                "user" => Some(Role::User),
+                _ => None,
+            })?;
+            Ok((
+                r.try_get("id")?,
+                r.try_get("name")?,
+                role,
+                r.try_get("created_at")?,
+            ))
+        })
+        .collect()
+}
+
+/// False when there is no such token.
+pub async fn delete_token(c: &mut AnyConnection, node: bool, id: &str) -> Result<bool> {
+    let sql = if node {
+        "DELETE FROM node_tokens WHERE id = $1"
+    } else {
+        "DELETE FROM api_tokens WHERE id = $1"
+    };
+    Ok(sqlx::query(sql)
+        .bind(id)
+        .execute(&mut *c)
+        .await?
+        .rows_affected()
+        == 1)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Nodes
 

@@ -169,6 +169,27 @@ async fn mint(coord: &Coord, role: &str, name: &str) -> String {
     v["token"].as_str().unwrap().to_owned()
 }
 
+/// A fresh token of the kind `route` revokes (`/api/v1/tokens/{id}` or
+/// `/api/v1/node-tokens/{id}`), minted by the admin; returns its id.
+async fn revocable(coord: &Coord, route: &str, tag: &str) -> Option<String> {
+    let (path, body) = if route.starts_with("/api/v1/tokens/") {
+        (
+            "/api/v1/tokens",
+            json!({"name": format!("revoke {tag}"), "role": "user"}),
+        )
+    } else if route.starts_with("/api/v1/node-tokens/") {
+        (
+            "/api/v1/node-tokens",
+            json!({"name": format!("revoke {tag}")}),
+        )
+    } else {
+        return None;
+    };
+    let (s, v) = coord.admin("POST", path, Some(body)).await;
+    assert_eq!(s, 201, "{v}");
+    Some(v["id"].as_str().unwrap().to_owned())
+}
+
 /// The request that exercises `(method, route)` for caller `tag`: the route with real ids in
 /// place of `{id}`, and a valid body where the endpoint takes one, so an allowed caller
 /// succeeds.
@@ -221,7 +242,10 @@ async fn every_route_checks_its_role(backend: Backend) {
         }
 
         // Anonymous.
-        let (path, body) = request_for(method, route, &s.id, "anon");
+        let (mut path, body) = request_for(method, route, &s.id, "anon");
+        if let Some(id) = revocable(c, route, "anon").await {
+            path = route.replace("{id}", &id);
+        }
         let a = send(c, &upper, &path, As::Anonymous, body).await;
         match access {
             Access::Admin | Access::User => {
@@ -267,7 +291,10 @@ async fn every_route_checks_its_role(backend: Backend) {
         }
 
         // A user.
-        let (path, body) = request_for(method, route, &s.id, "user");
+        let (mut path, body) = request_for(method, route, &s.id, "user");
+        if let Some(id) = revocable(c, route, "user").await {
+            path = route.replace("{id}", &id);
+        }
         let a = send(c, &upper, &path, As::Bearer(&w.user), body).await;
         if access == Access::Admin {
             assert_eq!(a.status, 403, "{}: {}", what("user"), a.body);
@@ -290,6 +317,9 @@ async fn every_route_checks_its_role(backend: Backend) {
                 // The first admin deleted `gone`: make another for the second.
                 c.title("gone2", "demo", json!({})).await;
                 path = path.replace("gone", "gone2");
+            }
+            if let Some(id) = revocable(c, route, &tag).await {
+                path = route.replace("{id}", &id);
             }
             let a = send(c, &upper, &path, As::Bearer(token), body).await;
             assert!(
@@ -827,5 +857,91 @@ async fn private_titles_are_hidden_from_anonymous_callers() {
 async fn users_see_their_own_sessions_and_admins_all() {
     for b in backends() {
         users_see_only_their_own_sessions(b).await;
+    }
+}
+
+async fn revoked_tokens_stop_working_at_once(backend: Backend) {
+    let db = fresh_database(&backend, "revoke").await;
+    let c = Coord::start(&db, FAST_TIMING).await;
+    let (_, v) = c
+        .admin(
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "u", "role": "user"})),
+        )
+        .await;
+    let (user_id, user) = (
+        v["id"].as_str().unwrap().to_owned(),
+        v["token"].as_str().unwrap().to_owned(),
+    );
+    // Used once, so the coordinator has it cached.
+    assert_eq!(
+        c.call("GET", "/api/v1/nodes", Some(&user), None).await.0,
+        200
+    );
+    let (_, list) = c.admin("GET", "/api/v1/tokens", None).await;
+    let items = list["items"].as_array().unwrap();
+    assert!(items.iter().any(|t| t["id"] == user_id.as_str()), "{list}");
+    assert!(
+        !list.to_string().contains(&user),
+        "a listing never shows a secret"
+    );
+
+    let (s, v) = c
+        .admin("DELETE", &format!("/api/v1/tokens/{user_id}"), None)
+        .await;
+    assert_eq!(s, 204, "{v}");
+    let (s, v) = c.call("GET", "/api/v1/nodes", Some(&user), None).await;
+    assert_eq!(s, 401, "a revoked token is refused at once: {v}");
+    let (s, _) = c
+        .admin("DELETE", &format!("/api/v1/tokens/{user_id}"), None)
+        .await;
+    assert_eq!(s, 404);
+
+    // The configured admin token is the only admin: it cannot be revoked.
+    let admin_id = items.iter().find(|t| t["role"] == "admin").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, v) = c
+        .admin("DELETE", &format!("/api/v1/tokens/{admin_id}"), None)
+        .await;
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(c.admin("GET", "/api/v1/tokens", None).await.0, 200);
+
+    // A revoked node token no longer opens the node link.
+    let (_, v) = c
+        .admin(
+            "POST",
+            "/api/v1/node-tokens",
+            Some(json!({"name": "gpu-9"})),
+        )
+        .await;
+    let (node_id, node_token) = (
+        v["id"].as_str().unwrap().to_owned(),
+        v["token"].as_str().unwrap().to_owned(),
+    );
+    let link = |t: String| {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = format!("ws://{}/api/v1/nodes/link", c.addr)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+        tokio_tungstenite::connect_async(req)
+    };
+    assert!(link(node_token.clone()).await.is_ok());
+    let (s, _) = c
+        .admin("DELETE", &format!("/api/v1/node-tokens/{node_id}"), None)
+        .await;
+    assert_eq!(s, 204);
+    let err = link(node_token).await.unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_tokens_are_refused_and_the_last_admin_stays() {
+    for b in backends() {
+        revoked_tokens_stop_working_at_once(b).await;
     }
 }

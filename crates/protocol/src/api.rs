@@ -191,6 +191,17 @@ pub struct CreatedToken {
     pub role: Option<Role>,
 }
 
+/// `GET /api/v1/tokens` and `GET /api/v1/node-tokens` (admin): tokens without their secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub name: String,
+    /// API tokens only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    pub created_at: String,
+}
+
 /// The role of an API token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
