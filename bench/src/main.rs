@@ -2,6 +2,8 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use pxs_bench::coordinator::links::{self, LinksArgs};
+use pxs_bench::coordinator::{self, CoordinatorArgs};
 use pxs_bench::session_server::{self, SessionServerArgs};
 use pxs_bench::signalling::{self, SignallingArgs};
 use std::time::Duration;
@@ -22,6 +24,13 @@ enum Command {
     /// start_session to ready, memory idle and with many sessions.
     #[command(name = "session-server")]
     SessionServer(SessionServerArgs),
+    /// The coordinator (in this process, SQLite) with simulated nodes: API latency under an
+    /// open-loop mix, sessions created per second, idle node links, and POST → ready with
+    /// simulated nodes and with `pxs up`.
+    Coordinator(CoordinatorArgs),
+    /// The idle node links of `coordinator`, run as its child process.
+    #[command(name = "coordinator-links", hide = true)]
+    CoordinatorLinks(LinksArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,6 +55,11 @@ fn main() -> anyhow::Result<()> {
                 r = session_server::run(args) => r,
                 _ = interrupted() => Err(anyhow::anyhow!("interrupted")),
             },
+            Command::Coordinator(args) => tokio::select! {
+                r = coordinator::run(args) => r,
+                _ = interrupted() => Err(anyhow::anyhow!("interrupted")),
+            },
+            Command::CoordinatorLinks(args) => links::run_child(args).await,
         }
     });
     runtime.shutdown_timeout(Duration::from_secs(2));

@@ -1,0 +1,115 @@
+//! The coordinator under test, in this process but on a tokio runtime of its own (two worker
+//! threads named [`THREAD_NAME`], as many as a `pxs coordinator` gets on this machine), so that
+//! its CPU time can be read apart from the benchmark's clients. SQLite runs on sqlx's own worker
+//! thread (`sqlx-sqlite-worker-N`), counted with it.
+
+use crate::procfs;
+use anyhow::Context;
+use pxs_coordinator::{Config, Coordinator, Engine, Options, SystemClock};
+use pxs_protocol::secret::Secret;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Name prefix of the coordinator's runtime threads.
+pub const THREAD_NAME: &str = "pxs-coord";
+/// Name prefix of sqlx's SQLite worker threads (`/proc` shows the first 15 bytes).
+const SQLITE_THREAD: &str = "sqlx-sqlite";
+
+/// The admin token the benchmark configures (an API caller with every right).
+pub const ADMIN_TOKEN: &str = "pxs_adm_bench_0123456789abcdef";
+/// The node token the simulated nodes present.
+pub const NODE_TOKEN: &str = "pxs_node_bench_0123456789abcdef";
+
+pub struct InProcess {
+    runtime: Option<tokio::runtime::Runtime>,
+    coordinator: Option<Coordinator>,
+    addr: SocketAddr,
+}
+
+impl InProcess {
+    /// A coordinator on 127.0.0.1 (a port the kernel picks) with a new SQLite file in `dir`,
+    /// the benchmark's tokens and `toml` as its configuration file.
+    pub async fn start(dir: &Path, toml: &str) -> anyhow::Result<InProcess> {
+        std::fs::create_dir_all(dir)?;
+        let opts = Options {
+            config: None,
+            listen: Some("127.0.0.1:0".into()),
+            database_url: Some(pxs_coordinator::config::sqlite_url_in(
+                dir,
+                "coordinator.db",
+            )),
+            admin_token: Some(Secret(ADMIN_TOKEN.into())),
+            node_token: Some(Secret(NODE_TOKEN.into())),
+        };
+        let config = Config::from_toml(toml, &opts).context("the coordinator's configuration")?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(THREAD_NAME)
+            .enable_all()
+            .build()
+            .context("cannot start the coordinator's runtime")?;
+        // The listener must be made on the runtime whose reactor drives it.
+        let coordinator = runtime
+            .spawn(async move {
+                let listener = TcpListener::bind("127.0.0.1:0").await?;
+                Coordinator::start_with(config, listener, Arc::new(SystemClock)).await
+            })
+            .await
+            .context("the coordinator's start task failed")??;
+        let addr = coordinator.addr();
+        Ok(InProcess {
+            runtime: Some(runtime),
+            coordinator: Some(coordinator),
+            addr,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn link_url(&self) -> String {
+        format!("ws://{}/api/v1/nodes/link", self.addr)
+    }
+
+    pub fn engine(&self) -> Option<&Arc<Engine>> {
+        self.coordinator.as_ref().map(|c| &c.engine)
+    }
+
+    /// Node links held now.
+    pub fn link_count(&self) -> usize {
+        self.engine().map_or(0, |e| e.link_count())
+    }
+
+    /// CPU time of the coordinator's threads (its runtime and SQLite's worker) so far.
+    pub fn cpu() -> anyhow::Result<Duration> {
+        let pid = std::process::id();
+        Ok(procfs::threads_cpu(pid, THREAD_NAME)? + procfs::threads_cpu(pid, SQLITE_THREAD)?)
+    }
+
+    /// Stops serving, closes the database and the runtime.
+    pub async fn stop(mut self) {
+        if let (Some(rt), Some(c)) = (&self.runtime, self.coordinator.take()) {
+            let _ = tokio::time::timeout(Duration::from_secs(10), rt.spawn(c.shutdown())).await;
+        }
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            // Not blocking: a drop may run on a worker thread of the benchmark's runtime.
+            rt.shutdown_background();
+        }
+    }
+}
