@@ -392,11 +392,13 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
             );
             let r = real::run(&pxs.canonicalize()?, &dir.join("real"), plan.real_samples).await?;
             println!(
-                "[real] POST → ready {}\n       POST alone {}\n       ready_at − created_at as recorded {}\n       DELETE → ended {}",
+                "[real] POST → ready {}\n       POST alone {}\n       ready_at − created_at as recorded {}\n       DELETE → ended {}\n       from pxs up's /metrics, means: placement {}, start_session sent → ready {}",
                 r.post_to_ready.line(),
                 r.post.line(),
                 r.recorded.line(),
-                r.delete_to_ended.line()
+                r.delete_to_ended.line(),
+                r.placement_mean.map_or("–".into(), |d| fmt_ns(d.as_nanos() as u64)),
+                r.node_start_mean.map_or("–".into(), |d| fmt_ns(d.as_nanos() as u64)),
             );
             results.real = Some(r);
         }
@@ -548,6 +550,9 @@ async fn serial(t: &Target) -> Vec<(Op, Latency)> {
 fn serial_line(v: &[(Op, Latency)]) -> String {
     v.iter()
         .map(|(op, l)| {
+            if l.count == 0 {
+                return format!("\n    {}: skipped (no live session)", op.label());
+            }
             format!(
                 "\n    {}: p50 {}, max {}",
                 op.label(),
@@ -1005,6 +1010,8 @@ fn to_json(args: &CoordinatorArgs, plan: &Plan, r: &Results) -> Value {
             "samples": x.samples, "post_to_ready": lat_json(&x.post_to_ready),
             "post": lat_json(&x.post), "recorded": lat_json(&x.recorded),
             "delete_to_ended": lat_json(&x.delete_to_ended),
+            "placement_mean_ms": x.placement_mean.map(ms),
+            "node_start_mean_ms": x.node_start_mean.map(ms),
         })),
     })
 }

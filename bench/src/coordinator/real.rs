@@ -97,6 +97,26 @@ pub struct RealResult {
     pub recorded: Latency,
     /// DELETE sent → the event stream shows the session ended.
     pub delete_to_ended: Latency,
+    /// Means from `pxs up`'s own `/metrics` over every start (the uncounted first one too):
+    /// `pxs_placement_seconds` (the POST's placement transaction) and
+    /// `pxs_session_start_seconds` (`start_session` sent → the node's `ready` processed).
+    pub placement_mean: Option<Duration>,
+    pub node_start_mean: Option<Duration>,
+}
+
+/// The mean of a Prometheus histogram (`_sum / _count`) in `text`.
+pub fn histogram_mean(text: &str, name: &str) -> Option<Duration> {
+    let value = |suffix: &str| -> Option<f64> {
+        let key = format!("{name}_{suffix} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let (sum, count) = (value("sum")?, value("count")?);
+    if count <= 0.0 {
+        return None;
+    }
+    Duration::try_from_secs_f64(sum / count).ok()
 }
 
 /// `pxs` from `--pxs`/`PXS_BIN`, else beside this program, else `target/release/pxs`.
@@ -174,11 +194,32 @@ async fn measure(up: &Up, samples: usize) -> anyhow::Result<RealResult> {
             let _ = recorded.record(((r - c).max(0) as u64 * 1_000_000).max(1));
         }
     }
+    let metrics = api.get("/metrics").await?;
+    let metrics = String::from_utf8_lossy(&metrics.body);
     Ok(RealResult {
+        placement_mean: histogram_mean(&metrics, "pxs_placement_seconds"),
+        node_start_mean: histogram_mean(&metrics, "pxs_session_start_seconds"),
         samples,
         post_to_ready: Latency::of(&to_ready),
         post: Latency::of(&post),
         recorded: Latency::of(&recorded),
         delete_to_ended: Latency::of(&to_ended),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_histogram_mean_is_read_from_metrics() {
+        let text = "# TYPE pxs_session_start_seconds histogram\n\
+                    pxs_session_start_seconds_bucket{le=\"+Inf\"} 4\n\
+                    pxs_session_start_seconds_sum 0.02\npxs_session_start_seconds_count 4\n";
+        assert_eq!(
+            histogram_mean(text, "pxs_session_start_seconds"),
+            Some(Duration::from_millis(5))
+        );
+        assert_eq!(histogram_mean(text, "pxs_placement_seconds"), None);
+    }
 }
