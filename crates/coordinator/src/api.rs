@@ -364,14 +364,14 @@ type E = State<Arc<Engine>>;
 // Handlers
 
 async fn healthz(State(engine): E) -> Response {
-    match sqlx::query("SELECT 1").execute(engine.store.pool()).await {
+    match sqlx::query("SELECT 1").execute(engine.store.reader()).await {
         Ok(_) => (StatusCode::OK, "ok\n").into_response(),
         Err(_) => ApiError::new(Kind::Unavailable, "the database is not available").into_response(),
     }
 }
 
 async fn metrics(State(engine): E) -> ApiResult<Response> {
-    let mut c = engine.store.pool().acquire().await?;
+    let mut c = engine.store.reader().acquire().await?;
     let mut by_state = crate::store::count_by_state(&mut c).await?;
     for s in SessionState::ALL {
         if !by_state.iter().any(|(n, _)| n == s.as_str()) {

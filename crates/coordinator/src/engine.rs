@@ -97,6 +97,9 @@ pub struct Engine {
     changes: broadcast::Sender<Change>,
     kick: Notify,
     token_cache: Mutex<HashMap<String, (String, api::Role, Millis)>>,
+    /// Heartbeats of idle nodes not yet written: (when, draining). The timer writes them in one
+    /// transaction, so 10,000 idle nodes cost one write per tick, not one per heartbeat.
+    seen: Mutex<HashMap<NodeId, (Millis, bool)>>,
 }
 
 impl Engine {
@@ -113,6 +116,7 @@ impl Engine {
             changes,
             kick: Notify::new(),
             token_cache: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
         })
     }
 
@@ -208,7 +212,7 @@ impl Engine {
                 role: *role,
             });
         }
-        let mut c = self.store.pool().acquire().await?;
+        let mut c = self.store.reader().acquire().await?;
         match store::find_api_token(&mut c, &hash).await? {
             Some((id, role)) => {
                 if let Ok(mut cache) = self.token_cache.lock() {
@@ -267,7 +271,7 @@ impl Engine {
     }
 
     pub async fn tokens(&self, node: bool) -> Result<Vec<api::TokenInfo>, ApiError> {
-        let mut c = self.store.pool().acquire().await?;
+        let mut c = self.store.reader().acquire().await?;
         Ok(store::list_tokens(&mut c, node)
             .await?
             .into_iter()
@@ -310,7 +314,7 @@ impl Engine {
     }
 
     pub async fn node_token_valid(&self, token: &str) -> Result<bool, ApiError> {
-        let mut c = self.store.pool().acquire().await?;
+        let mut c = self.store.reader().acquire().await?;
         Ok(store::find_node_token(&mut c, &auth::hash_token(token))
             .await?
             .is_some())
@@ -326,7 +330,15 @@ impl Engine {
         without: Option<&SessionId>,
     ) -> Result<Vec<NodeSlots>, ApiError> {
         let nodes = store::list_nodes(c).await?;
-        let holding = store::sessions_holding_slots(c).await?;
+        let held = store::held_slots(c).await?;
+        let mut busy: HashMap<&NodeId, Vec<Interval>> = HashMap::new();
+        for (node, id, state, start, end) in &held {
+            if Some(id) != without {
+                busy.entry(node)
+                    .or_default()
+                    .push(model::busy_interval(*state, *start, *end, now));
+            }
+        }
         Ok(nodes
             .iter()
             .map(|n| NodeSlots {
@@ -334,11 +346,7 @@ impl Engine {
                 available: n.available(),
                 capacity: n.capacity(),
                 applications: n.applications.clone(),
-                busy: holding
-                    .iter()
-                    .filter(|s| s.node_id.as_ref() == Some(&n.id) && Some(&s.id) != without)
-                    .map(|s| s.busy_interval(now))
-                    .collect(),
+                busy: busy.remove(&n.id).unwrap_or_default(),
             })
             .collect())
     }
@@ -382,7 +390,7 @@ impl Engine {
     /// The titles `caller` may see, with their availability.
     pub async fn titles(&self, caller: &Caller) -> Result<Vec<api::Title>, ApiError> {
         let now = self.now();
-        let mut c = self.store.pool().acquire().await?;
+        let mut c = self.store.reader().acquire().await?;
         let slots = Self::snapshot(&mut c, now, None).await?;
         let mut out = Vec::new();
         for t in store::list_titles(&mut c).await? {
@@ -395,7 +403,7 @@ impl Engine {
 
     pub async fn title(&self, caller: &Caller, id: &TitleId) -> Result<api::Title, ApiError> {
         let now = self.now();
-        let mut c = self.store.pool().acquire().await?;
+        let mut c = self.store.reader().acquire().await?;
         let t = store::get_title(&mut c, id)
             .await?
             .filter(|t| caller.may_use(t.visibility))
@@ -452,7 +460,7 @@ impl Engine {
     }
 
     pub async fn session(&self, caller: &Caller, id: &SessionId) -> Result<api::Session, ApiError> {
-        let mut c = self.store.pool().acquire().await?;
+        let mut c = self.store.reader().acquire().await?;
         let s = store::get_session(&mut c, id)
             .await?
             .filter(|s| caller.may_access(&s.owner))
@@ -474,7 +482,7 @@ impl Engine {
             } => None,
             Caller::Token { .. } => Some(caller.owner()),
         };
-        let mut c = self.store.pool().acquire().await?;
+        let mut c = self.store.reader().acquire().await?;
         let rows = store::list_sessions(
             &mut c,
             &store::SessionFilter {
@@ -494,13 +502,13 @@ impl Engine {
 
     pub async fn nodes(&self) -> Result<Vec<api::Node>, ApiError> {
         let now = self.now();
-        let mut c = self.store.pool().acquire().await?;
+        let mut c = self.store.reader().acquire().await?;
         let slots = Self::snapshot(&mut c, now, None).await?;
-        let holding = store::sessions_holding_slots(&mut c).await?;
+        let held = store::held_slots(&mut c).await?;
         Ok(store::list_nodes(&mut c)
             .await?
             .iter()
-            .map(|n| node_view(n, &slots, &holding, now))
+            .map(|n| node_view(n, &slots, &held, now))
             .collect())
     }
 
@@ -892,6 +900,9 @@ impl Engine {
                 }
             })
             .unwrap_or(false);
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.remove(node);
+        }
         if !ours || self.store.pool().is_closed() {
             // Replaced by a newer link, or we are shutting down: the node's row stays as the
             // newer link (or the next start, or the heartbeat TTL) leaves it.
@@ -975,10 +986,11 @@ impl Engine {
     ) -> Result<(), ApiError> {
         let now = self.now();
         if !first && hb.sessions.is_empty() {
-            // The common case of an idle node: nothing to reconcile, no lock needed.
-            let mut c = self.store.pool().acquire().await?;
-            store::node_seen(&mut c, node, now, hb.draining).await?;
-            return Ok(());
+            // The common case of an idle node: nothing to reconcile; the timer records it.
+            if let Ok(mut seen) = self.seen.lock() {
+                seen.insert(node.clone(), (now, hb.draining));
+                return Ok(());
+            }
         }
         let mut tx = self.store.begin_placement().await?;
         store::node_seen(&mut tx, node, now, hb.draining).await?;
@@ -1169,16 +1181,30 @@ impl Engine {
         let ttl = ms(self.config.heartbeat_ttl);
         let grace = ms(self.config.node_lost_grace);
         let lead = ms(self.config.schedule_lead);
+        let seen: Vec<(NodeId, (Millis, bool))> = self
+            .seen
+            .lock()
+            .map(|mut m| m.drain().collect())
+            .unwrap_or_default();
         let mut tx = self.store.begin_placement().await?;
+        for (node, (at, draining)) in &seen {
+            store::node_seen(&mut tx, node, *at, *draining).await?;
+        }
         let expired = store::expire_nodes(&mut tx, now - ttl, now).await?;
-        let nodes: HashMap<NodeId, NodeRow> = store::list_nodes(&mut tx)
-            .await?
-            .into_iter()
-            .map(|n| (n.id.clone(), n))
-            .collect();
+        let to_end = store::sessions_to_end(&mut tx, now - grace, now).await?;
+        let due = store::scheduled_due(&mut tx, now + lead).await?;
+        let nodes: HashMap<NodeId, NodeRow> = if to_end.is_empty() && due.is_empty() {
+            HashMap::new()
+        } else {
+            store::list_nodes(&mut tx)
+                .await?
+                .into_iter()
+                .map(|n| (n.id.clone(), n))
+                .collect()
+        };
         let mut changed = Vec::new();
         let mut freed = false;
-        for mut s in store::sessions_to_end(&mut tx, now - grace, now).await? {
+        for mut s in to_end {
             let node = s.node_id.as_ref().and_then(|n| nodes.get(n));
             let lost =
                 node.is_none_or(|n| !n.online && n.offline_since.is_some_and(|t| t <= now - grace));
@@ -1193,7 +1219,7 @@ impl Engine {
             store::update_session(&mut tx, &s).await?;
             changed.push(s.id.clone());
         }
-        for mut s in store::scheduled_due(&mut tx, now + lead).await? {
+        for mut s in due {
             let Some(start_at) = s.start_at else { continue };
             if s.slot_end.is_some_and(|e| e <= now) {
                 s.finish(now, SessionState::Failed, "window_missed");
@@ -1249,13 +1275,21 @@ impl Caller {
     }
 }
 
-fn node_view(n: &NodeRow, slots: &[NodeSlots], holding: &[SessionRow], now: Millis) -> api::Node {
-    let mine = holding.iter().filter(|s| s.node_id.as_ref() == Some(&n.id));
+type HeldSlot = (
+    NodeId,
+    SessionId,
+    SessionState,
+    Option<Millis>,
+    Option<Millis>,
+);
+
+fn node_view(n: &NodeRow, slots: &[NodeSlots], held: &[HeldSlot], now: Millis) -> api::Node {
+    let mine = held.iter().filter(|h| h.0 == n.id);
     let sessions = mine
         .clone()
-        .filter(|s| s.state != SessionState::Scheduled)
+        .filter(|h| h.2 != SessionState::Scheduled)
         .count();
-    let reserved = mine.filter(|s| s.state == SessionState::Scheduled).count();
+    let reserved = mine.filter(|h| h.2 == SessionState::Scheduled).count();
     let free = slots.iter().find(|s| s.id == n.id).map_or(0, |s| {
         placement::free_slots(s, &Interval::new(now, Some(now + 1)))
     });

@@ -54,7 +54,10 @@ pub async fn link(
         )
         .into_response();
     }
-    ws.max_message_size(MAX_MESSAGE)
+    // A node link carries small messages: a 4 KiB read buffer instead of the default 128 KiB
+    // keeps 10,000 idle links at ~19 KiB each instead of ~142 KiB (pxs-bench coordinator).
+    ws.read_buffer_size(4096)
+        .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
         .on_upgrade(move |socket| run(engine, socket))
 }

@@ -125,15 +125,9 @@ impl SessionRow {
             )
     }
 
-    /// The interval placement counts for it at `now`: a running session occupies its slot at
-    /// least until now, even past the end of its window (until its node reports it ended).
+    /// The interval placement counts for it at `now` (see [`busy_interval`]).
     pub fn busy_interval(&self, now: Millis) -> Interval {
-        let start = self.slot_start.unwrap_or(now);
-        let end = match self.state {
-            SessionState::Scheduled => self.slot_end,
-            _ => self.slot_end.map(|e| e.max(now + 1)),
-        };
-        Interval::new(start, end)
+        busy_interval(self.state, self.slot_start, self.slot_end, now)
     }
 
     /// Ends it here and now (no node involved, or the node is lost).
@@ -162,6 +156,22 @@ impl SessionRow {
 /// PostgreSQL refuses) dropped, at most `max` characters.
 pub fn node_text(s: &str, max: usize) -> String {
     s.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
+/// The interval placement counts for a session holding a slot: a running session occupies it
+/// at least until `now`, even past the end of its window (until its node reports it ended).
+pub fn busy_interval(
+    state: SessionState,
+    slot_start: Option<Millis>,
+    slot_end: Option<Millis>,
+    now: Millis,
+) -> Interval {
+    let start = slot_start.unwrap_or(now);
+    let end = match state {
+        SessionState::Scheduled => slot_end,
+        _ => slot_end.map(|e| e.max(now + 1)),
+    };
+    Interval::new(start, end)
 }
 
 /// What to do after a node's event was applied.

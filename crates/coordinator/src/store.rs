@@ -46,7 +46,11 @@ const PLACEMENT_LOCK: i64 = 0x7078_7301;
 
 #[derive(Clone, Debug)]
 pub struct Store {
+    /// Writes (and, on PostgreSQL, everything).
     pool: AnyPool,
+    /// Reads that need no transaction. On SQLite a separate pool: in WAL mode readers do not
+    /// wait for the one writer, so a GET never queues behind placements and node events.
+    reader: AnyPool,
     backend: Backend,
 }
 
@@ -71,30 +75,16 @@ impl Store {
         let options = AnyConnectOptions::from_str(&url)?;
         let pool = match backend {
             Backend::Sqlite => {
-                AnyPoolOptions::new()
-                    .max_connections(1)
+                sqlite_pool(1)
                     .min_connections(1)
-                    .acquire_timeout(Duration::from_secs(30))
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            for pragma in [
-                                "PRAGMA journal_mode = WAL",
-                                "PRAGMA synchronous = NORMAL",
-                                "PRAGMA busy_timeout = 5000",
-                            ] {
-                                sqlx::query(pragma).execute(&mut *conn).await?;
-                            }
-                            Ok(())
-                        })
-                    })
-                    .connect_with(options)
+                    .connect_with(options.clone())
                     .await?
             }
             Backend::Postgres => {
                 AnyPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(30))
-                    .connect_with(options)
+                    .connect_with(options.clone())
                     .await?
             }
         };
@@ -102,7 +92,15 @@ impl Store {
             Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
         }
-        Ok(Store { pool, backend })
+        let reader = match backend {
+            Backend::Sqlite => sqlite_pool(4).connect_with(options).await?,
+            Backend::Postgres => pool.clone(),
+        };
+        Ok(Store {
+            pool,
+            reader,
+            backend,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -111,6 +109,11 @@ impl Store {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// For reads outside a transaction.
+    pub fn reader(&self) -> &AnyPool {
+        &self.reader
     }
 
     pub async fn begin(&self) -> Result<Tx> {
@@ -131,8 +134,28 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.reader.close().await;
         self.pool.close().await;
     }
+}
+
+/// A SQLite pool of `n` connections in WAL mode.
+fn sqlite_pool(n: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(n)
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                for pragma in [
+                    "PRAGMA journal_mode = WAL",
+                    "PRAGMA synchronous = NORMAL",
+                    "PRAGMA busy_timeout = 5000",
+                ] {
+                    sqlx::query(pragma).execute(&mut *conn).await?;
+                }
+                Ok(())
+            })
+        })
 }
 
 /// The URL without its password, for messages.
@@ -712,6 +735,37 @@ async fn sessions_where(
         .await?
         .iter()
         .map(session_from_row)
+        .collect()
+}
+
+/// The slots held on nodes, for placement: node, state and interval only.
+pub async fn held_slots(
+    c: &mut AnyConnection,
+) -> Result<
+    Vec<(
+        NodeId,
+        SessionId,
+        SessionState,
+        Option<Millis>,
+        Option<Millis>,
+    )>,
+> {
+    let rows = sqlx::query(
+        "SELECT node_id, id, state, slot_start, slot_end FROM sessions \
+         WHERE node_id IS NOT NULL AND state IN ('scheduled', 'starting', 'ready')",
+    )
+    .fetch_all(&mut *c)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                parse_col(r, "node_id", |s| NodeId::parse(s).ok())?,
+                parse_col(r, "id", |s| SessionId::parse(s).ok())?,
+                parse_col(r, "state", SessionState::parse)?,
+                r.try_get("slot_start")?,
+                r.try_get("slot_end")?,
+            ))
+        })
         .collect()
 }
 
