@@ -667,6 +667,13 @@ impl Engine {
                 }
             }
         }
+        // Held here: recorded as sent in this transaction, sent right after the commit (if the
+        // link drops in between, the reconcile after its reconnect sends it again).
+        let send_now = row.state == SessionState::Starting
+            && row.node_id.as_ref().is_some_and(|n| self.has_link(n));
+        if send_now {
+            row.dispatched_at = Some(now);
+        }
         store::insert_session(&mut tx, &row).await?;
         let view = self.session_view(&mut tx, &row).await?;
         tx.commit().await?;
@@ -675,10 +682,10 @@ impl Engine {
             .observe(started.elapsed().as_secs_f64());
         info!(session = %row.id, title = %row.title_id, state = row.state.as_str(),
               node = ?row.node_id, "session created");
-        self.publish(Change::Session(row.id.clone()));
-        if row.state == SessionState::Starting {
-            self.dispatch().await;
+        if send_now && let Some(node) = &row.node_id {
+            self.send(node, start_message(&row));
         }
+        self.publish(Change::Session(row.id.clone()));
         Ok(view)
     }
 
@@ -712,14 +719,28 @@ impl Engine {
             }
             SessionState::Ended | SessionState::Failed => {}
         }
+        let stop_now = row.desired == Desired::Stop
+            && row.stop_sent_at.is_none()
+            && !row.state.is_final()
+            && row.node_id.as_ref().is_some_and(|n| self.has_link(n));
+        if stop_now {
+            row.stop_sent_at = Some(now);
+        }
         store::update_session(&mut tx, &row).await?;
         let view = self.session_view(&mut tx, &row).await?;
         tx.commit().await?;
+        if stop_now && let Some(node) = &row.node_id {
+            self.send(
+                node,
+                CoordinatorToNode::StopSession {
+                    session_id: row.id.clone(),
+                },
+            );
+        }
         self.publish(Change::Session(row.id.clone()));
         if freed {
             self.promote_queue().await;
         }
-        self.dispatch().await;
         Ok(view)
     }
 
@@ -1071,6 +1092,13 @@ impl Engine {
         if self.link_count() == 0 {
             return Ok(());
         }
+        // Most calls find nothing to send: look without the lock first.
+        {
+            let mut c = self.store.reader().acquire().await?;
+            if store::undelivered(&mut c).await?.is_empty() {
+                return Ok(());
+            }
+        }
         let now = self.now();
         let mut tx = self.store.begin_placement().await?;
         for mut s in store::undelivered(&mut tx).await? {
@@ -1082,20 +1110,7 @@ impl Engine {
             }
             let msg = if s.desired == Desired::Run {
                 s.dispatched_at = Some(now);
-                CoordinatorToNode::StartSession {
-                    session_id: s.id.clone(),
-                    application_id: s.application_id.clone(),
-                    options: StartOptions {
-                        player_token: Some(Token(s.player_key.clone())),
-                        res_x: None,
-                        res_y: None,
-                        max_players: Some(s.settings.max_players),
-                        idle_timeout: Some(s.settings.idle_timeout),
-                        empty_timeout: Some(s.settings.empty_timeout),
-                        // The coordinator ends the window itself; the node's cap is a backstop.
-                        max_duration: s.duration.and_then(|d| u64::try_from(d).ok()),
-                    },
-                }
+                start_message(&s)
             } else {
                 s.stop_sent_at = Some(now);
                 CoordinatorToNode::StopSession {
@@ -1120,6 +1135,13 @@ impl Engine {
     }
 
     async fn try_promote_queue(&self) -> Result<bool, ApiError> {
+        // Most calls find no queue: look without the lock first.
+        {
+            let mut c = self.store.reader().acquire().await?;
+            if store::queued_titles(&mut c).await?.is_empty() {
+                return Ok(false);
+            }
+        }
         let now = self.now();
         let mut tx = self.store.begin_placement().await?;
         let titles = store::queued_titles(&mut tx).await?;
@@ -1306,6 +1328,24 @@ fn node_view(n: &NodeRow, slots: &[NodeSlots], held: &[HeldSlot], now: Millis) -
         applications: n.applications.clone(),
         gpus: n.gpus.clone(),
         last_heartbeat: Some(rfc3339(n.last_seen)),
+    }
+}
+
+/// The `start_session` for a placed session: its key and the title's limits go with it.
+fn start_message(s: &SessionRow) -> CoordinatorToNode {
+    CoordinatorToNode::StartSession {
+        session_id: s.id.clone(),
+        application_id: s.application_id.clone(),
+        options: StartOptions {
+            player_token: Some(Token(s.player_key.clone())),
+            res_x: None,
+            res_y: None,
+            max_players: Some(s.settings.max_players),
+            idle_timeout: Some(s.settings.idle_timeout),
+            empty_timeout: Some(s.settings.empty_timeout),
+            // The coordinator ends the window itself; the node's cap is a backstop.
+            max_duration: s.duration.and_then(|d| u64::try_from(d).ok()),
+        },
     }
 }
 
