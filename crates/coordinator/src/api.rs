@@ -249,8 +249,6 @@ fn presented_token(
 }
 
 /// The caller of a request, checked against `access`.
-struct Who(Caller);
-
 async fn who(
     engine: &Engine,
     headers: &HeaderMap,
@@ -282,7 +280,6 @@ macro_rules! caller {
             false,
         )
         .await
-        .map(Who)
     };
 }
 
@@ -427,7 +424,7 @@ async fn openapi() -> Json<serde_json::Value> {
 }
 
 async fn list_titles(State(engine): E, req: Request) -> ApiResult<Json<List<api::Title>>> {
-    let Who(caller) = caller!(engine, req, Access::Anyone)?;
+    let caller = caller!(engine, req, Access::Anyone)?;
     Ok(Json(List {
         items: engine.titles(&caller).await?,
     }))
@@ -438,7 +435,7 @@ async fn get_title(
     Path(id): Path<String>,
     req: Request,
 ) -> ApiResult<Json<api::Title>> {
-    let Who(caller) = caller!(engine, req, Access::Anyone)?;
+    let caller = caller!(engine, req, Access::Anyone)?;
     Ok(Json(engine.title(&caller, &title_id(&id)?).await?))
 }
 
@@ -553,7 +550,7 @@ async fn revoke_node_token(
 }
 
 async fn create_session(State(engine): E, req: Request) -> ApiResult<Response> {
-    let Who(caller) = caller!(engine, req, Access::Anyone)?;
+    let caller = caller!(engine, req, Access::Anyone)?;
     let new: api::NewSession = body(&engine, req).await?;
     let s = engine.create_session(&caller, &new).await?;
     let location = format!("/api/v1/sessions/{}", s.id);
@@ -568,7 +565,7 @@ struct SessionQuery {
 }
 
 async fn list_sessions(State(engine): E, req: Request) -> ApiResult<Json<List<api::Session>>> {
-    let Who(caller) = caller!(engine, req, Access::User)?;
+    let caller = caller!(engine, req, Access::User)?;
     let q: Query<SessionQuery> = Query::try_from_uri(req.uri())
         .map_err(|e| ApiError::bad_request(format!("query: {}", e.body_text())))?;
     let state = match &q.state {
@@ -596,7 +593,7 @@ async fn get_session(
     Path(id): Path<String>,
     req: Request,
 ) -> ApiResult<Json<api::Session>> {
-    let Who(caller) = caller!(engine, req, Access::Anyone)?;
+    let caller = caller!(engine, req, Access::Anyone)?;
     Ok(Json(engine.session(&caller, &session_id(&id)?).await?))
 }
 
@@ -605,7 +602,7 @@ async fn delete_session(
     Path(id): Path<String>,
     req: Request,
 ) -> ApiResult<Response> {
-    let Who(caller) = caller!(engine, req, Access::Anyone)?;
+    let caller = caller!(engine, req, Access::Anyone)?;
     let s = engine.delete_session(&caller, &session_id(&id)?).await?;
     let status = if s.state.is_final() {
         StatusCode::OK

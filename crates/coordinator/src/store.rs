@@ -641,14 +641,24 @@ fn session_from_row(row: &AnyRow) -> Result<SessionRow> {
     })
 }
 
-pub async fn insert_session(c: &mut AnyConnection, s: &SessionRow) -> Result<()> {
+/// Writes a session: inserts it, or stores every field that changes after creation. One bind
+/// list for both, so a new column cannot be forgotten in one of them.
+async fn write_session(c: &mut AnyConnection, s: &SessionRow) -> Result<()> {
     sqlx::query(
         "INSERT INTO sessions (id, title_id, application_id, node_id, state, desired, observed, \
          queue_seq, created_at, start_at, duration, slot_start, slot_end, dispatched_at, \
          stop_sent_at, ready_at, ended_at, end_reason, stop_reason, exit_code, detail, \
          player_url, player_key, owner, settings, updated_at) VALUES ($1, $2, $3, $4, $5, $6, \
          $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, \
-         $25, $26)",
+         $25, $26) ON CONFLICT (id) DO UPDATE SET node_id = excluded.node_id, \
+         state = excluded.state, desired = excluded.desired, observed = excluded.observed, \
+         queue_seq = excluded.queue_seq, slot_start = excluded.slot_start, \
+         slot_end = excluded.slot_end, dispatched_at = excluded.dispatched_at, \
+         stop_sent_at = excluded.stop_sent_at, ready_at = excluded.ready_at, \
+         ended_at = excluded.ended_at, end_reason = excluded.end_reason, \
+         stop_reason = excluded.stop_reason, exit_code = excluded.exit_code, \
+         detail = excluded.detail, player_url = excluded.player_url, \
+         updated_at = excluded.updated_at",
     )
     .bind(s.id.as_str())
     .bind(s.title_id.as_str())
@@ -681,35 +691,13 @@ pub async fn insert_session(c: &mut AnyConnection, s: &SessionRow) -> Result<()>
     Ok(())
 }
 
-/// Stores every field that changes after creation.
+pub async fn insert_session(c: &mut AnyConnection, s: &SessionRow) -> Result<()> {
+    write_session(c, s).await
+}
+
+/// Stores every field that changes after creation (the row exists: it was loaded).
 pub async fn update_session(c: &mut AnyConnection, s: &SessionRow) -> Result<()> {
-    sqlx::query(
-        "UPDATE sessions SET node_id = $2, state = $3, desired = $4, observed = $5, \
-         queue_seq = $6, slot_start = $7, slot_end = $8, dispatched_at = $9, stop_sent_at = $10, \
-         ready_at = $11, ended_at = $12, end_reason = $13, stop_reason = $14, exit_code = $15, \
-         detail = $16, player_url = $17, updated_at = $18 WHERE id = $1",
-    )
-    .bind(s.id.as_str())
-    .bind(s.node_id.as_ref().map(|n| n.as_str().to_owned()))
-    .bind(s.state.as_str())
-    .bind(s.desired.as_str())
-    .bind(s.observed.as_str())
-    .bind(s.queue_seq)
-    .bind(s.slot_start)
-    .bind(s.slot_end)
-    .bind(s.dispatched_at)
-    .bind(s.stop_sent_at)
-    .bind(s.ready_at)
-    .bind(s.ended_at)
-    .bind(s.end_reason.as_deref())
-    .bind(s.stop_reason.as_deref())
-    .bind(s.exit_code.map(i64::from))
-    .bind(s.detail.as_deref())
-    .bind(s.player_url.as_deref())
-    .bind(s.updated_at)
-    .execute(&mut *c)
-    .await?;
-    Ok(())
+    write_session(c, s).await
 }
 
 pub async fn get_session(c: &mut AnyConnection, id: &SessionId) -> Result<Option<SessionRow>> {
@@ -767,17 +755,6 @@ pub async fn held_slots(
             ))
         })
         .collect()
-}
-
-/// Sessions holding a slot on some node (scheduled with a reservation, starting, ready).
-pub async fn sessions_holding_slots(c: &mut AnyConnection) -> Result<Vec<SessionRow>> {
-    sessions_where(
-        c,
-        "SELECT * FROM sessions WHERE node_id IS NOT NULL \
-         AND state IN ('scheduled', 'starting', 'ready')",
-        &[],
-    )
-    .await
 }
 
 /// Starting or ready sessions placed on `node`.

@@ -9,7 +9,7 @@
 mod common;
 
 use common::*;
-use pxs_protocol::api::{NodeState, SessionState};
+use pxs_protocol::api::SessionState;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,21 +42,8 @@ impl World {
         coord
             .title("orphan", "nothing", json!({"max_duration": 60}))
             .await;
-        let node = Arc::new(FakeNode::connect(&coord, "n1", "demo", 4, true).await);
-        let n = node.clone();
-        let beat = tokio::spawn(async move {
-            loop {
-                n.heartbeat();
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-        });
-        wait_until(Duration::from_secs(10), || async {
-            match coord.node_state("n1").await {
-                Some(NodeState::Online) => Ok(()),
-                s => Err(format!("node n1 is {s:?}")),
-            }
-        })
-        .await;
+        // Heartbeats keep the node online for as long as the story takes.
+        let (node, beat) = online_fake_node(&coord, "n1", "demo", 4).await;
         let running = coord.create(json!({"title_id": "t1"})).await;
         coord
             .wait_state(&running.id, SessionState::Ready, Duration::from_secs(10))

@@ -35,10 +35,7 @@ async fn story(backend: Backend) {
         .await;
 
     coord.stop().await;
-    // While it is down, a session ends on the node: the node keeps the event until acknowledged.
-    // (Ended by the streamer's own exit is not scriptable here; the idle path is covered by the
-    // session server's tests.) Restart on the same address so the node finds it again.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Restart on the same address so the node finds it again.
     let coord = Coord::start_on(
         &db,
         FAST_TIMING,
@@ -46,15 +43,33 @@ async fn story(backend: Backend) {
         std::sync::Arc::new(pxs_coordinator::SystemClock),
     )
     .await;
+    // The node's hello records a time; its first heartbeat on the new link, the one that
+    // reconciles, records a later one: wait for both.
+    let last_heartbeat = || async {
+        let (_, n) = coord.admin("GET", "/api/v1/nodes/n1", None).await;
+        (n["state"] == "online").then(|| n["last_heartbeat"].clone())
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let at_hello = loop {
+        if let Some(t) = last_heartbeat().await {
+            break Some(t);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node not back\n{}",
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     wait_until(Duration::from_secs(20), || async {
-        match coord.node_state("n1").await {
-            Some(NodeState::Online) => Ok(()),
-            s => Err(format!("node is {s:?}\n{}", node.log())),
+        let now = last_heartbeat().await;
+        if now.is_some() && now != at_hello {
+            Ok(())
+        } else {
+            Err(format!("no heartbeat after the hello yet: {now:?}"))
         }
     })
     .await;
-    // Let the node's first heartbeat after the reconnect reconcile.
-    tokio::time::sleep(Duration::from_secs(2)).await;
     let a2 = coord.session(&a.id).await;
     let b2 = coord.session(&b.id).await;
     let c2 = coord.session(&c.id).await;

@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use futures_util::StreamExt;
 use pxs_coordinator::api::{Access, ROUTES};
-use pxs_protocol::api::{self, NodeState};
+use pxs_protocol::api;
 use pxs_protocol::node::SessionId;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -104,22 +104,8 @@ impl World {
         let db = fresh_database(backend, name).await;
         let coord = Coord::start(&db, FAST_TIMING).await;
         coord.title("t1", "demo", json!({})).await;
-        let node = Arc::new(FakeNode::connect(&coord, "n1", "demo", 16, true).await);
         // Heartbeats keep the node online for as long as the story takes.
-        let n = node.clone();
-        let beat = tokio::spawn(async move {
-            loop {
-                n.heartbeat();
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-        });
-        wait_until(Duration::from_secs(10), || async {
-            match coord.node_state("n1").await {
-                Some(NodeState::Online) => Ok(()),
-                s => Err(format!("node n1 is {s:?}")),
-            }
-        })
-        .await;
+        let (node, beat) = online_fake_node(&coord, "n1", "demo", 16).await;
         let user = mint(&coord, "user", "u").await;
         let user2 = mint(&coord, "user", "u2").await;
         World {

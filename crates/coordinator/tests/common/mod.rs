@@ -517,3 +517,29 @@ fn event(seq: &Mutex<u64>, id: &SessionId, kind: SessionEventKind) -> NodeToCoor
         },
     })
 }
+
+/// A fake node (answering on its own) kept online by a heartbeat every 300 ms, once the
+/// coordinator shows it online. Abort the handle to stop the heartbeats.
+pub async fn online_fake_node(
+    coord: &Coord,
+    name: &str,
+    app: &str,
+    slots: u32,
+) -> (Arc<FakeNode>, tokio::task::JoinHandle<()>) {
+    let node = Arc::new(FakeNode::connect(coord, name, app, slots, true).await);
+    let n = node.clone();
+    let beat = tokio::spawn(async move {
+        loop {
+            n.heartbeat();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    wait_until(Duration::from_secs(10), || async {
+        match coord.node_state(name).await {
+            Some(api::NodeState::Online) => Ok(()),
+            s => Err(format!("node {name} is {s:?}")),
+        }
+    })
+    .await;
+    (node, beat)
+}
