@@ -573,12 +573,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn frames_decode_to_the_pattern_and_resize_forces_a_keyframe() {
+    /// An active 320x180 encoder of `codec` at 120 fps whose frames arrive on the receiver.
+    fn active_encoder(codec: Codec) -> (EncoderHandle, std::sync::mpsc::Receiver<EncodedFrame>) {
         let (tx, rx) = std::sync::mpsc::sync_channel(64);
         let enc = spawn(
             EncoderSettings {
-                codec: Codec::H264,
+                codec,
                 width: 320,
                 height: 180,
                 fps: 120,
@@ -589,6 +589,12 @@ mod tests {
         )
         .expect("encoder starts");
         enc.send(EncoderCommand::Active(true));
+        (enc, rx)
+    }
+
+    #[test]
+    fn frames_decode_to_the_pattern_and_resize_forces_a_keyframe() {
+        let (enc, rx) = active_encoder(Codec::H264);
         let mut decoder = Decoder::new().expect("decoder");
         let wait = Duration::from_secs(10);
         let first = rx.recv_timeout(wait).expect("a frame");
@@ -647,20 +653,7 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn vp8_frames_have_keyframes_where_asked_and_at_the_new_size() {
-        let (tx, rx) = std::sync::mpsc::sync_channel(64);
-        let enc = spawn(
-            EncoderSettings {
-                codec: Codec::Vp8,
-                width: 320,
-                height: 180,
-                fps: 120,
-                bitrate_bps: 1_000_000,
-                keyframe_interval: None,
-            },
-            Collect(tx),
-        )
-        .expect("encoder starts");
-        enc.send(EncoderCommand::Active(true));
+        let (enc, rx) = active_encoder(Codec::Vp8);
         let wait = Duration::from_secs(10);
         let first = rx.recv_timeout(wait).expect("a frame");
         assert!(first.keyframe, "the first frame is a keyframe");
