@@ -210,19 +210,7 @@ async fn player_receives_video_and_its_input_is_decoded() {
     assert_eq!(lines[5]["name"], "GamepadConnected");
 
     // About once a second, the mean slice QP of the H.264 frames (0..=51).
-    player
-        .run_until(WAIT, "VideoEncoderAvgQP", |p| {
-            p.count(|m| matches!(m, FromStreamer::VideoEncoderAvgQp(_))) >= 1
-        })
-        .await;
-    let qps: Vec<u32> = player
-        .from_streamer
-        .iter()
-        .filter_map(|m| match m {
-            FromStreamer::VideoEncoderAvgQp(t) => Some(t.parse().expect("a decimal QP")),
-            _ => None,
-        })
-        .collect();
+    let qps = player.avg_qps(WAIT).await;
     assert!(qps.iter().all(|q| *q <= 51), "{qps:?}");
     eprintln!("VideoEncoderAvgQP (H.264): {qps:?}");
 
@@ -399,19 +387,7 @@ async fn with_vp8_the_player_receives_vp8_keyframes_on_join_and_on_request() {
             p.vp8_keyframe_sizes.contains(&(640, 360))
         })
         .await;
-    player
-        .run_until(WAIT, "VideoEncoderAvgQP", |p| {
-            p.count(|m| matches!(m, FromStreamer::VideoEncoderAvgQp(_))) >= 1
-        })
-        .await;
-    let qps: Vec<u32> = player
-        .from_streamer
-        .iter()
-        .filter_map(|m| match m {
-            FromStreamer::VideoEncoderAvgQp(t) => Some(t.parse().expect("a decimal q index")),
-            _ => None,
-        })
-        .collect();
+    let qps = player.avg_qps(WAIT).await;
     assert!(qps.iter().all(|q| *q <= 127), "VP8 q index: {qps:?}");
     eprintln!(
         "VP8: {} frames, keyframes {:?}, VideoEncoderAvgQP {qps:?}",

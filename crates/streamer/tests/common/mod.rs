@@ -355,6 +355,21 @@ impl Player {
     pub fn count(&self, f: impl Fn(&FromStreamer) -> bool) -> usize {
         self.from_streamer.iter().filter(|m| f(m)).count()
     }
+
+    /// Waits for the streamer's first `VideoEncoderAvgQP` and returns every one received.
+    pub async fn avg_qps(&mut self, wait: Duration) -> Vec<u32> {
+        self.run_until(wait, "VideoEncoderAvgQP", |p| {
+            p.count(|m| matches!(m, FromStreamer::VideoEncoderAvgQp(_))) >= 1
+        })
+        .await;
+        self.from_streamer
+            .iter()
+            .filter_map(|m| match m {
+                FromStreamer::VideoEncoderAvgQp(t) => Some(t.parse().expect("a decimal QP")),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 pub async fn send_json(ws: &mut Ws, v: Json) {
