@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use futures_util::Stream;
-use pxs_protocol::api::{self, List, Role, SessionState, TitleId};
+use pxs_protocol::api::{self, List, SessionState, TitleId};
 use pxs_protocol::node::{NodeId, SessionId};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -734,10 +734,7 @@ async fn all_events(State(engine): E, req: Request) -> ApiResult<Response> {
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             };
-            let admin = Caller::Token {
-                id: "events".into(),
-                role: Role::Admin,
-            };
+            let admin = Caller::internal_admin();
             let event = match change {
                 Change::Session(id) => match engine.session(&admin, &id).await {
                     Ok(s) => session_event(&s),

@@ -21,6 +21,15 @@ pub enum Caller {
 }
 
 impl Caller {
+    /// The coordinator itself reading with an admin's view (after an admin's write, for the
+    /// admin event stream).
+    pub fn internal_admin() -> Caller {
+        Caller::Token {
+            id: "internal".into(),
+            role: Role::Admin,
+        }
+    }
+
     pub fn is_admin(&self) -> bool {
         matches!(
             self,

@@ -774,7 +774,7 @@ impl Engine {
         }
         drop(c);
         self.promote_queue().await;
-        self.title(&Caller::admin(), &t.id).await
+        self.title(&Caller::internal_admin(), &t.id).await
     }
 
     pub async fn update_title(
@@ -818,7 +818,7 @@ impl Engine {
         store::update_title(&mut c, &t).await?;
         drop(c);
         self.promote_queue().await;
-        self.title(&Caller::admin(), id).await
+        self.title(&Caller::internal_admin(), id).await
     }
 
     pub async fn delete_title(&self, id: &TitleId) -> Result<(), ApiError> {
@@ -1285,15 +1285,6 @@ impl Engine {
             self.kick();
         }
         Ok(())
-    }
-}
-
-impl Caller {
-    fn admin() -> Caller {
-        Caller::Token {
-            id: "internal".into(),
-            role: api::Role::Admin,
-        }
     }
 }
 
