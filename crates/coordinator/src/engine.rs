@@ -329,7 +329,7 @@ impl Engine {
         now: Millis,
         without: Option<&SessionId>,
     ) -> Result<Vec<NodeSlots>, ApiError> {
-        let nodes = store::list_nodes(c).await?;
+        let nodes = store::placement_nodes(c).await?;
         let held = store::held_slots(c).await?;
         let mut busy: HashMap<&NodeId, Vec<Interval>> = HashMap::new();
         for (node, id, state, start, end) in &held {
@@ -340,13 +340,13 @@ impl Engine {
             }
         }
         Ok(nodes
-            .iter()
+            .into_iter()
             .map(|n| NodeSlots {
-                id: n.id.clone(),
-                available: n.available(),
-                capacity: n.capacity(),
-                applications: n.applications.clone(),
                 busy: busy.remove(&n.id).unwrap_or_default(),
+                id: n.id,
+                available: n.available,
+                capacity: n.capacity,
+                applications: n.applications,
             })
             .collect())
     }

@@ -370,9 +370,14 @@ pub struct NodeRow {
     pub acked_seq: i64,
 }
 
+/// A node takes new sessions when it is online and neither an admin nor the node drains it.
+pub fn node_available(online: bool, admin_drain: bool, node_drain: bool) -> bool {
+    online && !admin_drain && !node_drain
+}
+
 impl NodeRow {
     pub fn available(&self) -> bool {
-        self.online && !self.admin_drain && !self.node_drain
+        node_available(self.online, self.admin_drain, self.node_drain)
     }
 
     pub fn capacity(&self) -> u32 {
