@@ -1,5 +1,6 @@
 //! The store's aggregated placement reads (one JSON text per query instead of a row per node or
 //! session) against what the full rows say, on SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
