@@ -882,9 +882,7 @@ impl Engine {
         };
         let mut tx = self.store.begin_placement().await?;
         store::upsert_node_hello(&mut tx, &row).await?;
-        let acked = store::get_node(&mut tx, &row.id)
-            .await?
-            .map_or(0, |n| n.acked_seq);
+        let acked = store::acked_seq(&mut tx, &row.id).await?;
         tx.commit().await?;
         let link_id = self.next_link.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut links) = self.links.lock() {
@@ -947,9 +945,7 @@ impl Engine {
     pub async fn node_event(&self, node: &NodeId, ev: &SequencedEvent) -> Result<u64, ApiError> {
         let now = self.now();
         let mut tx = self.store.begin_placement().await?;
-        let acked = store::get_node(&mut tx, node)
-            .await?
-            .map_or(0, |n| u64::try_from(n.acked_seq).unwrap_or(0));
+        let acked = u64::try_from(store::acked_seq(&mut tx, node).await?).unwrap_or(0);
         if ev.seq <= acked {
             return Ok(acked);
         }

@@ -553,6 +553,15 @@ pub async fn set_admin_drain(c: &mut AnyConnection, id: &NodeId, drain: bool) ->
     Ok(done.rows_affected() == 1)
 }
 
+/// The last event of `node` that was applied (0 for an unknown node).
+pub async fn acked_seq(c: &mut AnyConnection, id: &NodeId) -> Result<i64> {
+    let v: Option<i64> = sqlx::query_scalar("SELECT acked_seq FROM nodes WHERE id = $1")
+        .bind(id.as_str())
+        .fetch_optional(&mut *c)
+        .await?;
+    Ok(v.unwrap_or(0))
+}
+
 pub async fn set_acked(c: &mut AnyConnection, id: &NodeId, seq: i64) -> Result<()> {
     sqlx::query("UPDATE nodes SET acked_seq = $2 WHERE id = $1 AND acked_seq < $2")
         .bind(id.as_str())
