@@ -76,8 +76,38 @@ pub enum Change {
 struct Link {
     id: u64,
     tx: mpsc::Sender<CoordinatorToNode>,
-    /// Ends the link (a newer one from the same node replaced it).
-    closer: Arc<Notify>,
+    /// Ends the link (a newer one from the same node replaced it, its token was revoked).
+    closer: Arc<LinkCloser>,
+    /// The id of the node token it came in with.
+    token: String,
+}
+
+/// Ends a node link from outside its task, with the reason its close frame gives the node.
+#[derive(Default)]
+pub struct LinkCloser {
+    notify: Notify,
+    reason: Mutex<Option<(u16, &'static str)>>,
+}
+
+impl LinkCloser {
+    /// Asks the link to close with a WebSocket close `code` and `reason`; the first one given
+    /// is the one the node reads.
+    pub fn close(&self, code: u16, reason: &'static str) {
+        if let Ok(mut r) = self.reason.lock() {
+            r.get_or_insert((code, reason));
+        }
+        self.notify.notify_one();
+    }
+
+    /// Waits for [`LinkCloser::close`] and returns its code and reason.
+    pub async fn closed(&self) -> (u16, &'static str) {
+        self.notify.notified().await;
+        self.reason
+            .lock()
+            .ok()
+            .and_then(|r| *r)
+            .unwrap_or((1000, "closed by the coordinator"))
+    }
 }
 
 /// Longest session we accept (a year): keeps arithmetic far from overflow.
@@ -310,14 +340,41 @@ impl Engine {
             cache.clear();
         }
         info!(token = %id, node, "token revoked");
+        if node {
+            self.close_revoked_links().await?;
+        }
         Ok(())
     }
 
-    pub async fn node_token_valid(&self, token: &str) -> Result<bool, ApiError> {
+    /// The id of node token `token`, if it is one.
+    pub async fn node_token_id(&self, token: &str) -> Result<Option<String>, ApiError> {
         let mut c = self.store.reader().acquire().await?;
-        Ok(store::find_node_token(&mut c, &auth::hash_token(token))
-            .await?
-            .is_some())
+        Ok(store::find_node_token(&mut c, &auth::hash_token(token)).await?)
+    }
+
+    /// Closes this coordinator's node links whose token is no longer valid (revoked here or
+    /// through another coordinator). Run by the timer and at once by a revocation here.
+    async fn close_revoked_links(&self) -> Result<(), ApiError> {
+        if self.link_count() == 0 {
+            return Ok(());
+        }
+        let valid: std::collections::HashSet<String> = {
+            let mut c = self.store.reader().acquire().await?;
+            store::list_tokens(&mut c, true)
+                .await?
+                .into_iter()
+                .map(|(id, ..)| id)
+                .collect()
+        };
+        if let Ok(links) = self.links.lock() {
+            for (node, link) in links.iter() {
+                if !valid.contains(&link.token) {
+                    warn!(node = %node, token = %link.token, "node token revoked; closing its link");
+                    link.closer.close(1008, "node token revoked");
+                }
+            }
+        }
+        Ok(())
     }
 
     // -----------------------------------------------------------------------------------------
@@ -860,7 +917,8 @@ impl Engine {
         &self,
         hello: &Hello,
         tx_link: mpsc::Sender<CoordinatorToNode>,
-        closer: Arc<Notify>,
+        closer: Arc<LinkCloser>,
+        token: String,
     ) -> Result<(u64, Millis, u64), ApiError> {
         let now = self.now();
         let row = NodeRow {
@@ -893,10 +951,12 @@ impl Engine {
                     id: link_id,
                     tx: tx_link,
                     closer,
+                    token,
                 },
             );
             if let Some(old) = old {
-                old.closer.notify_one();
+                old.closer
+                    .close(1000, "replaced by a newer link from the same node");
             }
         }
         info!(node = %row.id, version = %row.version, max_sessions = row.max_sessions,
@@ -1189,6 +1249,9 @@ impl Engine {
     pub async fn tick(&self) {
         if let Err(e) = self.try_tick().await {
             warn!(error = ?e, "timer pass failed; will retry");
+        }
+        if let Err(e) = self.close_revoked_links().await {
+            warn!(error = ?e, "checking node tokens failed; will retry");
         }
         self.promote_queue().await;
         self.dispatch().await;

@@ -2,7 +2,7 @@
 //! (`pxs_protocol::node`). One task reads a link in order (hello, then events and heartbeats)
 //! and hands each message to the engine; one task writes what the engine sends.
 
-use crate::engine::Engine;
+use crate::engine::{Engine, LinkCloser};
 use crate::error::{ApiError, Kind};
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -13,7 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use pxs_protocol::node::{CoordinatorToNode, NodeToCoordinator};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info_span, warn};
 
 /// Largest message a node may send (a hello listing many applications and sessions).
@@ -31,18 +31,18 @@ pub async fn link(
         .and_then(|v| v.to_str().ok())
         .and_then(crate::auth::bearer);
     let valid = match token {
-        Some(t) => engine.node_token_valid(t).await,
-        None => Ok(false),
+        Some(t) => engine.node_token_id(t).await,
+        None => Ok(None),
     };
-    match valid {
-        Ok(true) => {}
-        Ok(false) => {
+    let token_id = match valid {
+        Ok(Some(id)) => id,
+        Ok(None) => {
             warn!("node link refused: missing or unknown node token");
             return ApiError::new(Kind::Unauthorized, "a valid node token is required")
                 .into_response();
         }
         Err(e) => return e.into_response(),
-    }
+    };
     let Ok(ws) = ws else {
         return ApiError::bad_request("the node link is a WebSocket: send an upgrade request")
             .into_response();
@@ -59,10 +59,10 @@ pub async fn link(
     ws.read_buffer_size(4096)
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| run(engine, socket))
+        .on_upgrade(move |socket| run(engine, socket, token_id))
 }
 
-async fn run(engine: Arc<Engine>, socket: WebSocket) {
+async fn run(engine: Arc<Engine>, socket: WebSocket, token_id: String) {
     let (mut sink, mut stream) = socket.split();
     // The first message is the hello (control frames before it are fine).
     let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
@@ -88,9 +88,9 @@ async fn run(engine: Arc<Engine>, socket: WebSocket) {
     let span = info_span!("node_link", node = %node);
     async move {
         let (out_tx, mut out_rx) = mpsc::channel::<CoordinatorToNode>(1024);
-        let closer = Arc::new(Notify::new());
+        let closer = Arc::new(LinkCloser::default());
         let (link_id, since, acked) = match engine
-            .node_hello(&hello, out_tx.clone(), closer.clone())
+            .node_hello(&hello, out_tx.clone(), closer.clone(), token_id)
             .await
         {
             Ok(v) => v,
@@ -111,34 +111,46 @@ async fn run(engine: Arc<Engine>, socket: WebSocket) {
         }
         // Anything the records say is still to send to this node (starts, stops) goes now.
         engine.kick();
+        // Writes what the engine sends, then the close frame with the reason the link ended.
+        let (stop_tx, mut stop_rx) = oneshot::channel::<(u16, &'static str)>();
         let writer = tokio::spawn(async move {
-            while let Some(msg) = out_rx.recv().await {
-                if sink
-                    .send(Message::Text(msg.to_json().into()))
-                    .await
-                    .is_err()
-                {
-                    break;
+            loop {
+                tokio::select! {
+                    m = out_rx.recv() => match m {
+                        Some(msg) => {
+                            if sink.send(Message::Text(msg.to_json().into())).await.is_err() {
+                                return;
+                            }
+                        }
+                        None => break,
+                    },
+                    r = &mut stop_rx => {
+                        let (code, reason) = r.unwrap_or((1000, "closing"));
+                        return close(&mut sink, code, reason).await;
+                    }
                 }
             }
-            let _ = sink.close().await;
+            let (code, reason) = stop_rx.await.unwrap_or((1000, "closing"));
+            close(&mut sink, code, reason).await;
         });
         let silence = engine.config.heartbeat_ttl;
         let mut first_heartbeat = true;
-        loop {
+        let end: (u16, &'static str) = loop {
             let msg = tokio::select! {
                 m = tokio::time::timeout(silence, stream.next()) => m,
-                _ = closer.notified() => {
-                    debug!("replaced by a newer link");
-                    break;
+                why = closer.closed() => {
+                    debug!(reason = why.1, "link closed by the coordinator");
+                    break why;
                 }
             };
             let text = match msg {
                 Err(_) => {
                     warn!("node link silent for the heartbeat TTL; closing");
-                    break;
+                    break (1008, "silent for longer than the heartbeat TTL");
                 }
-                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => break,
+                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => {
+                    break (1000, "closed by the node");
+                }
                 Ok(Some(Ok(Message::Text(t)))) => t,
                 Ok(Some(Ok(_))) => continue, // pings are answered by the socket
             };
@@ -146,13 +158,13 @@ async fn run(engine: Arc<Engine>, socket: WebSocket) {
                 Ok(m) => m,
                 Err(e) => {
                     warn!(error = %e, "node link: invalid message; closing");
-                    break;
+                    break (1008, "invalid message");
                 }
             };
             let res = match parsed {
                 NodeToCoordinator::Hello(_) => {
                     warn!("node link: a second hello; closing");
-                    break;
+                    break (1008, "a second hello");
                 }
                 NodeToCoordinator::Heartbeat(hb) => {
                     let r = engine
@@ -175,12 +187,20 @@ async fn run(engine: Arc<Engine>, socket: WebSocket) {
             if let Err(e) = res {
                 // Not acknowledged: the node resends after reconnecting.
                 warn!(error = ?e, "node link: message not processed; closing the link");
-                break;
+                break (1011, "message not processed; reconnect and resend");
             }
-        }
+        };
         drop(out_tx);
+        let _ = stop_tx.send(end);
         engine.link_closed(&node, link_id, since).await;
-        writer.abort();
+        // The close frame goes out unless the node stopped reading; then the socket just drops.
+        let abort = writer.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(2), writer)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
     }
     .instrument(span)
     .await;

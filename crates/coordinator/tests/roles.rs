@@ -8,13 +8,14 @@
 mod common;
 
 use common::*;
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use pxs_coordinator::api::{Access, ROUTES};
 use pxs_protocol::api;
-use pxs_protocol::node::SessionId;
+use pxs_protocol::node::{Capacity, Hello, NodeId, NodeToCoordinator, SessionId};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
 
 /// How a request authenticates.
 #[derive(Clone, Copy, Debug)]
@@ -916,11 +917,52 @@ async fn revoked_tokens_stop_working_at_once(backend: Backend) {
             .insert("authorization", format!("Bearer {t}").parse().unwrap());
         tokio_tungstenite::connect_async(req)
     };
-    assert!(link(node_token.clone()).await.is_ok());
+    let (mut ws, _) = link(node_token.clone()).await.unwrap();
+    let hello = NodeToCoordinator::Hello(Hello {
+        node: NodeId::parse("gpu-9").unwrap(),
+        version: "test".into(),
+        public_url: "http://gpu-9.invalid".into(),
+        capacity: Capacity {
+            max_sessions: 1,
+            max_sessions_per_gpu: 0,
+        },
+        applications: vec![],
+        gpus: vec![],
+        sessions: vec![],
+        draining: false,
+    });
+    ws.send(hello.to_json().into()).await.unwrap();
+    let welcome = ws.next().await.unwrap().unwrap().into_text().unwrap();
+    assert!(welcome.contains("welcome"), "{welcome}");
+    assert_eq!(c.node_state("gpu-9").await, Some(api::NodeState::Online));
     let (s, _) = c
         .admin("DELETE", &format!("/api/v1/node-tokens/{node_id}"), None)
         .await;
     assert_eq!(s, 204);
+    // The link that came in with it is closed too: a revoked node is out now, not at its next
+    // reconnect.
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) => return None,
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| f.reason.to_string()),
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await
+    .expect("the link of a revoked node token stays open");
+    assert!(
+        closed.as_deref().is_some_and(|r| r.contains("revoked")),
+        "close reason: {closed:?}"
+    );
+    wait_until(Duration::from_secs(5), || async {
+        match c.node_state("gpu-9").await {
+            Some(api::NodeState::Offline) => Ok(()),
+            other => Err(format!("gpu-9 is {other:?}")),
+        }
+    })
+    .await;
     let err = link(node_token).await.unwrap_err();
     assert!(err.to_string().contains("401"), "{err}");
 }
