@@ -24,6 +24,8 @@ fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo")).join("web");
     let _ = std::fs::remove_dir_all(&out);
     println!("cargo:rerun-if-changed=../../web/dist/app");
+    // sqlx::migrate! embeds the migrations: a new file must rebuild the crate.
+    println!("cargo:rerun-if-changed=migrations");
     if built.join("index.html").exists() {
         copy_dir(&built, &out).expect("copy web/dist/app");
         // Rebuild when any built file changes.

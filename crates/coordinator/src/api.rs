@@ -504,7 +504,7 @@ async fn resume_node(
 async fn create_node_token(State(engine): E, req: Request) -> ApiResult<Response> {
     caller!(engine, req, Access::Admin)?;
     let new: api::NewNodeToken = body(&engine, req).await?;
-    let t = engine.create_node_token(&new.name).await?;
+    let t = engine.create_node_token(&new.name, new.node).await?;
     Ok((StatusCode::CREATED, Json(t)).into_response())
 }
 

@@ -200,6 +200,7 @@ impl Engine {
                 "ntk_config",
                 &auth::hash_token(&t.0),
                 "node_token from the configuration",
+                None,
                 now,
             )
             .await?;
@@ -283,20 +284,28 @@ impl Engine {
             name: name.to_owned(),
             token,
             role: Some(role),
+            node: None,
         })
     }
 
-    pub async fn create_node_token(&self, name: &str) -> Result<api::CreatedToken, ApiError> {
+    /// A new node token; with `node`, only that node may link with it.
+    pub async fn create_node_token(
+        &self,
+        name: &str,
+        node: Option<NodeId>,
+    ) -> Result<api::CreatedToken, ApiError> {
         check_label(name)?;
         let token = auth::new_token("pxs_node_");
         let id = auth::new_id("ntk_");
         let mut c = self.store.pool().acquire().await?;
-        store::insert_node_token(&mut c, &id, &auth::hash_token(&token), name, self.now()).await?;
+        let hash = auth::hash_token(&token);
+        store::insert_node_token(&mut c, &id, &hash, name, node.as_ref(), self.now()).await?;
         Ok(api::CreatedToken {
             id,
             name: name.to_owned(),
             token,
             role: None,
+            node,
         })
     }
 
@@ -305,10 +314,11 @@ impl Engine {
         Ok(store::list_tokens(&mut c, node)
             .await?
             .into_iter()
-            .map(|(id, name, role, at)| api::TokenInfo {
+            .map(|(id, name, role, node, at)| api::TokenInfo {
                 id,
                 name,
                 role,
+                node,
                 created_at: rfc3339(at),
             })
             .collect())
@@ -319,7 +329,7 @@ impl Engine {
     pub async fn revoke_token(&self, node: bool, id: &str) -> Result<(), ApiError> {
         let mut tx = self.store.begin().await?;
         let known = store::list_tokens(&mut tx, node).await?;
-        let Some((_, _, role, _)) = known.iter().find(|(t, ..)| t == id) else {
+        let Some((_, _, role, ..)) = known.iter().find(|(t, ..)| t == id) else {
             return Err(ApiError::not_found(format!(
                 "no token `{}`",
                 truncate(id, 64)
@@ -327,7 +337,7 @@ impl Engine {
         };
         let admins = known
             .iter()
-            .filter(|(.., r, _)| *r == Some(api::Role::Admin))
+            .filter(|(_, _, r, ..)| *r == Some(api::Role::Admin))
             .count();
         if *role == Some(api::Role::Admin) && admins <= 1 {
             return Err(ApiError::conflict(
@@ -346,8 +356,11 @@ impl Engine {
         Ok(())
     }
 
-    /// The id of node token `token`, if it is one.
-    pub async fn node_token_id(&self, token: &str) -> Result<Option<String>, ApiError> {
+    /// The id of node token `token`, if it is one, and the node it is bound to.
+    pub async fn node_token(
+        &self,
+        token: &str,
+    ) -> Result<Option<(String, Option<NodeId>)>, ApiError> {
         let mut c = self.store.reader().acquire().await?;
         Ok(store::find_node_token(&mut c, &auth::hash_token(token)).await?)
     }

@@ -10,7 +10,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
-use pxs_protocol::node::{CoordinatorToNode, NodeToCoordinator};
+use pxs_protocol::node::{CoordinatorToNode, NodeId, NodeToCoordinator};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -31,11 +31,11 @@ pub async fn link(
         .and_then(|v| v.to_str().ok())
         .and_then(crate::auth::bearer);
     let valid = match token {
-        Some(t) => engine.node_token_id(t).await,
+        Some(t) => engine.node_token(t).await,
         None => Ok(None),
     };
-    let token_id = match valid {
-        Ok(Some(id)) => id,
+    let token = match valid {
+        Ok(Some(t)) => t,
         Ok(None) => {
             warn!("node link refused: missing or unknown node token");
             return ApiError::new(Kind::Unauthorized, "a valid node token is required")
@@ -59,10 +59,12 @@ pub async fn link(
     ws.read_buffer_size(4096)
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| run(engine, socket, token_id))
+        .on_upgrade(move |socket| run(engine, socket, token))
 }
 
-async fn run(engine: Arc<Engine>, socket: WebSocket, token_id: String) {
+/// `token`: the id of the node token the link came in with, and the node it is bound to.
+async fn run(engine: Arc<Engine>, socket: WebSocket, token: (String, Option<NodeId>)) {
+    let (token_id, bound) = token;
     let (mut sink, mut stream) = socket.split();
     // The first message is the hello (control frames before it are fine).
     let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
@@ -85,6 +87,18 @@ async fn run(engine: Arc<Engine>, socket: WebSocket, token_id: String) {
         }
     };
     let node = hello.node.clone();
+    if let Some(bound) = bound
+        && bound != node
+    {
+        warn!(node = %node, token = %token_id, bound = %bound,
+              "node link refused: its token is bound to another node");
+        return close(
+            &mut sink,
+            1008,
+            "this node token is bound to another node name",
+        )
+        .await;
+    }
     let span = info_span!("node_link", node = %node);
     async move {
         let (out_tx, mut out_rx) = mpsc::channel::<CoordinatorToNode>(1024);

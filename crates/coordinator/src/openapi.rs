@@ -159,11 +159,11 @@ fn schemas() -> Value {
             "last_heartbeat": ns
         })),
         "NodeList": list("Node"),
-        "NewNodeToken": obj(&["name"], json!({"name": s})),
+        "NewNodeToken": obj(&["name"], json!({"name": s, "node": s})),
         "NewApiToken": obj(&["name", "role"], json!({"name": s, "role": {"type": "string", "enum": ["user", "admin"]}})),
-        "TokenInfo": obj(&["id", "name", "created_at"], json!({"id": s, "name": s, "role": s, "created_at": s})),
+        "TokenInfo": obj(&["id", "name", "created_at"], json!({"id": s, "name": s, "role": s, "node": s, "created_at": s})),
         "TokenList": list("TokenInfo"),
-        "CreatedToken": obj(&["id", "name", "token"], json!({"id": s, "name": s, "token": s, "role": s})),
+        "CreatedToken": obj(&["id", "name", "token"], json!({"id": s, "name": s, "token": s, "role": s, "node": s})),
     })
 }
 

@@ -369,39 +369,52 @@ pub async fn insert_node_token(
     id: &str,
     hash: &str,
     name: &str,
+    node: Option<&NodeId>,
     now: Millis,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO node_tokens (id, hash, name, created_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (hash) DO NOTHING",
+        "INSERT INTO node_tokens (id, hash, name, created_at, node_id) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (hash) DO NOTHING",
     )
     .bind(id)
     .bind(hash)
     .bind(name)
     .bind(now)
+    .bind(node.map(NodeId::as_str))
     .execute(&mut *c)
     .await?;
     Ok(())
 }
 
-pub async fn find_node_token(c: &mut AnyConnection, hash: &str) -> Result<Option<String>> {
-    Ok(sqlx::query("SELECT id FROM node_tokens WHERE hash = $1")
+/// The id of the node token with this hash, and the node it is bound to, if any.
+pub async fn find_node_token(
+    c: &mut AnyConnection,
+    hash: &str,
+) -> Result<Option<(String, Option<NodeId>)>> {
+    sqlx::query("SELECT id, node_id FROM node_tokens WHERE hash = $1")
         .bind(hash)
         .fetch_optional(&mut *c)
         .await?
-        .map(|r| r.try_get("id"))
-        .transpose()?)
+        .map(|r| {
+            Ok((
+                r.try_get("id")?,
+                opt_parse_col(&r, "node_id", |s| NodeId::parse(s).ok())?,
+            ))
+        })
+        .transpose()
 }
 
 /// Every API token (`node: false`) or node token (`node: true`): id, name, role, created.
-pub async fn list_tokens(
-    c: &mut AnyConnection,
-    node: bool,
-) -> Result<Vec<(String, String, Option<Role>, Millis)>> {
+/// A token as listed: id, name, role (API tokens), bound node (node tokens), created.
+pub type TokenRow = (String, String, Option<Role>, Option<NodeId>, Millis);
+
+pub async fn list_tokens(c: &mut AnyConnection, node: bool) -> Result<Vec<TokenRow>> {
     let sql = if node {
-        "SELECT id, name, NULL AS role, created_at FROM node_tokens ORDER BY created_at, id"
+        "SELECT id, name, NULL AS role, node_id, created_at FROM node_tokens \
+         ORDER BY created_at, id"
     } else {
-        "SELECT id, name, role, created_at FROM api_tokens ORDER BY created_at, id"
+        "SELECT id, name, role, NULL AS node_id, created_at FROM api_tokens \
+         ORDER BY created_at, id"
     };
     let rows = sqlx::query(sql).fetch_all(&mut *c).await?;
     rows.iter()
@@ -415,6 +428,7 @@ pub async fn list_tokens(
                 r.try_get("id")?,
                 r.try_get("name")?,
                 role,
+                opt_parse_col(r, "node_id", |s| NodeId::parse(s).ok())?,
                 r.try_get("created_at")?,
             ))
         })

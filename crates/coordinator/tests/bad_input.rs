@@ -882,6 +882,16 @@ async fn bad_tokens_nodes_and_queries_are_refused(backend: Backend) {
         case("no name", "POST", "/api/v1/node-tokens")
             .json("{}")
             .want(400, "bad_request", "name"),
+        case("a node name with a space", "POST", "/api/v1/node-tokens")
+            .json(r#"{"name":"x","node":"gpu 7"}"#)
+            .want(400, "bad_request", "node"),
+        case(
+            "a node name that is a number",
+            "POST",
+            "/api/v1/node-tokens",
+        )
+        .json(r#"{"name":"x","node":7}"#)
+        .want(400, "bad_request", "node"),
         case("a user token", "POST", "/api/v1/node-tokens")
             .json(r#"{"name":"x"}"#)
             .who(Who::User)

@@ -543,6 +543,96 @@ async fn the_node_link_takes_node_tokens_only(backend: Backend) {
     w.finish().await;
 }
 
+/// A node's hello, as a real session server sends it (no application, one slot).
+fn hello_as(node: &str) -> NodeToCoordinator {
+    NodeToCoordinator::Hello(Hello {
+        node: NodeId::parse(node).unwrap(),
+        version: "test".into(),
+        public_url: format!("http://{node}.invalid"),
+        capacity: Capacity {
+            max_sessions: 1,
+            max_sessions_per_gpu: 0,
+        },
+        applications: vec![],
+        gpus: vec![],
+        sessions: vec![],
+        draining: false,
+    })
+}
+
+/// Reads a node link until it closes (at most 5 s): the close frame's reason, `None` without
+/// one; `Err` if it stays open.
+async fn close_reason<S>(ws: &mut S) -> Result<Option<String>, tokio::time::error::Elapsed>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) => return None,
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| f.reason.to_string()),
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await
+}
+
+/// A node token bound to a node admits that node only.
+async fn bound_node_tokens_admit_their_node_only(backend: Backend) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let w = World::new(&backend, "roles-bound").await;
+    let c = &w.coord;
+    let (s, v) = c
+        .admin(
+            "POST",
+            "/api/v1/node-tokens",
+            Some(json!({"name": "the machine in rack 7", "node": "gpu-7"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["node"], "gpu-7", "{v}");
+    let token = v["token"].as_str().unwrap().to_owned();
+    let (_, list) = c.admin("GET", "/api/v1/node-tokens", None).await;
+    assert!(
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == v["id"] && t["node"] == "gpu-7"),
+        "{list}"
+    );
+    let link = || {
+        let mut req = format!("ws://{}/api/v1/nodes/link", c.addr)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        tokio_tungstenite::connect_async(req)
+    };
+    // Another node's name: refused with the reason, and no trace of that node.
+    let (mut ws, _) = link().await.unwrap();
+    ws.send(hello_as("gpu-8").to_json().into()).await.unwrap();
+    let reason = close_reason(&mut ws)
+        .await
+        .expect("a hello as another node is refused");
+    assert!(
+        reason
+            .as_deref()
+            .is_some_and(|r| r.contains("bound to another node")),
+        "close reason: {reason:?}"
+    );
+    assert_eq!(c.node_state("gpu-8").await, None);
+    // Its own name: welcome.
+    let (mut ws, _) = link().await.unwrap();
+    ws.send(hello_as("gpu-7").to_json().into()).await.unwrap();
+    let welcome = ws.next().await.unwrap().unwrap().into_text().unwrap();
+    assert!(welcome.contains("welcome"), "{welcome}");
+    assert_eq!(c.node_state("gpu-7").await, Some(api::NodeState::Online));
+    drop(ws);
+    w.finish().await;
+}
+
 /// The error body of a refused node link is the API's error shape, like every other error.
 async fn the_node_link_refusal_is_an_api_error(backend: Backend) {
     let w = World::new(&backend, "roles-link-error").await;
@@ -827,6 +917,13 @@ async fn node_link_refuses_anything_but_a_node_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_tokens_bound_to_a_node_admit_that_node_only() {
+    for b in backends() {
+        bound_node_tokens_admit_their_node_only(b).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_link_refusal_has_the_api_error_shape() {
     for b in backends() {
         the_node_link_refusal_is_an_api_error(b).await;
@@ -918,20 +1015,7 @@ async fn revoked_tokens_stop_working_at_once(backend: Backend) {
         tokio_tungstenite::connect_async(req)
     };
     let (mut ws, _) = link(node_token.clone()).await.unwrap();
-    let hello = NodeToCoordinator::Hello(Hello {
-        node: NodeId::parse("gpu-9").unwrap(),
-        version: "test".into(),
-        public_url: "http://gpu-9.invalid".into(),
-        capacity: Capacity {
-            max_sessions: 1,
-            max_sessions_per_gpu: 0,
-        },
-        applications: vec![],
-        gpus: vec![],
-        sessions: vec![],
-        draining: false,
-    });
-    ws.send(hello.to_json().into()).await.unwrap();
+    ws.send(hello_as("gpu-9").to_json().into()).await.unwrap();
     let welcome = ws.next().await.unwrap().unwrap().into_text().unwrap();
     assert!(welcome.contains("welcome"), "{welcome}");
     assert_eq!(c.node_state("gpu-9").await, Some(api::NodeState::Online));
@@ -941,17 +1025,9 @@ async fn revoked_tokens_stop_working_at_once(backend: Backend) {
     assert_eq!(s, 204);
     // The link that came in with it is closed too: a revoked node is out now, not at its next
     // reconnect.
-    let closed = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match ws.next().await {
-                None | Some(Err(_)) => return None,
-                Some(Ok(Message::Close(frame))) => return frame.map(|f| f.reason.to_string()),
-                Some(Ok(_)) => continue,
-            }
-        }
-    })
-    .await
-    .expect("the link of a revoked node token stays open");
+    let closed = close_reason(&mut ws)
+        .await
+        .expect("the link of a revoked node token stays open");
     assert!(
         closed.as_deref().is_some_and(|r| r.contains("revoked")),
         "close reason: {closed:?}"

@@ -178,6 +178,10 @@ pub struct Node {
 pub struct NewNodeToken {
     /// A label for the operator (which machine it is for).
     pub name: String,
+    /// The one node that may link with it (its `hello` names this node). Without it, the token
+    /// admits any node name: a fleet token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<crate::node::NodeId>,
 }
 
 /// The answer to `POST /api/v1/node-tokens` and `POST /api/v1/tokens`: the only time the
@@ -189,6 +193,9 @@ pub struct CreatedToken {
     pub token: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
+    /// Node tokens bound to one node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<crate::node::NodeId>,
 }
 
 /// `GET /api/v1/tokens` and `GET /api/v1/node-tokens` (admin): tokens without their secret.
@@ -199,6 +206,9 @@ pub struct TokenInfo {
     /// API tokens only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
+    /// Node tokens bound to one node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<crate::node::NodeId>,
     pub created_at: String,
 }
 
