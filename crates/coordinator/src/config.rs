@@ -142,12 +142,18 @@ impl Config {
     }
 }
 
+/// The longest a timing setting may be: far beyond any sensible value, and far from the
+/// overflow of the millisecond arithmetic it takes part in (`now + schedule_lead`).
+const MAX_TIMING: Duration = Duration::from_secs(366 * 24 * 3600);
+
 fn dur(key: &str, v: Option<&String>, default: Duration) -> anyhow::Result<Duration> {
     match v {
         None => Ok(default),
-        Some(text) => duration::parse(text)
-            .map_err(|e| anyhow!("{key}: {e}"))?
-            .ok_or_else(|| anyhow!("{key}: must be more than zero")),
+        Some(text) => match duration::parse(text).map_err(|e| anyhow!("{key}: {e}"))? {
+            None => Err(anyhow!("{key}: must be more than zero")),
+            Some(d) if d > MAX_TIMING => Err(anyhow!("{key}: at most 366 days")),
+            Some(d) => Ok(d),
+        },
     }
 }
 
@@ -279,6 +285,13 @@ mod tests {
         assert!(e("listen = \"nope\"").contains("listen"));
         assert!(e("database_url = \"mysql://x\"").contains("database_url"));
         assert!(e("[timing]\nheartbeat_ttl = \"5 days\"").contains("timing.heartbeat_ttl"));
+        for key in ["schedule_lead", "join_token_ttl", "tick", "node_lost_grace"] {
+            let err = e(&format!("[timing]\n{key} = \"18446744073709551615s\""));
+            assert!(
+                err.contains(&format!("timing.{key}: at most 366 days")),
+                "{err}"
+            );
+        }
         assert!(e("surprise = 1").contains("surprise"));
         assert!(e("admin_token = \"short\"").contains("admin_token"));
         assert!(

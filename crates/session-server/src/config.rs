@@ -308,8 +308,15 @@ pub fn parse_port_range(text: &str) -> Result<RangeInclusive<u16>, String> {
     Ok(a..=b)
 }
 
+/// The longest duration a setting may have: far beyond any sensible timeout, and far from the
+/// overflow of the clock arithmetic it takes part in (`started + start_timeout`).
+const MAX_SETTING: Duration = Duration::from_secs(366 * 24 * 3600);
+
 fn duration_key(key: &str, text: Option<&str>, default: &str) -> anyhow::Result<Option<Duration>> {
-    parse_duration(text.unwrap_or(default)).map_err(|e| anyhow!("{key}: {e}"))
+    match parse_duration(text.unwrap_or(default)).map_err(|e| anyhow!("{key}: {e}"))? {
+        Some(d) if d > MAX_SETTING => Err(anyhow!("{key}: at most 366 days")),
+        d => Ok(d),
+    }
 }
 
 fn required_duration(key: &str, text: Option<&str>, default: &str) -> anyhow::Result<Duration> {
@@ -764,6 +771,17 @@ mod tests {
             (
                 base_toml(&format!("{}start_timeout = \"0s\"\n", app("a"))),
                 "applications[0].start_timeout: must be more than 0",
+            ),
+            (
+                base_toml(&format!(
+                    "{}start_timeout = \"18446744073709551615s\"\n",
+                    app("a")
+                )),
+                "applications[0].start_timeout: at most 366 days",
+            ),
+            (
+                base_toml(&format!("{}idle_timeout = \"9000000h\"\n", app("a"))),
+                "applications[0].idle_timeout: at most 366 days",
             ),
             (
                 base_toml(&format!("{}color = \"red\"\n", app("a"))),
