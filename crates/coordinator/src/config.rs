@@ -69,6 +69,7 @@ struct FileAnonymous {
 struct FileLimits {
     max_body_bytes: Option<usize>,
     max_node_links: Option<usize>,
+    database_wait: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -96,6 +97,10 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Node links held at once.
     pub max_node_links: usize,
+    /// Longest a request waits for the database (a connection, or on PostgreSQL the placement
+    /// lock) before it is answered 503: under overload, a quick "try again" rather than a
+    /// queue that grows without bound.
+    pub database_wait: Duration,
 }
 
 impl Default for Config {
@@ -115,6 +120,7 @@ impl Default for Config {
             anonymous_sessions_per_address: 2,
             max_body_bytes: 64 * 1024,
             max_node_links: 20_000,
+            database_wait: Duration::from_secs(5),
         }
     }
 }
@@ -242,6 +248,11 @@ fn validate(f: FileConfig, opts: &Options) -> anyhow::Result<Config> {
             .unwrap_or(d.anonymous_sessions_per_address),
         max_body_bytes,
         max_node_links: limits.max_node_links.unwrap_or(d.max_node_links),
+        database_wait: dur(
+            "limits.database_wait",
+            limits.database_wait.as_ref(),
+            d.database_wait,
+        )?,
     })
 }
 

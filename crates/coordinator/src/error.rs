@@ -94,6 +94,13 @@ impl ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> ApiError {
+        if let crate::store::StoreError::Busy = e {
+            tracing::warn!("database busy past limits.database_wait: answered 503");
+            return ApiError::new(
+                Kind::Unavailable,
+                "the coordinator is busy; try again in a moment",
+            );
+        }
         tracing::error!(error = %e, "database error");
         ApiError::new(
             Kind::Unavailable,
@@ -116,6 +123,14 @@ impl IntoResponse for ApiError {
                 message: self.message,
             },
         };
-        (self.kind.status(), axum::Json(body)).into_response()
+        let mut response = (self.kind.status(), axum::Json(body)).into_response();
+        if self.kind == Kind::Unavailable {
+            // Busy or the database away: worth another try, after a pause.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }

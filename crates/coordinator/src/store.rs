@@ -23,13 +23,31 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
+    /// No connection (or, on PostgreSQL, the placement lock) within the configured wait.
+    #[error("database busy: nothing free within the wait")]
+    Busy,
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database holds an invalid value in {0}")]
     Corrupt(&'static str),
     #[error("unsupported database URL (use sqlite://<file> or postgres://...): {0}")]
     BadUrl(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> StoreError {
+        // PostgreSQL's lock_not_available: the placement lock was not free within lock_timeout.
+        let lock_timeout = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .is_some_and(|c| c == "55P03");
+        if matches!(e, sqlx::Error::PoolTimedOut) || lock_timeout {
+            StoreError::Busy
+        } else {
+            StoreError::Db(e)
+        }
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -52,11 +70,19 @@ pub struct Store {
     /// wait for the one writer, so a GET never queues behind placements and node events.
     reader: AnyPool,
     backend: Backend,
+    /// [`crate::Config::database_wait`], in milliseconds: the PostgreSQL lock timeout.
+    wait_ms: u64,
 }
 
 impl Store {
     /// Opens (and for SQLite creates) the database and brings its schema up to date.
     pub async fn connect(url: &str) -> Result<Store> {
+        Self::connect_with_wait(url, Duration::from_secs(5)).await
+    }
+
+    /// Like [`Store::connect`]; a caller waits at most `wait` for a connection (and on
+    /// PostgreSQL for the placement lock), then gets [`StoreError::Busy`].
+    pub async fn connect_with_wait(url: &str, wait: Duration) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let (backend, url) = if let Some(rest) = url.strip_prefix("sqlite://") {
             let url = if rest.contains('?') {
@@ -75,7 +101,7 @@ impl Store {
         let options = AnyConnectOptions::from_str(&url)?;
         let pool = match backend {
             Backend::Sqlite => {
-                sqlite_pool(1)
+                sqlite_pool(1, wait)
                     .min_connections(1)
                     .connect_with(options.clone())
                     .await?
@@ -83,7 +109,7 @@ impl Store {
             Backend::Postgres => {
                 AnyPoolOptions::new()
                     .max_connections(16)
-                    .acquire_timeout(Duration::from_secs(30))
+                    .acquire_timeout(wait)
                     .connect_with(options.clone())
                     .await?
             }
@@ -93,13 +119,14 @@ impl Store {
             Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
         }
         let reader = match backend {
-            Backend::Sqlite => sqlite_pool(4).connect_with(options).await?,
+            Backend::Sqlite => sqlite_pool(4, wait).connect_with(options).await?,
             Backend::Postgres => pool.clone(),
         };
         Ok(Store {
             pool,
             reader,
             backend,
+            wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
         })
     }
 
@@ -125,6 +152,11 @@ impl Store {
     pub async fn begin_placement(&self) -> Result<Tx> {
         let mut tx = self.pool.begin().await?;
         if self.backend == Backend::Postgres {
+            // Waiting for the lock is bounded like waiting for a connection.
+            sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+                .bind(format!("{}ms", self.wait_ms))
+                .execute(&mut *tx)
+                .await?;
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(PLACEMENT_LOCK)
                 .execute(&mut *tx)
@@ -139,11 +171,11 @@ impl Store {
     }
 }
 
-/// A SQLite pool of `n` connections in WAL mode.
-fn sqlite_pool(n: u32) -> AnyPoolOptions {
+/// A SQLite pool of `n` connections in WAL mode; a caller waits at most `wait` for one.
+fn sqlite_pool(n: u32, wait: Duration) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(n)
-        .acquire_timeout(Duration::from_secs(30))
+        .acquire_timeout(wait)
         .after_connect(|conn, _| {
             Box::pin(async move {
                 for pragma in [

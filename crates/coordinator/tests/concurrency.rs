@@ -120,3 +120,54 @@ async fn two_coordinators_on_one_postgresql_never_promise_a_slot_twice() {
     burst(&[&a, &b]).await;
     check(&b, &node).await;
 }
+
+/// Overload is answered, not queued without end: while the placement is held (the one SQLite
+/// writer, the PostgreSQL placement lock), a POST waits `limits.database_wait` and gets 503
+/// with Retry-After, and changes nothing; once free, the same request goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_database_is_a_quick_503_with_retry_after() {
+    for b in backends() {
+        let db = fresh_database(&b, "busy").await;
+        let c = Coord::start(&db, "[limits]\ndatabase_wait = \"300ms\"\n").await;
+        c.title("demo", "demo", json!({})).await;
+        let held = c.engine().store.begin_placement().await.unwrap();
+        let started = std::time::Instant::now();
+        let resp = c
+            .http
+            .post(c.url("/api/v1/sessions"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"title_id": "demo"}))
+            .send()
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(resp.status().as_u16(), 503, "{b:?}");
+        assert_eq!(
+            resp.headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()),
+            Some("1")
+        );
+        let v: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "unavailable", "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("busy"),
+            "{v}"
+        );
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+            "answered after {took:?}"
+        );
+        drop(held);
+        let (_, list) = c.admin("GET", "/api/v1/sessions", None).await;
+        assert_eq!(list["items"].as_array().map(Vec::len), Some(0), "{list}");
+        let (s, v) = c
+            .admin(
+                "POST",
+                "/api/v1/sessions",
+                Some(json!({"title_id": "demo"})),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+    }
+}
