@@ -8,6 +8,14 @@ use common::*;
 use pxs_protocol::node::{EndReason, SessionEventKind};
 use std::time::{Duration, Instant};
 
+/// Now, in the milliseconds of an event's `at`.
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 fn at_of(coord: &Coordinator, id: &pxs_protocol::node::SessionId, kind: &str) -> u64 {
     let s = coord.seen.lock().expect("lock");
     s.events
@@ -98,14 +106,18 @@ async fn a_streamer_that_never_connects_fails_with_start_timeout() {
     .await;
     coord.wait_linked(Duration::from_secs(10)).await;
     let id = sid("silent");
+    let sent = wall_ms();
     coord.start_session(&id, "silent");
     let e = coord.wait_ended(&id, Duration::from_secs(15)).await;
     assert_eq!(e.reason, EndReason::StartTimeout, "{e:?}");
     assert!(e.failed);
     // The streamer handles SIGTERM and exits by itself: no forced kill was needed.
     assert_ne!(e.signal, Some(9), "{e:?}");
-    let took = at_of(&coord, &id, "ended") - at_of(&coord, &id, "starting");
+    // The timeout counts from the order (the `starting` event is stamped after the spawn, so
+    // it can be a few ms later): at least 2 s after it was sent, and not much more.
+    let took = at_of(&coord, &id, "ended").saturating_sub(sent);
     assert!((2000..4000).contains(&took), "{took} ms");
+    assert!(at_of(&coord, &id, "starting") >= sent);
     assert!(!alive(coord.pid_of(&id).unwrap()));
     server.shutdown().await.unwrap();
     coord.check_delivery();
