@@ -825,8 +825,7 @@ mod tests {
 
     #[test]
     fn the_file_name_is_in_the_error() {
-        let dir = std::env::temp_dir().join(format!("pxs-ss-cfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = pxs_test_support::scratch_dir("ss-cfg");
         let path = dir.join("bad.toml");
         std::fs::write(&path, base_toml("").replace("30000-30009", "x")).unwrap();
         let e = format!(

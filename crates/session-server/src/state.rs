@@ -126,8 +126,8 @@ mod tests {
 
     #[test]
     fn state_round_trips_and_a_second_server_is_refused() {
-        let dir = std::env::temp_dir().join(format!("pxs-ss-state-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        // Removed by the scratch helper; DataDir::open makes it again.
+        let dir = pxs_test_support::scratch_dir("ss-state").join("data");
         let d = DataDir::open(&dir).unwrap();
         assert!(d.load().is_none());
         let s = PersistedState {

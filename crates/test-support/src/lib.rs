@@ -34,6 +34,39 @@ pub fn pxs_bin() -> PathBuf {
     .clone()
 }
 
+/// A fresh, empty directory for one test: `$TMPDIR/pxs-tests/<pid>/<name>`. Tests keep what they
+/// write there (logs to read when one fails), and the first call in a test process removes the
+/// directories of earlier test processes that are no longer running, so runs do not pile up.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    static SWEPT: OnceLock<PathBuf> = OnceLock::new();
+    let mine = SWEPT.get_or_init(|| {
+        let root = std::env::temp_dir().join("pxs-tests");
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            for e in entries.flatten() {
+                let pid = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok());
+                if let Some(pid) = pid
+                    && pid != std::process::id()
+                    && !process_alive(pid)
+                {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        root.join(std::process::id().to_string())
+    });
+    let d = mine.join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create a scratch directory");
+    d
+}
+
+/// Whether process `pid` runs. Where that cannot be told (no /proc), says yes: nothing is
+/// removed that might be in use.
+fn process_alive(pid: u32) -> bool {
+    let proc = std::path::Path::new("/proc");
+    !proc.is_dir() || proc.join(pid.to_string()).exists()
+}
+
 /// Polls `f` until it returns Ok, or panics with its last reason after `timeout`.
 pub async fn wait_until<F, Fut>(timeout: Duration, mut f: F)
 where

@@ -534,8 +534,7 @@ mod tests {
 
     #[test]
     fn flags_override_the_config_file() {
-        let dir = std::env::temp_dir().join(format!("pxs-cfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = pxs_test_support::scratch_dir("cfg");
         let path = dir.join("config.json");
         std::fs::write(
             &path,
@@ -561,8 +560,7 @@ mod tests {
 
     #[test]
     fn a_bad_value_names_its_key() {
-        let dir = std::env::temp_dir().join(format!("pxs-cfg-bad-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = pxs_test_support::scratch_dir("cfg-bad");
         let path = dir.join("config.json");
         std::fs::write(&path, r#"{"streamer_port": "eighty"}"#).unwrap();
         let err = Config::load(Options {

@@ -9,10 +9,7 @@ use std::sync::Arc;
 use tokio_tungstenite::tungstenite::Message;
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pxs-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    pxs_test_support::scratch_dir(name)
 }
 
 #[tokio::test]

@@ -37,14 +37,7 @@ pub fn init_logs() {
 }
 
 pub fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "pxs-coord-{name}-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    pxs_test_support::scratch_dir(&format!("coord-{name}-{}", rand_suffix()))
 }
 
 fn rand_suffix() -> String {

@@ -42,13 +42,7 @@ pub async fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Result<T, S
 
 /// A fresh directory for one test.
 pub fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "pxs-session-server-test-{}-{name}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
+    pxs_test_support::scratch_dir(&format!("session-server-{name}"))
 }
 
 /// A range of 20 loopback ports no other test of this process uses.

@@ -481,7 +481,5 @@ pub fn wall_ms() -> u64 {
 
 /// A temporary file path unique to this process and `name`.
 pub fn temp_path(name: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("pxs-streamer-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_file(&p);
-    p
+    pxs_test_support::scratch_dir(&format!("streamer-{name}")).join(name)
 }
