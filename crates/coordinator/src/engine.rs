@@ -1014,55 +1014,69 @@ impl Engine {
         self.publish(Change::Node(node.clone()));
     }
 
-    /// A session event from `node`: applied once (by its sequence number) and acknowledged.
-    pub async fn node_event(&self, node: &NodeId, ev: &SequencedEvent) -> Result<u64, ApiError> {
+    /// Applies events of `node` in one transaction (those arriving together: a node's replay
+    /// after a reconnect, `starting` and `ready` sent back to back), each once by `seq`.
+    /// Returns the highest `seq` now processed, to acknowledge.
+    pub async fn node_events(
+        &self,
+        node: &NodeId,
+        evs: &[SequencedEvent],
+    ) -> Result<u64, ApiError> {
         let now = self.now();
         let mut tx = self.store.begin_placement().await?;
-        let acked = u64::try_from(store::acked_seq(&mut tx, node).await?).unwrap_or(0);
-        if ev.seq <= acked {
+        let mut acked = u64::try_from(store::acked_seq(&mut tx, node).await?).unwrap_or(0);
+        let first_acked = acked;
+        // After the commit: stops to send, sessions changed (with what to log), a slot freed.
+        let mut stops = Vec::new();
+        let mut changed: Vec<SessionRow> = Vec::new();
+        let mut freed = false;
+        for ev in evs {
+            if ev.seq <= acked {
+                continue;
+            }
+            let id = &ev.event.session_id;
+            let mut row = store::get_session(&mut tx, id).await?;
+            let was = row.as_ref().map(|r| r.state);
+            let outcome = model::apply_event(row.as_mut(), node, &ev.event.kind, now);
+            match (&outcome, row) {
+                (EventOutcome::Changed, Some(r)) => {
+                    store::update_session(&mut tx, &r).await?;
+                    freed |= r.state.is_final();
+                    if r.state == SessionState::Ready && was != Some(SessionState::Ready) {
+                        let from = r.dispatched_at.unwrap_or(r.created_at);
+                        self.metrics
+                            .start
+                            .observe(((now - from).max(0) as f64) / 1000.0);
+                    }
+                    changed.retain(|c| c.id != r.id);
+                    changed.push(r);
+                }
+                (EventOutcome::StopOnNode, _)
+                    if !matches!(ev.event.kind, SessionEventKind::Ended(_)) =>
+                {
+                    stops.push(id.clone());
+                }
+                _ => {}
+            }
+            acked = ev.seq;
+        }
+        if acked == first_acked {
             return Ok(acked);
         }
-        let id = &ev.event.session_id;
-        let mut row = store::get_session(&mut tx, id).await?;
-        let was = row.as_ref().map(|r| r.state);
-        let outcome = model::apply_event(row.as_mut(), node, &ev.event.kind, now);
-        let mut stop = false;
-        let mut freed = false;
-        match (&outcome, &row) {
-            (EventOutcome::Changed, Some(r)) => {
-                store::update_session(&mut tx, r).await?;
-                freed = r.state.is_final();
-                if r.state == SessionState::Ready && was != Some(SessionState::Ready) {
-                    let from = r.dispatched_at.unwrap_or(r.created_at);
-                    self.metrics
-                        .start
-                        .observe(((now - from).max(0) as f64) / 1000.0);
-                }
-            }
-            (EventOutcome::StopOnNode, _) => stop = true,
-            _ => {}
-        }
-        store::set_acked(&mut tx, node, i64::try_from(ev.seq).unwrap_or(i64::MAX)).await?;
+        store::set_acked(&mut tx, node, i64::try_from(acked).unwrap_or(i64::MAX)).await?;
         tx.commit().await?;
-        if stop && !matches!(ev.event.kind, SessionEventKind::Ended(_)) {
-            self.send(
-                node,
-                CoordinatorToNode::StopSession {
-                    session_id: id.clone(),
-                },
-            );
+        for session_id in stops {
+            self.send(node, CoordinatorToNode::StopSession { session_id });
         }
-        if outcome == EventOutcome::Changed {
-            if let Some(r) = &row {
-                info!(session = %r.id, state = r.state.as_str(), reason = ?r.end_reason,
-                      "session changed by its node");
-            }
-            self.publish(Change::Session(id.clone()));
+        for r in &changed {
+            info!(session = %r.id, state = r.state.as_str(), reason = ?r.end_reason,
+                  "session changed by its node");
+            self.publish(Change::Session(r.id.clone()));
         }
         if freed {
             self.promote_queue().await;
         }
-        Ok(ev.seq)
+        Ok(acked)
     }
 
     /// A heartbeat from `node` on the link that came up at `link_since`; `first` after hello

@@ -9,7 +9,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use pxs_protocol::node::{CoordinatorToNode, NodeId, NodeToCoordinator};
 use std::sync::Arc;
 use std::time::Duration;
@@ -149,59 +149,57 @@ async fn run(engine: Arc<Engine>, socket: WebSocket, token: (String, Option<Node
         });
         let silence = engine.config.heartbeat_ttl;
         let mut first_heartbeat = true;
+        // A message read while gathering events, to handle next; or how the link ended then.
+        let mut next: Option<NodeToCoordinator> = None;
+        let mut end_after: Option<(u16, &'static str)> = None;
         let end: (u16, &'static str) = loop {
-            let msg = tokio::select! {
-                m = tokio::time::timeout(silence, stream.next()) => m,
-                why = closer.closed() => {
-                    debug!(reason = why.1, "link closed by the coordinator");
-                    break why;
-                }
-            };
-            let text = match msg {
-                Err(_) => {
-                    warn!("node link silent for the heartbeat TTL; closing");
-                    break (1008, "silent for longer than the heartbeat TTL");
-                }
-                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => {
-                    break (1000, "closed by the node");
-                }
-                Ok(Some(Ok(Message::Text(t)))) => t,
-                Ok(Some(Ok(_))) => continue, // pings are answered by the socket
-            };
-            let parsed = match NodeToCoordinator::from_json(&text) {
-                Ok(m) => m,
-                Err(e) => {
-                    warn!(error = %e, "node link: invalid message; closing");
-                    break (1008, "invalid message");
-                }
-            };
-            let res = match parsed {
-                NodeToCoordinator::Hello(_) => {
-                    warn!("node link: a second hello; closing");
-                    break (1008, "a second hello");
-                }
-                NodeToCoordinator::Heartbeat(hb) => {
-                    let r = engine
-                        .node_heartbeat(&node, &hb, since, first_heartbeat)
-                        .await;
-                    first_heartbeat = false;
-                    r
-                }
-                NodeToCoordinator::Event(ev) => match engine.node_event(&node, &ev).await {
-                    Ok(seq) => {
-                        let _ = out_tx.try_send(CoordinatorToNode::Ack { seq });
-                        Ok(())
+            if let Some(why) = end_after.take() {
+                break why;
+            }
+            let parsed = match next.take() {
+                Some(m) => m,
+                None => {
+                    let msg = tokio::select! {
+                        m = tokio::time::timeout(silence, stream.next()) => m,
+                        why = closer.closed() => {
+                            debug!(reason = why.1, "link closed by the coordinator");
+                            break why;
+                        }
+                    };
+                    let text = match msg {
+                        Err(_) => {
+                            warn!("node link silent for the heartbeat TTL; closing");
+                            break (1008, "silent for longer than the heartbeat TTL");
+                        }
+                        Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => {
+                            break (1000, "closed by the node");
+                        }
+                        Ok(Some(Ok(Message::Text(t)))) => t,
+                        Ok(Some(Ok(_))) => continue, // pings are answered by the socket
+                    };
+                    match NodeToCoordinator::from_json(&text) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            warn!(error = %e, "node link: invalid message; closing");
+                            break (1008, "invalid message");
+                        }
                     }
-                    Err(e) => Err(e),
-                },
-                NodeToCoordinator::Applications { applications } => {
-                    engine.node_applications(&node, &applications).await
                 }
             };
-            if let Err(e) = res {
-                // Not acknowledged: the node resends after reconnecting.
-                warn!(error = ?e, "node link: message not processed; closing the link");
-                break (1011, "message not processed; reconnect and resend");
+            if let Err(why) = handle(
+                &engine,
+                &node,
+                parsed,
+                since,
+                &mut first_heartbeat,
+                &mut stream,
+                &mut next,
+                &mut end_after,
+                &out_tx,
+            )
+            .await
+            {
+                break why;
             }
         };
         drop(out_tx);
@@ -218,6 +216,83 @@ async fn run(engine: Arc<Engine>, socket: WebSocket, token: (String, Option<Node
     }
     .instrument(span)
     .await;
+}
+
+/// Events applied in one transaction at most.
+const MAX_EVENT_BATCH: usize = 64;
+
+/// Handles one message of a node; `Err` ends the link with that close code and reason.
+///
+/// An event takes with it the events that have already arrived (a replay after a reconnect,
+/// `starting` and `ready` sent together): one transaction for all, one acknowledgement. A
+/// message read past them waits in `next`; an end of the link read there, in `end_after`.
+#[allow(clippy::too_many_arguments)]
+async fn handle(
+    engine: &Arc<Engine>,
+    node: &NodeId,
+    msg: NodeToCoordinator,
+    since: crate::placement::Millis,
+    first_heartbeat: &mut bool,
+    stream: &mut futures_util::stream::SplitStream<WebSocket>,
+    next: &mut Option<NodeToCoordinator>,
+    end_after: &mut Option<(u16, &'static str)>,
+    out_tx: &mpsc::Sender<CoordinatorToNode>,
+) -> Result<(), (u16, &'static str)> {
+    let res = match msg {
+        NodeToCoordinator::Hello(_) => {
+            warn!("node link: a second hello; closing");
+            return Err((1008, "a second hello"));
+        }
+        NodeToCoordinator::Heartbeat(hb) => {
+            let r = engine
+                .node_heartbeat(node, &hb, since, *first_heartbeat)
+                .await;
+            *first_heartbeat = false;
+            r
+        }
+        NodeToCoordinator::Event(ev) => {
+            let mut batch = vec![ev];
+            while batch.len() < MAX_EVENT_BATCH {
+                let Some(more) = stream.next().now_or_never() else {
+                    break; // nothing more has arrived
+                };
+                match more {
+                    Some(Ok(Message::Text(t))) => match NodeToCoordinator::from_json(&t) {
+                        Ok(NodeToCoordinator::Event(ev)) => batch.push(ev),
+                        Ok(other) => {
+                            *next = Some(other);
+                            break;
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "node link: invalid message; closing");
+                            *end_after = Some((1008, "invalid message"));
+                            break;
+                        }
+                    },
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                        *end_after = Some((1000, "closed by the node"));
+                        break;
+                    }
+                    Some(Ok(_)) => {} // pings are answered by the socket
+                }
+            }
+            match engine.node_events(node, &batch).await {
+                Ok(seq) => {
+                    let _ = out_tx.try_send(CoordinatorToNode::Ack { seq });
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        }
+        NodeToCoordinator::Applications { applications } => {
+            engine.node_applications(node, &applications).await
+        }
+    };
+    res.map_err(|e| {
+        // Not acknowledged: the node resends after reconnecting.
+        warn!(error = ?e, "node link: message not processed; closing the link");
+        (1011, "message not processed; reconnect and resend")
+    })
 }
 
 async fn close(

@@ -7,6 +7,10 @@ mod common;
 
 use common::*;
 use pxs_protocol::api::{NodeState, SessionState};
+use pxs_protocol::node::{
+    ApplicationId, CoordinatorToNode, EndReason, Ended, NodeToCoordinator, SequencedEvent,
+    SessionEvent, SessionEventKind,
+};
 use serde_json::json;
 use std::time::Duration;
 
@@ -67,5 +71,97 @@ async fn story(backend: Backend) {
 async fn a_killed_node_goes_offline_and_its_sessions_are_lost() {
     for b in backends() {
         story(b).await;
+    }
+}
+
+/// Events that arrive together (a node's replay, `starting` and `ready` back to back) are
+/// applied in order, each once: a repeated `seq` among them changes nothing, and the node is
+/// acknowledged up to the last one.
+async fn events_in_a_burst(backend: Backend) {
+    let db = fresh_database(&backend, "burst-events").await;
+    let c = Coord::start(&db, FAST_TIMING).await;
+    c.title("demo", "demo", json!({})).await;
+    let node = FakeNode::connect(&c, "n1", "demo", 3, false).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(c.create(json!({"title_id": "demo"})).await.id);
+    }
+    wait_until(Duration::from_secs(5), || async {
+        let starts = node.starts().len();
+        if starts == 3 {
+            Ok(())
+        } else {
+            Err(format!("{starts} starts"))
+        }
+    })
+    .await;
+    let app = ApplicationId::parse("demo").unwrap();
+    for id in &ids {
+        node.send_event(
+            id,
+            SessionEventKind::Starting {
+                application_id: app.clone(),
+                pid: 1,
+                gpu: None,
+            },
+        );
+        node.send_event(
+            id,
+            SessionEventKind::Ready {
+                player_url: format!("ws://n1.invalid/sessions/{id}/ws"),
+            },
+        );
+    }
+    // Seq 2 again, now claiming the first session ended: a repeat, to be ignored.
+    node.send_raw(NodeToCoordinator::Event(SequencedEvent {
+        seq: 2,
+        event: SessionEvent {
+            session_id: ids[0].clone(),
+            at: 0,
+            kind: SessionEventKind::Ended(Ended {
+                reason: EndReason::Crashed,
+                failed: true,
+                exit_code: Some(1),
+                signal: None,
+                detail: None,
+            }),
+        },
+    }));
+    node.heartbeat();
+    for id in &ids {
+        c.wait_state(id, SessionState::Ready, Duration::from_secs(5))
+            .await;
+    }
+    wait_until(Duration::from_secs(5), || async {
+        let acked = node
+            .commands
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|m| match m {
+                CoordinatorToNode::Ack { seq } => Some(*seq),
+                _ => None,
+            })
+            .max();
+        if acked == Some(6) {
+            Ok(())
+        } else {
+            Err(format!("acked up to {acked:?}"))
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        c.session(&ids[0]).await.state,
+        SessionState::Ready,
+        "the repeat was applied"
+    );
+    node.disconnect();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_arriving_together_are_applied_in_order_and_once() {
+    for b in backends() {
+        events_in_a_burst(b).await;
     }
 }

@@ -445,6 +445,11 @@ impl FakeNode {
         let _ = self.out.send(event(&self.seq, id, kind));
     }
 
+    /// Sends `m` as it is (a repeated or out-of-order event, say).
+    pub fn send_raw(&self, m: NodeToCoordinator) {
+        let _ = self.out.send(m);
+    }
+
     pub fn heartbeat(&self) {
         let sessions = self
             .running
