@@ -10,7 +10,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use pxs_protocol::node::{CoordinatorToNode, NodeId, NodeToCoordinator};
+use pxs_protocol::node::{CoordinatorToNode, NodeId, NodeToCoordinator, SequencedEvent};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -149,15 +149,12 @@ async fn run(engine: Arc<Engine>, socket: WebSocket, token: (String, Option<Node
         });
         let silence = engine.config.heartbeat_ttl;
         let mut first_heartbeat = true;
-        // A message read while gathering events, to handle next; or how the link ended then.
-        let mut next: Option<NodeToCoordinator> = None;
-        let mut end_after: Option<(u16, &'static str)> = None;
+        // What reading past a batch of events found, to act on before reading again.
+        let mut pending: Option<After> = None;
         let end: (u16, &'static str) = loop {
-            if let Some(why) = end_after.take() {
-                break why;
-            }
-            let parsed = match next.take() {
-                Some(m) => m,
+            let parsed = match pending.take() {
+                Some(After::End(why)) => break why,
+                Some(After::Next(m)) => m,
                 None => {
                     let msg = tokio::select! {
                         m = tokio::time::timeout(silence, stream.next()) => m,
@@ -186,20 +183,33 @@ async fn run(engine: Arc<Engine>, socket: WebSocket, token: (String, Option<Node
                     }
                 }
             };
-            if let Err(why) = handle(
-                &engine,
-                &node,
-                parsed,
-                since,
-                &mut first_heartbeat,
-                &mut stream,
-                &mut next,
-                &mut end_after,
-                &out_tx,
-            )
-            .await
-            {
-                break why;
+            let res = match parsed {
+                NodeToCoordinator::Hello(_) => {
+                    warn!("node link: a second hello; closing");
+                    break (1008, "a second hello");
+                }
+                NodeToCoordinator::Heartbeat(hb) => {
+                    let r = engine
+                        .node_heartbeat(&node, &hb, since, first_heartbeat)
+                        .await;
+                    first_heartbeat = false;
+                    r
+                }
+                NodeToCoordinator::Event(ev) => {
+                    let (batch, after) = gather_events(&mut stream, ev);
+                    pending = after;
+                    engine.node_events(&node, &batch).await.map(|seq| {
+                        let _ = out_tx.try_send(CoordinatorToNode::Ack { seq });
+                    })
+                }
+                NodeToCoordinator::Applications { applications } => {
+                    engine.node_applications(&node, &applications).await
+                }
+            };
+            if let Err(e) = res {
+                // Not acknowledged: the node resends after reconnecting.
+                warn!(error = ?e, "node link: message not processed; closing the link");
+                break (1011, "message not processed; reconnect and resend");
             }
         };
         drop(out_tx);
@@ -221,78 +231,40 @@ async fn run(engine: Arc<Engine>, socket: WebSocket, token: (String, Option<Node
 /// Events applied in one transaction at most.
 const MAX_EVENT_BATCH: usize = 64;
 
-/// Handles one message of a node; `Err` ends the link with that close code and reason.
-///
-/// An event takes with it the events that have already arrived (a replay after a reconnect,
-/// `starting` and `ready` sent together): one transaction for all, one acknowledgement. A
-/// message read past them waits in `next`; an end of the link read there, in `end_after`.
-#[allow(clippy::too_many_arguments)]
-async fn handle(
-    engine: &Arc<Engine>,
-    node: &NodeId,
-    msg: NodeToCoordinator,
-    since: crate::placement::Millis,
-    first_heartbeat: &mut bool,
+/// What [`gather_events`] read past the events: a message to handle next, or the link's end.
+enum After {
+    Next(NodeToCoordinator),
+    End((u16, &'static str)),
+}
+
+/// `first` and the events that have already arrived behind it (a replay after a reconnect,
+/// `starting` and `ready` sent together), up to [`MAX_EVENT_BATCH`]: applied in one
+/// transaction, acknowledged once. Never waits for the socket.
+fn gather_events(
     stream: &mut futures_util::stream::SplitStream<WebSocket>,
-    next: &mut Option<NodeToCoordinator>,
-    end_after: &mut Option<(u16, &'static str)>,
-    out_tx: &mpsc::Sender<CoordinatorToNode>,
-) -> Result<(), (u16, &'static str)> {
-    let res = match msg {
-        NodeToCoordinator::Hello(_) => {
-            warn!("node link: a second hello; closing");
-            return Err((1008, "a second hello"));
-        }
-        NodeToCoordinator::Heartbeat(hb) => {
-            let r = engine
-                .node_heartbeat(node, &hb, since, *first_heartbeat)
-                .await;
-            *first_heartbeat = false;
-            r
-        }
-        NodeToCoordinator::Event(ev) => {
-            let mut batch = vec![ev];
-            while batch.len() < MAX_EVENT_BATCH {
-                let Some(more) = stream.next().now_or_never() else {
-                    break; // nothing more has arrived
-                };
-                match more {
-                    Some(Ok(Message::Text(t))) => match NodeToCoordinator::from_json(&t) {
-                        Ok(NodeToCoordinator::Event(ev)) => batch.push(ev),
-                        Ok(other) => {
-                            *next = Some(other);
-                            break;
-                        }
-                        Err(e) => {
-                            warn!(error = %e, "node link: invalid message; closing");
-                            *end_after = Some((1008, "invalid message"));
-                            break;
-                        }
-                    },
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
-                        *end_after = Some((1000, "closed by the node"));
-                        break;
-                    }
-                    Some(Ok(_)) => {} // pings are answered by the socket
+    first: SequencedEvent,
+) -> (Vec<SequencedEvent>, Option<After>) {
+    let mut batch = vec![first];
+    while batch.len() < MAX_EVENT_BATCH {
+        let Some(more) = stream.next().now_or_never() else {
+            break; // nothing more has arrived
+        };
+        match more {
+            Some(Ok(Message::Text(t))) => match NodeToCoordinator::from_json(&t) {
+                Ok(NodeToCoordinator::Event(ev)) => batch.push(ev),
+                Ok(other) => return (batch, Some(After::Next(other))),
+                Err(e) => {
+                    warn!(error = %e, "node link: invalid message; closing");
+                    return (batch, Some(After::End((1008, "invalid message"))));
                 }
+            },
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                return (batch, Some(After::End((1000, "closed by the node"))));
             }
-            match engine.node_events(node, &batch).await {
-                Ok(seq) => {
-                    let _ = out_tx.try_send(CoordinatorToNode::Ack { seq });
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            }
+            Some(Ok(_)) => {} // pings are answered by the socket
         }
-        NodeToCoordinator::Applications { applications } => {
-            engine.node_applications(node, &applications).await
-        }
-    };
-    res.map_err(|e| {
-        // Not acknowledged: the node resends after reconnecting.
-        warn!(error = ?e, "node link: message not processed; closing the link");
-        (1011, "message not processed; reconnect and resend")
-    })
+    }
+    (batch, None)
 }
 
 async fn close(
