@@ -60,7 +60,7 @@ impl Coordinator {
         listener: TcpListener,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Coordinator> {
-        let store = store::Store::connect_with_wait(&config.database_url.0, config.database_wait)
+        let store = store::Store::connect(&config.database_url.0, config.database_wait)
             .await
             .with_context(|| {
                 format!(

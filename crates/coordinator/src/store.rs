@@ -75,14 +75,10 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (and for SQLite creates) the database and brings its schema up to date.
-    pub async fn connect(url: &str) -> Result<Store> {
-        Self::connect_with_wait(url, Duration::from_secs(5)).await
-    }
-
-    /// Like [`Store::connect`]; a caller waits at most `wait` for a connection (and on
-    /// PostgreSQL for the placement lock), then gets [`StoreError::Busy`].
-    pub async fn connect_with_wait(url: &str, wait: Duration) -> Result<Store> {
+    /// Opens (and for SQLite creates) the database and brings its schema up to date. A caller
+    /// waits at most `wait` for a connection (and on PostgreSQL for the placement lock), then
+    /// gets [`StoreError::Busy`].
+    pub async fn connect(url: &str, wait: Duration) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let (backend, url) = if let Some(rest) = url.strip_prefix("sqlite://") {
             let url = if rest.contains('?') {

@@ -83,7 +83,9 @@ fn session(
 async fn placement_reads_agree_with_the_rows() {
     for backend in backends() {
         let url = fresh_database(&backend, "store-placement").await;
-        let store = Store::connect(&url).await.unwrap();
+        let store = Store::connect(&url, std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
         let mut c = store.pool().acquire().await.unwrap();
 
         // Nothing yet: both aggregates are empty (PostgreSQL's json_agg of no row is NULL).
