@@ -532,15 +532,32 @@ async fn the_node_link_takes_node_tokens_only(backend: Backend) {
     assert_eq!(s, 201, "{v}");
     let token = v["token"].as_str().unwrap();
     assert!(token.starts_with("pxs_node_"), "{token}");
+    let (ws, resp) = node_link(c, token).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 101);
+    drop(ws);
+    w.finish().await;
+}
+
+/// Opens `c`'s node link with `token` as the bearer.
+async fn node_link(
+    c: &Coord,
+    token: &str,
+) -> Result<
+    (
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut req = format!("ws://{}/api/v1/nodes/link", c.addr)
         .into_client_request()
         .unwrap();
     req.headers_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
-    assert_eq!(resp.status().as_u16(), 101);
-    drop(ws);
-    w.finish().await;
+    tokio_tungstenite::connect_async(req).await
 }
 
 /// A node's hello, as a real session server sends it (no application, one slot).
@@ -580,7 +597,6 @@ where
 
 /// A node token bound to a node admits that node only.
 async fn bound_node_tokens_admit_their_node_only(backend: Backend) {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let w = World::new(&backend, "roles-bound").await;
     let c = &w.coord;
     let (s, v) = c
@@ -602,16 +618,8 @@ async fn bound_node_tokens_admit_their_node_only(backend: Backend) {
             .any(|t| t["id"] == v["id"] && t["node"] == "gpu-7"),
         "{list}"
     );
-    let link = || {
-        let mut req = format!("ws://{}/api/v1/nodes/link", c.addr)
-            .into_client_request()
-            .unwrap();
-        req.headers_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        tokio_tungstenite::connect_async(req)
-    };
     // Another node's name: refused with the reason, and no trace of that node.
-    let (mut ws, _) = link().await.unwrap();
+    let (mut ws, _) = node_link(c, &token).await.unwrap();
     ws.send(hello_as("gpu-8").to_json().into()).await.unwrap();
     let reason = close_reason(&mut ws)
         .await
@@ -624,7 +632,7 @@ async fn bound_node_tokens_admit_their_node_only(backend: Backend) {
     );
     assert_eq!(c.node_state("gpu-8").await, None);
     // Its own name: welcome.
-    let (mut ws, _) = link().await.unwrap();
+    let (mut ws, _) = node_link(c, &token).await.unwrap();
     ws.send(hello_as("gpu-7").to_json().into()).await.unwrap();
     let welcome = ws.next().await.unwrap().unwrap().into_text().unwrap();
     assert!(welcome.contains("welcome"), "{welcome}");
@@ -1005,16 +1013,7 @@ async fn revoked_tokens_stop_working_at_once(backend: Backend) {
         v["id"].as_str().unwrap().to_owned(),
         v["token"].as_str().unwrap().to_owned(),
     );
-    let link = |t: String| {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut req = format!("ws://{}/api/v1/nodes/link", c.addr)
-            .into_client_request()
-            .unwrap();
-        req.headers_mut()
-            .insert("authorization", format!("Bearer {t}").parse().unwrap());
-        tokio_tungstenite::connect_async(req)
-    };
-    let (mut ws, _) = link(node_token.clone()).await.unwrap();
+    let (mut ws, _) = node_link(&c, &node_token).await.unwrap();
     ws.send(hello_as("gpu-9").to_json().into()).await.unwrap();
     let welcome = ws.next().await.unwrap().unwrap().into_text().unwrap();
     assert!(welcome.contains("welcome"), "{welcome}");
@@ -1039,7 +1038,7 @@ async fn revoked_tokens_stop_working_at_once(backend: Backend) {
         }
     })
     .await;
-    let err = link(node_token).await.unwrap_err();
+    let err = node_link(&c, &node_token).await.unwrap_err();
     assert!(err.to_string().contains("401"), "{err}");
 }
 
