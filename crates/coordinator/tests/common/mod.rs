@@ -70,7 +70,15 @@ pub async fn fresh_database(backend: &Backend, name: &str) -> String {
             let db = format!("pxs_t_{}", rand_suffix());
             let mut c = sqlx::PgConnection::connect(admin_url)
                 .await
-                .expect("PXS_TEST_POSTGRES_URL reachable");
+                .unwrap_or_else(|e| {
+                    // The URL without its password: it reaches logs.
+                    let shown = admin_url
+                        .split_once('@')
+                        .map_or(admin_url.clone(), |(_, host)| {
+                            format!("postgres://***@{host}")
+                        });
+                    panic!("PXS_TEST_POSTGRES_URL {shown:?} is not a reachable server: {e}")
+                });
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
                 .execute(&mut c)
                 .await
