@@ -88,6 +88,10 @@ pub struct CoordinatorArgs {
     /// Live sessions at the start of the load phase [default: 500; 50 with --quick].
     #[arg(long)]
     pub live: Option<usize>,
+    /// Ended sessions written into the database before the API phases, as a coordinator that
+    /// has served that many has them.
+    #[arg(long, default_value_t = 0)]
+    pub history: u64,
     /// Closed-loop clients of the saturation phase (and of the set-up of the load phase).
     #[arg(long, default_value_t = 8)]
     pub creators: usize,
@@ -589,6 +593,17 @@ async fn api_phases(
     let coordinator = InProcess::start(dir, "").await?;
     let api = Api::new(&coordinator.base_url(), ADMIN_TOKEN, args.connections)?;
     api.ensure_title(TITLE, TITLE).await?;
+    if args.history > 0 {
+        let started = Instant::now();
+        coordinator
+            .add_history(TITLE, plan.nodes, args.history)
+            .await?;
+        println!(
+            "[api] {} ended sessions written in {:.0} ms",
+            args.history,
+            ms(started.elapsed())
+        );
+    }
     let tracker = Tracker::new();
     let app = ApplicationId::parse(TITLE)?;
     let started = Instant::now();

@@ -813,8 +813,7 @@ pub async fn held_slots(c: &mut AnyConnection) -> Result<Vec<HeldSlot>> {
     type Raw = (String, String, String, Option<Millis>, Option<Millis>);
     let rows: Vec<Raw> = json_rows(
         c,
-        "SELECT json_group_array(json_array(node_id, id, state, slot_start, slot_end)) \
-         FROM sessions WHERE node_id IS NOT NULL AND state IN ('scheduled', 'starting', 'ready')",
+        sql::HELD_SLOTS_SQLITE,
         "SELECT json_agg(json_build_array(node_id, id, state, slot_start, slot_end))::text \
          FROM sessions WHERE node_id IS NOT NULL AND state IN ('scheduled', 'starting', 'ready')",
         "sessions",
@@ -880,23 +879,15 @@ pub async fn placement_nodes(c: &mut AnyConnection) -> Result<Vec<PlacementNode>
 
 /// Starting or ready sessions placed on `node`.
 pub async fn active_on_node(c: &mut AnyConnection, node: &NodeId) -> Result<Vec<SessionRow>> {
-    sessions_where(
-        c,
-        "SELECT * FROM sessions WHERE node_id = $1 AND state IN ('starting', 'ready')",
-        &[node.as_str()],
-    )
-    .await
+    sessions_where(c, sql::ACTIVE_ON_NODE, &[node.as_str()]).await
 }
 
 /// Scheduled sessions due to start at `due` (their `start_at` minus the lead time has come).
 pub async fn scheduled_due(c: &mut AnyConnection, due: Millis) -> Result<Vec<SessionRow>> {
-    let rows = sqlx::query(
-        "SELECT * FROM sessions WHERE state = 'scheduled' AND start_at <= $1 \
-         ORDER BY start_at, id",
-    )
-    .bind(due)
-    .fetch_all(&mut *c)
-    .await?;
+    let rows = sqlx::query(sql::SCHEDULED_DUE)
+        .bind(due)
+        .fetch_all(&mut *c)
+        .await?;
     rows.iter().map(session_from_row).collect()
 }
 
@@ -907,27 +898,17 @@ pub async fn sessions_to_end(
     lost_before: Millis,
     now: Millis,
 ) -> Result<Vec<SessionRow>> {
-    let rows = sqlx::query(
-        "SELECT s.* FROM sessions s LEFT JOIN nodes n ON n.id = s.node_id \
-         WHERE s.state IN ('starting', 'ready') AND (n.id IS NULL \
-           OR (n.online = 0 AND n.offline_since <= $1) \
-           OR (s.desired = 'run' AND s.slot_end IS NOT NULL AND s.slot_end <= $2)) \
-         ORDER BY s.created_at",
-    )
-    .bind(lost_before)
-    .bind(now)
-    .fetch_all(&mut *c)
-    .await?;
+    let rows = sqlx::query(sql::SESSIONS_TO_END)
+        .bind(lost_before)
+        .bind(now)
+        .fetch_all(&mut *c)
+        .await?;
     rows.iter().map(session_from_row).collect()
 }
 
 /// The titles that have a queue.
 pub async fn queued_titles(c: &mut AnyConnection) -> Result<Vec<TitleId>> {
-    let rows = sqlx::query(
-        "SELECT DISTINCT title_id FROM sessions WHERE state = 'queued' ORDER BY title_id",
-    )
-    .fetch_all(&mut *c)
-    .await?;
+    let rows = sqlx::query(sql::QUEUED_TITLES).fetch_all(&mut *c).await?;
     rows.iter()
         .map(|r| parse_col(r, "title_id", |s| TitleId::parse(s).ok()))
         .collect()
@@ -935,56 +916,37 @@ pub async fn queued_titles(c: &mut AnyConnection) -> Result<Vec<TitleId>> {
 
 /// A title's queue, head first.
 pub async fn queue_of(c: &mut AnyConnection, title: &TitleId) -> Result<Vec<SessionRow>> {
-    sessions_where(
-        c,
-        "SELECT * FROM sessions WHERE state = 'queued' AND title_id = $1 ORDER BY queue_seq",
-        &[title.as_str()],
-    )
-    .await
+    sessions_where(c, sql::QUEUE_OF, &[title.as_str()]).await
 }
 
 pub async fn queue_length(c: &mut AnyConnection, title: &TitleId) -> Result<i64> {
-    Ok(
-        sqlx::query("SELECT COUNT(*) AS n FROM sessions WHERE state = 'queued' AND title_id = $1")
-            .bind(title.as_str())
-            .fetch_one(&mut *c)
-            .await?
-            .try_get("n")?,
-    )
+    Ok(sqlx::query(sql::QUEUE_LENGTH)
+        .bind(title.as_str())
+        .fetch_one(&mut *c)
+        .await?
+        .try_get("n")?)
 }
 
 /// 1 for the head of the queue.
 pub async fn queue_position(c: &mut AnyConnection, title: &TitleId, seq: i64) -> Result<i64> {
-    Ok(sqlx::query(
-        "SELECT COUNT(*) AS n FROM sessions WHERE state = 'queued' AND title_id = $1 \
-         AND queue_seq <= $2",
-    )
-    .bind(title.as_str())
-    .bind(seq)
-    .fetch_one(&mut *c)
-    .await?
-    .try_get("n")?)
+    Ok(sqlx::query(sql::QUEUE_POSITION)
+        .bind(title.as_str())
+        .bind(seq)
+        .fetch_one(&mut *c)
+        .await?
+        .try_get("n")?)
 }
 
 pub async fn next_queue_seq(c: &mut AnyConnection) -> Result<i64> {
-    Ok(
-        sqlx::query("SELECT COALESCE(MAX(queue_seq), 0) + 1 AS n FROM sessions")
-            .fetch_one(&mut *c)
-            .await?
-            .try_get("n")?,
-    )
+    Ok(sqlx::query(sql::NEXT_QUEUE_SEQ)
+        .fetch_one(&mut *c)
+        .await?
+        .try_get("n")?)
 }
 
 /// Sessions whose node must be told something: a start not sent yet, or a stop not sent yet.
 pub async fn undelivered(c: &mut AnyConnection) -> Result<Vec<SessionRow>> {
-    sessions_where(
-        c,
-        "SELECT * FROM sessions WHERE state IN ('starting', 'ready') AND \
-         ((desired = 'run' AND dispatched_at IS NULL) OR \
-          (desired = 'stop' AND stop_sent_at IS NULL)) ORDER BY created_at",
-        &[],
-    )
-    .await
+    sessions_where(c, sql::UNDELIVERED, &[]).await
 }
 
 pub struct SessionFilter<'a> {
@@ -1037,23 +999,71 @@ pub async fn count_by_state(c: &mut AnyConnection) -> Result<Vec<(String, i64)>>
 
 /// Sessions of `owner` that are not over.
 pub async fn count_live_of_owner(c: &mut AnyConnection, owner: &str) -> Result<i64> {
-    Ok(sqlx::query(
-        "SELECT COUNT(*) AS n FROM sessions WHERE owner = $1 \
-         AND state IN ('scheduled', 'queued', 'starting', 'ready')",
-    )
-    .bind(owner)
-    .fetch_one(&mut *c)
-    .await?
-    .try_get("n")?)
+    Ok(sqlx::query(sql::LIVE_OF_OWNER)
+        .bind(owner)
+        .fetch_one(&mut *c)
+        .await?
+        .try_get("n")?)
 }
 
 pub async fn count_sessions_of_title(c: &mut AnyConnection, title: &TitleId) -> Result<i64> {
-    Ok(sqlx::query(
-        "SELECT COUNT(*) AS n FROM sessions WHERE title_id = $1 \
-         AND state IN ('scheduled', 'queued', 'starting', 'ready')",
-    )
-    .bind(title.as_str())
-    .fetch_one(&mut *c)
-    .await?
-    .try_get("n")?)
+    Ok(sqlx::query(sql::LIVE_OF_TITLE)
+        .bind(title.as_str())
+        .fetch_one(&mut *c)
+        .await?
+        .try_get("n")?)
+}
+
+/// The statements that read live sessions. Ended sessions are kept for ever, so each of these
+/// must seek past them through an index that has the state in it (migration 0003); the store
+/// test `live_session_queries_seek_past_the_history` checks SQLite's plan of every one.
+pub mod sql {
+    pub const HELD_SLOTS_SQLITE: &str = "SELECT json_group_array(json_array(node_id, id, state, \
+        slot_start, slot_end)) FROM sessions \
+        WHERE node_id IS NOT NULL AND state IN ('scheduled', 'starting', 'ready')";
+    pub const ACTIVE_ON_NODE: &str =
+        "SELECT * FROM sessions WHERE node_id = $1 AND state IN ('starting', 'ready')";
+    pub const SCHEDULED_DUE: &str =
+        "SELECT * FROM sessions WHERE state = 'scheduled' AND start_at <= $1 ORDER BY start_at, id";
+    pub const SESSIONS_TO_END: &str = "SELECT s.* FROM sessions s \
+        LEFT JOIN nodes n ON n.id = s.node_id \
+        WHERE s.state IN ('starting', 'ready') AND (n.id IS NULL \
+          OR (n.online = 0 AND n.offline_since <= $1) \
+          OR (s.desired = 'run' AND s.slot_end IS NOT NULL AND s.slot_end <= $2)) \
+        ORDER BY s.created_at";
+    pub const QUEUED_TITLES: &str =
+        "SELECT DISTINCT title_id FROM sessions WHERE state = 'queued' ORDER BY title_id";
+    pub const QUEUE_OF: &str =
+        "SELECT * FROM sessions WHERE state = 'queued' AND title_id = $1 ORDER BY queue_seq";
+    pub const QUEUE_LENGTH: &str =
+        "SELECT COUNT(*) AS n FROM sessions WHERE state = 'queued' AND title_id = $1";
+    pub const QUEUE_POSITION: &str = "SELECT COUNT(*) AS n FROM sessions \
+        WHERE state = 'queued' AND title_id = $1 AND queue_seq <= $2";
+    /// `queue_seq` is set only while a session is queued.
+    pub const NEXT_QUEUE_SEQ: &str =
+        "SELECT COALESCE(MAX(queue_seq), 0) + 1 AS n FROM sessions WHERE state = 'queued'";
+    pub const UNDELIVERED: &str = "SELECT * FROM sessions WHERE state IN ('starting', 'ready') \
+        AND ((desired = 'run' AND dispatched_at IS NULL) \
+          OR (desired = 'stop' AND stop_sent_at IS NULL)) \
+        ORDER BY created_at";
+    pub const LIVE_OF_OWNER: &str = "SELECT COUNT(*) AS n FROM sessions WHERE owner = $1 \
+        AND state IN ('scheduled', 'queued', 'starting', 'ready')";
+    pub const LIVE_OF_TITLE: &str = "SELECT COUNT(*) AS n FROM sessions WHERE title_id = $1 \
+        AND state IN ('scheduled', 'queued', 'starting', 'ready')";
+
+    /// Every statement above, by name.
+    pub const LIVE_SESSION_QUERIES: &[(&str, &str)] = &[
+        ("held_slots", HELD_SLOTS_SQLITE),
+        ("active_on_node", ACTIVE_ON_NODE),
+        ("scheduled_due", SCHEDULED_DUE),
+        ("sessions_to_end", SESSIONS_TO_END),
+        ("queued_titles", QUEUED_TITLES),
+        ("queue_of", QUEUE_OF),
+        ("queue_length", QUEUE_LENGTH),
+        ("queue_position", QUEUE_POSITION),
+        ("next_queue_seq", NEXT_QUEUE_SEQ),
+        ("undelivered", UNDELIVERED),
+        ("live_of_owner", LIVE_OF_OWNER),
+        ("live_of_title", LIVE_OF_TITLE),
+    ];
 }

@@ -1,10 +1,11 @@
 //! The store's aggregated placement reads (one JSON text per query instead of a row per node or
-//! session) against what the full rows say, on SQLite and PostgreSQL.
+//! session) against what the full rows say, on SQLite and PostgreSQL; and the queries on live
+//! sessions, which must not read the ended ones that pile up.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use common::{backends, fresh_database};
+use common::{Backend, backends, fresh_database};
 use pxs_coordinator::model::{Desired, NodeRow, Observed, SessionRow, SessionSettings};
 use pxs_coordinator::store::{self, PlacementNode, Store};
 use pxs_protocol::api::{SessionState, TitleId};
@@ -184,6 +185,110 @@ async fn placement_reads_agree_with_the_rows() {
             })
             .collect();
         assert_eq!(held, want, "{backend:?}");
+        drop(c);
+        store.close().await;
+    }
+}
+
+/// Every statement on live sessions seeks by state (or through the index of queued sessions) on
+/// SQLite, which has no statistics to choose by: ended sessions are never read. The plan is what
+/// SQLite will run, so this is the property itself, not a proxy for a timing.
+#[tokio::test]
+async fn live_session_queries_seek_past_the_history() {
+    let url = fresh_database(&Backend::Sqlite, "store-plans").await;
+    let store = Store::connect(&url, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut c = store.pool().acquire().await.unwrap();
+    for (name, sql) in store::sql::LIVE_SESSION_QUERIES {
+        let plan: Vec<String> =
+            sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .fetch_all(&mut *c)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| sqlx::Row::try_get::<String, _>(r, "detail").unwrap())
+                .collect();
+        let on_sessions: Vec<&String> = plan
+            .iter()
+            .filter(|l| l.starts_with("SCAN s") || l.starts_with("SEARCH s"))
+            .filter(|l| !l.starts_with("SCAN n") && !l.starts_with("SEARCH n"))
+            .collect();
+        assert!(
+            !on_sessions.is_empty(),
+            "{name}: no step on sessions in {plan:?}"
+        );
+        for step in on_sessions {
+            let seeks_by_state = step.starts_with("SEARCH") && step.contains("state=?");
+            let queued_only = step.contains("INDEX sessions_queued ");
+            assert!(
+                seeks_by_state || queued_only,
+                "{name} reads ended sessions too: {step} (plan {plan:?})"
+            );
+        }
+    }
+    drop(c);
+    store.close().await;
+}
+
+/// The queue and the live counts are right with a history of ended sessions around them, on
+/// both databases (the queue's index holds queued sessions only).
+#[tokio::test]
+async fn live_counts_ignore_the_history() {
+    for backend in backends() {
+        let url = fresh_database(&backend, "store-history").await;
+        let store = Store::connect(&url, std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
+        let mut c = store.pool().acquire().await.unwrap();
+        let title = TitleId::parse("demo").unwrap();
+        assert_eq!(store::next_queue_seq(&mut c).await.unwrap(), 1);
+        for n in 0..200 {
+            let mut s = session(n, Some("node-a"), SessionState::Ended, (10, Some(20)));
+            // An ended session never keeps its place in a queue.
+            s.queue_seq = None;
+            store::insert_session(&mut c, &s).await.unwrap();
+        }
+        let mut ready = session(200, Some("node-a"), SessionState::Ready, (10, None));
+        ready.owner = "other".into();
+        store::insert_session(&mut c, &ready).await.unwrap();
+        for (n, seq) in [(201, 7), (202, 9)] {
+            let mut q = session(n, None, SessionState::Queued, (0, None));
+            q.queue_seq = Some(seq);
+            store::insert_session(&mut c, &q).await.unwrap();
+        }
+        assert_eq!(
+            store::queue_length(&mut c, &title).await.unwrap(),
+            2,
+            "{backend:?}"
+        );
+        assert_eq!(store::queue_position(&mut c, &title, 9).await.unwrap(), 2);
+        assert_eq!(store::next_queue_seq(&mut c).await.unwrap(), 10);
+        let queue: Vec<String> = store::queue_of(&mut c, &title)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id.as_str().to_owned())
+            .collect();
+        assert_eq!(queue, ["ses_0201", "ses_0202"]);
+        assert_eq!(
+            store::queued_titles(&mut c).await.unwrap(),
+            std::slice::from_ref(&title)
+        );
+        assert_eq!(
+            store::count_live_of_owner(&mut c, "tester").await.unwrap(),
+            2
+        );
+        assert_eq!(
+            store::count_live_of_owner(&mut c, "other").await.unwrap(),
+            1
+        );
+        assert_eq!(
+            store::count_sessions_of_title(&mut c, &title)
+                .await
+                .unwrap(),
+            3
+        );
         drop(c);
         store.close().await;
     }
