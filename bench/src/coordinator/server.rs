@@ -30,17 +30,23 @@ pub struct InProcess {
 }
 
 impl InProcess {
-    /// A coordinator on 127.0.0.1 (a port the kernel picks) with a new SQLite file in `dir`,
-    /// the benchmark's tokens and `toml` as its configuration file.
-    pub async fn start(dir: &Path, toml: &str) -> anyhow::Result<InProcess> {
+    /// A coordinator on 127.0.0.1 (a port the kernel picks) with a new SQLite file in `dir`, or
+    /// a new database on the PostgreSQL server of `postgres` (see [`fresh_postgres`]), the
+    /// benchmark's tokens and `toml` as its configuration file.
+    pub async fn start(
+        dir: &Path,
+        toml: &str,
+        postgres: Option<&str>,
+    ) -> anyhow::Result<InProcess> {
         std::fs::create_dir_all(dir)?;
+        let database_url = match postgres {
+            Some(server) => Secret(fresh_postgres(server).await?),
+            None => pxs_coordinator::config::sqlite_url_in(dir, "coordinator.db"),
+        };
         let opts = Options {
             config: None,
             listen: Some("127.0.0.1:0".into()),
-            database_url: Some(pxs_coordinator::config::sqlite_url_in(
-                dir,
-                "coordinator.db",
-            )),
+            database_url: Some(database_url),
             admin_token: Some(Secret(ADMIN_TOKEN.into())),
             node_token: Some(Secret(NODE_TOKEN.into())),
         };
@@ -90,21 +96,31 @@ impl InProcess {
         let title = title.to_owned();
         let nodes = i64::try_from(nodes.max(1))?;
         let n = i64::try_from(n)?;
+        let postgres = engine.store.backend() == pxs_coordinator::store::Backend::Postgres;
+        let sql = if postgres {
+            "INSERT INTO sessions (id, title_id, application_id, node_id, state, desired, \
+               observed, created_at, slot_start, slot_end, ready_at, ended_at, end_reason, \
+               player_key, owner, settings, updated_at) \
+             SELECT 'ses_history' || lpad(i::text, 15, '0'), $2, $2, \
+               'bench-node-' || lpad((i % $3)::text, 3, '0'), 'ended', 'stop', 'gone', i, i, \
+               NULL, i, i + 1, 'stopped', 'key', 'bench-history', '{}', i + 1 \
+             FROM generate_series(1::bigint, $1) AS i"
+        } else {
+            "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < $1) \
+             INSERT INTO sessions (id, title_id, application_id, node_id, state, desired, \
+               observed, created_at, slot_start, slot_end, ready_at, ended_at, end_reason, \
+               player_key, owner, settings, updated_at) \
+             SELECT printf('ses_history%015d', i), $2, $2, \
+               printf('bench-node-%03d', i % $3), 'ended', 'stop', 'gone', i, i, NULL, i, \
+               i + 1, 'stopped', 'key', 'bench-history', '{}', i + 1 FROM k"
+        };
         rt.spawn(async move {
-            sqlx::query(
-                "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < $1) \
-                 INSERT INTO sessions (id, title_id, application_id, node_id, state, desired, \
-                   observed, created_at, slot_start, slot_end, ready_at, ended_at, end_reason, \
-                   player_key, owner, settings, updated_at) \
-                 SELECT printf('ses_history%015d', i), $2, $2, \
-                   printf('bench-node-%03d', i % $3), 'ended', 'stop', 'gone', i, i, NULL, i, \
-                   i + 1, 'stopped', 'key', 'bench-history', '{}', i + 1 FROM k",
-            )
-            .bind(n)
-            .bind(title)
-            .bind(nodes)
-            .execute(&pool)
-            .await
+            sqlx::query(sql)
+                .bind(n)
+                .bind(title)
+                .bind(nodes)
+                .execute(&pool)
+                .await
         })
         .await
         .context("the history task failed")?
@@ -145,4 +161,28 @@ impl Drop for InProcess {
             rt.shutdown_background();
         }
     }
+}
+
+/// Makes a new, empty database on the PostgreSQL server that `server` (a URL whose role may
+/// create databases) names, and returns its URL. Databases of earlier runs are left to the
+/// operator: their names say `pxs_bench_`.
+pub async fn fresh_postgres(server: &str) -> anyhow::Result<String> {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(server)
+        .await
+        .context("cannot connect to --postgres")?;
+    let name = format!(
+        "pxs_bench_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut c)
+        .await
+        .with_context(|| format!("cannot create the database {name}"))?;
+    let base = server.split('?').next().unwrap_or(server);
+    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+    Ok(format!("{base}/{name}"))
 }
