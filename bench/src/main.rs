@@ -24,10 +24,10 @@ enum Command {
     /// start_session to ready, memory idle and with many sessions.
     #[command(name = "session-server")]
     SessionServer(SessionServerArgs),
-    /// The coordinator (in this process, SQLite) with simulated nodes: API latency under an
-    /// open-loop mix, sessions created per second, idle node links, and POST → ready with
-    /// simulated nodes and with `pxs up`.
-    Coordinator(CoordinatorArgs),
+    /// The coordinator (in this process, SQLite or PostgreSQL) with simulated nodes: API latency
+    /// under an open-loop mix, sessions created per second, idle node links, and POST → ready
+    /// with simulated nodes and with `pxs up`.
+    Coordinator(Box<CoordinatorArgs>),
     /// The idle node links of `coordinator`, run as its child process.
     #[command(name = "coordinator-links", hide = true)]
     CoordinatorLinks(LinksArgs),
@@ -56,7 +56,7 @@ fn main() -> anyhow::Result<()> {
                 _ = interrupted() => Err(anyhow::anyhow!("interrupted")),
             },
             Command::Coordinator(args) => tokio::select! {
-                r = coordinator::run(args) => r,
+                r = coordinator::run(*args) => r,
                 _ = interrupted() => Err(anyhow::anyhow!("interrupted")),
             },
             Command::CoordinatorLinks(args) => links::run_child(args).await,
