@@ -27,6 +27,9 @@ pub struct InProcess {
     runtime: Option<tokio::runtime::Runtime>,
     coordinator: Option<Coordinator>,
     addr: SocketAddr,
+    /// With --postgres: the server's URL and the database made for this coordinator, dropped
+    /// at [`InProcess::stop`].
+    postgres: Option<(String, String)>,
 }
 
 impl InProcess {
@@ -39,9 +42,15 @@ impl InProcess {
         postgres: Option<&str>,
     ) -> anyhow::Result<InProcess> {
         std::fs::create_dir_all(dir)?;
-        let database_url = match postgres {
-            Some(server) => Secret(fresh_postgres(server).await?),
-            None => pxs_coordinator::config::sqlite_url_in(dir, "coordinator.db"),
+        let (database_url, made) = match postgres {
+            Some(server) => {
+                let (url, name) = fresh_postgres(server).await?;
+                (Secret(url), Some((server.to_owned(), name)))
+            }
+            None => (
+                pxs_coordinator::config::sqlite_url_in(dir, "coordinator.db"),
+                None,
+            ),
         };
         let opts = Options {
             config: None,
@@ -70,6 +79,7 @@ impl InProcess {
             runtime: Some(runtime),
             coordinator: Some(coordinator),
             addr,
+            postgres: made,
         })
     }
 
@@ -151,6 +161,11 @@ impl InProcess {
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
         }
+        if let Some((server, name)) = self.postgres.take()
+            && let Err(e) = drop_postgres(&server, &name).await
+        {
+            eprintln!("could not drop the database {name}: {e:#}");
+        }
     }
 }
 
@@ -164,9 +179,8 @@ impl Drop for InProcess {
 }
 
 /// Makes a new, empty database on the PostgreSQL server that `server` (a URL whose role may
-/// create databases) names, and returns its URL. Databases of earlier runs are left to the
-/// operator: their names say `pxs_bench_`.
-pub async fn fresh_postgres(server: &str) -> anyhow::Result<String> {
+/// create databases) names; returns its URL and its name (`pxs_bench_*`).
+pub async fn fresh_postgres(server: &str) -> anyhow::Result<(String, String)> {
     use sqlx::Connection;
     let mut c = sqlx::PgConnection::connect(server)
         .await
@@ -184,5 +198,17 @@ pub async fn fresh_postgres(server: &str) -> anyhow::Result<String> {
         .with_context(|| format!("cannot create the database {name}"))?;
     let base = server.split('?').next().unwrap_or(server);
     let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
-    Ok(format!("{base}/{name}"))
+    Ok((format!("{base}/{name}"), name))
+}
+
+/// Drops a database that [`fresh_postgres`] made (and whatever still holds it open).
+async fn drop_postgres(server: &str, name: &str) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(server).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut c)
+    .await?;
+    Ok(())
 }
