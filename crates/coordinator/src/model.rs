@@ -207,10 +207,15 @@ pub fn apply_event(
         };
     }
     match kind {
+        // Only a session the coordinator has started may be starting or ready on its node: not an
+        // ended one, nor a reservation before its time (it would take its slot early, outside
+        // the window that placement counted).
+        SessionEventKind::Starting { .. } | SessionEventKind::Ready { .. }
+            if !matches!(row.state, SessionState::Starting | SessionState::Ready) =>
+        {
+            EventOutcome::StopOnNode
+        }
         SessionEventKind::Starting { .. } => {
-            if row.state.is_final() {
-                return EventOutcome::StopOnNode;
-            }
             if row.observed == Observed::None {
                 row.observed = Observed::Starting;
                 row.updated_at = now;
@@ -219,9 +224,6 @@ pub fn apply_event(
             EventOutcome::Unchanged
         }
         SessionEventKind::Ready { player_url } => {
-            if row.state.is_final() {
-                return EventOutcome::StopOnNode;
-            }
             row.observed = Observed::Ready;
             row.state = SessionState::Ready;
             row.player_url = Some(node_text(player_url, 2048));
@@ -505,6 +507,36 @@ mod tests {
             EventOutcome::StopOnNode
         );
         assert_eq!(elsewhere.state, SessionState::Starting, "not changed by n1");
+    }
+
+    /// A reservation is started by the coordinator at its time, never by its node: a node that
+    /// reports one starting or ready early would make it take its slot before the window that
+    /// placement counted, which can promise that slot twice.
+    #[test]
+    fn a_node_cannot_start_a_reserved_session_early() {
+        for kind in [
+            SessionEventKind::Starting {
+                application_id: ApplicationId::parse("demo").unwrap(),
+                pid: 42,
+                gpu: None,
+            },
+            SessionEventKind::Ready {
+                player_url: "ws://n1/sessions/ses_a/ws".into(),
+            },
+        ] {
+            let mut r = row("ses_a", SessionState::Scheduled);
+            r.start_at = Some(10_000);
+            r.slot_start = Some(10_000);
+            r.slot_end = Some(20_000);
+            r.dispatched_at = None;
+            let before = r.clone();
+            assert_eq!(
+                apply_event(Some(&mut r), &n1(), &kind, 50),
+                EventOutcome::StopOnNode,
+                "{kind:?}"
+            );
+            assert_eq!(r, before, "{kind:?}: the reservation is unchanged");
+        }
     }
 
     #[test]
