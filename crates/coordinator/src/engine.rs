@@ -3,7 +3,8 @@
 //!
 //! Every transaction that changes sessions holds the placement lock (`Store::begin_placement`),
 //! so capacity is never promised twice and no update is lost, also with several coordinators on
-//! one PostgreSQL. Messages to nodes leave only after the commit, from the durable record (the
+//! one PostgreSQL. A node's events hold it shared (`Store::begin_node_events`): they change only
+//! that node's sessions and never take a slot, so different nodes' events may overlap. Messages to nodes leave only after the commit, from the durable record (the
 //! session row says what was sent: an outbox), so a crash between the two resends rather than
 //! forgets; the node ignores a repeated `start_session`.
 
@@ -1024,8 +1025,8 @@ impl Engine {
         evs: &[SequencedEvent],
     ) -> Result<u64, ApiError> {
         let now = self.now();
-        let mut tx = self.store.begin_placement().await?;
-        let mut acked = u64::try_from(store::acked_seq(&mut tx, node).await?).unwrap_or(0);
+        let (mut tx, acked) = self.store.begin_node_events(node).await?;
+        let mut acked = u64::try_from(acked).unwrap_or(0);
         let first_acked = acked;
         // After the commit: stops to send, sessions changed (with what to log), a slot freed.
         let mut stops = Vec::new();

@@ -146,6 +146,35 @@ impl Store {
     /// A transaction that may change who holds which slot: serialised with every other one,
     /// also across coordinators.
     pub async fn begin_placement(&self) -> Result<Tx> {
+        self.begin_locked("SELECT pg_advisory_xact_lock($1)").await
+    }
+
+    /// A transaction that applies `node`'s events, and the last event applied before it.
+    ///
+    /// Events change only their own node's sessions, and never so that one takes a slot (see
+    /// `model::apply_event`): on PostgreSQL they hold the placement lock shared, so that the
+    /// events of different nodes are applied side by side while every `begin_placement`
+    /// transaction still excludes them all. The node's row is locked, so two transactions of one
+    /// node (an old link's and its replacement's) are applied one after the other.
+    pub async fn begin_node_events(&self, node: &NodeId) -> Result<(Tx, i64)> {
+        let mut tx = self
+            .begin_locked("SELECT pg_advisory_xact_lock_shared($1)")
+            .await?;
+        let sql = match self.backend {
+            Backend::Postgres => "SELECT acked_seq FROM nodes WHERE id = $1 FOR UPDATE",
+            // One writer connection: every write transaction is alone.
+            Backend::Sqlite => "SELECT acked_seq FROM nodes WHERE id = $1",
+        };
+        let acked: Option<i64> = sqlx::query_scalar(sql)
+            .bind(node.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        Ok((tx, acked.unwrap_or(0)))
+    }
+
+    /// A transaction holding the placement lock as `lock_sql` takes it (PostgreSQL; SQLite's
+    /// one writer connection serialises every write transaction anyway).
+    async fn begin_locked(&self, lock_sql: &'static str) -> Result<Tx> {
         let mut tx = self.pool.begin().await?;
         if self.backend == Backend::Postgres {
             // Waiting for the lock is bounded like waiting for a connection.
@@ -153,7 +182,7 @@ impl Store {
                 .bind(format!("{}ms", self.wait_ms))
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            sqlx::query(lock_sql)
                 .bind(PLACEMENT_LOCK)
                 .execute(&mut *tx)
                 .await?;
