@@ -1,6 +1,7 @@
 //! The store's aggregated placement reads (one JSON text per query instead of a row per node or
 //! session) against what the full rows say, on SQLite and PostgreSQL; and the queries on live
-//! sessions, which must not read the ended ones that pile up.
+//! sessions, which must not read the ended ones that pile up; and node events applied side by
+//! side.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -291,5 +292,104 @@ async fn live_counts_ignore_the_history() {
         );
         drop(c);
         store.close().await;
+    }
+}
+
+/// The events of many nodes at once, each node's batch sent twice at the same time (an old link
+/// and its replacement): every event is applied exactly once and nothing waits for ever. On
+/// PostgreSQL, events hold the placement lock shared and lock their node's row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn node_events_side_by_side_are_each_applied_once() {
+    use pxs_protocol::node::{EndReason, Ended, SequencedEvent, SessionEvent, SessionEventKind};
+    const NODES: u32 = 6;
+    const PER_NODE: u32 = 5;
+    for backend in backends() {
+        let db = fresh_database(&backend, "store-events").await;
+        let mut coord = common::Coord::start(&db, "").await;
+        let engine = coord.engine().clone();
+        let mut batches = Vec::new();
+        {
+            let mut c = engine.store.pool().acquire().await.unwrap();
+            for n in 0..NODES {
+                let name = format!("node-{n}");
+                store::upsert_node_hello(&mut c, &node(&name, &["demo"], 0, 10, 0))
+                    .await
+                    .unwrap();
+                let mut evs = Vec::new();
+                for k in 0..PER_NODE {
+                    let s = session(n * 100 + k, Some(&name), SessionState::Starting, (10, None));
+                    store::insert_session(&mut c, &s).await.unwrap();
+                    let ev = |seq, kind| SequencedEvent {
+                        seq,
+                        event: SessionEvent {
+                            session_id: s.id.clone(),
+                            at: 1_000,
+                            kind,
+                        },
+                    };
+                    evs.push(ev(
+                        u64::from(k) + 1,
+                        SessionEventKind::Ready {
+                            player_url: format!("ws://{name}/sessions/{}/ws", s.id),
+                        },
+                    ));
+                    evs.push(ev(
+                        u64::from(PER_NODE + k) + 1,
+                        SessionEventKind::Ended(Ended {
+                            reason: EndReason::Exited,
+                            failed: false,
+                            exit_code: Some(0),
+                            signal: None,
+                            detail: None,
+                        }),
+                    ));
+                }
+                evs.sort_by_key(|e| e.seq);
+                batches.push((NodeId::parse(&name).unwrap(), evs));
+            }
+        }
+        let mut tasks = Vec::new();
+        for (node, evs) in &batches {
+            for _ in 0..2 {
+                let (engine, node, evs) = (engine.clone(), node.clone(), evs.clone());
+                tasks.push(tokio::spawn(async move {
+                    engine.node_events(&node, &evs).await
+                }));
+            }
+        }
+        for t in tasks {
+            let acked = tokio::time::timeout(std::time::Duration::from_secs(20), t)
+                .await
+                .expect("no event batch waits for ever")
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{backend:?}: {e:?}"));
+            assert_eq!(acked, u64::from(2 * PER_NODE), "{backend:?}");
+        }
+        let mut c = engine.store.pool().acquire().await.unwrap();
+        for (node, _) in &batches {
+            assert_eq!(
+                store::acked_seq(&mut c, node).await.unwrap(),
+                i64::from(2 * PER_NODE)
+            );
+        }
+        for n in 0..NODES {
+            for k in 0..PER_NODE {
+                let id = SessionId::parse(&format!("ses_{:04}", n * 100 + k)).unwrap();
+                let s = store::get_session(&mut c, &id).await.unwrap().unwrap();
+                assert_eq!(s.state, SessionState::Ended, "{backend:?} {id}");
+                assert_eq!(s.end_reason.as_deref(), Some("exited"));
+                assert!(s.ready_at.is_some(), "{backend:?} {id}: ready before ended");
+            }
+        }
+        // Each session became ready once: twice would count twice.
+        let mut text = String::new();
+        engine.metrics.render_histograms(&mut text);
+        let count = text
+            .lines()
+            .find_map(|l| l.strip_prefix("pxs_session_start_seconds_count "))
+            .unwrap_or_else(|| panic!("no start count in {text}"));
+        assert_eq!(count.trim(), (NODES * PER_NODE).to_string(), "{backend:?}");
+        drop(c);
+        coord.stop().await;
     }
 }
