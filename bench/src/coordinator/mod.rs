@@ -866,6 +866,12 @@ const GOAL_LINKS: usize = 10_000;
 fn summary(args: &CoordinatorArgs, plan: &Plan, r: &Results) -> String {
     let mut t = String::from("## Goals\n\n| goal | measured | met? |\n|---|---|---|\n");
     let met = |ok: bool| if ok { "yes" } else { "**no**" };
+    // The goal is SQLite's; PostgreSQL runs are measured against the same bar.
+    let db = if args.postgres.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
     let goal_phase = r
         .load
         .iter()
@@ -882,12 +888,6 @@ fn summary(args: &CoordinatorArgs, plan: &Plan, r: &Results) -> String {
             (Op::Titles, "GET /api/v1/titles"),
             (Op::Create, "POST /api/v1/sessions"),
         ] {
-            // The goal is SQLite's; PostgreSQL runs are measured against the same bar.
-            let db = if args.postgres.is_some() {
-                "PostgreSQL"
-            } else {
-                "SQLite"
-            };
             let lat = l.result.latency(op);
             if lat.count == 0 {
                 continue;

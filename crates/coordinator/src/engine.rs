@@ -4,9 +4,10 @@
 //! Every transaction that changes sessions holds the placement lock (`Store::begin_placement`),
 //! so capacity is never promised twice and no update is lost, also with several coordinators on
 //! one PostgreSQL. A node's events hold it shared (`Store::begin_node_events`): they change only
-//! that node's sessions and never take a slot, so different nodes' events may overlap. Messages to nodes leave only after the commit, from the durable record (the
-//! session row says what was sent: an outbox), so a crash between the two resends rather than
-//! forgets; the node ignores a repeated `start_session`.
+//! that node's sessions and never take a slot, so different nodes' events may overlap. Messages
+//! to nodes leave only after the commit, from the durable record (the session row says what was
+//! sent: an outbox), so a crash between the two resends rather than forgets; the node ignores a
+//! repeated `start_session`.
 
 use crate::auth::{self, Caller};
 use crate::config::Config;

@@ -843,8 +843,7 @@ pub async fn held_slots(c: &mut AnyConnection) -> Result<Vec<HeldSlot>> {
     let rows: Vec<Raw> = json_rows(
         c,
         sql::HELD_SLOTS_SQLITE,
-        "SELECT json_agg(json_build_array(node_id, id, state, slot_start, slot_end))::text \
-         FROM sessions WHERE node_id IS NOT NULL AND state IN ('scheduled', 'starting', 'ready')",
+        sql::HELD_SLOTS_POSTGRES,
         "sessions",
     )
     .await?;
@@ -1045,10 +1044,14 @@ pub async fn count_sessions_of_title(c: &mut AnyConnection, title: &TitleId) -> 
 
 /// The statements that read live sessions. Ended sessions are kept for ever, so each of these
 /// must seek past them through an index that has the state in it (migration 0003); the store
-/// test `live_session_queries_seek_past_the_history` checks SQLite's plan of every one.
+/// test `live_session_queries_seek_past_the_history` checks SQLite's plan of every one in
+/// [`sql::LIVE_SESSION_QUERIES`] (PostgreSQL plans by its statistics).
 pub mod sql {
     pub const HELD_SLOTS_SQLITE: &str = "SELECT json_group_array(json_array(node_id, id, state, \
         slot_start, slot_end)) FROM sessions \
+        WHERE node_id IS NOT NULL AND state IN ('scheduled', 'starting', 'ready')";
+    pub const HELD_SLOTS_POSTGRES: &str = "SELECT json_agg(json_build_array(node_id, id, state, \
+        slot_start, slot_end))::text FROM sessions \
         WHERE node_id IS NOT NULL AND state IN ('scheduled', 'starting', 'ready')";
     pub const ACTIVE_ON_NODE: &str =
         "SELECT * FROM sessions WHERE node_id = $1 AND state IN ('starting', 'ready')";

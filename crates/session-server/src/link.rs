@@ -185,11 +185,16 @@ mod tests {
         format!("ws://{addr}/api/v1/nodes/link")
     }
 
-    #[tokio::test]
-    async fn the_link_ends_without_reconnecting_when_the_server_lets_go_of_it() {
-        let url = silent_coordinator().await;
-        let (events, mut events_rx) = mpsc::unbounded_channel();
-        let (_stop_tx, stop) = watch::channel(false);
+    /// The link task dialling `url`: its task, what it reports, and its stop switch.
+    fn start_link(
+        url: String,
+    ) -> (
+        tokio::task::JoinHandle<()>,
+        mpsc::UnboundedReceiver<LinkEvent>,
+        watch::Sender<bool>,
+    ) {
+        let (events, events_rx) = mpsc::unbounded_channel();
+        let (stop_tx, stop) = watch::channel(false);
         let task = tokio::spawn(run(
             url,
             Secret("t".into()),
@@ -197,6 +202,12 @@ mod tests {
             events,
             stop,
         ));
+        (task, events_rx, stop_tx)
+    }
+
+    #[tokio::test]
+    async fn the_link_ends_without_reconnecting_when_the_server_lets_go_of_it() {
+        let (task, mut events_rx, _stop_tx) = start_link(silent_coordinator().await);
         let Some(LinkEvent::Connected(tx)) = events_rx.recv().await else {
             panic!("expected a connection");
         };
@@ -222,15 +233,7 @@ mod tests {
                 }
             }
         });
-        let (events, mut events_rx) = mpsc::unbounded_channel();
-        let (stop_tx, stop) = watch::channel(false);
-        let task = tokio::spawn(run(
-            url,
-            Secret("t".into()),
-            Duration::from_secs(5),
-            events,
-            stop,
-        ));
+        let (task, mut events_rx, stop_tx) = start_link(url);
         let mut connected = 0;
         let mut down = 0;
         while connected < 2 {
