@@ -22,6 +22,7 @@ const SQLITE_THREAD: &str = "sqlx-sqlite";
 pub const ADMIN_TOKEN: &str = "pxs_adm_bench_0123456789abcdef";
 /// The node token the simulated nodes present.
 pub const NODE_TOKEN: &str = "pxs_node_bench_0123456789abcdef";
+const SESSION_SECRET: &str = "pxs_session_secret_bench_0123456789abcdef";
 
 pub struct InProcess {
     runtime: Option<tokio::runtime::Runtime>,
@@ -58,6 +59,7 @@ impl InProcess {
             database_url: Some(database_url),
             admin_token: Some(Secret(ADMIN_TOKEN.into())),
             node_token: Some(Secret(NODE_TOKEN.into())),
+            session_secret: Some(Secret(SESSION_SECRET.into())),
         };
         let config = Config::from_toml(toml, &opts).context("the coordinator's configuration")?;
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -360,10 +360,26 @@ type E = State<Arc<Engine>>;
 // ---------------------------------------------------------------------------------------------
 // Handlers
 
+/// Healthy when the database answers a read and takes a write now. A database that is merely
+/// busy (every connection taken within `database_wait`) is overload, not a fault: still healthy.
 async fn healthz(State(engine): E) -> Response {
-    match sqlx::query("SELECT 1").execute(engine.store.reader()).await {
-        Ok(_) => (StatusCode::OK, "ok\n").into_response(),
-        Err(_) => ApiError::new(Kind::Unavailable, "the database is not available").into_response(),
+    if sqlx::query("SELECT 1")
+        .execute(engine.store.reader())
+        .await
+        .is_err()
+    {
+        return ApiError::new(Kind::Unavailable, "the database is not available").into_response();
+    }
+    match engine.store.probe_write(engine.now()).await {
+        Ok(()) | Err(crate::store::StoreError::Busy) => (StatusCode::OK, "ok\n").into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "healthz: the database does not take writes");
+            ApiError::new(
+                Kind::Unavailable,
+                "the database does not take writes (see the coordinator's log)",
+            )
+            .into_response()
+        }
     }
 }
 
@@ -412,8 +428,10 @@ async fn metrics(State(engine): E) -> ApiResult<Response> {
     );
     out.push_str(&format!(
         "# HELP pxs_queue_length Requests waiting for a slot.\n# TYPE pxs_queue_length gauge\npxs_queue_length {queued}\n\
-         # HELP pxs_node_links Node links held by this coordinator.\n# TYPE pxs_node_links gauge\npxs_node_links {}\n",
-        engine.link_count()
+         # HELP pxs_node_links Node links held by this coordinator.\n# TYPE pxs_node_links gauge\npxs_node_links {}\n\
+         # HELP pxs_database_commit_failures_total Write transactions whose commit failed (nothing of them was stored).\n# TYPE pxs_database_commit_failures_total counter\npxs_database_commit_failures_total {}\n",
+        engine.link_count(),
+        engine.store.write_health().failures()
     ));
     engine.metrics.render_histograms(&mut out);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())

@@ -29,6 +29,10 @@ pub struct Options {
     /// A node token accepted in addition to the ones minted through the API.
     #[arg(long, env = "PXS_COORDINATOR_NODE_TOKEN", hide_env_values = true)]
     pub node_token: Option<Secret>,
+    /// The secret that session signing keys are derived from (required with PostgreSQL; SQLite
+    /// keeps a made one beside the database).
+    #[arg(long, env = "PXS_COORDINATOR_SESSION_SECRET", hide_env_values = true)]
+    pub session_secret: Option<Secret>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -39,6 +43,7 @@ struct FileConfig {
     public_url: Option<String>,
     admin_token: Option<Secret>,
     node_token: Option<Secret>,
+    session_secret: Option<Secret>,
     #[serde(default)]
     timing: FileTiming,
     #[serde(default)]
@@ -80,6 +85,8 @@ pub struct Config {
     pub public_url: Option<String>,
     pub admin_token: Option<Secret>,
     pub node_token: Option<Secret>,
+    /// Session signing keys are derived from it (`crate::keys`).
+    pub session_secret: Option<Secret>,
     /// A node silent this long is offline.
     pub heartbeat_ttl: Duration,
     /// Sessions on a node offline this long end as `node_lost`.
@@ -111,6 +118,7 @@ impl Default for Config {
             public_url: None,
             admin_token: None,
             node_token: None,
+            session_secret: None,
             heartbeat_ttl: Duration::from_secs(15),
             node_lost_grace: Duration::from_secs(60),
             schedule_lead: Duration::from_secs(30),
@@ -203,6 +211,15 @@ fn validate(f: FileConfig, opts: &Options) -> anyhow::Result<Config> {
             bail!("{key}: must be at least 16 characters");
         }
     }
+    let session_secret = opts.session_secret.clone().or(f.session_secret);
+    if let Some(s) = &session_secret
+        && s.0.trim().len() < crate::keys::MIN_SECRET_LEN
+    {
+        bail!(
+            "session_secret: must be at least {} characters",
+            crate::keys::MIN_SECRET_LEN
+        );
+    }
     if let Some(u) = &f.public_url
         && !(u.starts_with("http://") || u.starts_with("https://"))
     {
@@ -220,6 +237,7 @@ fn validate(f: FileConfig, opts: &Options) -> anyhow::Result<Config> {
         public_url: f.public_url.map(|u| u.trim_end_matches('/').to_owned()),
         admin_token: opts.admin_token.clone().or(f.admin_token),
         node_token: opts.node_token.clone().or(f.node_token),
+        session_secret,
         heartbeat_ttl: dur(
             "timing.heartbeat_ttl",
             t.heartbeat_ttl.as_ref(),

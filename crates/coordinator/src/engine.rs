@@ -84,6 +84,16 @@ struct Link {
     token: String,
 }
 
+/// What [`Engine::node_events`] did with a batch of a node's events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventsApplied {
+    /// The highest `seq` now applied (or seen before): acknowledge it.
+    pub acked: u64,
+    /// The `seq` of an event that skipped ahead of `acked + 1`; it and the batch behind it were
+    /// not applied.
+    pub refused: Option<u64>,
+}
+
 /// Ends a node link from outside its task, with the reason its close frame gives the node.
 #[derive(Default)]
 pub struct LinkCloser {
@@ -120,6 +130,8 @@ const MAX_AHEAD_MS: Millis = 366 * 24 * 3600 * 1000;
 pub struct Engine {
     pub store: Store,
     pub config: Config,
+    /// Derives each session's signing key; none is stored.
+    keys: crate::keys::SessionKeys,
     pub clock: Arc<dyn Clock>,
     pub metrics: Metrics,
     /// Names this coordinator as the holder of a node link.
@@ -135,11 +147,17 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(store: Store, config: Config, clock: Arc<dyn Clock>) -> Arc<Engine> {
+    pub fn new(
+        store: Store,
+        config: Config,
+        keys: crate::keys::SessionKeys,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Engine> {
         let (changes, _) = broadcast::channel(4096);
         Arc::new(Engine {
             store,
             config,
+            keys,
             clock,
             metrics: Metrics::default(),
             instance: auth::new_id("crd_"),
@@ -485,23 +503,30 @@ impl Engine {
         self.title_view(&mut c, &t, &slots, now).await
     }
 
+    /// The session as the API shows it, inside the transaction that wrote it (which holds the
+    /// placement lock, so the queue cannot move between the two reads).
     pub async fn session_view(
         &self,
         c: &mut AnyConnection,
         s: &SessionRow,
     ) -> Result<api::Session, ApiError> {
-        let queue_position = match (s.state, s.queue_seq) {
-            (SessionState::Queued, Some(seq)) => Some(
-                u32::try_from(store::queue_position(c, &s.title_id, seq).await?)
-                    .unwrap_or(u32::MAX),
-            ),
+        let position = match (s.state, s.queue_seq) {
+            (SessionState::Queued, Some(seq)) => {
+                Some(store::queue_position(c, &s.title_id, seq).await?)
+            }
             _ => None,
         };
+        Ok(self.view(s, position))
+    }
+
+    /// The session as the API shows it, with the queue position read in the same statement.
+    fn view(&self, s: &SessionRow, position: Option<i64>) -> api::Session {
+        let queue_position = position.map(|p| u32::try_from(p).unwrap_or(u32::MAX));
         let join_url = match (s.state, &s.player_url) {
             (SessionState::Ready, Some(url)) => Some(self.join_url(s, url)),
             _ => None,
         };
-        Ok(api::Session {
+        api::Session {
             id: s.id.clone(),
             title_id: s.title_id.clone(),
             node_id: s.node_id.clone(),
@@ -515,7 +540,22 @@ impl Engine {
             end_reason: s.end_reason.clone(),
             exit_code: s.exit_code,
             join_url,
-        })
+        }
+    }
+
+    /// The key that signs the player tokens of `s`: derived from the session secret, or for a
+    /// session created before keys were derived, the one stored with it until it ends.
+    fn session_key(&self, s: &SessionRow) -> String {
+        if s.player_key.is_empty() {
+            self.keys.key(&s.id)
+        } else {
+            s.player_key.clone()
+        }
+    }
+
+    /// The start message of `s`, with its key.
+    fn start_of(&self, s: &SessionRow) -> CoordinatorToNode {
+        start_message(s, self.session_key(s))
     }
 
     /// The player URL with a fresh controller token, valid for `join_token_ttl`.
@@ -527,18 +567,18 @@ impl Engine {
             exp: u64::try_from(self.now().saturating_add(ttl)).unwrap_or(0),
             name: None,
         };
-        let token = player_token::sign(s.player_key.as_bytes(), &claims);
+        let token = player_token::sign(self.session_key(s).as_bytes(), &claims);
         let sep = if player_url.contains('?') { '&' } else { '?' };
         format!("{player_url}{sep}token={token}")
     }
 
     pub async fn session(&self, caller: &Caller, id: &SessionId) -> Result<api::Session, ApiError> {
         let mut c = self.store.reader().acquire().await?;
-        let s = store::get_session(&mut c, id)
+        let (s, position) = store::get_session_with_position(&mut c, id)
             .await?
-            .filter(|s| caller.may_access(&s.owner))
+            .filter(|(s, _)| caller.may_access(&s.owner))
             .ok_or_else(|| no_session(id))?;
-        self.session_view(&mut c, &s).await
+        Ok(self.view(&s, position))
     }
 
     pub async fn sessions(
@@ -566,11 +606,7 @@ impl Engine {
             },
         )
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            out.push(self.session_view(&mut c, r).await?);
-        }
-        Ok(out)
+        Ok(rows.iter().map(|(r, p)| self.view(r, *p)).collect())
     }
 
     pub async fn nodes(&self) -> Result<Vec<api::Node>, ApiError> {
@@ -695,7 +731,8 @@ impl Engine {
             exit_code: None,
             detail: None,
             player_url: None,
-            player_key: auth::new_token(""),
+            // Derived, not stored (`session_key`).
+            player_key: String::new(),
             owner: caller.owner(),
             settings: SessionSettings {
                 max_players: title.max_players,
@@ -756,7 +793,7 @@ impl Engine {
         info!(session = %row.id, title = %row.title_id, state = row.state.as_str(),
               node = ?row.node_id, "session created");
         if send_now && let Some(node) = &row.node_id {
-            self.send(node, start_message(&row));
+            self.send(node, self.start_of(&row));
         }
         self.publish(Change::Session(row.id.clone()));
         Ok(view)
@@ -1019,12 +1056,18 @@ impl Engine {
 
     /// Applies events of `node` in one transaction (those arriving together: a node's replay
     /// after a reconnect, `starting` and `ready` sent back to back), each once by `seq`.
-    /// Returns the highest `seq` now processed, to acknowledge.
+    ///
+    /// A node numbers its events one after another from the `acked` of its welcome, so an event
+    /// is either a repeat (`seq <= acked`, ignored) or the next one (`acked + 1`). One that skips
+    /// ahead is refused with the events behind it: a node whose numbering is out of step (a lost
+    /// data dir, a coordinator restored from a backup, a hostile peer) must not move `acked`
+    /// where its real events would be ignored as repeats. The link is then closed and the node
+    /// renumbers from the `acked` of its next welcome.
     pub async fn node_events(
         &self,
         node: &NodeId,
         evs: &[SequencedEvent],
-    ) -> Result<u64, ApiError> {
+    ) -> Result<EventsApplied, ApiError> {
         let now = self.now();
         let (mut tx, acked) = self.store.begin_node_events(node).await?;
         let mut acked = u64::try_from(acked).unwrap_or(0);
@@ -1033,9 +1076,16 @@ impl Engine {
         let mut stops = Vec::new();
         let mut changed: Vec<SessionRow> = Vec::new();
         let mut freed = false;
+        let mut refused = None;
         for ev in evs {
             if ev.seq <= acked {
                 continue;
+            }
+            if ev.seq != acked + 1 {
+                warn!(node = %node, seq = ev.seq, acked,
+                      "node event numbered out of step; refused with those behind it");
+                refused = Some(ev.seq);
+                break;
             }
             let id = &ev.event.session_id;
             let mut row = store::get_session(&mut tx, id).await?;
@@ -1064,7 +1114,8 @@ impl Engine {
             acked = ev.seq;
         }
         if acked == first_acked {
-            return Ok(acked);
+            tx.rollback().await;
+            return Ok(EventsApplied { acked, refused });
         }
         store::set_acked(&mut tx, node, i64::try_from(acked).unwrap_or(i64::MAX)).await?;
         tx.commit().await?;
@@ -1079,7 +1130,7 @@ impl Engine {
         if freed {
             self.promote_queue().await;
         }
-        Ok(acked)
+        Ok(EventsApplied { acked, refused })
     }
 
     /// A heartbeat from `node` on the link that came up at `link_since`; `first` after hello
@@ -1196,7 +1247,7 @@ impl Engine {
             }
             let msg = if s.desired == Desired::Run {
                 s.dispatched_at = Some(now);
-                start_message(&s)
+                self.start_of(&s)
             } else {
                 s.stop_sent_at = Some(now);
                 CoordinatorToNode::StopSession {
@@ -1412,12 +1463,12 @@ fn node_view(n: &NodeRow, slots: &[NodeSlots], held: &[HeldSlot], now: Millis) -
 }
 
 /// The `start_session` for a placed session: its key and the title's limits go with it.
-fn start_message(s: &SessionRow) -> CoordinatorToNode {
+fn start_message(s: &SessionRow, key: String) -> CoordinatorToNode {
     CoordinatorToNode::StartSession {
         session_id: s.id.clone(),
         application_id: s.application_id.clone(),
         options: StartOptions {
-            player_token: Some(Token(s.player_key.clone())),
+            player_token: Some(Token(key)),
             res_x: None,
             res_y: None,
             max_players: Some(s.settings.max_players),

@@ -198,9 +198,21 @@ async fn run(engine: Arc<Engine>, socket: WebSocket, token: (String, Option<Node
                 NodeToCoordinator::Event(ev) => {
                     let (batch, after) = gather_events(&mut stream, ev);
                     pending = after;
-                    engine.node_events(&node, &batch).await.map(|seq| {
-                        let _ = out_tx.try_send(CoordinatorToNode::Ack { seq });
-                    })
+                    match engine.node_events(&node, &batch).await {
+                        Ok(applied) => {
+                            let _ = out_tx.try_send(CoordinatorToNode::Ack {
+                                seq: applied.acked,
+                            });
+                            if applied.refused.is_some() {
+                                break (
+                                    1008,
+                                    "event seq out of step; number events from the welcome's acked + 1",
+                                );
+                            }
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    }
                 }
                 NodeToCoordinator::Applications { applications } => {
                     engine.node_applications(&node, &applications).await

@@ -16,6 +16,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod hub;
+pub mod keys;
 pub mod metrics;
 pub mod model;
 pub mod openapi;
@@ -68,7 +69,8 @@ impl Coordinator {
                     store::redact_url(&config.database_url.0)
                 )
             })?;
-        let engine = Engine::new(store, config, clock);
+        let keys = keys::SessionKeys::load(&config)?;
+        let engine = Engine::new(store, config, keys, clock);
         let new_admin_token = engine
             .bootstrap_tokens()
             .await

@@ -16,8 +16,11 @@ use crate::placement::Millis;
 use pxs_protocol::api::{Role, SessionState, TitleId, Visibility};
 use pxs_protocol::node::{ApplicationId, NodeId, SessionId};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
-use sqlx::{AnyConnection, AnyPool, Row};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Row};
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +54,120 @@ impl From<sqlx::Error> for StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
-pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// A write transaction on one connection of the pool, begun and ended with plain SQL.
+///
+/// sqlx's own `Transaction` keeps a nesting depth beside the connection and, when a `COMMIT` or a
+/// `ROLLBACK` fails, trusts that depth over the database: after a failed commit on a full disk
+/// the single SQLite writer could be handed out again still inside its old transaction, and every
+/// later "transaction" became a savepoint in it that no reader ever saw (issue 9, case 1). Here a
+/// connection whose transaction did not end cleanly is never reused: it is closed, which ends its
+/// transaction on both databases, and the pool opens a fresh one.
+pub struct Tx {
+    conn: Option<PoolConnection<Any>>,
+    /// Counts a failed `COMMIT`.
+    health: WriteHealth,
+}
+
+impl Tx {
+    async fn begin(pool: &AnyPool, health: WriteHealth) -> Result<Tx> {
+        let mut conn = pool.acquire().await?;
+        if let Err(e) = sqlx::query("BEGIN").execute(&mut *conn).await {
+            conn.close_on_drop();
+            return Err(e.into());
+        }
+        Ok(Tx {
+            conn: Some(conn),
+            health,
+        })
+    }
+
+    /// Makes the transaction durable. Only after this returns `Ok` may a write be acknowledged.
+    pub async fn commit(mut self) -> Result<()> {
+        let Some(mut conn) = self.conn.take() else {
+            return Err(StoreError::Corrupt("transaction already ended"));
+        };
+        match sqlx::query("COMMIT").execute(&mut *conn).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // Whether the database rolled back or is still inside the transaction depends
+                // on the error: the connection is not reused either way.
+                conn.close_on_drop();
+                let e = StoreError::from(e);
+                self.health.failed();
+                tracing::error!(error = %e, "database commit failed; the write was not stored");
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends the transaction without storing anything (dropping it does the same).
+    pub async fn rollback(mut self) {
+        if let Some(conn) = self.conn.take() {
+            rollback_or_close(conn).await;
+        }
+    }
+}
+
+/// `ROLLBACK`, then the connection goes back to the pool; if the rollback fails, it is closed.
+async fn rollback_or_close(mut conn: PoolConnection<Any>) {
+    if let Err(e) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+        tracing::warn!(error = %e, "database rollback failed; closing the connection");
+        conn.close_on_drop();
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        // An early return or an error: roll back before the connection serves anyone else. The
+        // pool counts the connection as taken until then.
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(rollback_or_close(conn));
+            }
+            Err(_) => conn.close_on_drop(),
+        }
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        // Invariant: `conn` is only taken by `commit` and `rollback`, which consume the Tx.
+        #[allow(clippy::expect_used)]
+        self.conn
+            .as_deref()
+            .expect("a live transaction has its connection")
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        // Invariant: as in `deref`.
+        #[allow(clippy::expect_used)]
+        self.conn
+            .as_deref_mut()
+            .expect("a live transaction has its connection")
+    }
+}
+
+/// Commits that failed (`pxs_database_commit_failures_total`); `/healthz` probes with a write.
+#[derive(Clone, Debug, Default)]
+pub struct WriteHealth(Arc<AtomicU64>);
+
+impl WriteHealth {
+    fn failed(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Commits that failed since the start.
+    pub fn failures(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -72,6 +188,7 @@ pub struct Store {
     backend: Backend,
     /// [`crate::Config::database_wait`], in milliseconds: the PostgreSQL lock timeout.
     wait_ms: u64,
+    health: WriteHealth,
 }
 
 impl Store {
@@ -123,6 +240,7 @@ impl Store {
             reader,
             backend,
             wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
+            health: WriteHealth::default(),
         })
     }
 
@@ -140,7 +258,22 @@ impl Store {
     }
 
     pub async fn begin(&self) -> Result<Tx> {
-        Ok(self.pool.begin().await?)
+        Tx::begin(&self.pool, self.health.clone()).await
+    }
+
+    /// Failed commits so far.
+    pub fn write_health(&self) -> &WriteHealth {
+        &self.health
+    }
+
+    /// A write that proves the database takes writes now (`/healthz`).
+    pub async fn probe_write(&self, now: Millis) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE health SET checked_at = $1 WHERE id = 1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
     }
 
     /// A transaction that may change who holds which slot: serialised with every other one,
@@ -175,7 +308,7 @@ impl Store {
     /// A transaction holding the placement lock as `lock_sql` takes it (PostgreSQL; SQLite's
     /// one writer connection serialises every write transaction anyway).
     async fn begin_locked(&self, lock_sql: &'static str) -> Result<Tx> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         if self.backend == Backend::Postgres {
             // Waiting for the lock is bounded like waiting for a connection.
             sqlx::query("SELECT set_config('lock_timeout', $1, true)")
@@ -205,7 +338,9 @@ fn sqlite_pool(n: u32, wait: Duration) -> AnyPoolOptions {
             Box::pin(async move {
                 for pragma in [
                     "PRAGMA journal_mode = WAL",
-                    "PRAGMA synchronous = NORMAL",
+                    // A commit is on disk before it is acknowledged (NORMAL would lose the last
+                    // commits of a power cut in WAL mode).
+                    "PRAGMA synchronous = FULL",
                     "PRAGMA busy_timeout = 5000",
                 ] {
                     sqlx::query(pragma).execute(&mut *conn).await?;
@@ -738,6 +873,8 @@ async fn write_session(c: &mut AnyConnection, s: &SessionRow) -> Result<()> {
          ended_at = excluded.ended_at, end_reason = excluded.end_reason, \
          stop_reason = excluded.stop_reason, exit_code = excluded.exit_code, \
          detail = excluded.detail, player_url = excluded.player_url, \
+         player_key = CASE WHEN excluded.state IN ('ended', 'failed') THEN '' \
+           ELSE sessions.player_key END, \
          updated_at = excluded.updated_at",
     )
     .bind(s.id.as_str())
@@ -778,6 +915,30 @@ pub async fn insert_session(c: &mut AnyConnection, s: &SessionRow) -> Result<()>
 /// Stores every field that changes after creation (the row exists: it was loaded).
 pub async fn update_session(c: &mut AnyConnection, s: &SessionRow) -> Result<()> {
     write_session(c, s).await
+}
+
+/// A session and, when it is queued, its place in its title's queue (1 = next), read in one
+/// statement and so from one snapshot of the database: a queue that moves while a list is read
+/// never shows a position twice or a position 0.
+pub async fn get_session_with_position(
+    c: &mut AnyConnection,
+    id: &SessionId,
+) -> Result<Option<(SessionRow, Option<i64>)>> {
+    let sql = format!(
+        "SELECT s.*, {} FROM sessions s WHERE s.id = $1",
+        sql::POSITION_COLUMN
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.as_str())
+        .fetch_optional(&mut *c)
+        .await?
+        .as_ref()
+        .map(session_with_position)
+        .transpose()
+}
+
+fn session_with_position(row: &AnyRow) -> Result<(SessionRow, Option<i64>)> {
+    Ok((session_from_row(row)?, row.try_get("queue_position")?))
 }
 
 pub async fn get_session(c: &mut AnyConnection, id: &SessionId) -> Result<Option<SessionRow>> {
@@ -984,28 +1145,32 @@ pub struct SessionFilter<'a> {
     pub limit: i64,
 }
 
+/// Sessions as [`get_session_with_position`] reads one, newest first.
 pub async fn list_sessions(
     c: &mut AnyConnection,
     f: &SessionFilter<'_>,
-) -> Result<Vec<SessionRow>> {
+) -> Result<Vec<(SessionRow, Option<i64>)>> {
     // Only the shape of the WHERE clause varies; every value is bound.
-    let mut sql = String::from("SELECT * FROM sessions WHERE 1 = 1");
+    let mut sql = format!(
+        "SELECT s.*, {} FROM sessions s WHERE 1 = 1",
+        sql::POSITION_COLUMN
+    );
     let mut binds: Vec<String> = Vec::new();
     let mut add = |col: &str, value: String| {
         binds.push(value);
         sql.push_str(&format!(" AND {col} = ${}", binds.len()));
     };
     if let Some(s) = f.state {
-        add("state", s.as_str().to_owned());
+        add("s.state", s.as_str().to_owned());
     }
     if let Some(t) = f.title {
-        add("title_id", t.as_str().to_owned());
+        add("s.title_id", t.as_str().to_owned());
     }
     if let Some(o) = f.owner {
-        add("owner", o.to_owned());
+        add("s.owner", o.to_owned());
     }
     sql.push_str(&format!(
-        " ORDER BY created_at DESC, id LIMIT {}",
+        " ORDER BY s.created_at DESC, s.id LIMIT {}",
         f.limit.clamp(1, 1000)
     ));
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -1013,7 +1178,7 @@ pub async fn list_sessions(
         q = q.bind(b);
     }
     let rows = q.fetch_all(&mut *c).await?;
-    rows.iter().map(session_from_row).collect()
+    rows.iter().map(session_with_position).collect()
 }
 
 pub async fn count_by_state(c: &mut AnyConnection) -> Result<Vec<(String, i64)>> {
@@ -1071,6 +1236,11 @@ pub mod sql {
         "SELECT COUNT(*) AS n FROM sessions WHERE state = 'queued' AND title_id = $1";
     pub const QUEUE_POSITION: &str = "SELECT COUNT(*) AS n FROM sessions \
         WHERE state = 'queued' AND title_id = $1 AND queue_seq <= $2";
+    /// The column `queue_position` of a session `s` (NULL unless it is queued), as a
+    /// subquery of the statement that reads `s`. The same count as [`QUEUE_POSITION`].
+    pub const POSITION_COLUMN: &str = "CASE WHEN s.state = 'queued' THEN \
+        (SELECT COUNT(*) FROM sessions q WHERE q.state = 'queued' \
+         AND q.title_id = s.title_id AND q.queue_seq <= s.queue_seq) END AS queue_position";
     /// `queue_seq` is set only while a session is queued.
     pub const NEXT_QUEUE_SEQ: &str =
         "SELECT COALESCE(MAX(queue_seq), 0) + 1 AS n FROM sessions WHERE state = 'queued'";

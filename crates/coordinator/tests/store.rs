@@ -361,7 +361,8 @@ async fn node_events_side_by_side_are_each_applied_once() {
                 .expect("no event batch waits for ever")
                 .unwrap()
                 .unwrap_or_else(|e| panic!("{backend:?}: {e:?}"));
-            assert_eq!(acked, u64::from(2 * PER_NODE), "{backend:?}");
+            assert_eq!(acked.acked, u64::from(2 * PER_NODE), "{backend:?}");
+            assert_eq!(acked.refused, None, "{backend:?}");
         }
         let mut c = engine.store.pool().acquire().await.unwrap();
         for (node, _) in &batches {

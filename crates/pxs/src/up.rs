@@ -92,6 +92,8 @@ pub fn run(args: UpArgs) -> anyhow::Result<std::process::ExitCode> {
             )),
             admin_token: Some(admin_token.clone()),
             node_token: Some(node_token.clone()),
+            // SQLite: the coordinator keeps its session secret beside the database.
+            session_secret: None,
             config: None,
         };
         let config = CoordinatorConfig::from_toml("", &opts)?;

@@ -25,6 +25,7 @@ pub use pxs_test_support::{pxs_bin, wait_until};
 
 pub const ADMIN: &str = "admin-token-for-tests-0123456789";
 pub const NODE_TOKEN: &str = "node-token-for-tests-0123456789";
+pub const SESSION_SECRET: &str = "session-secret-for-tests-0123456789abcdef";
 
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
@@ -125,6 +126,10 @@ impl Coord {
             database_url: Some(Secret(db.into())),
             admin_token: Some(Secret(ADMIN.into())),
             node_token: Some(Secret(NODE_TOKEN.into())),
+            // PostgreSQL needs one; SQLite makes and keeps its own beside the database.
+            session_secret: db
+                .starts_with("postgres")
+                .then(|| Secret(SESSION_SECRET.into())),
             config: None,
         };
         let config = Config::from_toml(extra_toml, &opts).unwrap();
