@@ -133,7 +133,7 @@ fn raise_open_file_limit() {
     match pxs_net::raise_open_file_limit() {
         Ok(Some(limit)) => tracing::info!(
             open_files = limit,
-            "open-file limit (soft) raised to the hard limit"
+            "open-file limit (soft, raised to the hard limit)"
         ),
         Ok(None) => {}
         Err(e) => {
