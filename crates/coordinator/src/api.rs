@@ -169,56 +169,13 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/api/v1/events", get(all_events))
         .merge(web::router())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
-        .layer(axum::middleware::map_response(error_shape))
+        // Every error leaves as `{"error": {...}}`, also the ones axum makes itself (a path that
+        // is not UTF-8, a method an endpoint lacks, a refused WebSocket upgrade), keeping their
+        // status and headers (`Allow` on 405).
+        .layer(axum::middleware::map_response(|r: Response| {
+            pxs_net::json_error(r, pxs_net::coded_error_body)
+        }))
         .with_state(engine)
-}
-
-/// Every error leaves as `{"error": {...}}`, also the ones axum makes itself (a path that is not
-/// UTF-8, a method an endpoint lacks, a refused WebSocket upgrade), keeping their status and
-/// headers (`Allow` on 405).
-async fn error_shape(resp: Response) -> Response {
-    let status = resp.status();
-    if !(status.is_client_error() || status.is_server_error()) {
-        return resp;
-    }
-    let json = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if json {
-        return resp;
-    }
-    let kind = match status {
-        StatusCode::BAD_REQUEST => Kind::BadRequest,
-        StatusCode::UNAUTHORIZED => Kind::Unauthorized,
-        StatusCode::FORBIDDEN => Kind::Forbidden,
-        StatusCode::NOT_FOUND => Kind::NotFound,
-        StatusCode::METHOD_NOT_ALLOWED => Kind::MethodNotAllowed,
-        StatusCode::CONFLICT => Kind::Conflict,
-        StatusCode::PAYLOAD_TOO_LARGE => Kind::PayloadTooLarge,
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => Kind::UnsupportedMediaType,
-        StatusCode::TOO_MANY_REQUESTS => Kind::TooManyRequests,
-        StatusCode::SERVICE_UNAVAILABLE => Kind::Unavailable,
-        s if s.is_client_error() => Kind::BadRequest,
-        _ => Kind::Internal,
-    };
-    let (mut parts, body) = resp.into_parts();
-    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
-    let text = String::from_utf8_lossy(&text).trim().to_owned();
-    let message = match kind {
-        Kind::MethodNotAllowed => "this endpoint does not take that method (see Allow)".to_owned(),
-        Kind::Internal => "internal error".to_owned(),
-        _ if text.is_empty() => status.canonical_reason().unwrap_or("error").to_owned(),
-        _ => text,
-    };
-    let fresh = ApiError::new(kind, message).into_response();
-    parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    Response::from_parts(parts, fresh.into_body())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -383,7 +340,10 @@ async fn healthz(State(engine): E) -> Response {
     }
 }
 
-async fn metrics(State(engine): E) -> ApiResult<Response> {
+async fn metrics(
+    State(engine): E,
+    listener: Option<axum::Extension<Arc<pxs_net::Stats>>>,
+) -> ApiResult<Response> {
     let mut c = engine.store.reader().acquire().await?;
     let mut by_state = crate::store::count_by_state(&mut c).await?;
     for s in SessionState::ALL {
@@ -434,6 +394,9 @@ async fn metrics(State(engine): E) -> ApiResult<Response> {
         engine.store.write_health().failures()
     ));
     engine.metrics.render_histograms(&mut out);
+    if let Some(axum::Extension(stats)) = listener {
+        pxs_net::render_stats(&mut out, &[stats.as_ref()]);
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }
 

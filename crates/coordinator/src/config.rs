@@ -75,6 +75,11 @@ struct FileLimits {
     max_body_bytes: Option<usize>,
     max_node_links: Option<usize>,
     database_wait: Option<String>,
+    header_read_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_connections: Option<usize>,
+    max_uri_bytes: Option<usize>,
+    max_header_bytes: Option<usize>,
 }
 
 #[derive(Clone, Debug)]
@@ -108,6 +113,10 @@ pub struct Config {
     /// lock) before it is answered 503: under overload, a quick "try again" rather than a
     /// queue that grows without bound.
     pub database_wait: Duration,
+    /// The HTTP listener's head and idle timeouts, connection cap and head sizes
+    /// (`limits.header_read_timeout`, `limits.idle_timeout`, `limits.max_connections`,
+    /// `limits.max_uri_bytes`, `limits.max_header_bytes`).
+    pub http: pxs_net::Limits,
 }
 
 impl Default for Config {
@@ -129,6 +138,11 @@ impl Default for Config {
             max_body_bytes: 64 * 1024,
             max_node_links: 20_000,
             database_wait: Duration::from_secs(5),
+            http: pxs_net::Limits {
+                // Above the node links' own cap, with room for users and operators.
+                max_connections: 30_000,
+                ..pxs_net::Limits::default()
+            },
         }
     }
 }
@@ -231,6 +245,22 @@ fn validate(f: FileConfig, opts: &Options) -> anyhow::Result<Config> {
     if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
         bail!("limits.max_body_bytes: between 1024 and 16777216");
     }
+    let http = pxs_net::Limits {
+        header_read_timeout: dur(
+            "limits.header_read_timeout",
+            limits.header_read_timeout.as_ref(),
+            d.http.header_read_timeout,
+        )?,
+        idle_timeout: dur(
+            "limits.idle_timeout",
+            limits.idle_timeout.as_ref(),
+            d.http.idle_timeout,
+        )?,
+        max_connections: limits.max_connections.unwrap_or(d.http.max_connections),
+        max_uri_bytes: limits.max_uri_bytes.unwrap_or(d.http.max_uri_bytes),
+        max_header_bytes: limits.max_header_bytes.unwrap_or(d.http.max_header_bytes),
+    };
+    http.validate("limits.").map_err(|e| anyhow!(e))?;
     Ok(Config {
         listen,
         database_url,
@@ -271,6 +301,7 @@ fn validate(f: FileConfig, opts: &Options) -> anyhow::Result<Config> {
             limits.database_wait.as_ref(),
             d.database_wait,
         )?,
+        http,
     })
 }
 
@@ -322,6 +353,12 @@ mod tests {
             );
         }
         assert!(e("surprise = 1").contains("surprise"));
+        assert!(
+            e("[limits]\nidle_timeout = \"1ms\"").contains("limits.idle_timeout: at least"),
+            "the idle timeout is not shorter than the head timeout"
+        );
+        assert!(e("[limits]\nmax_connections = 0").contains("limits.max_connections"));
+        assert!(e("[limits]\nheader_read_timeout = \"0s\"").contains("limits.header_read_timeout"));
         assert!(e("admin_token = \"short\"").contains("admin_token"));
         assert!(
             e("[anonymous]\nmax_sessions_per_address = -1").contains("max_sessions_per_address")

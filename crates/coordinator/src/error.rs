@@ -134,3 +134,29 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_agree_with_the_listeners_error_answers() {
+        // The listener (pxs-net) answers some errors itself (414, 431, 503 over the cap); its
+        // codes for a status must be the ones the API uses.
+        for kind in [
+            Kind::BadRequest,
+            Kind::Unauthorized,
+            Kind::Forbidden,
+            Kind::NotFound,
+            Kind::MethodNotAllowed,
+            Kind::Conflict,
+            Kind::PayloadTooLarge,
+            Kind::UnsupportedMediaType,
+            Kind::TooManyRequests,
+            Kind::Unavailable,
+            Kind::Internal,
+        ] {
+            assert_eq!(pxs_net::error_code(kind.status()), kind.code(), "{kind:?}");
+        }
+    }
+}

@@ -28,7 +28,6 @@ pub use config::{Config, Options};
 pub use engine::{Clock, Engine, ManualClock, SystemClock};
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -77,19 +76,13 @@ impl Coordinator {
             .map_err(|e| anyhow::anyhow!("cannot prepare the tokens: {}", e.message))?;
         let addr = listener.local_addr()?;
         let (stop, stop_rx) = watch::channel(false);
-        let app = api::router(engine.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let listener = listener.tap_io(|tcp| {
-            // Node links and API replies are small messages: send them at once.
-            let _ = tcp.set_nodelay(true);
-        });
+        let serve =
+            pxs_net::Serve::new("api", engine.config.http.clone(), pxs_net::coded_error_body);
+        let app = api::router(engine.clone()).layer(axum::Extension(serve.stats()));
         let mut server_stop = stop_rx.clone();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = server_stop.wait_for(|s| *s).await;
-                })
-                .await
-        });
+        let server = tokio::spawn(serve.run(listener, app, async move {
+            let _ = server_stop.wait_for(|s| *s).await;
+        }));
         let timers = tokio::spawn(timer_loop(engine.clone(), stop_rx));
         info!(%addr, backend = ?engine.store.backend(), "coordinator listening");
         Ok(Coordinator {

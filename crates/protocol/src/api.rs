@@ -334,7 +334,8 @@ pub struct ErrorBody {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ErrorDetail {
     /// Stable, for programs: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
-    /// `conflict`, `payload_too_large`, `unsupported_media_type`, `too_many_requests`,
+    /// `method_not_allowed`, `conflict`, `payload_too_large`, `uri_too_long`,
+    /// `unsupported_media_type`, `upgrade_required`, `too_many_requests`, `headers_too_large`,
     /// `unavailable`, `internal`.
     pub code: String,
     /// For people.

@@ -123,6 +123,23 @@ pub(crate) fn init_logging(default_level: &str) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    raise_open_file_limit();
+}
+
+/// Every connection is a file descriptor: a server started with a low soft limit (often 1024)
+/// would fail to accept long before its listeners' `max_connections`. Raised once at start, to
+/// the hard limit the operator allows.
+fn raise_open_file_limit() {
+    match pxs_net::raise_open_file_limit() {
+        Ok(Some(limit)) => tracing::info!(
+            open_files = limit,
+            "open-file limit (soft, raised to the hard limit)"
+        ),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-file limit; the current one stays")
+        }
+    }
 }
 
 fn webrtc_session(opts: WebrtcOptions) -> anyhow::Result<()> {

@@ -83,6 +83,19 @@ struct FileConfig {
     coordinator: FileCoordinator,
     #[serde(default)]
     applications: Vec<FileApplication>,
+    #[serde(default)]
+    limits: FileLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    header_read_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_connections: Option<usize>,
+    max_uri_bytes: Option<usize>,
+    max_header_bytes: Option<usize>,
+    websocket_idle_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -198,6 +211,11 @@ pub struct Config {
     pub file: Option<PathBuf>,
     pub node: NodeConfig,
     pub coordinator: CoordinatorConfig,
+    /// The node port's (and each session's streamer listener's) head and idle timeouts,
+    /// connection cap and head sizes (`[limits]`).
+    pub http: pxs_net::Limits,
+    /// A player or streamer WebSocket silent this long is closed (`limits.websocket_idle_timeout`).
+    pub websocket_idle_timeout: Duration,
     pub applications: Vec<Application>,
     /// Things worth telling the operator at start.
     pub notes: Vec<String>,
@@ -635,6 +653,28 @@ fn validate(file: FileConfig, o: &Options, base: &Path) -> anyhow::Result<Config
     if applications.is_empty() {
         notes.push("no [[applications]]: this node cannot start sessions".into());
     }
+    let l = &file.limits;
+    let d = pxs_net::Limits::default();
+    let http = pxs_net::Limits {
+        header_read_timeout: required_duration(
+            "limits.header_read_timeout",
+            l.header_read_timeout.as_deref(),
+            "10s",
+        )?,
+        idle_timeout: required_duration("limits.idle_timeout", l.idle_timeout.as_deref(), "60s")?,
+        max_connections: l.max_connections.unwrap_or(d.max_connections),
+        max_uri_bytes: l.max_uri_bytes.unwrap_or(d.max_uri_bytes),
+        max_header_bytes: l.max_header_bytes.unwrap_or(d.max_header_bytes),
+    };
+    http.validate("limits.").map_err(|e| anyhow!(e))?;
+    let websocket_idle_timeout = required_duration(
+        "limits.websocket_idle_timeout",
+        l.websocket_idle_timeout.as_deref(),
+        "60s",
+    )?;
+    if websocket_idle_timeout < Duration::from_millis(30) {
+        bail!("limits.websocket_idle_timeout: at least 30ms");
+    }
     Ok(Config {
         file: None,
         node: NodeConfig {
@@ -650,6 +690,8 @@ fn validate(file: FileConfig, o: &Options, base: &Path) -> anyhow::Result<Config
             gpus,
         },
         coordinator: CoordinatorConfig { link_url, token },
+        http,
+        websocket_idle_timeout,
         applications,
         notes,
         options: Options::default(),

@@ -2,6 +2,7 @@
 //! routed to that session's signalling, after their player token is checked ([`admit`]). Also
 //! each session's loopback streamer listener.
 
+use crate::config::Config;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Request, State};
 use axum::http::{StatusCode, header};
@@ -202,9 +203,16 @@ pub fn bind_streamer_port(port: u16) -> std::io::Result<TcpListener> {
     socket.listen(64)
 }
 
+/// How the node's listeners serve (`[limits]`): errors in the project's JSON shape,
+/// `{"error": {"code", "message"}}`.
+pub fn serve(listener: &'static str, config: &Config) -> pxs_net::Serve {
+    pxs_net::Serve::new(listener, config.http.clone(), pxs_net::coded_error_body)
+}
+
 /// Serves a session's streamer listener until `stop` turns true: every WebSocket on any path is
 /// a streamer connection of `signalling`.
 pub fn serve_streamer(
+    serve: pxs_net::Serve,
     listener: TcpListener,
     signalling: Signalling,
     mut stop: watch::Receiver<bool>,
@@ -213,18 +221,11 @@ pub fn serve_streamer(
         .fallback(streamer_ws)
         .with_state(signalling);
     tokio::spawn(async move {
-        // Signalling is many small frames: send each at once (no Nagle delay).
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await;
+        let served = serve
+            .run(listener, app, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
         if let Err(e) = served {
             warn!(%e, "streamer listener failed");
         }

@@ -12,13 +12,12 @@
 
 use crate::config::Config;
 use crate::gpu::Gpus;
-use crate::http::{Route, Routes, bind_streamer_port, node_app, serve_streamer};
+use crate::http::{Route, Routes, bind_streamer_port, node_app, serve, serve_streamer};
 use crate::link::{self, LinkEvent};
 use crate::process::{self, Launched, Stop};
 use crate::state::DataDir;
 use crate::supervisor::{Exit, Now, Output, Spawn, Supervisor, SupervisorConfig};
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use pxs_protocol::node::{
     Capacity, CoordinatorToNode, Heartbeat, Hello, NodeToCoordinator, SessionId,
 };
@@ -118,19 +117,9 @@ impl SessionServer {
         let (stop_tx, stop_rx) = watch::channel(false);
         let app = node_app(routes.clone(), config.node.name.to_string());
         let mut http_stop = stop_rx.clone();
-        let http = tokio::spawn(async move {
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|s| *s).await;
-            })
-            .await
-        });
+        let http = tokio::spawn(serve("node", &config).run(listener, app, async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        }));
 
         let (inputs, inputs_rx) = mpsc::unbounded_channel();
         let (link_tx, mut link_rx) = mpsc::unbounded_channel();
@@ -458,8 +447,12 @@ impl Shell {
             max_players: spec.max_players as usize,
             ..Default::default()
         };
+        let limits = Limits {
+            idle_timeout: self.config.websocket_idle_timeout,
+            ..Limits::default()
+        };
         let (signalling, mut events) =
-            Signalling::spawn_observed(router, Limits::default(), ACTIVITY_INTERVAL);
+            Signalling::spawn_observed(router, limits, ACTIVITY_INTERVAL);
         let fwd = self.inputs.clone();
         let sid = id.clone();
         tokio::spawn(async move {
@@ -470,7 +463,12 @@ impl Shell {
             }
         });
         let (stop_listener, stop_rx) = watch::channel(false);
-        serve_streamer(listener, signalling.clone(), stop_rx);
+        serve_streamer(
+            serve("streamer", &self.config),
+            listener,
+            signalling.clone(),
+            stop_rx,
+        );
         self.routes.insert(
             id.clone(),
             Route {

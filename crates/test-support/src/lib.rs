@@ -84,3 +84,147 @@ where
         }
     }
 }
+
+/// Raw HTTP/1.1 over TCP, for tests of the listeners' limits (timeouts, caps, oversized heads),
+/// which an HTTP client library would hide.
+pub mod raw_http {
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// An answer as read off the socket.
+    #[derive(Debug)]
+    pub struct Answer {
+        pub status: u16,
+        /// The head, lower-cased.
+        pub head: String,
+        pub body: String,
+    }
+
+    /// Opens `n` connections that send nothing.
+    pub async fn silent_sockets(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+        let mut socks = Vec::with_capacity(n);
+        for i in 0..n {
+            let s = TcpStream::connect(addr)
+                .await
+                .unwrap_or_else(|e| panic!("connection {i} to {addr}: {e}"));
+            socks.push(s);
+        }
+        socks
+    }
+
+    /// Waits until the server has closed every socket (a read sees end of file or a reset) and
+    /// returns how long that took; panics after `timeout`.
+    pub async fn closed_by_server(socks: Vec<TcpStream>, timeout: Duration) -> Duration {
+        let start = Instant::now();
+        let mut waits = tokio::task::JoinSet::new();
+        for mut s in socks {
+            waits.spawn(async move {
+                let mut buf = [0u8; 1024];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                }
+            });
+        }
+        let left = waits.len();
+        let all = async { while waits.join_next().await.is_some() {} };
+        if tokio::time::timeout(timeout, all).await.is_err() {
+            panic!("the server did not close all {left} connections within {timeout:?}");
+        }
+        start.elapsed()
+    }
+
+    /// Reads one answer from `s`: the head, then `content-length` bytes of body (or to the end).
+    /// `None` if the connection closes before a head.
+    pub async fn read_answer(s: &mut TcpStream) -> Option<Answer> {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let status = head.split(' ').nth(1)?.parse().ok()?;
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        let mut body = buf[head_end..].to_vec();
+        while length.is_none_or(|n| body.len() < n) {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => body.extend_from_slice(&chunk[..n]),
+            }
+        }
+        Some(Answer {
+            status,
+            head,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+
+    /// Sends `request` on a new connection and reads the answer (`None`: closed without one).
+    pub async fn exchange(addr: SocketAddr, request: &[u8]) -> Option<Answer> {
+        let mut s = TcpStream::connect(addr).await.ok()?;
+        s.write_all(request).await.ok()?;
+        read_answer(&mut s).await
+    }
+
+    /// `GET <path>` on a new connection; the answer's status, or `None` when the connection was
+    /// refused or closed without an answer.
+    pub async fn get_status(addr: SocketAddr, path: &str) -> Option<u16> {
+        let req = format!("GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n");
+        tokio::time::timeout(Duration::from_secs(5), exchange(addr, req.as_bytes()))
+            .await
+            .ok()
+            .flatten()
+            .map(|a| a.status)
+    }
+
+    /// `GET <path>` on a new connection kept alive, then nothing: how long after the answer the
+    /// server closed it (panics if that takes longer than `timeout`).
+    pub async fn idle_until_closed(addr: SocketAddr, path: &str, timeout: Duration) -> Duration {
+        let mut s = TcpStream::connect(addr).await.expect("connects");
+        let req = format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n");
+        s.write_all(req.as_bytes()).await.expect("request written");
+        let answer = read_answer(&mut s).await.expect("an answer");
+        assert_eq!(answer.status, 200, "{answer:?}");
+        let answered = Instant::now();
+        closed_by_server(vec![s], timeout).await;
+        answered.elapsed()
+    }
+
+    /// A request whose target is `target_len` bytes long.
+    pub fn long_target(target_len: usize) -> Vec<u8> {
+        let path = format!("/{}", "a".repeat(target_len.saturating_sub(1)));
+        format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n").into_bytes()
+    }
+
+    /// A request with one header of `value_len` bytes.
+    pub fn big_header(value_len: usize) -> Vec<u8> {
+        format!(
+            "GET /healthz HTTP/1.1\r\nhost: test\r\nx-big: {}\r\n\r\n",
+            "b".repeat(value_len)
+        )
+        .into_bytes()
+    }
+
+    /// A request with `n` small headers.
+    pub fn many_headers(n: usize) -> Vec<u8> {
+        let mut r = String::from("GET /healthz HTTP/1.1\r\nhost: test\r\n");
+        for i in 0..n {
+            r.push_str(&format!("x-h{i}: v\r\n"));
+        }
+        r.push_str("\r\n");
+        r.into_bytes()
+    }
+}

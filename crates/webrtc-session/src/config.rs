@@ -115,6 +115,27 @@ pub struct Options {
     /// id, 0 = never [default: 5].
     #[arg(long, env = "PXS_WEBRTC_LEGACY_STREAMER_TIMEOUT")]
     pub legacy_streamer_timeout: Option<f64>,
+    /// Seconds a connection has to send a complete request head (from opening, or from the
+    /// first byte of a later request); slower ones are closed [default: 10].
+    #[arg(long, env = "PXS_WEBRTC_HEADER_READ_TIMEOUT")]
+    pub header_read_timeout: Option<f64>,
+    /// Seconds a kept-alive HTTP connection may wait for its next request [default: 60].
+    #[arg(long, env = "PXS_WEBRTC_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<f64>,
+    /// Connections open at once per listener (streamer, player, SFU, HTTPS), WebSockets
+    /// included; more are closed at once [default: 10000].
+    #[arg(long, env = "PXS_WEBRTC_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Longest request target in bytes; longer is answered 414 [default: 8192].
+    #[arg(long, env = "PXS_WEBRTC_MAX_URI_BYTES")]
+    pub max_uri_bytes: Option<usize>,
+    /// Largest request head in bytes; larger is answered 431 [default: 32768].
+    #[arg(long, env = "PXS_WEBRTC_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<usize>,
+    /// Seconds a WebSocket peer may stay silent (no message, no pong to the server's pings,
+    /// sent every third of it) before it is closed with 1001 [default: 60].
+    #[arg(long, env = "PXS_WEBRTC_WEBSOCKET_IDLE_TIMEOUT")]
+    pub websocket_idle_timeout: Option<f64>,
 
     // Epic options accepted for drop-in compatibility and otherwise ignored (logs go to the
     // console; a reverse proxy in front of pxs is expected to do CORS and redirects).
@@ -188,6 +209,12 @@ const KNOWN: &[&str] = &[
     "player_message_burst",
     "send_queue",
     "legacy_streamer_timeout",
+    "header_read_timeout",
+    "idle_timeout",
+    "max_connections",
+    "max_uri_bytes",
+    "max_header_bytes",
+    "websocket_idle_timeout",
 ];
 
 impl Options {
@@ -225,6 +252,12 @@ impl Options {
             player_message_burst,
             send_queue,
             legacy_streamer_timeout,
+            header_read_timeout,
+            idle_timeout,
+            max_connections,
+            max_uri_bytes,
+            max_header_bytes,
+            websocket_idle_timeout,
             log_folder,
             log_level_file,
             console_messages,
@@ -295,6 +328,8 @@ pub struct Config {
     pub streamer_token: Option<Secret>,
     pub max_connections_per_ip: usize,
     pub limits: crate::session::Limits,
+    /// Every listener's head and idle timeouts, connection cap and head sizes.
+    pub http: pxs_net::Limits,
     pub router: RouterConfig,
     /// Things worth telling the operator at start (ignored options).
     pub notes: Vec<String>,
@@ -417,6 +452,27 @@ impl Config {
         if !legacy.is_finite() || !(0.0..=86_400.0).contains(&legacy) {
             bail!("legacy_streamer_timeout: must be between 0 and 86400 seconds");
         }
+        let d = pxs_net::Limits::default();
+        let http = pxs_net::Limits {
+            header_read_timeout: seconds(
+                "header_read_timeout",
+                o.header_read_timeout,
+                d.header_read_timeout,
+            )?,
+            idle_timeout: seconds("idle_timeout", o.idle_timeout, d.idle_timeout)?,
+            max_connections: o.max_connections.unwrap_or(d.max_connections),
+            max_uri_bytes: o.max_uri_bytes.unwrap_or(d.max_uri_bytes),
+            max_header_bytes: o.max_header_bytes.unwrap_or(d.max_header_bytes),
+        };
+        http.validate("").map_err(|e| anyhow::anyhow!(e))?;
+        let websocket_idle_timeout = seconds(
+            "websocket_idle_timeout",
+            o.websocket_idle_timeout,
+            crate::session::Limits::default().idle_timeout,
+        )?;
+        if websocket_idle_timeout < Duration::from_millis(30) {
+            bail!("websocket_idle_timeout: at least 0.03 seconds");
+        }
         Ok(Config {
             bind_address: o.bind_address.unwrap_or(IpAddr::from([0, 0, 0, 0])),
             streamer_port: o.streamer_port.unwrap_or(8888),
@@ -432,8 +488,10 @@ impl Config {
             limits: crate::session::Limits {
                 max_message_size,
                 send_queue,
+                idle_timeout: websocket_idle_timeout,
                 ..Default::default()
             },
+            http,
             router: RouterConfig {
                 peer_connection_options: peer_options,
                 max_players: o.max_players.unwrap_or(0),
@@ -446,6 +504,15 @@ impl Config {
             },
             notes,
         })
+    }
+}
+
+/// A duration option given in seconds (Epic's style), more than zero and at most a day.
+fn seconds(name: &str, value: Option<f64>, default: Duration) -> anyhow::Result<Duration> {
+    match value {
+        None => Ok(default),
+        Some(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(Duration::from_secs_f64(v)),
+        Some(_) => bail!("{name}: must be more than 0 and at most 86400 seconds"),
     }
 }
 
@@ -629,6 +696,35 @@ mod tests {
                     ..Default::default()
                 },
                 "legacy_streamer_timeout",
+            ),
+            (
+                Options {
+                    header_read_timeout: Some(0.0),
+                    ..Default::default()
+                },
+                "header_read_timeout",
+            ),
+            (
+                Options {
+                    header_read_timeout: Some(30.0),
+                    idle_timeout: Some(5.0),
+                    ..Default::default()
+                },
+                "idle_timeout",
+            ),
+            (
+                Options {
+                    max_connections: Some(0),
+                    ..Default::default()
+                },
+                "max_connections",
+            ),
+            (
+                Options {
+                    websocket_idle_timeout: Some(f64::NAN),
+                    ..Default::default()
+                },
+                "websocket_idle_timeout",
             ),
         ] {
             let err = format!("{:#}", Config::from_options(opts).unwrap_err());

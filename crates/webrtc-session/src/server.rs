@@ -12,7 +12,6 @@ use axum::extract::{ConnectInfo, FromRequestParts, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use pxs_protocol::signalling_api::{ErrorBody, Status};
 use std::collections::HashMap;
 use std::future::Future;
@@ -73,7 +72,8 @@ impl Server {
                             cert.display(),
                             key.display()
                         )
-                    })?;
+                    })?
+                    .get_inner();
                 Some((bind(*port, "https_port")?, tls))
             }
             None => None,
@@ -104,45 +104,26 @@ impl Server {
                 .with_state(state.clone())
         };
         let player_app = player_app(state.clone(), config.rest_api);
-        for (listener, app) in [
-            (streamer, ws_only(Role::Streamer)),
-            (sfu, ws_only(Role::Sfu)),
-            (player, player_app.clone()),
+        let serve = |name: &'static str| pxs_net::Serve::new(name, config.http.clone(), error_body);
+        for (name, listener, app) in [
+            ("streamer", streamer, ws_only(Role::Streamer)),
+            ("sfu", sfu, ws_only(Role::Sfu)),
+            ("player", player, player_app.clone()),
         ] {
             let mut stopped = stopped.clone();
-            tasks.spawn(async move {
-                // Signalling is many small frames: send each at once (no Nagle delay).
-                let listener = listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
-                axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                })
-                .await
-                .context("HTTP server failed")
+            let served = serve(name).run(listener, app, async move {
+                let _ = stopped.wait_for(|s| *s).await;
             });
+            tasks.spawn(async move { served.await.context("HTTP server failed") });
         }
         if let Some((listener, tls)) = https {
-            let handle = axum_server::Handle::new();
             let mut stopped = stopped.clone();
-            let h = handle.clone();
-            tokio::spawn(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-                h.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
-            });
-            let std_listener = listener.into_std()?;
-            tasks.spawn(async move {
-                axum_server::from_tcp_rustls(std_listener, tls)?
-                    .map(|a| a.acceptor(axum_server::accept::NoDelayAcceptor::new()))
-                    .handle(handle)
-                    .serve(player_app.into_make_service_with_connect_info::<SocketAddr>())
-                    .await
-                    .context("HTTPS server failed")
-            });
+            let served = serve("https")
+                .tls(&tls)
+                .run(listener, player_app, async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                });
+            tasks.spawn(async move { served.await.context("HTTPS server failed") });
         }
         info!(
             streamer = %addrs.streamer,
@@ -534,6 +515,14 @@ async fn api_player(
         Some(None) => not_found(format!("No player with id {shown}")),
         None => unavailable(),
     }
+}
+
+/// Epic's error shape, `{"message": ...}`, for every error answer of every listener.
+fn error_body(_status: StatusCode, message: &str) -> String {
+    serde_json::to_string(&ErrorBody {
+        message: message.to_owned(),
+    })
+    .unwrap_or_default()
 }
 
 fn not_found(message: String) -> Response {

@@ -30,6 +30,10 @@ pub struct Limits {
     pub send_queue: usize,
     /// A single write that takes longer than this drops the connection.
     pub write_timeout: Duration,
+    /// A peer from which no frame (a message, or the pong to our ping) has arrived for this long
+    /// is closed with 1001: a vanished client must not hold its socket. The server pings every
+    /// third of it, so a live peer (browsers and UE answer pings) is never silent that long.
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -38,6 +42,7 @@ impl Default for Limits {
             max_message_size: 64 * 1024,
             send_queue: 1024,
             write_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -206,9 +211,28 @@ impl Signalling {
         }
         debug!("connected");
         let write_timeout = self.limits.write_timeout;
+        let idle_timeout = self.limits.idle_timeout;
+        let mut pings = tokio::time::interval(idle_timeout / 3);
+        pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        pings.reset();
+        let mut last_heard = Instant::now();
         let mut tell_router = true;
         loop {
             tokio::select! {
+                _ = pings.tick() => {
+                    if last_heard.elapsed() >= idle_timeout {
+                        debug!(?idle_timeout, "peer silent (no answer to pings): closing");
+                        let frame = CloseFrame {
+                            code: axum::extract::ws::close_code::AWAY,
+                            reason: "no answer to pings".into(),
+                        };
+                        Box::pin(close_gracefully(&mut ws, Some(frame), write_timeout)).await;
+                        break;
+                    }
+                    if !write(&mut ws, Message::Ping(Default::default()), write_timeout).await {
+                        break;
+                    }
+                }
                 out = outbound.recv() => match out {
                     Some(Outbound::Msg(msg)) => {
                         match Box::pin(write_burst(&mut ws, msg, &mut outbound, write_timeout)).await {
@@ -235,6 +259,7 @@ impl Signalling {
                     }
                 },
                 incoming = ws.recv() => {
+                    last_heard = Instant::now();
                     let event = match incoming {
                         Some(Ok(Message::Text(text))) => parse(conn, text.as_str()),
                         Some(Ok(Message::Binary(bytes))) => match std::str::from_utf8(&bytes) {
