@@ -76,13 +76,13 @@ pub const ROUTES: &[(&str, &str, Access, &str)] = &[
         "post",
         "/api/v1/nodes/{id}/drain",
         Access::Admin,
-        "Place no new sessions on a node",
+        "Drain a node: no new sessions; running ones end by themselves or at the deadline",
     ),
     (
         "post",
         "/api/v1/nodes/{id}/resume",
         Access::Admin,
-        "Place sessions on a node again",
+        "Undo a drain: place sessions on the node again",
     ),
     (
         "get",
@@ -356,15 +356,16 @@ async fn metrics(
         .iter()
         .find(|(n, _)| n == "queued")
         .map_or(0, |(_, v)| *v);
-    let nodes = crate::store::list_nodes(&mut c).await?;
-    let mut node_states: Vec<(String, i64)> = ["online", "draining", "offline"]
+    drop(c);
+    let mut node_states: Vec<(String, i64)> = ["online", "draining", "drained", "offline"]
         .iter()
         .map(|s| (s.to_string(), 0))
         .collect();
-    for n in &nodes {
-        let name = match n.api_state() {
+    for n in engine.nodes().await? {
+        let name = match n.state {
             api::NodeState::Online => "online",
             api::NodeState::Draining => "draining",
+            api::NodeState::Drained => "drained",
             api::NodeState::Offline => "offline",
         };
         if let Some(e) = node_states.iter_mut().find(|(s, _)| s == name) {
@@ -470,7 +471,20 @@ async fn drain_node(
     req: Request,
 ) -> ApiResult<Json<api::Node>> {
     caller!(engine, req, Access::Admin)?;
-    Ok(Json(engine.set_drain(&node_id(&id)?, true).await?))
+    let id = node_id(&id)?;
+    // The body is optional: none (or an empty one) drains without a deadline.
+    let has_body = req.headers().contains_key(header::CONTENT_TYPE)
+        || req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    let drain: api::NodeDrain = if has_body {
+        body(&engine, req).await?
+    } else {
+        api::NodeDrain::default()
+    };
+    Ok(Json(engine.set_drain(&id, Some(&drain)).await?))
 }
 
 async fn resume_node(
@@ -479,7 +493,7 @@ async fn resume_node(
     req: Request,
 ) -> ApiResult<Json<api::Node>> {
     caller!(engine, req, Access::Admin)?;
-    Ok(Json(engine.set_drain(&node_id(&id)?, false).await?))
+    Ok(Json(engine.set_drain(&node_id(&id)?, None).await?))
 }
 
 async fn create_node_token(State(engine): E, req: Request) -> ApiResult<Response> {

@@ -950,18 +950,46 @@ impl Engine {
     // -----------------------------------------------------------------------------------------
     // Nodes
 
-    pub async fn set_drain(&self, id: &NodeId, drain: bool) -> Result<api::Node, ApiError> {
+    /// `POST /api/v1/nodes/{id}/drain` (`Some`) and `…/resume` (`None`): recorded (it outlives
+    /// restarts of the coordinator and the node), then told to the node if it is linked here;
+    /// a node that links later is told after its hello ([`Engine::tell_drain`]).
+    pub async fn set_drain(
+        &self,
+        id: &NodeId,
+        drain: Option<&api::NodeDrain>,
+    ) -> Result<api::Node, ApiError> {
+        let now = self.now();
+        let drain = match drain {
+            None => None,
+            Some(d) => Some(drain_deadline(d.deadline.as_ref(), now)?),
+        };
         let mut tx = self.store.begin_placement().await?;
         if !store::set_admin_drain(&mut tx, id, drain).await? {
             return Err(ApiError::not_found(format!("no node `{id}`")));
         }
         tx.commit().await?;
-        info!(node = %id, drain, "node drain changed by an admin");
+        info!(node = %id, drain = drain.is_some(), deadline = ?drain.flatten().map(rfc3339),
+              "node drain changed by an admin");
+        self.send(id, drain_message(drain, now));
         self.publish(Change::Node(id.clone()));
-        if !drain {
+        if drain.is_none() {
             self.promote_queue().await;
         }
         self.node(id).await
+    }
+
+    /// Tells a node that just said hello what its admin drain is: `drain_gracefully` with the
+    /// time left, or `resume` when it reports draining but no admin drains it (a resume it
+    /// missed while its link was down; its operator's own drain stays).
+    pub async fn tell_drain(&self, node: &NodeId, reports_draining: bool) -> Result<(), ApiError> {
+        let drain = {
+            let mut c = self.store.reader().acquire().await?;
+            store::admin_drain(&mut c, node).await?
+        };
+        if drain.is_some() || reports_draining {
+            self.send(node, drain_message(drain, self.now()));
+        }
+        Ok(())
     }
 
     /// A node said `hello` on a new link: records it and registers the link. Returns the link
@@ -984,6 +1012,7 @@ impl Engine {
             gpus: hello.gpus.clone(),
             online: true,
             admin_drain: false,
+            drain_deadline: None,
             node_drain: hello.draining,
             link_owner: Some(self.instance.clone()),
             link_since: Some(now),
@@ -1128,6 +1157,8 @@ impl Engine {
             self.publish(Change::Session(r.id.clone()));
         }
         if freed {
+            // The node may have become drained.
+            self.publish(Change::Node(node.clone()));
             self.promote_queue().await;
         }
         Ok(EventsApplied { acked, refused })
@@ -1436,6 +1467,47 @@ type HeldSlot = (
     Option<Millis>,
 );
 
+/// The drain deadline an admin asked for, in ms: seconds from now or an RFC 3339 time.
+fn drain_deadline(d: Option<&api::DrainDeadline>, now: Millis) -> Result<Option<Millis>, ApiError> {
+    let at = match d {
+        None => return Ok(None),
+        Some(api::DrainDeadline::In(s)) => {
+            if *s > MAX_DURATION_S {
+                return Err(ApiError::bad_request(format!(
+                    "deadline: at most {MAX_DURATION_S} seconds"
+                )));
+            }
+            now.saturating_add(store::clamp_i64(*s).saturating_mul(1000))
+        }
+        Some(api::DrainDeadline::At(text)) => {
+            let t = parse_rfc3339(text).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "deadline: `{}` is neither seconds nor an RFC 3339 time like 2026-11-25T18:00:00Z",
+                    truncate(text, 64)
+                ))
+            })?;
+            if t < now - 5_000 {
+                return Err(ApiError::bad_request("deadline: is in the past"));
+            }
+            if t > now + MAX_AHEAD_MS {
+                return Err(ApiError::bad_request("deadline: more than a year ahead"));
+            }
+            t.max(now)
+        }
+    };
+    Ok(Some(at))
+}
+
+/// What a node is told of its admin drain (`Some(deadline)`) or of its end (`None`).
+fn drain_message(drain: Option<Option<Millis>>, now: Millis) -> CoordinatorToNode {
+    match drain {
+        None => CoordinatorToNode::Resume,
+        Some(deadline) => CoordinatorToNode::DrainGracefully {
+            stop_after_ms: deadline.map(|d| u64::try_from(d.saturating_sub(now)).unwrap_or(0)),
+        },
+    }
+}
+
 fn node_view(n: &NodeRow, slots: &[NodeSlots], held: &[HeldSlot], now: Millis) -> api::Node {
     let mine = held.iter().filter(|h| h.0 == n.id);
     let sessions = mine
@@ -1448,7 +1520,7 @@ fn node_view(n: &NodeRow, slots: &[NodeSlots], held: &[HeldSlot], now: Millis) -
     });
     api::Node {
         id: n.id.clone(),
-        state: n.api_state(),
+        state: n.api_state(sessions),
         version: n.version.clone(),
         public_url: n.public_url.clone(),
         max_sessions: n.max_sessions,
@@ -1459,6 +1531,7 @@ fn node_view(n: &NodeRow, slots: &[NodeSlots], held: &[HeldSlot], now: Millis) -
         applications: n.applications.clone(),
         gpus: n.gpus.clone(),
         last_heartbeat: Some(rfc3339(n.last_seen)),
+        drain_deadline: n.drain_deadline.filter(|_| n.admin_drain).map(rfc3339),
     }
 }
 

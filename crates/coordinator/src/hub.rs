@@ -125,6 +125,10 @@ async fn run(engine: Arc<Engine>, socket: WebSocket, token: (String, Option<Node
         }
         // Anything the records say is still to send to this node (starts, stops) goes now.
         engine.kick();
+        if let Err(e) = engine.tell_drain(&node, hello.draining).await {
+            // Not fatal: the node keeps what it had; an admin's next drain or resume tells it.
+            warn!(error = ?e, "node link: could not tell the node its drain");
+        }
         // Writes what the engine sends, then the close frame with the reason the link ended.
         let (stop_tx, mut stop_rx) = oneshot::channel::<(u16, &'static str)>();
         let writer = tokio::spawn(async move {

@@ -364,6 +364,8 @@ pub struct NodeRow {
     pub gpus: Vec<pxs_protocol::node::GpuInfo>,
     pub online: bool,
     pub admin_drain: bool,
+    /// When the admin's drain stops the node's sessions still running (ms); `None`: never.
+    pub drain_deadline: Option<Millis>,
     pub node_drain: bool,
     pub link_owner: Option<String>,
     pub link_since: Option<Millis>,
@@ -390,13 +392,17 @@ impl NodeRow {
         )
     }
 
-    pub fn api_state(&self) -> api::NodeState {
+    /// The state shown for the node, which runs `sessions` (starting or ready) now: a draining
+    /// node with none left is drained.
+    pub fn api_state(&self, sessions: usize) -> api::NodeState {
         if !self.online {
             api::NodeState::Offline
-        } else if self.admin_drain || self.node_drain {
+        } else if !(self.admin_drain || self.node_drain) {
+            api::NodeState::Online
+        } else if sessions > 0 {
             api::NodeState::Draining
         } else {
-            api::NodeState::Online
+            api::NodeState::Drained
         }
     }
 }

@@ -36,7 +36,8 @@ pub fn document() -> Value {
         }
         if let Some(schema) = request_schema(method, path) {
             op["requestBody"] = json!({
-                "required": true,
+                // A drain without a deadline may leave its body out.
+                "required": schema != "NodeDrain",
                 "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
             });
         }
@@ -67,6 +68,7 @@ fn request_schema(method: &str, path: &str) -> Option<&'static str> {
         ("post", "/api/v1/sessions") => Some("NewSession"),
         ("post", "/api/v1/node-tokens") => Some("NewNodeToken"),
         ("post", "/api/v1/tokens") => Some("NewApiToken"),
+        ("post", "/api/v1/nodes/{id}/drain") => Some("NodeDrain"),
         _ => None,
     }
 }
@@ -152,11 +154,14 @@ fn schemas() -> Value {
         "SessionList": list("Session"),
         "NewSession": obj(&["title_id"], json!({"title_id": s, "start_at": s, "duration": {"type": "integer", "minimum": 1}})),
         "Node": obj(&["id", "state"], json!({
-            "id": s, "state": {"type": "string", "enum": ["online", "offline", "draining"]},
+            "id": s, "state": {"type": "string", "enum": ["online", "offline", "draining", "drained"]},
             "version": s, "public_url": s, "max_sessions": n, "max_sessions_per_gpu": n,
             "sessions": n, "reserved": n, "free_slots": n,
             "applications": {"type": "array", "items": s}, "gpus": {"type": "array"},
-            "last_heartbeat": ns
+            "last_heartbeat": ns, "drain_deadline": s
+        })),
+        "NodeDrain": obj(&[], json!({
+            "deadline": {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "format": "date-time"}]}
         })),
         "NodeList": list("Node"),
         "NewNodeToken": obj(&["name"], json!({"name": s, "node": s})),

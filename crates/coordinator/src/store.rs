@@ -659,6 +659,7 @@ fn node_from_row(row: &AnyRow) -> Result<NodeRow> {
         gpus: serde_json::from_str(&gpus).map_err(|_| StoreError::Corrupt("gpus"))?,
         online: row.try_get::<i64, _>("online")? != 0,
         admin_drain: row.try_get::<i64, _>("admin_drain")? != 0,
+        drain_deadline: row.try_get("drain_deadline")?,
         node_drain: row.try_get::<i64, _>("node_drain")? != 0,
         link_owner: row.try_get("link_owner")?,
         link_since: row.try_get("link_since")?,
@@ -750,13 +751,30 @@ pub async fn node_seen(
     Ok(())
 }
 
-pub async fn set_admin_drain(c: &mut AnyConnection, id: &NodeId, drain: bool) -> Result<bool> {
-    let done = sqlx::query("UPDATE nodes SET admin_drain = $2 WHERE id = $1")
+/// An admin drains the node (`Some`, with the deadline for its sessions, if any) or resumes it
+/// (`None`). False when there is no such node.
+pub async fn set_admin_drain(
+    c: &mut AnyConnection,
+    id: &NodeId,
+    drain: Option<Option<Millis>>,
+) -> Result<bool> {
+    let done = sqlx::query("UPDATE nodes SET admin_drain = $2, drain_deadline = $3 WHERE id = $1")
         .bind(id.as_str())
-        .bind(flag(drain))
+        .bind(flag(drain.is_some()))
+        .bind(drain.flatten())
         .execute(&mut *c)
         .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// The admin's drain of `node`, if it is drained: `Some(deadline)`.
+pub async fn admin_drain(c: &mut AnyConnection, id: &NodeId) -> Result<Option<Option<Millis>>> {
+    let row: Option<(i64, Option<i64>)> =
+        sqlx::query_as("SELECT admin_drain, drain_deadline FROM nodes WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&mut *c)
+            .await?;
+    Ok(row.and_then(|(on, deadline)| (on != 0).then_some(deadline)))
 }
 
 /// The last event of `node` that was applied (0 for an unknown node).

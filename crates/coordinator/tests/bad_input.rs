@@ -902,6 +902,37 @@ async fn bad_tokens_nodes_and_queries_are_refused(backend: Backend) {
         case("a user token", "POST", "/api/v1/nodes/n1/drain")
             .who(Who::User)
             .want(403, "forbidden", "admin"),
+        case(
+            "a drain deadline that is no time",
+            "POST",
+            "/api/v1/nodes/nope/drain",
+        )
+        .json(r#"{"deadline":"tomorrow"}"#)
+        .want(400, "bad_request", "deadline"),
+        case(
+            "a negative drain deadline",
+            "POST",
+            "/api/v1/nodes/nope/drain",
+        )
+        .json(r#"{"deadline":-5}"#)
+        .want(400, "bad_request", "deadline"),
+        case(
+            "a drain deadline in the past",
+            "POST",
+            "/api/v1/nodes/nope/drain",
+        )
+        .json(r#"{"deadline":"2001-01-01T00:00:00Z"}"#)
+        .want(400, "bad_request", "past"),
+        case(
+            "a drain deadline too far",
+            "POST",
+            "/api/v1/nodes/nope/drain",
+        )
+        .json(r#"{"deadline":99999999999}"#)
+        .want(400, "bad_request", "deadline"),
+        case("an unknown drain field", "POST", "/api/v1/nodes/nope/drain")
+            .json(r#"{"deadlin":5}"#)
+            .want(400, "bad_request", "deadlin"),
         case("an unknown node", "GET", "/api/v1/nodes/nope").want(404, "not_found", "nope"),
         // Session queries.
         case("state=bogus", "GET", "/api/v1/sessions?state=bogus").want(

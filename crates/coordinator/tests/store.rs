@@ -32,6 +32,7 @@ fn node(id: &str, apps: &[&str], gpus: u32, max: u32, per_gpu: u32) -> NodeRow {
             .collect(),
         online: true,
         admin_drain: false,
+        drain_deadline: None,
         node_drain: false,
         link_owner: None,
         link_since: None,
@@ -123,7 +124,7 @@ async fn placement_reads_agree_with_the_rows() {
                 .await
                 .unwrap();
         }
-        store::set_admin_drain(&mut c, &NodeId::parse("node-none").unwrap(), true)
+        store::set_admin_drain(&mut c, &NodeId::parse("node-none").unwrap(), Some(None))
             .await
             .unwrap();
 

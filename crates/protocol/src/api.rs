@@ -149,8 +149,51 @@ pub struct TitlePatch {
 pub enum NodeState {
     Online,
     Offline,
-    /// Online, but takes no new sessions (an admin drained it, or it drains itself).
+    /// Online, but takes no new sessions (an admin drained it, or it drains itself); sessions
+    /// still run on it.
     Draining,
+    /// Draining, and no session runs on it any more: it may be stopped.
+    Drained,
+}
+
+/// `POST /api/v1/nodes/{id}/drain` (admin). The body may be left out: no deadline.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeDrain {
+    /// When the sessions still running on the node are stopped (end reason `drained`): seconds
+    /// from now (0: at once), or an RFC 3339 time. Absent: they run until they end by
+    /// themselves. Draining again replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<DrainDeadline>,
+}
+
+/// See [`NodeDrain::deadline`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum DrainDeadline {
+    /// Seconds from now.
+    In(u64),
+    /// An RFC 3339 time, like `2026-11-25T18:00:00Z` (checked by the coordinator).
+    At(String),
+}
+
+impl<'de> Deserialize<'de> for DrainDeadline {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = DrainDeadline;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("seconds from now (a whole number, 0 or more) or an RFC 3339 time")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<DrainDeadline, E> {
+                Ok(DrainDeadline::In(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DrainDeadline, E> {
+                Ok(DrainDeadline::At(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `GET /api/v1/nodes[/{id}]`.
@@ -170,6 +213,9 @@ pub struct Node {
     pub applications: Vec<ApplicationId>,
     pub gpus: Vec<crate::node::GpuInfo>,
     pub last_heartbeat: Option<String>,
+    /// An admin's drain with a deadline: when the sessions still running are stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_deadline: Option<String>,
 }
 
 /// `POST /api/v1/node-tokens` (admin).

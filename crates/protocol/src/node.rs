@@ -3,7 +3,8 @@
 //! The node dials `GET /api/v1/nodes/link` with `Authorization: Bearer <node token>`; one JSON
 //! object per text frame, one enum per direction, each tagged by `type`:
 //! - [`NodeToCoordinator`]: `hello`, `heartbeat`, `event`, `applications`;
-//! - [`CoordinatorToNode`]: `welcome`, `ack`, `start_session`, `stop_session`, `drain`.
+//! - [`CoordinatorToNode`]: `welcome`, `ack`, `start_session`, `stop_session`, `drain`,
+//!   `drain_gracefully`, `resume`.
 //!
 //! ```text
 //!  node                                   coordinator
@@ -197,8 +198,20 @@ pub enum CoordinatorToNode {
     },
     /// End a session (graceful stop, then the process tree is killed after the grace period).
     StopSession { session_id: SessionId },
-    /// Stop every session and refuse new ones; the node stays connected.
+    /// Stop every session at once and refuse new ones; the node stays connected. (Kept as it
+    /// was; the coordinator sends `drain_gracefully`.)
     Drain,
+    /// Take no new sessions; let the running ones end by themselves, and stop (reason `drained`)
+    /// those still running `stop_after_ms` from now (absent: none is stopped; 0: at once).
+    /// Relative, so the two clocks need not agree; sent again with the time left after every
+    /// `hello`. A node that does not know it ignores it.
+    DrainGracefully {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stop_after_ms: Option<u64>,
+    },
+    /// Undo `drain_gracefully` (and `drain`): take new sessions again. A drain the node's
+    /// operator asked for (`pxs session-server drain`) stays until the operator resumes.
+    Resume,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -368,7 +381,8 @@ pub enum EndReason {
     Empty,
     /// The session ran for `max_duration`.
     MaxDuration,
-    /// The node is draining (`drain` from the coordinator).
+    /// Stopped by a drain: `drain`, or the deadline of `drain_gracefully` or of the operator's
+    /// `pxs session-server drain`.
     Drained,
     /// The session server is shutting down.
     NodeShutdown,
@@ -545,6 +559,19 @@ mod tests {
             json!({"type":"stop_session","session_id":"ses_1"}),
         );
         round_trip_c(CoordinatorToNode::Drain, json!({"type":"drain"}));
+        round_trip_c(
+            CoordinatorToNode::DrainGracefully {
+                stop_after_ms: Some(90_000),
+            },
+            json!({"type":"drain_gracefully","stop_after_ms":90_000}),
+        );
+        round_trip_c(
+            CoordinatorToNode::DrainGracefully {
+                stop_after_ms: None,
+            },
+            json!({"type":"drain_gracefully"}),
+        );
+        round_trip_c(CoordinatorToNode::Resume, json!({"type":"resume"}));
         // Options may be left out.
         let m = CoordinatorToNode::from_json(
             r#"{"type":"start_session","session_id":"ses_2","application_id":"demo"}"#,

@@ -58,6 +58,17 @@ enum SessionServerAction {
     CheckConfig,
     /// Ask the running session server (found through node.data_dir) to reload its applications.
     Reload,
+    /// Drain this node: it takes no new sessions; running ones go on until they end, or until
+    /// the deadline. Recorded in node.data_dir (drain.json), so it outlives restarts; the
+    /// running server reads it within node.heartbeat_interval. `resume` undoes it.
+    Drain {
+        /// Stop the sessions still running this long from now ("30m", "2h"; "0": at once).
+        /// Without it they run until they end by themselves.
+        #[arg(long)]
+        deadline: Option<String>,
+    },
+    /// Undo `drain`: the node takes new sessions again (unless the coordinator drains it).
+    Resume,
 }
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
@@ -193,6 +204,22 @@ fn session_server(args: SessionServerArgs) -> anyhow::Result<std::process::ExitC
             println!("asked the session server (pid {pid}) to reload");
             return Ok(std::process::ExitCode::SUCCESS);
         }
+        Some(SessionServerAction::Drain { deadline }) => {
+            return operator_drain(&config, deadline.as_deref());
+        }
+        Some(SessionServerAction::Resume) => {
+            let dir = &config.node.data_dir;
+            if state::remove_drain(dir)? {
+                println!(
+                    "drain removed; {} takes new sessions within {:?}",
+                    running_server(dir),
+                    config.node.heartbeat_interval
+                );
+            } else {
+                println!("the node was not drained by its operator: nothing to undo");
+            }
+            return Ok(std::process::ExitCode::SUCCESS);
+        }
         None => {}
     }
     init_logging("info");
@@ -223,6 +250,59 @@ fn session_server(args: SessionServerArgs) -> anyhow::Result<std::process::ExitC
         server.run_until(shutdown_signal()).await
     })?;
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `pxs session-server drain`: writes the drain request into the data dir.
+fn operator_drain(
+    config: &pxs_session_server::Config,
+    deadline: Option<&str>,
+) -> anyhow::Result<std::process::ExitCode> {
+    use pxs_session_server::state::{self, DrainRequest};
+    let stop_in = match deadline {
+        None => None,
+        Some(text) => match pxs_protocol::duration::parse(text) {
+            Ok(d) => Some(d.unwrap_or_default()),
+            Err(e) => {
+                eprintln!("error: --deadline: {e}");
+                return Ok(std::process::ExitCode::from(2));
+            }
+        },
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let deadline = match stop_in.map(|d| now.checked_add(d)) {
+        None => None,
+        Some(Some(at)) => Some(u64::try_from(at.as_millis()).unwrap_or(u64::MAX)),
+        Some(None) => {
+            eprintln!("error: --deadline: too far ahead");
+            return Ok(std::process::ExitCode::from(2));
+        }
+    };
+    let dir = &config.node.data_dir;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("node.data_dir: cannot create {}", dir.display()))?;
+    state::write_drain(dir, &DrainRequest { deadline })?;
+    let what = match stop_in {
+        None => "running sessions go on until they end".to_owned(),
+        Some(d) => format!("sessions still running in {d:?} are stopped"),
+    };
+    println!(
+        "drain recorded in {}; {} takes no new sessions within {:?}, {what}. \
+         `pxs session-server resume` undoes it.",
+        dir.join(state::DRAIN_FILE).display(),
+        running_server(dir),
+        config.node.heartbeat_interval
+    );
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Names the session server running on `data_dir` for a message, or says none runs.
+fn running_server(data_dir: &std::path::Path) -> String {
+    match pxs_session_server::state::read_pid(data_dir) {
+        Ok(pid) => format!("the session server (pid {pid})"),
+        Err(_) => "the session server (not running now: at its next start)".to_owned(),
+    }
 }
 
 /// Ctrl-C or SIGTERM.

@@ -15,6 +15,7 @@ use pxs_webrtc_session::router::Role;
 use pxs_webrtc_session::server::{first_subprotocol, presented_token};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 use subtle::ConstantTimeEq;
@@ -70,18 +71,29 @@ impl Routes {
 struct NodeState {
     routes: Routes,
     node: String,
+    draining: Arc<AtomicBool>,
 }
 
-/// The node's HTTP application.
-pub fn node_app(routes: Routes, node: String) -> axum::Router {
+/// The node's HTTP application. `draining`: whether the node takes no new sessions (set by the
+/// server loop), shown by `/healthz`.
+pub fn node_app(routes: Routes, node: String, draining: Arc<AtomicBool>) -> axum::Router {
     axum::Router::new()
         .route("/sessions/{id}/ws", get(player_ws))
         .route("/healthz", get(healthz))
-        .with_state(NodeState { routes, node })
+        .with_state(NodeState {
+            routes,
+            node,
+            draining,
+        })
 }
 
 async fn healthz(State(s): State<NodeState>) -> Response {
-    axum::Json(serde_json::json!({"node": s.node, "sessions": s.routes.len()})).into_response()
+    axum::Json(serde_json::json!({
+        "node": s.node,
+        "sessions": s.routes.len(),
+        "draining": s.draining.load(Ordering::Relaxed),
+    }))
+    .into_response()
 }
 
 async fn player_ws(

@@ -15,8 +15,8 @@ use crate::gpu::Gpus;
 use crate::http::{Route, Routes, bind_streamer_port, node_app, serve, serve_streamer};
 use crate::link::{self, LinkEvent};
 use crate::process::{self, Launched, Stop};
-use crate::state::DataDir;
-use crate::supervisor::{Exit, Now, Output, Spawn, Supervisor, SupervisorConfig};
+use crate::state::{self, DataDir, DrainRequest};
+use crate::supervisor::{DrainBy, Exit, Now, Output, Spawn, Supervisor, SupervisorConfig};
 use anyhow::Context;
 use pxs_protocol::node::{
     Capacity, CoordinatorToNode, Heartbeat, Hello, NodeToCoordinator, SessionId,
@@ -26,6 +26,8 @@ use pxs_webrtc_session::router::{RouterConfig, SessionEvent};
 use pxs_webrtc_session::session::Limits;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -74,6 +76,12 @@ struct Shell {
     link: Option<mpsc::UnboundedSender<NodeToCoordinator>>,
     inputs: mpsc::UnboundedSender<Input>,
     exits: mpsc::UnboundedSender<(SessionId, Exit)>,
+    /// Whether the node drains, for `/healthz`.
+    draining: Arc<AtomicBool>,
+    /// The operator's drain request as last read from the data dir, and whether reading it
+    /// failed last time (so the error is logged once, not at every heartbeat).
+    operator_drain: Option<DrainRequest>,
+    drain_file_error: bool,
 }
 
 fn now() -> Now {
@@ -114,8 +122,13 @@ impl SessionServer {
         data.write_pid()
             .with_context(|| format!("node.data_dir: cannot write in {}", data.path.display()))?;
         let routes = Routes::default();
+        let draining = Arc::new(AtomicBool::new(false));
         let (stop_tx, stop_rx) = watch::channel(false);
-        let app = node_app(routes.clone(), config.node.name.to_string());
+        let app = node_app(
+            routes.clone(),
+            config.node.name.to_string(),
+            draining.clone(),
+        );
         let mut http_stop = stop_rx.clone();
         let http = tokio::spawn(serve("node", &config).run(listener, app, async move {
             let _ = http_stop.wait_for(|s| *s).await;
@@ -166,6 +179,9 @@ impl SessionServer {
             link: None,
             inputs: inputs.clone(),
             exits,
+            draining,
+            operator_drain: None,
+            drain_file_error: false,
         };
         let task = tokio::spawn(async move {
             let result = shell.run(inputs_rx).await;
@@ -228,6 +244,9 @@ impl Shell {
         if !marked.is_empty() {
             warn!(pids = ?marked, "killed processes left by a previous run");
         }
+        // An operator's drain outlives restarts: in force before the first hello.
+        self.check_operator_drain();
+        self.drive();
         let mut heartbeat = tokio::time::interval(self.config.node.heartbeat_interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut shutting_down: Option<Instant> = None;
@@ -271,7 +290,10 @@ impl Shell {
                     }
                 }
                 _ = sleep_until(deadline) => self.sup.handle_timeout(now()),
-                _ = heartbeat.tick() => self.heartbeat(),
+                _ = heartbeat.tick() => {
+                    self.check_operator_drain();
+                    self.heartbeat();
+                }
             }
             self.drive();
         }
@@ -322,8 +344,20 @@ impl Shell {
                     self.sup.stop_session(t, &session_id)
                 }
                 CoordinatorToNode::Drain => {
-                    info!("draining: stopping every session, taking no new ones");
-                    self.sup.drain(t);
+                    info!("drain: stopping every session, taking no new ones");
+                    self.sup.drain(t, DrainBy::Coordinator, Some(t.mono));
+                    self.heartbeat();
+                }
+                CoordinatorToNode::DrainGracefully { stop_after_ms } => {
+                    // Past the clock's range: never, in practice.
+                    let stop_at =
+                        stop_after_ms.and_then(|ms| t.mono.checked_add(Duration::from_millis(ms)));
+                    self.sup.drain(t, DrainBy::Coordinator, stop_at);
+                    self.heartbeat();
+                }
+                CoordinatorToNode::Resume => {
+                    self.sup.resume(DrainBy::Coordinator);
+                    self.heartbeat();
                 }
             },
             Input::Exited(id, exit) => self.sup.process_exited(t, &id, exit),
@@ -378,6 +412,44 @@ impl Shell {
         }
     }
 
+    /// Applies the operator's drain request (`drain.json` in the data dir) when it changed:
+    /// written by `pxs session-server drain`, removed by `resume`.
+    fn check_operator_drain(&mut self) {
+        let req = match state::read_drain(&self.data.path) {
+            Ok(r) => r,
+            Err(e) => {
+                if !self.drain_file_error {
+                    error!(
+                        "{e}; keeping the drain as it was (write it again with `pxs session-server drain`, or remove it with `resume`)"
+                    );
+                    self.drain_file_error = true;
+                }
+                return;
+            }
+        };
+        self.drain_file_error = false;
+        if req == self.operator_drain {
+            return;
+        }
+        self.operator_drain = req;
+        let t = now();
+        match req {
+            Some(DrainRequest { deadline }) => {
+                let stop_at = deadline.and_then(|d| {
+                    t.mono
+                        .checked_add(Duration::from_millis(d.saturating_sub(t.wall)))
+                });
+                info!(?deadline, "drain asked for by the operator");
+                self.sup.drain(t, DrainBy::Operator, stop_at);
+            }
+            None => {
+                info!("the operator's drain was removed");
+                self.sup.resume(DrainBy::Operator);
+            }
+        }
+        self.heartbeat();
+    }
+
     fn heartbeat(&mut self) {
         let Some(link) = &self.link else { return };
         let sup = &self.sup;
@@ -423,6 +495,8 @@ impl Shell {
                 }
             }
         }
+        self.draining
+            .store(self.sup.is_draining(), Ordering::Relaxed);
     }
 
     fn launch(&mut self, spec: Spawn) {

@@ -1,8 +1,11 @@
 //! The data dir: `state.json` (what survives a crash: running sessions and unacknowledged
-//! events), written atomically; `logs/<session id>.log`; `session-server.pid`; `lock`.
+//! events), written atomically; `logs/<session id>.log`; `session-server.pid`; `lock`; and
+//! `drain.json`, the operator's drain request (`pxs session-server drain`, until `resume`).
 
 use crate::supervisor::PersistedState;
 use anyhow::Context;
+use pxs_protocol::node::UnixMillis;
+use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,6 +13,7 @@ use tracing::error;
 
 pub const STATE_FILE: &str = "state.json";
 pub const PID_FILE: &str = "session-server.pid";
+pub const DRAIN_FILE: &str = "drain.json";
 
 /// The opened data dir, locked against a second session server.
 #[derive(Debug)]
@@ -67,17 +71,8 @@ impl DataDir {
     /// Writes the state: to a temporary file, flushed to disk, then renamed over the old one, so
     /// a crash leaves either the old or the new state, never a torn one.
     pub fn save(&self, state: &PersistedState) -> std::io::Result<()> {
-        let tmp = self.path.join(format!("{STATE_FILE}.tmp"));
-        let mut f = File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, self.path.join(STATE_FILE))?;
-        #[cfg(unix)]
-        if let Ok(dir) = File::open(&self.path) {
-            let _ = dir.sync_all();
-        }
-        Ok(())
+        let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+        write_atomic(&self.path, STATE_FILE, &bytes)
     }
 
     pub fn write_pid(&self) -> std::io::Result<()> {
@@ -90,6 +85,64 @@ impl DataDir {
     pub fn remove_pid(&self) {
         let _ = std::fs::remove_file(self.path.join(PID_FILE));
     }
+}
+
+/// Writes `dir/name`: to a temporary file, flushed to disk, then renamed over the old one, so a
+/// crash leaves either the old or the new file, never a torn one.
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, dir.join(name))?;
+    #[cfg(unix)]
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// The operator's drain request, `<data_dir>/drain.json`: the node takes no new sessions and
+/// stops those still running at `deadline`. Written by `pxs session-server drain`, removed by
+/// `pxs session-server resume`; the running server reads it at start and at every heartbeat.
+/// Only who may write the data dir can drain the node: no port, no token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainRequest {
+    /// Milliseconds since the Unix epoch; `None`: sessions run until they end by themselves.
+    pub deadline: Option<UnixMillis>,
+}
+
+/// Records the operator's drain request in `data_dir` (replacing an earlier one).
+pub fn write_drain(data_dir: &Path, req: &DrainRequest) -> anyhow::Result<()> {
+    let bytes = serde_json::to_vec(req).context("drain request")?;
+    write_atomic(data_dir, DRAIN_FILE, &bytes)
+        .with_context(|| format!("cannot write {}", data_dir.join(DRAIN_FILE).display()))
+}
+
+/// Removes the operator's drain request; false when there was none.
+pub fn remove_drain(data_dir: &Path) -> anyhow::Result<bool> {
+    let file = data_dir.join(DRAIN_FILE);
+    match std::fs::remove_file(&file) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("cannot remove {}", file.display())),
+    }
+}
+
+/// The operator's drain request in `data_dir`, if any; an error names the file and what is
+/// wrong with it.
+pub fn read_drain(data_dir: &Path) -> Result<Option<DrainRequest>, String> {
+    let file = data_dir.join(DRAIN_FILE);
+    let text = match std::fs::read(&file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
+    };
+    serde_json::from_slice(&text)
+        .map(Some)
+        .map_err(|e| format!("{} is not a drain request: {e}", file.display()))
 }
 
 /// The pid a running session server wrote in `data_dir`.
@@ -144,5 +197,21 @@ mod tests {
         assert!(dir.join("state.json.corrupt").exists());
         drop(d);
         DataDir::open(&dir).unwrap();
+    }
+
+    #[test]
+    fn drain_requests_round_trip_and_a_bad_one_is_reported() {
+        let dir = pxs_test_support::scratch_dir("ss-drain");
+        assert_eq!(read_drain(&dir), Ok(None));
+        let req = DrainRequest {
+            deadline: Some(1_764_039_000_000),
+        };
+        write_drain(&dir, &req).unwrap();
+        assert_eq!(read_drain(&dir), Ok(Some(req)));
+        assert!(remove_drain(&dir).unwrap());
+        assert!(!remove_drain(&dir).unwrap());
+        std::fs::write(dir.join(DRAIN_FILE), "{\"deadline\": \"soon\"}").unwrap();
+        let e = read_drain(&dir).unwrap_err();
+        assert!(e.contains("drain.json is not a drain request"), "{e}");
     }
 }

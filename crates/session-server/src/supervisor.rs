@@ -229,6 +229,16 @@ struct Session {
     port_attempts: u32,
 }
 
+/// Who asked the node to drain. Each drain is undone by its own `resume`; the node drains while
+/// any of them asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DrainBy {
+    /// `drain_gracefully` (or `drain`) on the node link; `resume` there undoes it.
+    Coordinator,
+    /// The machine's operator: `pxs session-server drain` (a file in the data dir).
+    Operator,
+}
+
 /// Ports tried for one session before it fails.
 const MAX_PORT_ATTEMPTS: u32 = 5;
 /// A port found in use by someone else is not offered again for this long.
@@ -242,7 +252,9 @@ pub struct Supervisor {
     sessions: BTreeMap<SessionId, Session>,
     ports_in_use: BTreeSet<u16>,
     quarantined: HashMap<u16, Instant>,
-    draining: bool,
+    /// The drains in force, each with the time its sessions are stopped (`None`: never).
+    drains: BTreeMap<DrainBy, Option<Instant>>,
+    shutting_down: bool,
     // The event queue.
     next_seq: u64,
     unacked: VecDeque<SequencedEvent>,
@@ -268,7 +280,8 @@ impl Supervisor {
             sessions: BTreeMap::new(),
             ports_in_use: BTreeSet::new(),
             quarantined: HashMap::new(),
-            draining: false,
+            drains: BTreeMap::new(),
+            shutting_down: false,
             next_seq: 1,
             unacked: VecDeque::new(),
             link_up: false,
@@ -313,6 +326,14 @@ impl Supervisor {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        if let Some(at) = self.drain_deadline()
+            && self
+                .sessions
+                .values()
+                .any(|s| !matches!(s.state, State::Stopping { .. }))
+        {
+            consider(at);
+        }
         for s in self.sessions.values() {
             match s.state {
                 State::Starting => consider(s.started + s.app.start_timeout),
@@ -364,7 +385,7 @@ impl Supervisor {
             let e = reject(format!("unknown application `{app_id}`"));
             return self.report(now, id, SessionEventKind::Ended(e));
         };
-        if self.draining {
+        if self.is_draining() {
             let e = reject("the node is draining".into());
             return self.report(now, id, SessionEventKind::Ended(e));
         }
@@ -427,16 +448,40 @@ impl Supervisor {
         self.stop(now, id, EndReason::Stopped);
     }
 
-    /// Stop every session and take no new ones.
-    pub fn drain(&mut self, now: Now) {
-        self.draining = true;
-        self.stop_all(now, EndReason::Drained);
+    /// `by` asks the node to drain: it takes no new sessions, and stops those still running at
+    /// `stop_at` ([`EndReason::Drained`]; `None`: never, they end by themselves). A second call
+    /// by the same asker replaces its deadline; with two askers the earlier deadline applies.
+    pub fn drain(&mut self, now: Now, by: DrainBy, stop_at: Option<Instant>) {
+        if self.drains.get(&by) != Some(&stop_at) {
+            let stop_in = stop_at.map(|t| t.saturating_duration_since(now.mono));
+            info!(
+                ?by,
+                ?stop_in,
+                sessions = self.sessions.len(),
+                "draining: taking no new sessions"
+            );
+        }
+        self.drains.insert(by, stop_at);
+        self.stop_drained(now);
+    }
+
+    /// Undoes the drain `by` asked for; the node takes sessions again unless another drain is
+    /// in force.
+    pub fn resume(&mut self, by: DrainBy) {
+        if self.drains.remove(&by).is_some() {
+            info!(?by, still_draining = self.is_draining(), "drain undone");
+        }
+    }
+
+    /// The drain `by` asked for, if any, with its deadline.
+    pub fn drain_of(&self, by: DrainBy) -> Option<Option<Instant>> {
+        self.drains.get(&by).copied()
     }
 
     /// The session server is stopping: stop every session ([`EndReason::NodeShutdown`]); the
     /// shell waits until [`Supervisor::is_empty`].
     pub fn shutdown(&mut self, now: Now) {
-        self.draining = true;
+        self.shutting_down = true;
         self.stop_all(now, EndReason::NodeShutdown);
     }
 
@@ -684,6 +729,7 @@ impl Supervisor {
             info!(session = %id, ?reason, "stopping session");
             self.stop(now, &id, reason);
         }
+        self.stop_drained(now);
         for id in kills {
             warn!(session = %id, "still running after the grace period: killing its process tree");
             self.kill(&id, false);
@@ -697,8 +743,9 @@ impl Supervisor {
         self.sessions.is_empty()
     }
 
+    /// No new sessions: a drain is in force, or the server is shutting down.
     pub fn is_draining(&self) -> bool {
-        self.draining
+        self.shutting_down || !self.drains.is_empty()
     }
 
     /// Every unacknowledged event has been acknowledged.
@@ -725,7 +772,7 @@ impl Supervisor {
     }
 
     pub fn free_slots(&self) -> u32 {
-        if self.draining {
+        if self.is_draining() {
             return 0;
         }
         let by_count = self
@@ -854,6 +901,18 @@ impl Supervisor {
             player_token: s.token.clone(),
             max_players: s.limits.max_players,
             gpu: s.gpu,
+        }
+    }
+
+    /// When the drains stop the sessions still running: the earliest deadline of those in force.
+    fn drain_deadline(&self) -> Option<Instant> {
+        self.drains.values().flatten().min().copied()
+    }
+
+    /// Stops every session, reason `drained`, once a drain's deadline has come.
+    fn stop_drained(&mut self, now: Now) {
+        if self.drain_deadline().is_some_and(|at| at <= now.mono) {
+            self.stop_all(now, EndReason::Drained);
         }
     }
 

@@ -438,7 +438,8 @@ fn drain_stops_everything_and_refuses_new_sessions() {
     let mut h = H::new();
     h.ready(1);
     h.start(2);
-    h.sup.drain(h.now);
+    // `drain` on the link: a deadline that has come.
+    h.sup.drain(h.now, DrainBy::Coordinator, Some(h.now.mono));
     let mut k = h.kills();
     k.sort();
     assert_eq!(k, vec![(sid(1), true), (sid(2), true)]);
@@ -456,6 +457,102 @@ fn drain_stops_everything_and_refuses_new_sessions() {
     assert_eq!(e.reason, EndReason::Rejected);
     assert_eq!(e.detail.as_deref(), Some("the node is draining"));
     assert_eq!(h.sup.free_slots(), 0);
+}
+
+fn refused_as_draining(h: &mut H, n: u32) -> bool {
+    h.sup.start_session(
+        h.now,
+        sid(n),
+        &ApplicationId::parse("demo").unwrap(),
+        StartOptions::default(),
+    );
+    h.pump();
+    h.ended(n)
+        .is_some_and(|e| e.detail.as_deref() == Some("the node is draining"))
+}
+
+#[test]
+fn a_drain_without_deadline_refuses_new_sessions_and_lets_running_ones_end() {
+    let mut h = H::new();
+    h.ready(1);
+    h.sup.drain(h.now, DrainBy::Coordinator, None);
+    assert!(h.sup.is_draining());
+    assert_eq!(h.sup.free_slots(), 0);
+    assert!(refused_as_draining(&mut h, 2));
+    assert_eq!(
+        h.sup.poll_timeout(),
+        Some(h.now.mono + Duration::from_secs(30))
+    );
+    h.sup.player_joined(h.now, &sid(1), "Player0");
+    for _ in 0..50 {
+        h.advance(Duration::from_secs(20));
+        h.sup.player_activity(h.now, &sid(1), "Player0");
+    }
+    assert!(
+        h.kills().is_empty(),
+        "a drain without deadline stops nothing"
+    );
+    h.exit(1, Some(0), None);
+    assert_eq!(h.ended(1).unwrap().reason, EndReason::Exited);
+    h.sup.resume(DrainBy::Coordinator);
+    assert!(!h.sup.is_draining());
+    assert_eq!(h.sup.free_slots(), 3);
+    h.start(3);
+}
+
+#[test]
+fn a_drain_deadline_stops_the_sessions_still_running_with_reason_drained() {
+    let mut h = H::new();
+    h.ready(1);
+    h.start(2);
+    h.sup.drain(
+        h.now,
+        DrainBy::Coordinator,
+        Some(h.now.mono + Duration::from_secs(10)),
+    );
+    assert_eq!(h.seconds_until_stopped(1, 30), Some(10));
+    h.exit(1, None, Some(15));
+    h.exit(2, None, Some(15));
+    assert_eq!(h.ended(1).unwrap().reason, EndReason::Drained);
+    assert_eq!(h.ended(2).unwrap().reason, EndReason::Drained);
+    assert!(!h.ended(1).unwrap().failed);
+    // Nothing left to stop: no timer spins on the passed deadline.
+    assert_eq!(h.sup.poll_timeout(), None);
+    assert!(h.sup.is_draining());
+}
+
+#[test]
+fn each_drain_is_undone_by_its_own_resume_and_the_earlier_deadline_applies() {
+    let mut h = H::new();
+    h.ready(1);
+    let now = h.now.mono;
+    h.sup.drain(h.now, DrainBy::Operator, None);
+    h.sup.drain(
+        h.now,
+        DrainBy::Coordinator,
+        Some(now + Duration::from_secs(20)),
+    );
+    assert_eq!(h.sup.poll_timeout(), Some(now + Duration::from_secs(20)));
+    // A second drain by the same asker replaces its deadline.
+    h.sup.drain(
+        h.now,
+        DrainBy::Coordinator,
+        Some(now + Duration::from_secs(5)),
+    );
+    assert_eq!(h.sup.poll_timeout(), Some(now + Duration::from_secs(5)));
+    h.sup.resume(DrainBy::Coordinator);
+    assert!(
+        h.sup.is_draining(),
+        "the operator's drain is still in force"
+    );
+    assert_eq!(h.sup.drain_of(DrainBy::Operator), Some(None));
+    assert_eq!(h.sup.drain_of(DrainBy::Coordinator), None);
+    h.advance(Duration::from_secs(10));
+    assert!(h.kills().is_empty());
+    assert!(refused_as_draining(&mut h, 2));
+    h.sup.resume(DrainBy::Operator);
+    assert!(!h.sup.is_draining());
+    h.start(3);
 }
 
 #[test]

@@ -189,3 +189,108 @@ async fn drain_ends_every_session_and_refuses_new_ones() {
     server.shutdown().await.unwrap();
     coord.check_delivery();
 }
+
+/// Waits for a heartbeat that says `draining` is `want`.
+async fn wait_draining(coord: &Coordinator, want: bool) {
+    wait_until(Duration::from_secs(10), || {
+        let s = coord.seen.lock().unwrap_or_else(|e| e.into_inner());
+        match s.heartbeats.last() {
+            Some(h) if h.draining == want => Ok(()),
+            other => Err(format!("want draining = {want}: {other:?}")),
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_drain_lets_sessions_run_refuses_new_ones_and_stops_them_at_its_deadline() {
+    use pxs_protocol::node::CoordinatorToNode;
+    let coord = Coordinator::start().await;
+    let dir = temp_dir("drain-gracefully");
+    let server = start_server(&config_toml(
+        &coord,
+        &dir,
+        "",
+        &streamer_app("demo", &[], ""),
+    ))
+    .await;
+    coord.wait_linked(Duration::from_secs(10)).await;
+    let a = sid("g1");
+    coord.start_session(&a, "demo");
+    coord.wait_ready(&a, Duration::from_secs(60)).await;
+    assert!(coord.send(CoordinatorToNode::DrainGracefully {
+        stop_after_ms: None
+    }));
+    wait_draining(&coord, true).await;
+    let refused = sid("g2");
+    coord.start_session(&refused, "demo");
+    let e = coord.wait_ended(&refused, Duration::from_secs(5)).await;
+    assert_eq!(e.reason, EndReason::Rejected);
+    assert_eq!(e.detail.as_deref(), Some("the node is draining"));
+    // The refusal was answered after the drain: the running session was left alone.
+    assert!(alive(coord.pid_of(&a).unwrap()));
+    assert!(
+        !coord
+            .events_of(&a)
+            .iter()
+            .any(|k| matches!(k, SessionEventKind::Ended(_))),
+        "a drain without a deadline stops nothing"
+    );
+
+    // A deadline: the session still running is stopped then, reason `drained`.
+    let sent = std::time::Instant::now();
+    assert!(coord.send(CoordinatorToNode::DrainGracefully {
+        stop_after_ms: Some(500)
+    }));
+    let e = coord.wait_ended(&a, Duration::from_secs(10)).await;
+    assert!(sent.elapsed() >= Duration::from_millis(500));
+    assert_eq!(e.reason, EndReason::Drained);
+    assert!(!e.failed);
+
+    // Resume: new sessions start again.
+    assert!(coord.send(CoordinatorToNode::Resume));
+    wait_draining(&coord, false).await;
+    let b = sid("g3");
+    coord.start_session(&b, "demo");
+    coord.wait_ready(&b, Duration::from_secs(60)).await;
+    server.shutdown().await.unwrap();
+    coord.check_delivery();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_drain_file_drains_the_node_until_removed_and_a_bad_one_changes_nothing() {
+    use pxs_session_server::state::{self, DrainRequest};
+    let coord = Coordinator::start().await;
+    let dir = temp_dir("drain-operator");
+    let data = dir.join("data");
+    let toml = config_toml(&coord, &data, "", &streamer_app("demo", &[], ""));
+    // Drained before it starts: the first hello says so.
+    std::fs::create_dir_all(&data).unwrap();
+    state::write_drain(&data, &DrainRequest { deadline: None }).unwrap();
+    let server = start_server(&toml).await;
+    coord.wait_linked(Duration::from_secs(10)).await;
+    assert!(coord.seen.lock().unwrap().hellos[0].draining);
+    // A coordinator's resume leaves the operator's drain in force.
+    assert!(coord.send(pxs_protocol::node::CoordinatorToNode::Resume));
+    let refused = sid("o1");
+    coord.start_session(&refused, "demo");
+    let e = coord.wait_ended(&refused, Duration::from_secs(5)).await;
+    assert_eq!(e.detail.as_deref(), Some("the node is draining"));
+    // A file that is not a drain request is reported and changes nothing.
+    std::fs::write(data.join(state::DRAIN_FILE), "{\"deadline\": \"soon\"}").unwrap();
+    coord.seen.lock().unwrap().heartbeats.clear();
+    wait_until(Duration::from_secs(5), || {
+        let s = coord.seen.lock().unwrap();
+        (s.heartbeats.len() >= 2)
+            .then_some(())
+            .ok_or("two heartbeats".to_owned())
+    })
+    .await;
+    wait_draining(&coord, true).await;
+    assert!(state::remove_drain(&data).unwrap());
+    wait_draining(&coord, false).await;
+    let a = sid("o2");
+    coord.start_session(&a, "demo");
+    coord.wait_ready(&a, Duration::from_secs(60)).await;
+    server.shutdown().await.unwrap();
+}
