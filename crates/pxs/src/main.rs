@@ -58,6 +58,16 @@ enum SessionServerAction {
     CheckConfig,
     /// Ask the running session server (found through node.data_dir) to reload its applications.
     Reload,
+    /// Internal: a session's guard, started by the session server with a pipe on stdin. When the
+    /// pipe closes (the session server died) it kills the session's processes.
+    #[command(hide = true)]
+    Guard {
+        #[arg(long)]
+        session: String,
+        /// The session server's data dir, as its processes' marker.
+        #[arg(long)]
+        marker: String,
+    },
 }
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
@@ -154,8 +164,13 @@ fn webrtc_session(opts: WebrtcOptions) -> anyhow::Result<()> {
 }
 
 fn session_server(args: SessionServerArgs) -> anyhow::Result<std::process::ExitCode> {
-    use pxs_session_server::{Config, SessionServer, state};
-    let config = match Config::load(&args.opts) {
+    use pxs_session_server::{Config, SessionServer, process, state};
+    if let Some(SessionServerAction::Guard { session, marker }) = &args.action {
+        // No config, no runtime, no logging set-up: it only waits on its stdin.
+        process::run_guard(session, marker);
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let mut config = match Config::load(&args.opts) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -176,8 +191,9 @@ fn session_server(args: SessionServerArgs) -> anyhow::Result<std::process::ExitC
             println!("asked the session server (pid {pid}) to reload");
             return Ok(std::process::ExitCode::SUCCESS);
         }
-        None => {}
+        Some(SessionServerAction::Guard { .. }) | None => {}
     }
+    config.guard_program = guard_program();
     init_logging("info");
     for note in &config.notes {
         tracing::warn!("{note}");
@@ -206,6 +222,19 @@ fn session_server(args: SessionServerArgs) -> anyhow::Result<std::process::ExitC
         server.run_until(shutdown_signal()).await
     })?;
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// This binary, which runs the session server's guards (`pxs session-server guard`).
+fn guard_program() -> Option<std::path::PathBuf> {
+    match std::env::current_exe() {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!(
+                "warning: cannot find the pxs binary's own path ({e}): sessions run unguarded"
+            );
+            None
+        }
+    }
 }
 
 /// Ctrl-C or SIGTERM.
