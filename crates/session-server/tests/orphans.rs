@@ -14,6 +14,17 @@ fn kill9(pid: u32) {
     );
 }
 
+/// Processes this test leaves running on purpose, SIGKILLed when it ends (also when it fails).
+struct KillAtEnd(Vec<u32>);
+
+impl Drop for KillAtEnd {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            kill9(*pid);
+        }
+    }
+}
+
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_session_server_takes_its_applications_and_their_children_with_it() {
@@ -74,11 +85,14 @@ async fn a_sigkilled_session_server_takes_its_applications_and_their_children_wi
 async fn an_orphan_cannot_attach_to_the_session_that_took_its_port() {
     init_logs();
     let coord = Coordinator::start().await;
+    // The second run links to a coordinator of its own, which knows nothing of the first run's
+    // events: this test is about ports, not about event numbers (crash_recovery.rs).
+    let coord_2 = Coordinator::start().await;
     let dir = temp_dir("orphan-port");
     // One port only, so that the second run's session surely gets the first one's port.
-    let toml_for = |data: &str| {
+    let toml_for = |coord: &Coordinator, data: &str| {
         config_toml(
-            &coord,
+            coord,
             &dir.join(data),
             "",
             &streamer_app(
@@ -88,7 +102,7 @@ async fn an_orphan_cannot_attach_to_the_session_that_took_its_port() {
             ),
         )
     };
-    let first_toml = toml_for("data-1");
+    let first_toml = toml_for(&coord, "data-1");
     let ports = first_toml
         .lines()
         .find_map(|l| l.strip_prefix("streamer_ports = \""))
@@ -112,7 +126,7 @@ async fn an_orphan_cannot_attach_to_the_session_that_took_its_port() {
     let file_1 = dir.join("first.toml");
     std::fs::write(&file_1, one_port(first_toml)).unwrap();
     let file_2 = dir.join("second.toml");
-    std::fs::write(&file_2, one_port(toml_for("data-2"))).unwrap();
+    std::fs::write(&file_2, one_port(toml_for(&coord_2, "data-2"))).unwrap();
 
     let mut first = Node::start(&file_1);
     coord.wait_linked(Duration::from_secs(20)).await;
@@ -120,6 +134,7 @@ async fn an_orphan_cannot_attach_to_the_session_that_took_its_port() {
     coord.start_session(&s1, "demo");
     coord.wait_ready(&s1, Duration::from_secs(60)).await;
     let orphan = coord.pid_of(&s1).unwrap();
+    let mut leftovers = KillAtEnd(vec![orphan]);
     let orphan_url = streamer_url_of(orphan);
     // Its guard fails, then the session server dies: the application lives on and redials.
     for (_, g) in guards_of(first.pid()) {
@@ -130,21 +145,13 @@ async fn an_orphan_cannot_attach_to_the_session_that_took_its_port() {
 
     // A new run on another data dir does not know the orphan; its session gets the same port.
     let second = Node::start(&file_2);
-    wait_until(Duration::from_secs(20), || {
-        if coord.seen.lock().unwrap().connections >= 2 && coord.connected() {
-            Ok(())
-        } else {
-            Err("second node not linked".into())
-        }
-    })
-    .await;
+    coord_2.wait_linked(Duration::from_secs(20)).await;
     let s2 = sid("second");
-    coord.start_session(&s2, "demo");
-    coord.wait_ready(&s2, Duration::from_secs(60)).await;
-    let own_url = streamer_url_of(coord.pid_of(&s2).unwrap());
+    coord_2.start_session(&s2, "demo");
+    coord_2.wait_ready(&s2, Duration::from_secs(60)).await;
+    let own_url = streamer_url_of(coord_2.pid_of(&s2).unwrap());
     let port_of = |url: &str| url.split('/').nth(2).unwrap().to_owned();
     assert_eq!(port_of(&orphan_url), port_of(&own_url), "the same port");
-    assert_ne!(orphan_url, own_url, "but another credential");
 
     // Two more strangers: one with no credential at all claiming the session's own id, one
     // with the session's real credential but another id.
@@ -161,6 +168,7 @@ async fn an_orphan_cannot_attach_to_the_session_that_took_its_port() {
     };
     let impostor = stranger(&no_credential, s2.as_str());
     let intruder = stranger(&own_url, "ses_intruder");
+    leftovers.0.extend([impostor.id(), intruder.id()]);
 
     // The orphan redials every 5 s at most; each stranger tries at once.
     wait_until(Duration::from_secs(20), || {
@@ -189,14 +197,14 @@ async fn an_orphan_cannot_attach_to_the_session_that_took_its_port() {
         alive(orphan),
         "the orphan is still redialling, refused each time"
     );
+    assert_ne!(orphan_url, own_url, "each session has its own credential");
     let log = std::fs::read_to_string(&second.log).unwrap();
     for secret in [&own_url, &orphan_url] {
         let credential = secret.split("token=").nth(1).unwrap();
         assert!(!log.contains(credential), "a credential in the node's log");
     }
+    drop(leftovers);
     for mut c in [impostor, intruder] {
-        let _ = c.kill();
         let _ = c.wait();
     }
-    kill9(orphan);
 }
