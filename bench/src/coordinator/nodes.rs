@@ -363,7 +363,9 @@ impl Node {
                 }
                 CoordinatorToNode::Welcome { .. }
                 | CoordinatorToNode::Ack { .. }
-                | CoordinatorToNode::Drain => {}
+                | CoordinatorToNode::Drain
+                | CoordinatorToNode::DrainGracefully { .. }
+                | CoordinatorToNode::Resume => {}
             }
         }
     }

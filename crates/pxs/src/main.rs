@@ -69,6 +69,16 @@ enum SessionServerAction {
     },
     /// Undo `drain`: the node takes new sessions again (unless the coordinator drains it).
     Resume,
+    /// Internal: a session's guard, started by the session server with a pipe on stdin. When the
+    /// pipe closes (the session server died) it kills the session's processes.
+    #[command(hide = true)]
+    Guard {
+        #[arg(long)]
+        session: String,
+        /// The session server's data dir, as its processes' marker.
+        #[arg(long)]
+        marker: String,
+    },
 }
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
@@ -182,8 +192,13 @@ fn webrtc_session(opts: WebrtcOptions) -> anyhow::Result<()> {
 }
 
 fn session_server(args: SessionServerArgs) -> anyhow::Result<std::process::ExitCode> {
-    use pxs_session_server::{Config, SessionServer, state};
-    let config = match Config::load(&args.opts) {
+    use pxs_session_server::{Config, SessionServer, process, state};
+    if let Some(SessionServerAction::Guard { session, marker }) = &args.action {
+        // No config, no runtime, no logging set-up: it only waits on its stdin.
+        process::run_guard(session, marker);
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let mut config = match Config::load(&args.opts) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -220,8 +235,9 @@ fn session_server(args: SessionServerArgs) -> anyhow::Result<std::process::ExitC
             }
             return Ok(std::process::ExitCode::SUCCESS);
         }
-        None => {}
+        Some(SessionServerAction::Guard { .. }) | None => {}
     }
+    config.guard_program = guard_program();
     init_logging("info");
     for note in &config.notes {
         tracing::warn!("{note}");
@@ -302,6 +318,19 @@ fn running_server(data_dir: &std::path::Path) -> String {
     match pxs_session_server::state::read_pid(data_dir) {
         Ok(pid) => format!("the session server (pid {pid})"),
         Err(_) => "the session server (not running now: at its next start)".to_owned(),
+    }
+}
+
+/// This binary, which runs the session server's guards (`pxs session-server guard`).
+fn guard_program() -> Option<std::path::PathBuf> {
+    match std::env::current_exe() {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!(
+                "warning: cannot find the pxs binary's own path ({e}): sessions run unguarded"
+            );
+            None
+        }
     }
 }
 

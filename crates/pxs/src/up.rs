@@ -133,11 +133,12 @@ pub fn run(args: UpArgs) -> anyhow::Result<std::process::ExitCode> {
             token = toml_str(&node_token.0),
             exe = toml_str(&exe.display().to_string()),
         );
-        let node_config = pxs_session_server::Config::from_toml(
+        let mut node_config = pxs_session_server::Config::from_toml(
             &node_toml,
             &data,
             &pxs_session_server::Options::default(),
         )?;
+        node_config.guard_program = Some(exe.clone());
         let node = pxs_session_server::SessionServer::start(node_config).await?;
 
         println!("pxs up: {url}/");

@@ -221,6 +221,11 @@ pub struct Config {
     pub notes: Vec<String>,
     /// What it was loaded from (flags and environment), for reloads.
     pub options: Options,
+    /// The `pxs` binary, which runs each session's guard (`pxs session-server guard`, Unix): the
+    /// guard kills the session's processes when the session server dies. Not a config key: the
+    /// `pxs` binary sets its own path here. `None`: applications are not guarded (a warning at
+    /// start) and only the next start's sweep of the data dir kills what a crash left.
+    pub guard_program: Option<PathBuf>,
 }
 
 impl Config {
@@ -695,6 +700,7 @@ fn validate(file: FileConfig, o: &Options, base: &Path) -> anyhow::Result<Config
         applications,
         notes,
         options: Options::default(),
+        guard_program: None,
     })
 }
 

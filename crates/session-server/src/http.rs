@@ -12,7 +12,7 @@ use pxs_protocol::node::{SessionId, Token, UnixMillis};
 use pxs_protocol::player_token::{self, Claims, TokenError};
 use pxs_webrtc_session::Signalling;
 use pxs_webrtc_session::router::Role;
-use pxs_webrtc_session::server::{first_subprotocol, presented_token};
+use pxs_webrtc_session::server::{first_subprotocol, presented_token, token_matches};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -221,17 +221,26 @@ pub fn serve(listener: &'static str, config: &Config) -> pxs_net::Serve {
     pxs_net::Serve::new(listener, config.http.clone(), pxs_net::coded_error_body)
 }
 
-/// Serves a session's streamer listener until `stop` turns true: every WebSocket on any path is
-/// a streamer connection of `signalling`.
+/// What a session's streamer listener needs.
+#[derive(Clone)]
+pub struct StreamerSide {
+    pub session: SessionId,
+    pub signalling: Signalling,
+    /// The session's streamer credential ([`crate::supervisor::Spawn::streamer_credential`]).
+    pub credential: Token,
+}
+
+/// Serves a session's streamer listener until `stop` turns true: every WebSocket on any path that
+/// presents the session's credential (`?token=` or `Authorization: Bearer`, as webrtc-session's
+/// `streamer_token`) is a streamer connection of the session's signalling; anything else is
+/// refused with 401 and a log line.
 pub fn serve_streamer(
     serve: pxs_net::Serve,
     listener: TcpListener,
-    signalling: Signalling,
+    side: StreamerSide,
     mut stop: watch::Receiver<bool>,
 ) {
-    let app = axum::Router::new()
-        .fallback(streamer_ws)
-        .with_state(signalling);
+    let app = axum::Router::new().fallback(streamer_ws).with_state(side);
     tokio::spawn(async move {
         let served = serve
             .run(listener, app, async move {
@@ -245,14 +254,22 @@ pub fn serve_streamer(
 }
 
 async fn streamer_ws(
-    State(signalling): State<Signalling>,
+    State(side): State<StreamerSide>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Response {
+    if !token_matches(req.headers(), req.uri().query(), &side.credential) {
+        // An application of another session (an orphan of a crashed run that redials the port
+        // its session had), or anything else on the machine: never this session's streamer.
+        warn!(session = %side.session, %peer, "streamer refused: missing or wrong streamer credential");
+        return (StatusCode::UNAUTHORIZED, "missing or invalid token").into_response();
+    }
     let protocol = first_subprotocol(req.headers());
     let (mut parts, _body) = req.into_parts();
     match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-        Ok(u) => signalling.upgrade(u, protocol, Role::Streamer, Some(peer.ip())),
+        Ok(u) => side
+            .signalling
+            .upgrade(u, protocol, Role::Streamer, Some(peer.ip())),
         Err(rejection) => rejection.into_response(),
     }
 }

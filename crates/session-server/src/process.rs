@@ -1,10 +1,17 @@
 //! Launching and stopping applications: each session's process is the leader of its own process
 //! group (Unix) or runs in its own job object (Windows), so that stopping a session reaches every
 //! process it started. Also the recovery of processes left behind by a session server that died.
+//!
+//! On Unix each session also has a *guard*: a small process (`pxs session-server guard`) whose
+//! stdin is a pipe whose only writer is the session server. When the session server dies, however
+//! it dies (SIGKILL included), the kernel closes that pipe; the guard reads end-of-file and kills
+//! the session's process group and every process carrying the session's markers, then exits. When
+//! the session ends normally the session server kills its guard. See docs/session-server.md.
 
 use crate::supervisor::{Exit, PersistedSession, ProcessInfo, Spawn};
 use process_wrap::tokio::{ChildWrapper, CommandWrap, KillOnDrop};
 use pxs_protocol::node::SessionId;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -33,9 +40,12 @@ pub struct Launched {
 }
 
 /// Starts `spec`'s program (never through a shell) with stdout and stderr appended to its log.
+/// With `guard` (the `pxs` binary; Unix only) the session's guard is started first, so that a
+/// session never runs unguarded: if the guard cannot start, neither does the application.
 pub fn launch(
     spec: &Spawn,
     marker: &str,
+    guard: Option<&Path>,
     exits: mpsc::UnboundedSender<(SessionId, Exit)>,
 ) -> std::io::Result<Launched> {
     let Some((program, args)) = spec.argv.split_first() else {
@@ -49,6 +59,13 @@ pub fn launch(
         .append(true)
         .open(&spec.log)?;
     let log_err = log.try_clone()?;
+    let mut guard =
+        match guard {
+            Some(program) => Some(Guard::start(program, &spec.session, marker, &log).map_err(
+                |e| std::io::Error::new(e.kind(), format!("cannot start the session's guard: {e}")),
+            )?),
+            None => None,
+        };
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
@@ -66,7 +83,15 @@ pub fn launch(
     wrap.wrap(process_wrap::tokio::JobObject);
     // With the job object: the job is closed, and its processes killed, if we die.
     wrap.wrap(KillOnDrop);
-    let child = wrap.spawn()?;
+    let child = match wrap.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(g) = guard.take() {
+                tokio::spawn(g.dismiss());
+            }
+            return Err(e);
+        }
+    };
     let pid = child
         .id()
         .ok_or_else(|| std::io::Error::other("the process exited before its pid was read"))?;
@@ -75,9 +100,121 @@ pub fn launch(
         pgid: if cfg!(unix) { Some(pid) } else { None },
         start_time: proc_start_time(pid),
     };
+    if let Some(g) = &mut guard {
+        g.watch(pid);
+    }
     let (control, commands) = mpsc::unbounded_channel();
-    tokio::spawn(supervise(spec.session.clone(), child, commands, exits));
+    tokio::spawn(supervise(
+        spec.session.clone(),
+        child,
+        guard,
+        commands,
+        exits,
+    ));
     Ok(Launched { info, control })
+}
+
+/// A session's guard process (see the module docs) and the write end of its pipe.
+#[derive(Debug)]
+struct Guard {
+    child: tokio::process::Child,
+    pipe: std::io::PipeWriter,
+}
+
+impl Guard {
+    /// Starts `<program> session-server guard --session <id> --marker <marker>` in a process group
+    /// of its own (a Ctrl-C meant for the session server does not reach it), with a clean
+    /// environment, stdin the read end of a new pipe, and its messages appended to the session's
+    /// log. The write end stays here only: it is close-on-exec, so no other child inherits it.
+    fn start(
+        program: &Path,
+        session: &SessionId,
+        marker: &str,
+        log: &std::fs::File,
+    ) -> std::io::Result<Guard> {
+        let (reader, pipe) = std::io::pipe()?;
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(["session-server", "guard", "--session"])
+            .arg(session.as_str())
+            .arg("--marker")
+            .arg(marker)
+            .env_clear()
+            .stdin(Stdio::from(reader))
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log.try_clone()?));
+        #[cfg(unix)]
+        cmd.process_group(0);
+        let child = cmd.spawn()?;
+        Ok(Guard { child, pipe })
+    }
+
+    /// Tells the guard the session's process group (a line with the group id).
+    fn watch(&mut self, pgid: u32) {
+        use std::io::Write;
+        // A few bytes into an empty pipe: never blocks. If the guard is already gone, its
+        // exit is reaped when the session ends; the restart sweep remains.
+        if let Err(e) = writeln!(self.pipe, "{pgid}") {
+            warn!(pgid, %e, "the session's guard is gone: this session will not die with the session server");
+        }
+    }
+
+    /// The session is over (or never started): the guard goes without touching anything.
+    async fn dismiss(mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+        drop(self.pipe);
+    }
+}
+
+/// What `pxs session-server guard` runs: reads stdin (the session server writes the session's
+/// process group id on it, then nothing) until end-of-file, which means the session server is
+/// gone, then kills the group and every process with this session's markers. Returns the pids it
+/// signalled.
+#[cfg(unix)]
+pub fn run_guard(session: &str, marker: &str) -> Vec<u32> {
+    use std::io::BufRead;
+    let mut stdin = std::io::stdin().lock();
+    let mut line = String::new();
+    let pgid = match stdin.read_line(&mut line) {
+        Ok(n) if n > 0 => line.trim().parse::<u32>().ok(),
+        _ => None,
+    };
+    // Anything more is not expected; wait for end-of-file (or an error: same meaning).
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stdin, &mut rest);
+    eprintln!(
+        "pxs guard: the session server of {session} is gone: killing the session's processes (group {pgid:?})"
+    );
+    let mut killed = Vec::new();
+    if let Some(g) = pgid {
+        killed.extend(group_members(g).into_iter().map(|(pid, _)| pid));
+        if let Ok(g) = i32::try_from(g) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(g),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    // Those that left the group (or the application, if the server died before telling us its
+    // group) still carry the markers.
+    for pid in session_processes(marker, session) {
+        if let Ok(p) = i32::try_from(pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        if !killed.contains(&pid) {
+            killed.push(pid);
+        }
+    }
+    killed
+}
+
+#[cfg(not(unix))]
+pub fn run_guard(_session: &str, _marker: &str) -> Vec<u32> {
+    // Job objects do this on Windows; no guard is started there.
+    Vec::new()
 }
 
 /// Owns the child: waits for the group leader, applies stop commands, and when the leader is gone
@@ -85,6 +222,7 @@ pub fn launch(
 async fn supervise(
     session: SessionId,
     mut child: Box<dyn ChildWrapper>,
+    guard: Option<Guard>,
     mut commands: mpsc::UnboundedReceiver<Stop>,
     exits: mpsc::UnboundedSender<(SessionId, Exit)>,
 ) {
@@ -109,6 +247,9 @@ async fn supervise(
         debug!(session = %session, %e, "nothing left of the process tree to kill");
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+    if let Some(g) = guard {
+        g.dismiss().await;
+    }
     let exit = match status {
         Ok(s) => exit_of(s),
         Err(e) => {
@@ -169,7 +310,20 @@ pub fn proc_start_time(pid: u32) -> Option<u64> {
 
 /// Every process (Linux) whose environment has `MARKER_ENV=<marker>`.
 pub fn marked_processes(marker: &str) -> Vec<u32> {
-    let needle = format!("{MARKER_ENV}={marker}");
+    processes_with(&[format!("{MARKER_ENV}={marker}")])
+}
+
+/// Every process (Linux) of session `session` of the session server on `marker`: its
+/// environment has both markers.
+pub fn session_processes(marker: &str, session: &str) -> Vec<u32> {
+    processes_with(&[
+        format!("{MARKER_ENV}={marker}"),
+        format!("PXS_SESSION_ID={session}"),
+    ])
+}
+
+/// Every process but this one (Linux) whose environment has each of `vars` (`NAME=value`).
+fn processes_with(vars: &[String]) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -177,8 +331,10 @@ pub fn marked_processes(marker: &str) -> Vec<u32> {
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| *pid != me)
         .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == needle.as_bytes()))
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                vars.iter()
+                    .all(|v| env.split(|b| *b == 0).any(|var| var == v.as_bytes()))
+            })
         })
         .collect()
 }

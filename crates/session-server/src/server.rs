@@ -12,15 +12,15 @@
 
 use crate::config::Config;
 use crate::gpu::Gpus;
-use crate::http::{Route, Routes, bind_streamer_port, node_app, serve, serve_streamer};
+use crate::http::{
+    Route, Routes, StreamerSide, bind_streamer_port, node_app, serve, serve_streamer,
+};
 use crate::link::{self, LinkEvent};
 use crate::process::{self, Launched, Stop};
 use crate::state::{self, DataDir, DrainRequest};
 use crate::supervisor::{DrainBy, Exit, Now, Output, Spawn, Supervisor, SupervisorConfig};
 use anyhow::Context;
-use pxs_protocol::node::{
-    Capacity, CoordinatorToNode, Heartbeat, Hello, NodeToCoordinator, SessionId,
-};
+use pxs_protocol::node::{Capacity, CoordinatorToNode, Hello, NodeToCoordinator, SessionId};
 use pxs_webrtc_session::Signalling;
 use pxs_webrtc_session::router::{RouterConfig, SessionEvent};
 use pxs_webrtc_session::session::Limits;
@@ -98,6 +98,11 @@ impl SessionServer {
     /// serving and linking. Port 0 picks a free port; see [`SessionServer::addr`].
     pub async fn start(config: Config) -> anyhow::Result<SessionServer> {
         let data = DataDir::open(&config.node.data_dir)?;
+        if cfg!(unix) && config.guard_program.is_none() {
+            warn!(
+                "no guard program: applications will outlive a crash of this session server until its next start"
+            );
+        }
         let marker = data.path.display().to_string();
         let previous = data.load();
         let gpus = Gpus::detect(config.node.gpus);
@@ -306,6 +311,8 @@ impl Shell {
         let t = now();
         match input {
             Input::Link(LinkEvent::Connected(tx)) => {
+                // A new connection: nothing goes on it but `hello` until `welcome`.
+                self.sup.link_down();
                 let hello = NodeToCoordinator::Hello(Hello {
                     node: self.config.node.name.clone(),
                     version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -451,16 +458,14 @@ impl Shell {
     }
 
     fn heartbeat(&mut self) {
-        let Some(link) = &self.link else { return };
+        if self.link.is_none() {
+            return;
+        }
         let sup = &self.sup;
-        let hb = NodeToCoordinator::Heartbeat(Heartbeat {
-            at: now().wall,
-            sessions: sup.statuses(),
-            free_slots: sup.free_slots(),
-            gpus: self.gpus.usage(|g| sup.gpu_sessions(g)),
-            draining: sup.is_draining(),
-        });
-        let _ = link.send(hb);
+        let gpus = self.gpus.usage(|g| sup.gpu_sessions(g));
+        // Queued behind anything the supervisor has to send first (the replay after `welcome`);
+        // nothing at all before `welcome`.
+        self.sup.heartbeat(now(), gpus);
     }
 
     /// Carries out the supervisor's outputs (and the inputs they cause) until there are none.
@@ -519,6 +524,8 @@ impl Shell {
         };
         let router = RouterConfig {
             max_players: spec.max_players as usize,
+            // UE sets endpointId from -PixelStreamingID, which is the session id.
+            expected_streamer_id: Some(id.to_string()),
             ..Default::default()
         };
         let limits = Limits {
@@ -540,7 +547,11 @@ impl Shell {
         serve_streamer(
             serve("streamer", &self.config),
             listener,
-            signalling.clone(),
+            StreamerSide {
+                session: id.clone(),
+                signalling: signalling.clone(),
+                credential: spec.streamer_credential.clone(),
+            },
             stop_rx,
         );
         self.routes.insert(
@@ -550,7 +561,13 @@ impl Shell {
                 token: spec.player_token.clone(),
             },
         );
-        let process = match process::launch(&spec, &self.marker, self.exits.clone()) {
+        let guard = if cfg!(unix) {
+            self.config.guard_program.as_deref()
+        } else {
+            // Job objects with kill-on-close do the guard's work there.
+            None
+        };
+        let process = match process::launch(&spec, &self.marker, guard, self.exits.clone()) {
             Ok(Launched { info, control }) => {
                 info!(session = %id, pid = info.pid, port = spec.port, "application launched");
                 self.sup.spawned(t, &id, info);

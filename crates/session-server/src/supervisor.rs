@@ -33,9 +33,9 @@
 
 use crate::config::Application;
 use pxs_protocol::node::{
-    ApplicationId, ApplicationInfo, EndReason, Ended, NodeToCoordinator, ObservedState,
-    SequencedEvent, SessionEvent, SessionEventKind, SessionId, SessionStatus, StartOptions, Token,
-    UnixMillis,
+    ApplicationId, ApplicationInfo, EndReason, Ended, GpuUse, Heartbeat, NodeToCoordinator,
+    ObservedState, SequencedEvent, SessionEvent, SessionEventKind, SessionId, SessionStatus,
+    StartOptions, Token, UnixMillis,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -105,6 +105,9 @@ pub struct Spawn {
     pub port: u16,
     /// Players must present this token to join; `None`: nobody may join.
     pub player_token: Option<Token>,
+    /// The session's streamer credential: the application gets it in its `-PixelStreamingURL`
+    /// (`?token=`) and the streamer listener admits no WebSocket without it. Never logged.
+    pub streamer_credential: Token,
     /// Players per streamer; 0 = unlimited.
     pub max_players: u32,
     pub gpu: Option<u32>,
@@ -217,6 +220,8 @@ struct Session {
     port: u16,
     gpu: Option<u32>,
     token: Option<Token>,
+    /// See [`Spawn::streamer_credential`].
+    credential: Token,
     res: (u32, u32),
     process: Option<ProcessInfo>,
     started: Instant,
@@ -411,6 +416,10 @@ impl Supervisor {
             let e = reject("no free streamer port".into());
             return self.report(now, id, SessionEventKind::Ended(e));
         };
+        let Some(credential) = new_credential() else {
+            let e = reject("the OS random number generator failed".into());
+            return self.report(now, id, SessionEventKind::Ended(e));
+        };
         self.ports_in_use.insert(port);
         let res = (
             options.res_x.unwrap_or(app.res_x),
@@ -424,6 +433,7 @@ impl Supervisor {
             port,
             gpu,
             token: options.player_token,
+            credential,
             res,
             process: None,
             started: now.mono,
@@ -654,15 +664,61 @@ impl Supervisor {
         }
     }
 
-    /// The link is up and the coordinator has processed every event up to `acked`: resend the
-    /// rest, in order.
+    /// The link is up (`welcome`) and the coordinator has processed every event up to `acked`:
+    /// resend the rest, in order, numbered so that the first one is `acked + 1` (see
+    /// [`Numbering`]). Until this is called on a connection, nothing is sent on it, heartbeats
+    /// included.
     pub fn link_up(&mut self, acked: u64) {
         self.link_up = true;
-        self.ack(acked);
+        let numbering = Numbering::of(acked, self.last_acked(), self.next_seq - 1);
+        match numbering {
+            Numbering::InStep => self.ack(acked),
+            Numbering::NodeBehind | Numbering::CoordinatorBehind => {
+                let first = acked + 1;
+                warn!(
+                    acked,
+                    node_last_acked = self.last_acked(),
+                    node_last_seq = self.next_seq - 1,
+                    pending = self.unacked.len(),
+                    case = numbering.describe(),
+                    "event numbers out of step with the coordinator: renumbering the pending events from {first}"
+                );
+                for (i, e) in self.unacked.iter_mut().enumerate() {
+                    e.seq = first + i as u64;
+                }
+                self.next_seq = first + self.unacked.len() as u64;
+                self.dirty = true;
+            }
+        }
         for e in &self.unacked {
             self.outputs
                 .push_back(Output::Send(NodeToCoordinator::Event(e.clone())));
         }
+    }
+
+    /// The highest sequence number the coordinator has acknowledged, as far as this node knows:
+    /// acknowledgements are cumulative and events are numbered without gaps, so it is the one
+    /// before the first unacknowledged event (or the last event when none is pending).
+    fn last_acked(&self) -> u64 {
+        self.unacked.front().map_or(self.next_seq, |e| e.seq) - 1
+    }
+
+    /// A heartbeat with the current state, if the link is up. It goes through the same queue as
+    /// the events, so a heartbeat is never sent on a connection before `welcome` nor before the
+    /// events replayed after it: a coordinator reconciles at the first heartbeat after a
+    /// reconnect and must by then have the node's last word on every session.
+    pub fn heartbeat(&mut self, now: Now, gpus: Vec<GpuUse>) {
+        if !self.link_up {
+            return;
+        }
+        self.outputs
+            .push_back(Output::Send(NodeToCoordinator::Heartbeat(Heartbeat {
+                at: now.wall,
+                sessions: self.statuses(),
+                free_slots: self.free_slots(),
+                gpus,
+                draining: self.is_draining(),
+            })));
     }
 
     pub fn link_down(&mut self) {
@@ -876,7 +932,11 @@ impl Supervisor {
         let mut argv = Vec::with_capacity(app.args.len() + 6);
         argv.push(app.executable.to_string_lossy().into_owned());
         argv.extend(app.args.iter().cloned());
-        argv.push(format!("-PixelStreamingURL=ws://127.0.0.1:{}", s.port));
+        // UE passes the URL through unchanged, query included, and so does `pxs streamer`.
+        argv.push(format!(
+            "-PixelStreamingURL=ws://127.0.0.1:{}/?token={}",
+            s.port, s.credential.0
+        ));
         argv.push(format!("-PixelStreamingID={id}"));
         argv.push(format!("-ResX={}", s.res.0));
         argv.push(format!("-ResY={}", s.res.1));
@@ -899,6 +959,7 @@ impl Supervisor {
             log: self.config.logs_dir.join(format!("{id}.log")),
             port: s.port,
             player_token: s.token.clone(),
+            streamer_credential: s.credential.clone(),
             max_players: s.limits.max_players,
             gpu: s.gpu,
         }
@@ -981,6 +1042,52 @@ impl Supervisor {
         }
         self.unacked.push_back(e);
     }
+}
+
+/// How a coordinator's `welcome{acked}` relates to the node's own numbering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Numbering {
+    /// `node_last_acked <= acked <= node_last_seq`: the usual case. Events up to `acked` are
+    /// done; the rest are resent with their numbers.
+    InStep,
+    /// `acked > node_last_seq`: the coordinator has processed events this node never numbered
+    /// (its data dir was lost or replaced). Pending events are renumbered from `acked + 1`.
+    NodeBehind,
+    /// `acked < node_last_acked`: the coordinator forgot events it had acknowledged (restored
+    /// from a backup, say). Pending events are renumbered from `acked + 1`.
+    CoordinatorBehind,
+}
+
+impl Numbering {
+    pub fn of(acked: u64, node_last_acked: u64, node_last_seq: u64) -> Numbering {
+        if acked > node_last_seq {
+            Numbering::NodeBehind
+        } else if acked < node_last_acked {
+            Numbering::CoordinatorBehind
+        } else {
+            Numbering::InStep
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Numbering::InStep => "in step",
+            Numbering::NodeBehind => {
+                "the coordinator acknowledged more than this node numbered (node data dir lost?)"
+            }
+            Numbering::CoordinatorBehind => {
+                "the coordinator acknowledged less than it had before (coordinator data lost?)"
+            }
+        }
+    }
+}
+
+/// A fresh streamer credential: 32 random bytes from the OS, hex (URL-safe as it is). `None` if
+/// the OS cannot give randomness, which fails the start instead of using a guessable one.
+fn new_credential() -> Option<Token> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).ok()?;
+    Some(Token(bytes.iter().map(|b| format!("{b:02x}")).collect()))
 }
 
 #[cfg(test)]

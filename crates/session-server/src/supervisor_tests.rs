@@ -201,12 +201,16 @@ impl H {
 fn a_start_spawns_the_application_with_ue_flags_on_a_loopback_port() {
     let mut h = H::new();
     let s = h.start(1);
+    let url = format!(
+        "-PixelStreamingURL=ws://127.0.0.1:20000/?token={}",
+        s.streamer_credential.0
+    );
     assert_eq!(
         s.argv,
         vec![
             "/opt/app/run",
             "-RenderOffScreen",
-            "-PixelStreamingURL=ws://127.0.0.1:20000",
+            url.as_str(),
             "-PixelStreamingID=ses_1",
             "-ResX=1280",
             "-ResY=720"
@@ -655,10 +659,11 @@ fn a_port_taken_by_someone_else_is_skipped() {
         panic!("{out:?}")
     };
     assert_eq!(s.port, 20001);
-    assert!(
-        s.argv
-            .contains(&"-PixelStreamingURL=ws://127.0.0.1:20001".to_owned())
+    let url = format!(
+        "-PixelStreamingURL=ws://127.0.0.1:20001/?token={}",
+        s.streamer_credential.0
     );
+    assert!(s.argv.contains(&url));
     // A new session does not get the quarantined port either, until the quarantine ends.
     assert_eq!(h.start(2).port, 20002);
     h.advance(Duration::from_secs(61));
@@ -1109,4 +1114,172 @@ fn limits_from_the_link_reach_the_core() {
     h.sup.streamer_identified(h.now, &sid(1));
     h.pump();
     assert_eq!(h.seconds_until_stopped(1, 100), Some(7), "empty after 7 s");
+}
+
+// ----- the streamer credential -----
+
+#[test]
+fn each_session_gets_its_own_unguessable_streamer_credential_in_its_url() {
+    let mut h = H::new();
+    let a = h.start(1);
+    let b = h.start(2);
+    for s in [&a, &b] {
+        let c = &s.streamer_credential.0;
+        assert_eq!(c.len(), 64, "32 random bytes, hex");
+        assert!(c.chars().all(|ch| ch.is_ascii_hexdigit()));
+        assert!(
+            s.argv
+                .iter()
+                .any(|arg| arg.starts_with("-PixelStreamingURL=") && arg.ends_with(c.as_str())),
+            "{:?}",
+            s.argv
+        );
+    }
+    assert_ne!(a.streamer_credential, b.streamer_credential);
+    // A retry on another port keeps the session's credential.
+    h.sup.start_session(
+        h.now,
+        sid(3),
+        &ApplicationId::parse("demo").unwrap(),
+        StartOptions::default(),
+    );
+    let Some(Output::Spawn(first)) = h.take().into_iter().find(|o| matches!(o, Output::Spawn(_)))
+    else {
+        panic!("no spawn")
+    };
+    h.sup.port_unavailable(h.now, &sid(3));
+    let Some(Output::Spawn(retry)) = h.take().into_iter().find(|o| matches!(o, Output::Spawn(_)))
+    else {
+        panic!("no retry")
+    };
+    assert_ne!(first.port, retry.port);
+    assert_eq!(first.streamer_credential, retry.streamer_credential);
+    // Never in the state file: sessions are not adopted by a later run, so nothing needs it.
+    let state = serde_json::to_string(&h.persisted.clone().unwrap()).unwrap();
+    assert!(!state.contains(&a.streamer_credential.0));
+}
+
+// ----- numbering after `welcome` -----
+
+/// The sequence numbers of the events sent since the last `take`.
+fn sent_seqs(out: &[Output]) -> Vec<u64> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send(NodeToCoordinator::Event(e)) => Some(e.seq),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn numbering_cases_are_told_apart() {
+    // (acked, node's last acked, node's last seq)
+    assert_eq!(Numbering::of(3, 3, 5), Numbering::InStep);
+    assert_eq!(Numbering::of(5, 3, 5), Numbering::InStep);
+    assert_eq!(Numbering::of(0, 0, 0), Numbering::InStep);
+    assert_eq!(Numbering::of(15, 0, 0), Numbering::NodeBehind);
+    assert_eq!(Numbering::of(6, 3, 5), Numbering::NodeBehind);
+    assert_eq!(Numbering::of(2, 3, 5), Numbering::CoordinatorBehind);
+}
+
+#[test]
+fn a_node_that_lost_its_data_dir_numbers_on_from_the_coordinators_acked() {
+    // A fresh data dir: the node would number from 1, but the coordinator has processed 15.
+    let mut h = H::new();
+    h.start(1); // seq 1 (starting), queued: the link is not up yet
+    h.sup.link_up(15);
+    let out = h.take();
+    assert_eq!(
+        sent_seqs(&out),
+        vec![16],
+        "the pending event renumbered to acked + 1"
+    );
+    let p = h.persisted.clone().unwrap();
+    assert_eq!(p.next_seq, 17, "the new numbering is on disk");
+    assert_eq!(
+        p.unacked.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![16]
+    );
+    h.sup.streamer_identified(h.now, &sid(1));
+    assert_eq!(sent_seqs(&h.take()), vec![17], "and goes on from there");
+    h.sup.ack(17);
+    h.pump();
+    assert!(h.sup.all_acked());
+}
+
+#[test]
+fn a_coordinator_that_lost_events_gets_the_pending_ones_from_its_acked_plus_one() {
+    let mut h = H::new();
+    h.sup.link_up(0);
+    h.ready(1); // 1, 2
+    h.start(2); // 3
+    h.sup.ack(3);
+    h.sup.link_down();
+    h.exit(1, Some(0), None); // 4
+    h.exit(2, Some(0), None); // 5
+    h.take();
+    // The coordinator comes back from a backup that had processed only up to 1.
+    h.sup.link_up(1);
+    let out = h.take();
+    assert_eq!(sent_seqs(&out), vec![2, 3], "contiguous from acked + 1");
+    let kinds: Vec<SessionId> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send(NodeToCoordinator::Event(e)) => Some(e.event.session_id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kinds, vec![sid(1), sid(2)], "the same events, in order");
+    assert_eq!(h.persisted.clone().unwrap().next_seq, 4);
+}
+
+#[test]
+fn an_in_step_welcome_changes_no_number() {
+    let mut h = H::new();
+    h.sup.link_up(0);
+    h.ready(1); // 1, 2
+    h.start(2); // 3
+    h.take();
+    h.sup.ack(1);
+    h.sup.link_down();
+    h.sup.link_up(2);
+    assert_eq!(sent_seqs(&h.take()), vec![3]);
+    assert_eq!(h.persisted.clone().unwrap().next_seq, 4);
+}
+
+// ----- heartbeats after a (re)connect -----
+
+#[test]
+fn no_heartbeat_before_welcome_and_replayed_events_before_the_first_one() {
+    // A restart with two orphans: one ready, one that never was.
+    let mut h = H::new();
+    h.ready(1);
+    h.start(2);
+    let state = h.persisted.clone().unwrap();
+    let mut h2 = H::with(config(), Some(state));
+    h2.take();
+    // Connected, `hello` sent, no `welcome` yet: a heartbeat tick sends nothing.
+    h2.sup.heartbeat(h2.now, Vec::new());
+    assert!(h2.take().is_empty(), "nothing before welcome");
+    h2.sup.link_up(0);
+    h2.sup.heartbeat(h2.now, Vec::new());
+    let out = h2.take();
+    let order: Vec<&str> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send(NodeToCoordinator::Event(e)) => Some(match &e.event.kind {
+                SessionEventKind::Ended(_) => "ended",
+                _ => "event",
+            }),
+            Output::Send(NodeToCoordinator::Heartbeat(_)) => Some("heartbeat"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order.last(), Some(&"heartbeat"), "{order:?}");
+    assert_eq!(order.iter().filter(|k| **k == "heartbeat").count(), 1);
+    assert_eq!(order.iter().filter(|k| **k == "ended").count(), 2);
+    // A link that drops stops heartbeats again until the next welcome.
+    h2.sup.link_down();
+    h2.sup.heartbeat(h2.now, Vec::new());
+    assert!(h2.take().is_empty());
 }

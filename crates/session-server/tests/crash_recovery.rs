@@ -1,44 +1,17 @@
-//! The real `pxs session-server` is killed with SIGKILL while it runs sessions. Their processes
-//! live on (they are in their own process groups); the next start finds them in the data dir,
-//! kills their trees and reports those sessions `ended{node_restart}`.
+//! The real `pxs session-server` is killed with SIGKILL, or stopped, and started again on the
+//! same data dir (or on a new one): what its sessions' processes do, what the next run reports,
+//! and how it numbers its events.
+//!
+//! Normally each session's guard kills its processes the moment the session server dies (see
+//! `orphans.rs`); the first test here takes the guards away to check the second line of
+//! defence: the next start finds the orphans in the data dir, kills their trees and reports
+//! those sessions `ended{node_restart}`.
 
 mod common;
 
 use common::*;
-use pxs_protocol::node::EndReason;
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
+use pxs_protocol::node::{EndReason, SessionEventKind};
 use std::time::Duration;
-
-struct Node(Child);
-
-impl Node {
-    /// Starts the binary and waits for its `listening` line.
-    fn start(config: &std::path::Path) -> Node {
-        let mut cmd = Command::new(pxs_bin());
-        cmd.args(["session-server", "--config"])
-            .arg(config)
-            .stdout(Stdio::piped());
-        if std::env::var_os("PXS_TEST_LOGS").is_none() {
-            cmd.stderr(Stdio::null());
-        }
-        let mut child = cmd.spawn().expect("pxs session-server starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("a line");
-        assert!(line.contains("\"listening\""), "{line}");
-        Node(child)
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,9 +39,19 @@ async fn after_a_sigkill_the_next_start_kills_the_orphans_and_reports_them() {
     coord.wait_ready(&b, Duration::from_secs(60)).await;
     let pids = [coord.pid_of(&a).unwrap(), coord.pid_of(&b).unwrap()];
 
+    // The guards fail first (as if killed by an operator), so the apps can outlive the node.
+    let guards: Vec<u32> = guards_of(node.pid()).into_iter().map(|(_, g)| g).collect();
+    assert_eq!(guards.len(), 2, "one guard per session");
+    for g in &guards {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*g as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    wait_all_gone(&guards, Duration::from_secs(5)).await;
     // SIGKILL: no chance to clean up.
-    node.0.kill().expect("SIGKILL");
-    node.0.wait().expect("reaped");
+    node.kill9();
     wait_until(Duration::from_secs(5), || {
         if coord.connected() {
             Err("link still up".into())
@@ -116,11 +99,11 @@ async fn after_a_sigkill_the_next_start_kills_the_orphans_and_reports_them() {
     coord.check_delivery();
     let pid = coord.pid_of(&c).unwrap();
     // A clean stop (SIGTERM) ends it and leaves nothing behind.
-    let status = Command::new("kill")
-        .arg(node.0.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let mut node = node;
+    let stopping = tokio::task::spawn_blocking(move || {
+        node.terminate();
+        node
+    });
     let e = coord.wait_ended(&c, Duration::from_secs(20)).await;
     assert_eq!(e.reason, EndReason::NodeShutdown);
     wait_until(Duration::from_secs(10), || {
@@ -131,6 +114,143 @@ async fn after_a_sigkill_the_next_start_kills_the_orphans_and_reports_them() {
         }
     })
     .await;
-    drop(node);
+    drop(stopping.await.unwrap());
+    coord.check_delivery();
+}
+
+/// Writes a config for the real binary in a fresh directory; returns the file.
+fn real_node_config(coord: &Coordinator, name: &str, apps: &str) -> std::path::PathBuf {
+    let dir = temp_dir(name);
+    let file = dir.join("session-server.toml");
+    std::fs::write(&file, config_toml(coord, &dir.join("data"), "", apps))
+        .expect("write the config");
+    file
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_the_replayed_ends_arrive_before_the_first_heartbeat() {
+    init_logs();
+    let coord = Coordinator::start().await;
+    let apps = format!(
+        "{}{}",
+        streamer_app("demo", &[], ""),
+        streamer_app("mute", &["--no-signalling"], "")
+    );
+    let file = real_node_config(&coord, "replay-order", &apps);
+    let mut node = Node::start(&file);
+    coord.wait_linked(Duration::from_secs(20)).await;
+    let (ready, never) = (sid("was_ready"), sid("never_ready"));
+    coord.start_session(&ready, "demo");
+    coord.start_session(&never, "mute");
+    coord.wait_ready(&ready, Duration::from_secs(60)).await;
+    wait_until(Duration::from_secs(20), || {
+        coord
+            .pid_of(&never)
+            .map(|_| ())
+            .ok_or("not started".to_owned())
+    })
+    .await;
+    node.kill9();
+    wait_until(Duration::from_secs(5), || {
+        if coord.connected() {
+            Err("link still up".into())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    // A coordinator slow to answer `hello`: several heartbeat intervals (300 ms) pass before
+    // its `welcome`.
+    coord.delay_welcome(Duration::from_millis(1500));
+    let _node = Node::start(&file);
+    let e = coord.wait_ended(&never, Duration::from_secs(20)).await;
+    assert_eq!(
+        (e.reason, e.failed),
+        (EndReason::NodeRestart, true),
+        "{e:?}"
+    );
+    let e = coord.wait_ended(&ready, Duration::from_secs(20)).await;
+    assert_eq!(
+        (e.reason, e.failed),
+        (EndReason::NodeRestart, false),
+        "{e:?}"
+    );
+    // The second connection, in arrival order: hello, then the replayed events, and only then
+    // heartbeats.
+    let seen = coord.seen.lock().unwrap();
+    let ended_seqs: Vec<u64> = seen
+        .events
+        .iter()
+        .filter(|e| matches!(e.event.kind, SessionEventKind::Ended(_)))
+        .map(|e| e.seq)
+        .collect();
+    let second: Vec<&str> = seen
+        .arrivals
+        .iter()
+        .filter(|(c, _)| *c == 2)
+        .map(|(_, w)| w.as_str())
+        .collect();
+    assert_eq!(second.first(), Some(&"hello"), "{second:?}");
+    let first_heartbeat = second.iter().position(|w| *w == "heartbeat");
+    for seq in ended_seqs {
+        let at = second
+            .iter()
+            .position(|w| *w == format!("event {seq}"))
+            .unwrap_or_else(|| panic!("ended #{seq} not on the second connection: {second:?}"));
+        assert!(
+            first_heartbeat.is_none_or(|h| at < h),
+            "ended #{seq} after a heartbeat: {second:?}"
+        );
+    }
+    drop(seen);
+    coord.check_delivery();
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lost_its_data_dir_numbers_its_events_from_the_coordinators_acked() {
+    init_logs();
+    let coord = Coordinator::start().await;
+    let file = real_node_config(&coord, "lost-data-dir", &streamer_app("demo", &[], ""));
+    let mut node = Node::start(&file);
+    coord.wait_linked(Duration::from_secs(20)).await;
+    let first = sid("before");
+    coord.start_session(&first, "demo");
+    coord.wait_ready(&first, Duration::from_secs(60)).await;
+    coord.stop_session(&first);
+    coord.wait_ended(&first, Duration::from_secs(20)).await;
+    let acked = coord.last_seq();
+    assert_eq!(acked, 3, "starting, ready, ended");
+    node.terminate();
+
+    // The data dir is lost; the node comes back under the same name.
+    std::fs::remove_dir_all(file.parent().unwrap().join("data")).unwrap();
+    let _node = Node::start(&file);
+    wait_until(Duration::from_secs(20), || {
+        if coord.seen.lock().unwrap().connections >= 2 && coord.connected() {
+            Ok(())
+        } else {
+            Err("not linked again".into())
+        }
+    })
+    .await;
+    let second = sid("after");
+    coord.start_session(&second, "demo");
+    coord.wait_ready(&second, Duration::from_secs(60)).await;
+    let seen = coord.seen.lock().unwrap();
+    let numbers: Vec<u64> = seen
+        .arrivals
+        .iter()
+        .filter(|(c, _)| *c == 2)
+        .filter_map(|(_, w)| w.strip_prefix("event ")?.parse().ok())
+        .collect();
+    assert_eq!(
+        numbers.first(),
+        Some(&(acked + 1)),
+        "the first event after the welcome is acked + 1: {numbers:?}"
+    );
+    assert_eq!(numbers[..2], [acked + 1, acked + 2], "{numbers:?}");
+    drop(seen);
     coord.check_delivery();
 }

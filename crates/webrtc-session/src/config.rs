@@ -501,6 +501,7 @@ impl Config {
                     burst,
                 }),
                 streamer_rate: None,
+                expected_streamer_id: None,
             },
             notes,
         })

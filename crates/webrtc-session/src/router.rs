@@ -80,6 +80,10 @@ pub struct RouterConfig {
     /// Per-connection message rate limits; `None`: unlimited.
     pub player_rate: Option<RateLimit>,
     pub streamer_rate: Option<RateLimit>,
+    /// The one `endpointId` a streamer may identify with (an embedder that launched the streamer
+    /// itself knows it: the session server expects the session id). A streamer asking for
+    /// another is closed (1008) before it is listed. `None`: any id (the standalone server).
+    pub expected_streamer_id: Option<String>,
 }
 
 impl Default for RouterConfig {
@@ -93,6 +97,7 @@ impl Default for RouterConfig {
                 burst: 400.0,
             }),
             streamer_rate: None,
+            expected_streamer_id: None,
         }
     }
 }
@@ -726,6 +731,22 @@ impl Router {
                 len = requested.len(),
                 "endpointId longer than {MAX_STREAMER_ID} bytes, dropped"
             );
+            return;
+        }
+        if let Some(expected) = &self.config.expected_streamer_id
+            && self
+                .conns
+                .get(&conn)
+                .is_some_and(|c| c.role == Role::Streamer)
+            && requested != *expected
+        {
+            warn!(
+                conn = conn.0,
+                requested = %truncate_reason(&requested),
+                expected = %expected,
+                "streamer refused: it identified as another session's streamer"
+            );
+            self.close(conn, Some(close_code::POLICY), "unexpected streamer id");
             return;
         }
         self.pending.remove(&conn);

@@ -94,6 +94,36 @@ fn only(out: &[(ConnId, Value)], to: ConnId) -> Vec<Value> {
 // ----- §2.4 streamer registration -----
 
 #[test]
+fn with_an_expected_id_a_streamer_identifying_as_another_is_closed_and_never_listed() {
+    let mut h = H::with(RouterConfig {
+        expected_streamer_id: Some("ses_mine".into()),
+        ..Default::default()
+    });
+    let stranger = h.connect(Role::Streamer);
+    h.drain();
+    h.send(stranger, json!({"type":"endpointId","id":"ses_other"}));
+    assert_eq!(
+        h.drain(),
+        vec![(
+            stranger,
+            json!({"close": 1008, "reason": "unexpected streamer id"})
+        )]
+    );
+    assert_eq!(h.router.streamer_count(), 0);
+    assert_eq!(h.router.poll_event(), None, "events are off here anyway");
+    h.streamer("ses_mine");
+    let p = h.connect(Role::Player);
+    h.drain();
+    h.send(p, json!({"type":"listStreamers"}));
+    assert_eq!(
+        only(&h.drain(), p),
+        vec![json!({"type":"streamerList","ids":["ses_mine"]})]
+    );
+    assert_eq!(h.router.streamer_count(), 1);
+    h.router.check_invariants();
+}
+
+#[test]
 fn a_streamer_gets_config_then_identify_and_its_id_confirmed() {
     let mut h = H::with(RouterConfig {
         peer_connection_options: json!({"iceServers":[{"urls":["stun:x"]}]}),

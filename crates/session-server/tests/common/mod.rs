@@ -71,9 +71,13 @@ pub struct Seen {
     pub heartbeats: Vec<Heartbeat>,
     pub applications: Vec<Vec<ApplicationInfo>>,
     pub connections: u32,
+    /// Every message from the node in arrival order, as (connection number, what):
+    /// `hello`, `event <seq>`, `heartbeat`, `applications`.
+    pub arrivals: Vec<(u32, String)>,
     last_seq: u64,
     conn: Option<mpsc::UnboundedSender<Option<CoordinatorToNode>>>,
     refuse: bool,
+    welcome_delay: Duration,
 }
 
 #[derive(Clone)]
@@ -137,6 +141,16 @@ impl Coordinator {
         if let Some(c) = self.lock().conn.take() {
             let _ = c.send(None);
         }
+    }
+
+    /// Answer each `hello` only after `delay` (a slow coordinator).
+    pub fn delay_welcome(&self, delay: Duration) {
+        self.lock().welcome_delay = delay;
+    }
+
+    /// The highest seq processed so far (what `welcome` says).
+    pub fn last_seq(&self) -> u64 {
+        self.lock().last_seq
     }
 
     /// Refuse (503) new connections while `on`.
@@ -278,12 +292,30 @@ async fn serve_node(mut socket: WebSocket, seen: Arc<Mutex<Seen>>) {
                 let m = NodeToCoordinator::from_json(&text).expect("a node link message");
                 let reply = {
                     let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
+                    let what = match &m {
+                        NodeToCoordinator::Hello(_) => "hello".to_owned(),
+                        NodeToCoordinator::Event(e) => format!("event {}", e.seq),
+                        NodeToCoordinator::Heartbeat(_) => "heartbeat".to_owned(),
+                        NodeToCoordinator::Applications { .. } => "applications".to_owned(),
+                    };
+                    let conn_no = s.connections + u32::from(matches!(m, NodeToCoordinator::Hello(_)));
+                    s.arrivals.push((conn_no, what));
                     match m {
                         NodeToCoordinator::Hello(h) => {
                             s.hellos.push(h);
                             s.connections += 1;
                             s.conn = Some(tx.clone());
-                            Some(CoordinatorToNode::Welcome { acked: s.last_seq })
+                            let welcome = CoordinatorToNode::Welcome { acked: s.last_seq };
+                            if s.welcome_delay.is_zero() {
+                                Some(welcome)
+                            } else {
+                                let (tx, delay) = (tx.clone(), s.welcome_delay);
+                                tokio::spawn(async move {
+                                    tokio::time::sleep(delay).await;
+                                    let _ = tx.send(Some(welcome));
+                                });
+                                None
+                            }
                         }
                         NodeToCoordinator::Event(e) => {
                             s.received.push(e.seq);
@@ -357,8 +389,10 @@ pub fn config_toml(coord: &Coordinator, data_dir: &Path, node_extra: &str, apps:
 }
 
 pub async fn start_server(toml: &str) -> SessionServer {
-    let config =
+    let mut config =
         Config::from_toml(toml, Path::new("."), &Options::default()).expect("valid config");
+    // As the `pxs` binary does: its sessions' guards are `pxs session-server guard`.
+    config.guard_program = Some(pxs_bin());
     SessionServer::start(config)
         .await
         .expect("session server starts")
@@ -430,4 +464,176 @@ pub fn alive(pid: u32) -> bool {
 
 pub fn end_reason(e: &Ended) -> EndReason {
     e.reason
+}
+
+/// Asks for the streamer list on a player connection and returns the ids.
+pub async fn list_streamers(ws: &mut Ws) -> Vec<String> {
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        r#"{"type":"listStreamers"}"#,
+    ))
+    .await
+    .expect("send listStreamers");
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a reply within 5 s")
+            .expect("connection open")
+            .expect("a frame");
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(m.to_text().unwrap_or("")) else {
+            continue;
+        };
+        if v["type"] == "streamerList" {
+            return v["ids"]
+                .as_array()
+                .expect("ids")
+                .iter()
+                .map(|i| i.as_str().expect("an id").to_owned())
+                .collect();
+        }
+    }
+}
+
+// ----- the real binary -----
+
+/// `pxs session-server --config <file>` as a child process. Its stderr (the log) is appended to
+/// `<file>.stderr.log`. Killed (SIGKILL) when dropped.
+pub struct Node {
+    pub child: std::process::Child,
+    pub log: PathBuf,
+    /// Its HTTP port (players).
+    pub addr: SocketAddr,
+}
+
+impl Node {
+    /// Starts the binary and waits for its `listening` line.
+    pub fn start(config: &Path) -> Node {
+        use std::io::BufRead;
+        let log = config.with_extension("stderr.log");
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("node log file");
+        let mut child = std::process::Command::new(pxs_bin())
+            .args(["session-server", "--config"])
+            .arg(config)
+            .stdout(std::process::Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("pxs session-server starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("a line");
+        let listening: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not the listening line ({e}): {line}"));
+        assert_eq!(listening["event"], "listening", "{line}");
+        let addr = listening["addr"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .expect("an address");
+        Node { child, log, addr }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, and reaped.
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+
+    /// SIGTERM (a clean stop), and reaped.
+    pub fn terminate(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        self.child.wait().expect("reaped");
+    }
+
+    /// How many lines of its log contain `needle`.
+    pub fn log_lines_with(&self, needle: &str) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The command line of a process (Linux), its arguments split.
+pub fn cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// Live children of `parent` (Linux).
+pub fn children(parent: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some(i) = stat.rfind(')') else {
+                return false;
+            };
+            let f: Vec<&str> = stat[i + 1..].split_whitespace().collect();
+            f.first().is_some_and(|s| *s != "Z" && *s != "X")
+                && f.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(parent)
+        })
+        .collect()
+}
+
+/// The guard processes (`pxs session-server guard`) a session server started, by session id.
+pub fn guards_of(node: u32) -> Vec<(String, u32)> {
+    children(node)
+        .into_iter()
+        .filter_map(|pid| {
+            let args = cmdline(pid);
+            if !args.iter().any(|a| a == "guard") {
+                return None;
+            }
+            let i = args.iter().position(|a| a == "--session")?;
+            Some((args.get(i + 1)?.clone(), pid))
+        })
+        .collect()
+}
+
+/// The `-PixelStreamingURL` an application was launched with.
+pub fn streamer_url_of(pid: u32) -> String {
+    cmdline(pid)
+        .into_iter()
+        .find_map(|a| a.strip_prefix("-PixelStreamingURL=").map(str::to_owned))
+        .unwrap_or_else(|| panic!("no -PixelStreamingURL in {:?}", cmdline(pid)))
+}
+
+/// Waits until none of `pids` is alive; returns how long that took.
+pub async fn wait_all_gone(pids: &[u32], timeout: Duration) -> Duration {
+    let since = Instant::now();
+    wait_until(timeout, || {
+        let left: Vec<u32> = pids.iter().copied().filter(|p| alive(*p)).collect();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("still alive: {left:?}"))
+        }
+    })
+    .await;
+    since.elapsed()
 }
