@@ -265,8 +265,16 @@ async fn body<T: DeserializeOwned>(engine: &Engine, req: Request) -> Result<T, A
         ));
     }
     let limit = engine.config.max_body_bytes;
-    let bytes: Bytes = axum::body::to_bytes(req.into_body(), limit)
+    // The body arrives within the same bound as the head: a client trickling it must not hold a
+    // connection slot for ever.
+    let wait = engine.config.http.header_read_timeout;
+    let bytes: Bytes = tokio::time::timeout(wait, axum::body::to_bytes(req.into_body(), limit))
         .await
+        .map_err(|_| {
+            ApiError::bad_request(format!(
+                "the body did not arrive within {wait:?} (limits.header_read_timeout)"
+            ))
+        })?
         .map_err(|_| {
             ApiError::new(
                 Kind::PayloadTooLarge,
@@ -473,8 +481,8 @@ async fn drain_node(
     caller!(engine, req, Access::Admin)?;
     let id = node_id(&id)?;
     // The body is optional: none (or an empty one) drains without a deadline.
-    let has_body = req.headers().contains_key(header::CONTENT_TYPE)
-        || req.headers().contains_key(header::TRANSFER_ENCODING)
+    // (A Content-Type alone, as `curl -H 'Content-Type: ...'` without `-d` sends, is no body.)
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
         || req
             .headers()
             .get(header::CONTENT_LENGTH)

@@ -97,7 +97,12 @@ fn read_or_create(path: &Path) -> anyhow::Result<Secret> {
         Err(e) => return Err(e.into()),
     }
     let secret = crate::auth::new_token("");
-    let tmp = path.with_extension("session-secret.tmp");
+    // A name of this attempt's own: two coordinators starting together never write one file.
+    let tmp = path.with_extension(format!(
+        "session-secret.{}.{}.tmp",
+        std::process::id(),
+        crate::auth::new_id("")
+    ));
     {
         use std::io::Write;
         let mut opts = std::fs::OpenOptions::new();
