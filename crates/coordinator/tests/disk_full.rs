@@ -49,6 +49,22 @@ impl SmallDisk {
     }
 }
 
+impl SmallDisk {
+    /// A 3 MiB disk; None (the test is skipped, with a line saying so) where mounting is not
+    /// allowed, which CI must allow.
+    fn mount_or_skip(name: &str) -> Option<SmallDisk> {
+        let disk = SmallDisk::mount(name, "3m");
+        if disk.is_none() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must be able to mount a tmpfs (run as root)"
+            );
+            eprintln!("skipped: cannot mount a tmpfs here (not root)");
+        }
+        disk
+    }
+}
+
 impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
@@ -63,17 +79,11 @@ fn title_body(id: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_full_disk_every_acknowledged_write_is_durable() {
-    let Some(disk) = SmallDisk::mount("disk-full", "3m") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must be able to mount a tmpfs (run as root)"
-        );
-        eprintln!("skipped: cannot mount a tmpfs here (not root)");
+    let Some(disk) = SmallDisk::mount_or_skip("disk-full") else {
         return;
     };
     let db = format!("sqlite://{}", disk.dir.join("coordinator.db").display());
-    let mut coord = Coord::start(&db, FAST_TIMING).await;
-    let listen = coord.addr.to_string();
+    let coord = Coord::start(&db, FAST_TIMING).await;
     coord.title("demo", "demo", json!({})).await;
     let (node, beat) = online_fake_node(&coord, "n1", "demo", 4).await;
     let first = coord.create(json!({"title_id": "demo"})).await;
@@ -178,27 +188,29 @@ async fn after_a_full_disk_every_acknowledged_write_is_durable() {
 
     // And after a restart.
     beat.abort();
-    coord.stop().await;
-    let coord = Coord::start_on(
-        &db,
-        FAST_TIMING,
-        &listen,
-        std::sync::Arc::new(pxs_coordinator::SystemClock),
-    )
-    .await;
-    for id in &titles {
+    let coord = coord.restart().await;
+    assert_all_there(&coord, &titles, &sessions).await;
+    assert_db_file_has(&disk.dir.join("coordinator.db"), titles.len());
+}
+
+/// Every title and session in the lists reads 200.
+async fn assert_all_there(
+    coord: &Coord,
+    titles: &[String],
+    sessions: &[pxs_protocol::node::SessionId],
+) {
+    for id in titles {
         let (s, v) = coord
             .admin("GET", &format!("/api/v1/titles/{id}"), None)
             .await;
         assert_eq!(s, 200, "title {id} lost in the restart: {v}");
     }
-    for id in &sessions {
+    for id in sessions {
         let (s, v) = coord
             .admin("GET", &format!("/api/v1/sessions/{id}"), None)
             .await;
         assert_eq!(s, 200, "session {id} lost in the restart: {v}");
     }
-    assert_db_file_has(&disk.dir.join("coordinator.db"), titles.len());
 }
 
 /// The titles are in the database file itself (read with a connection of our own).
@@ -223,17 +235,11 @@ fn assert_db_file_has(path: &Path, n: usize) {
 /// space comes back. Every write answered 2xx afterwards is in the database file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_event_on_a_full_disk_does_not_lose_later_writes() {
-    let Some(disk) = SmallDisk::mount("disk-full-node", "3m") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must be able to mount a tmpfs (run as root)"
-        );
-        eprintln!("skipped: cannot mount a tmpfs here (not root)");
+    let Some(disk) = SmallDisk::mount_or_skip("disk-full-node") else {
         return;
     };
     let db = format!("sqlite://{}", disk.dir.join("coordinator.db").display());
-    let mut coord = Coord::start(&db, FAST_TIMING).await;
-    let listen = coord.addr.to_string();
+    let coord = Coord::start(&db, FAST_TIMING).await;
     coord.title("demo", "demo", json!({})).await;
     let node_dir = temp_dir("disk-full-node-n1");
     let node = NodeProcess::start(&coord.link_url(), "n1", 3, &node_dir);
@@ -330,26 +336,8 @@ async fn a_node_event_on_a_full_disk_does_not_lose_later_writes() {
         .await;
     sessions.push(b.id.clone());
 
-    coord.stop().await;
-    let coord = Coord::start_on(
-        &db,
-        FAST_TIMING,
-        &listen,
-        std::sync::Arc::new(pxs_coordinator::SystemClock),
-    )
-    .await;
-    for id in &titles {
-        let (s, v) = coord
-            .admin("GET", &format!("/api/v1/titles/{id}"), None)
-            .await;
-        assert_eq!(s, 200, "title {id} lost in the restart: {v}");
-    }
-    for id in &sessions {
-        let (s, v) = coord
-            .admin("GET", &format!("/api/v1/sessions/{id}"), None)
-            .await;
-        assert_eq!(s, 200, "session {id} lost in the restart: {v}");
-    }
+    let coord = coord.restart().await;
+    assert_all_there(&coord, &titles, &sessions).await;
     // The running session was not stopped by the restart.
     coord
         .wait_state(&b.id, SessionState::Ready, Duration::from_secs(10))

@@ -35,8 +35,7 @@ fn join_token(url: &str) -> String {
 
 async fn story(backend: Backend) {
     let db = fresh_database(&backend, "session-keys").await;
-    let mut coord = Coord::start(&db, FAST_TIMING).await;
-    let listen = coord.addr.to_string();
+    let coord = Coord::start(&db, FAST_TIMING).await;
     coord.title("demo", "demo", json!({})).await;
     let (node, beat) = online_fake_node(&coord, "n1", "demo", 2).await;
     let a = coord.create(json!({"title_id": "demo"})).await;
@@ -85,14 +84,7 @@ async fn story(backend: Backend) {
 
     // A restart derives the same keys: join URLs still match what the node holds.
     beat.abort();
-    coord.stop().await;
-    let coord = Coord::start_on(
-        &db,
-        FAST_TIMING,
-        &listen,
-        std::sync::Arc::new(pxs_coordinator::SystemClock),
-    )
-    .await;
+    let coord = coord.restart().await;
     let b_again = coord.session(&b.id).await;
     let token = join_token(b_again.join_url.as_deref().unwrap());
     player_token::verify(key_of(&b.id).as_bytes(), &token, &b.id, now).unwrap();

@@ -146,6 +146,20 @@ impl Coord {
         }
     }
 
+    /// Stops this coordinator and starts a new one on the same database and address (so nodes
+    /// find it again), with the fast timing of the stories.
+    pub async fn restart(mut self) -> Coord {
+        let listen = self.addr.to_string();
+        self.stop().await;
+        Coord::start_on(
+            &self.db,
+            FAST_TIMING,
+            &listen,
+            Arc::new(pxs_coordinator::SystemClock),
+        )
+        .await
+    }
+
     pub fn engine(&self) -> &Arc<pxs_coordinator::Engine> {
         &self.c.as_ref().unwrap().engine
     }
