@@ -144,6 +144,8 @@ pub struct Engine {
     /// Heartbeats of idle nodes not yet written: (when, draining). The timer writes them in one
     /// transaction, so 10,000 idle nodes cost one write per tick, not one per heartbeat.
     seen: Mutex<HashMap<NodeId, (Millis, bool)>>,
+    /// When an admin's drain was last resent to a node that still reports not draining.
+    drain_resent: Mutex<HashMap<NodeId, Millis>>,
 }
 
 impl Engine {
@@ -167,6 +169,7 @@ impl Engine {
             kick: Notify::new(),
             token_cache: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
+            drain_resent: Mutex::new(HashMap::new()),
         })
     }
 
@@ -970,7 +973,13 @@ impl Engine {
         tx.commit().await?;
         info!(node = %id, drain = drain.is_some(), deadline = ?drain.flatten().map(rfc3339),
               "node drain changed by an admin");
-        self.send(id, drain_message(drain, now));
+        if self.send(id, drain_message(drain, now))
+            && drain.is_some()
+            && let Ok(mut resent) = self.drain_resent.lock()
+        {
+            // The timer resends it only if the node still does not report it a TTL from now.
+            resent.insert(id.clone(), now);
+        }
         self.publish(Change::Node(id.clone()));
         if drain.is_none() {
             self.promote_queue().await;
@@ -990,6 +999,26 @@ impl Engine {
             self.send(node, drain_message(drain, self.now()));
         }
         Ok(())
+    }
+
+    /// An admin drains these nodes but their heartbeats say they do not drain: the message was
+    /// lost (a full link queue) or went out before their link came to this coordinator. Sent
+    /// again to those whose link is here, at most once per heartbeat TTL each.
+    fn resend_drains(&self, nodes: &[(NodeId, Option<Millis>)], now: Millis) {
+        let Ok(mut resent) = self.drain_resent.lock() else {
+            return;
+        };
+        resent.retain(|n, _| nodes.iter().any(|(m, _)| m == n));
+        let every = ms(self.config.heartbeat_ttl);
+        for (node, deadline) in nodes {
+            if !self.has_link(node) || resent.get(node).is_some_and(|t| now - t < every) {
+                continue;
+            }
+            info!(node = %node, "the node does not report the admin's drain; sending it again");
+            if self.send(node, drain_message(Some(*deadline), now)) {
+                resent.insert(node.clone(), now);
+            }
+        }
     }
 
     /// A node said `hello` on a new link: records it and registers the link. Returns the link
@@ -1384,6 +1413,7 @@ impl Engine {
             store::node_seen(&mut tx, node, *at, *draining).await?;
         }
         let expired = store::expire_nodes(&mut tx, now - ttl, now).await?;
+        let unheard_drains = store::drains_not_reported(&mut tx).await?;
         let to_end = store::sessions_to_end(&mut tx, now - grace, now).await?;
         let due = store::scheduled_due(&mut tx, now + lead).await?;
         let nodes: HashMap<NodeId, NodeRow> = if to_end.is_empty() && due.is_empty() {
@@ -1445,6 +1475,7 @@ impl Engine {
             changed.push(s.id.clone());
         }
         tx.commit().await?;
+        self.resend_drains(&unheard_drains, now);
         for n in expired {
             warn!(node = %n, "node offline (no heartbeat)");
             self.publish(Change::Node(n));

@@ -777,6 +777,24 @@ pub async fn admin_drain(c: &mut AnyConnection, id: &NodeId) -> Result<Option<Op
     Ok(row.and_then(|(on, deadline)| (on != 0).then_some(deadline)))
 }
 
+/// Online nodes an admin drains whose last heartbeat said they do not, with the deadline.
+pub async fn drains_not_reported(c: &mut AnyConnection) -> Result<Vec<(NodeId, Option<Millis>)>> {
+    let rows: Vec<(String, Option<i64>)> = sqlx::query_as(
+        "SELECT id, drain_deadline FROM nodes \
+         WHERE admin_drain = 1 AND node_drain = 0 AND online = 1 ORDER BY id",
+    )
+    .fetch_all(&mut *c)
+    .await?;
+    rows.into_iter()
+        .map(|(id, d)| {
+            Ok((
+                NodeId::parse(&id).map_err(|_| StoreError::Corrupt("id"))?,
+                d,
+            ))
+        })
+        .collect()
+}
+
 /// The last event of `node` that was applied (0 for an unknown node).
 pub async fn acked_seq(c: &mut AnyConnection, id: &NodeId) -> Result<i64> {
     let v: Option<i64> = sqlx::query_scalar("SELECT acked_seq FROM nodes WHERE id = $1")

@@ -279,3 +279,50 @@ async fn the_operator_drains_and_resumes_the_node_with_the_cli() {
         the_operator_drains_with_the_cli(b).await;
     }
 }
+
+/// A node that missed the drain message (a full link queue, a link held by another coordinator
+/// when the admin drained it) and so keeps reporting that it does not drain is told again, once
+/// per heartbeat TTL, until it reports the drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_the_node_does_not_report_is_sent_again() {
+    let db = fresh_database(&Backend::Sqlite, "drain-resend").await;
+    let coord = Coord::start(&db, FAST_TIMING).await;
+    // This fake node never drains: its heartbeats always say `draining: false`.
+    let (node, beat) = online_fake_node(&coord, "n1", "demo", 1).await;
+    let (s, v) = coord
+        .admin(
+            "POST",
+            "/api/v1/nodes/n1/drain",
+            Some(json!({"deadline": 600})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let drains = || {
+        node.commands
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c,
+                    pxs_protocol::node::CoordinatorToNode::DrainGracefully { .. }
+                )
+            })
+            .count()
+    };
+    let started = Instant::now();
+    wait_until(Duration::from_secs(15), || async {
+        match drains() {
+            n if n >= 3 => Ok(()),
+            n => Err(format!("{n} drain messages so far")),
+        }
+    })
+    .await;
+    // Not more often than the heartbeat TTL (2 s in FAST_TIMING).
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "three drains within {:?}",
+        started.elapsed()
+    );
+    beat.abort();
+}
