@@ -261,6 +261,14 @@ fn validate(f: FileConfig, opts: &Options) -> anyhow::Result<Config> {
         max_header_bytes: limits.max_header_bytes.unwrap_or(d.http.max_header_bytes),
     };
     http.validate("limits.").map_err(|e| anyhow!(e))?;
+    let max_node_links = limits.max_node_links.unwrap_or(d.max_node_links);
+    if http.max_connections <= max_node_links {
+        bail!(
+            "limits.max_connections ({}) must be more than limits.max_node_links ({max_node_links}): \
+             every node link holds a connection, and users need some too",
+            http.max_connections
+        );
+    }
     Ok(Config {
         listen,
         database_url,
@@ -295,7 +303,7 @@ fn validate(f: FileConfig, opts: &Options) -> anyhow::Result<Config> {
             .max_sessions_per_address
             .unwrap_or(d.anonymous_sessions_per_address),
         max_body_bytes,
-        max_node_links: limits.max_node_links.unwrap_or(d.max_node_links),
+        max_node_links,
         database_wait: dur(
             "limits.database_wait",
             limits.database_wait.as_ref(),
@@ -353,6 +361,11 @@ mod tests {
             );
         }
         assert!(e("surprise = 1").contains("surprise"));
+        let links = e("[limits]\nmax_connections = 100\nmax_node_links = 100");
+        assert!(
+            links.contains("limits.max_connections") && links.contains("limits.max_node_links"),
+            "{links}"
+        );
         assert!(
             e("[limits]\nidle_timeout = \"1ms\"").contains("limits.idle_timeout: at least"),
             "the idle timeout is not shorter than the head timeout"

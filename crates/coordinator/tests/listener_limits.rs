@@ -22,7 +22,7 @@ async fn start(name: &str, max_connections: usize) -> Coord {
     Coord::start(
         &db,
         &format!(
-            "[limits]\nheader_read_timeout = \"{}ms\"\nidle_timeout = \"{}ms\"\nmax_connections = {max_connections}\n",
+            "[limits]\nheader_read_timeout = \"{}ms\"\nidle_timeout = \"{}ms\"\nmax_connections = {max_connections}\nmax_node_links = 10\n",
             HEAD_TIMEOUT.as_millis(),
             IDLE_TIMEOUT.as_millis()
         ),
@@ -194,7 +194,7 @@ async fn a_flood_never_runs_the_process_out_of_files() {
     let config = dir.join("coordinator.toml");
     std::fs::write(
         &config,
-        "[limits]\nheader_read_timeout = \"1s\"\nidle_timeout = \"2s\"\nmax_connections = 150\n",
+        "[limits]\nheader_read_timeout = \"1s\"\nidle_timeout = \"2s\"\nmax_connections = 150\nmax_node_links = 10\n",
     )
     .unwrap();
     let port = free_port();
