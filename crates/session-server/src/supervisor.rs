@@ -91,8 +91,9 @@ pub struct Exit {
     pub signal: Option<i32>,
 }
 
-/// What the shell must launch.
-#[derive(Clone, Debug, PartialEq)]
+/// What the shell must launch. Its `Debug` hides the credentials (the tokens, and the
+/// streamer credential inside `-PixelStreamingURL`), so logging a `Spawn` leaks nothing.
+#[derive(Clone, PartialEq)]
 pub struct Spawn {
     pub session: SessionId,
     /// Program and arguments; never given to a shell.
@@ -111,6 +112,42 @@ pub struct Spawn {
     /// Players per streamer; 0 = unlimited.
     pub max_players: u32,
     pub gpu: Option<u32>,
+}
+
+impl std::fmt::Debug for Spawn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let argv: Vec<String> = self.argv.iter().map(|a| redact_token(a)).collect();
+        f.debug_struct("Spawn")
+            .field("session", &self.session)
+            .field("argv", &argv)
+            .field("env", &self.env)
+            .field("cwd", &self.cwd)
+            .field("log", &self.log)
+            .field("port", &self.port)
+            .field("player_token", &self.player_token)
+            .field("streamer_credential", &self.streamer_credential)
+            .field("max_players", &self.max_players)
+            .field("gpu", &self.gpu)
+            .finish()
+    }
+}
+
+/// `arg` with the value of every `token=` query parameter replaced by `<redacted>`.
+fn redact_token(arg: &str) -> String {
+    let mut out = String::with_capacity(arg.len());
+    let mut rest = arg;
+    while let Some(i) = rest.find("token=") {
+        let at_param = i == 0 || matches!(rest.as_bytes()[i - 1], b'?' | b'&');
+        out.push_str(&rest[..i + "token=".len()]);
+        rest = &rest[i + "token=".len()..];
+        if at_param {
+            let end = rest.find('&').unwrap_or(rest.len());
+            out.push_str("<redacted>");
+            rest = &rest[end..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// What the shell must do.

@@ -1136,6 +1136,10 @@ fn each_session_gets_its_own_unguessable_streamer_credential_in_its_url() {
         );
     }
     assert_ne!(a.streamer_credential, b.streamer_credential);
+    // A Spawn logged with {:?} shows no credential, not even inside the URL.
+    let shown = format!("{a:?}");
+    assert!(!shown.contains(&a.streamer_credential.0), "{shown}");
+    assert!(shown.contains("token=<redacted>"), "{shown}");
     // A retry on another port keeps the session's credential.
     h.sup.start_session(
         h.now,
@@ -1157,6 +1161,20 @@ fn each_session_gets_its_own_unguessable_streamer_credential_in_its_url() {
     // Never in the state file: sessions are not adopted by a later run, so nothing needs it.
     let state = serde_json::to_string(&h.persisted.clone().unwrap()).unwrap();
     assert!(!state.contains(&a.streamer_credential.0));
+}
+
+#[test]
+fn token_values_in_arguments_are_redacted_and_nothing_else() {
+    assert_eq!(
+        redact_token("-PixelStreamingURL=ws://h:1/?token=abc&x=1"),
+        "-PixelStreamingURL=ws://h:1/?token=<redacted>&x=1"
+    );
+    assert_eq!(
+        redact_token("ws://h/?a=1&token=abc"),
+        "ws://h/?a=1&token=<redacted>"
+    );
+    assert_eq!(redact_token("-Mytoken=abc"), "-Mytoken=abc");
+    assert_eq!(redact_token("-RenderOffScreen"), "-RenderOffScreen");
 }
 
 // ----- numbering after `welcome` -----
