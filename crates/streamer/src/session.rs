@@ -1,5 +1,5 @@
-//! The data-channel protocol of one player, as UE's Pixel Streaming plugin speaks it (reference
-//! §4): pure logic, bytes in, replies and decisions out.
+//! The data-channel protocol of one player, as UE's Pixel Streaming plugin speaks it
+//! (`docs/streamer.md`, "Data channel"): pure logic, bytes in, replies and decisions out.
 //!
 //! On open the streamer announces its two tables (`Protocol`, id 255: ToStreamer then
 //! FromStreamer) and gives the player input control. Every ToStreamer message is decoded by the

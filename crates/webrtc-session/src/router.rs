@@ -18,8 +18,9 @@
 //!   SFU = both: a player of one streamer and a streamer to players.
 //! ```
 //!
-//! The behaviour follows Epic's reference server (see `shared/reference/epic-pixel-streaming.md`
-//! §2), with the routing fix of its PR #920: a streamer can address only players subscribed to it.
+//! The behaviour follows Epic's reference server (`docs/webrtc-session.md` lists what is the same
+//! and what differs on purpose), with the routing fix of its PR #920: a streamer can address only
+//! players subscribed to it.
 
 use pxs_protocol::signalling::{
     Answer, ClientMessage, IceCandidate, MessageError, PROTOCOL_VERSION, PlayerId, Relay,

@@ -1,5 +1,6 @@
-//! Scenario tests of the routing core with a fake clock: Epic's sequences (reference §2.4), its
-//! disconnect rules (§2.6) and hostile input. No sockets, no sleeps.
+//! Scenario tests of the routing core with a fake clock: Epic's message sequences and disconnect
+//! rules (as `docs/webrtc-session.md`, "Compatibility with Epic's server", lists them) and hostile
+//! input. No sockets, no sleeps.
 
 use super::*;
 use pxs_protocol::signalling::ClientMessage;
@@ -91,7 +92,7 @@ fn only(out: &[(ConnId, Value)], to: ConnId) -> Vec<Value> {
         .collect()
 }
 
-// ----- §2.4 streamer registration -----
+// ----- streamer registration -----
 
 #[test]
 fn with_an_expected_id_a_streamer_identifying_as_another_is_closed_and_never_listed() {
@@ -244,7 +245,7 @@ fn an_overlong_streamer_id_is_dropped() {
     assert_eq!(h.router.streamer_count(), 0);
 }
 
-// ----- §2.4 player flow -----
+// ----- player flow -----
 
 #[test]
 fn the_default_player_flow_relays_offer_answer_and_candidates() {
@@ -770,7 +771,7 @@ fn the_sfu_sequence_relays_between_streamer_sfu_and_players() {
     );
 }
 
-// ----- §2.6 disconnects -----
+// ----- disconnects -----
 
 #[test]
 fn a_player_leaving_is_reported_to_its_streamer() {

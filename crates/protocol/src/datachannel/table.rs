@@ -314,7 +314,7 @@ impl ProtocolTable {
     }
 
     /// Updates this table from a Protocol message received from a streamer, as Epic's frontend
-    /// does (§4.4 of the reference), with two differences that keep the table usable for
+    /// does, with two differences that keep the table usable for
     /// decoding: every name is taken (the frontend takes only names it has a handler for), and
     /// an id taken over by an announced message is removed from the unannounced message that
     /// held it (reported in [`ApplyOutcome::dropped`]).
