@@ -506,17 +506,16 @@ impl Engine {
         self.title_view(&mut c, &t, &slots, now).await
     }
 
-    /// The session as the API shows it, inside the transaction that wrote it (which holds the
-    /// placement lock, so the queue cannot move between the two reads).
+    /// The session as the API shows it, inside the transaction that wrote it.
     pub async fn session_view(
         &self,
         c: &mut AnyConnection,
         s: &SessionRow,
     ) -> Result<api::Session, ApiError> {
-        let position = match (s.state, s.queue_seq) {
-            (SessionState::Queued, Some(seq)) => {
-                Some(store::queue_position(c, &s.title_id, seq).await?)
-            }
+        let position = match s.state {
+            SessionState::Queued => store::get_session_with_position(c, &s.id)
+                .await?
+                .and_then(|(_, p)| p),
             _ => None,
         };
         Ok(self.view(s, position))
@@ -653,21 +652,12 @@ impl Engine {
         }
         let start_at = match &req.start_at {
             None => None,
-            Some(text) => {
-                let t = parse_rfc3339(text).ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "start_at: `{}` is not an RFC 3339 time like 2026-11-25T18:00:00Z",
-                        truncate(text, 64)
-                    ))
-                })?;
-                if t < now - 5_000 {
-                    return Err(ApiError::bad_request("start_at: is in the past"));
-                }
-                if t > now + MAX_AHEAD_MS {
-                    return Err(ApiError::bad_request("start_at: more than a year ahead"));
-                }
-                Some(t.max(now))
-            }
+            Some(text) => Some(future_time(
+                "start_at",
+                text,
+                now,
+                "is not an RFC 3339 time like 2026-11-25T18:00:00Z",
+            )?),
         };
         if let Caller::Anonymous { .. } = caller
             && !self.config.allow_anonymous
@@ -1510,23 +1500,31 @@ fn drain_deadline(d: Option<&api::DrainDeadline>, now: Millis) -> Result<Option<
             }
             now.saturating_add(store::clamp_i64(*s).saturating_mul(1000))
         }
-        Some(api::DrainDeadline::At(text)) => {
-            let t = parse_rfc3339(text).ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "deadline: `{}` is neither seconds nor an RFC 3339 time like 2026-11-25T18:00:00Z",
-                    truncate(text, 64)
-                ))
-            })?;
-            if t < now - 5_000 {
-                return Err(ApiError::bad_request("deadline: is in the past"));
-            }
-            if t > now + MAX_AHEAD_MS {
-                return Err(ApiError::bad_request("deadline: more than a year ahead"));
-            }
-            t.max(now)
-        }
+        Some(api::DrainDeadline::At(text)) => future_time(
+            "deadline",
+            text,
+            now,
+            "is neither seconds nor an RFC 3339 time like 2026-11-25T18:00:00Z",
+        )?,
     };
     Ok(Some(at))
+}
+
+/// `text` of request field `field` as a time from now (a little in the past counts as now) to a
+/// year ahead; `not_a_time` finishes the message when it is no RFC 3339 time.
+fn future_time(field: &str, text: &str, now: Millis, not_a_time: &str) -> Result<Millis, ApiError> {
+    let t = parse_rfc3339(text).ok_or_else(|| {
+        ApiError::bad_request(format!("{field}: `{}` {not_a_time}", truncate(text, 64)))
+    })?;
+    if t < now - 5_000 {
+        return Err(ApiError::bad_request(format!("{field}: is in the past")));
+    }
+    if t > now + MAX_AHEAD_MS {
+        return Err(ApiError::bad_request(format!(
+            "{field}: more than a year ahead"
+        )));
+    }
+    Ok(t.max(now))
 }
 
 /// What a node is told of its admin drain (`Some(deadline)`) or of its end (`None`).
