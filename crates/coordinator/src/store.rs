@@ -960,11 +960,7 @@ pub async fn get_session_with_position(
     c: &mut AnyConnection,
     id: &SessionId,
 ) -> Result<Option<(SessionRow, Option<i64>)>> {
-    let sql = format!(
-        "SELECT s.*, {} FROM sessions s WHERE s.id = $1",
-        sql::POSITION_COLUMN
-    );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
+    sqlx::query(sql::SESSION_WITH_POSITION)
         .bind(id.as_str())
         .fetch_optional(&mut *c)
         .await?
@@ -1152,16 +1148,6 @@ pub async fn queue_length(c: &mut AnyConnection, title: &TitleId) -> Result<i64>
         .try_get("n")?)
 }
 
-/// 1 for the head of the queue.
-pub async fn queue_position(c: &mut AnyConnection, title: &TitleId, seq: i64) -> Result<i64> {
-    Ok(sqlx::query(sql::QUEUE_POSITION)
-        .bind(title.as_str())
-        .bind(seq)
-        .fetch_one(&mut *c)
-        .await?
-        .try_get("n")?)
-}
-
 pub async fn next_queue_seq(c: &mut AnyConnection) -> Result<i64> {
     Ok(sqlx::query(sql::NEXT_QUEUE_SEQ)
         .fetch_one(&mut *c)
@@ -1187,10 +1173,7 @@ pub async fn list_sessions(
     f: &SessionFilter<'_>,
 ) -> Result<Vec<(SessionRow, Option<i64>)>> {
     // Only the shape of the WHERE clause varies; every value is bound.
-    let mut sql = format!(
-        "SELECT s.*, {} FROM sessions s WHERE 1 = 1",
-        sql::POSITION_COLUMN
-    );
+    let mut sql = String::from(sql::SESSIONS_WITH_POSITION);
     let mut binds: Vec<String> = Vec::new();
     let mut add = |col: &str, value: String| {
         binds.push(value);
@@ -1270,13 +1253,34 @@ pub mod sql {
         "SELECT * FROM sessions WHERE state = 'queued' AND title_id = $1 ORDER BY queue_seq";
     pub const QUEUE_LENGTH: &str =
         "SELECT COUNT(*) AS n FROM sessions WHERE state = 'queued' AND title_id = $1";
-    pub const QUEUE_POSITION: &str = "SELECT COUNT(*) AS n FROM sessions \
-        WHERE state = 'queued' AND title_id = $1 AND queue_seq <= $2";
-    /// The column `queue_position` of a session `s` (NULL unless it is queued), as a
-    /// subquery of the statement that reads `s`. The same count as [`QUEUE_POSITION`].
-    pub const POSITION_COLUMN: &str = "CASE WHEN s.state = 'queued' THEN \
-        (SELECT COUNT(*) FROM sessions q WHERE q.state = 'queued' \
-         AND q.title_id = s.title_id AND q.queue_seq <= s.queue_seq) END AS queue_position";
+    /// The one rule for a queue position: the column `queue_position` of a session `s` (1 =
+    /// next; NULL unless it is queued), counted in the statement that reads `s`, so from the same
+    /// snapshot.
+    macro_rules! position_column {
+        () => {
+            "CASE WHEN s.state = 'queued' THEN (SELECT COUNT(*) FROM sessions q \
+             WHERE q.state = 'queued' AND q.title_id = s.title_id AND q.queue_seq <= s.queue_seq) \
+             END AS queue_position"
+        };
+    }
+    /// One session with its queue position.
+    pub const SESSION_WITH_POSITION: &str = concat!(
+        "SELECT s.*, ",
+        position_column!(),
+        " FROM sessions s WHERE s.id = $1"
+    );
+    /// Sessions with their queue positions; `list_sessions` adds the filters.
+    pub const SESSIONS_WITH_POSITION: &str = concat!(
+        "SELECT s.*, ",
+        position_column!(),
+        " FROM sessions s WHERE 1 = 1"
+    );
+    /// The positions of a title's queue (for the plan test: the count seeks the queue's index).
+    pub const QUEUE_POSITIONS: &str = concat!(
+        "SELECT ",
+        position_column!(),
+        " FROM sessions s WHERE s.state = 'queued' AND s.title_id = $1"
+    );
     /// `queue_seq` is set only while a session is queued.
     pub const NEXT_QUEUE_SEQ: &str =
         "SELECT COALESCE(MAX(queue_seq), 0) + 1 AS n FROM sessions WHERE state = 'queued'";
@@ -1298,7 +1302,7 @@ pub mod sql {
         ("queued_titles", QUEUED_TITLES),
         ("queue_of", QUEUE_OF),
         ("queue_length", QUEUE_LENGTH),
-        ("queue_position", QUEUE_POSITION),
+        ("queue_positions", QUEUE_POSITIONS),
         ("next_queue_seq", NEXT_QUEUE_SEQ),
         ("undelivered", UNDELIVERED),
         ("live_of_owner", LIVE_OF_OWNER),
