@@ -108,7 +108,7 @@ impl Limits {
     }
 }
 
-/// What a listener counts (rendered for Prometheus by [`Stats::render`]).
+/// What a listener counts (rendered for Prometheus by [`render_stats`]).
 pub struct Stats {
     listener: &'static str,
     slots: Arc<Semaphore>,

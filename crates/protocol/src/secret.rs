@@ -22,9 +22,40 @@ impl std::str::FromStr for Secret {
     }
 }
 
+/// `text` (a URL, or an argument holding one) fit for a log: the value of every query parameter
+/// replaced by `<redacted>`. A session server puts the session's streamer credential there
+/// (`?token=`); the text itself is used unchanged.
+pub fn redact_query(text: &str) -> String {
+    let Some((base, query)) = text.split_once('?') else {
+        return text.to_owned();
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) => format!("{k}=<redacted>"),
+            None => pair.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", params.join("&"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_values_are_redacted_for_logs_and_nothing_else() {
+        assert_eq!(
+            redact_query("ws://127.0.0.1:9/?token=s3cret&x=1&flag"),
+            "ws://127.0.0.1:9/?token=<redacted>&x=<redacted>&flag"
+        );
+        assert_eq!(
+            redact_query("-PixelStreamingURL=ws://h:1/?token=abc"),
+            "-PixelStreamingURL=ws://h:1/?token=<redacted>"
+        );
+        assert_eq!(redact_query("ws://h:1/p"), "ws://h:1/p");
+        assert_eq!(redact_query("-RenderOffScreen"), "-RenderOffScreen");
+    }
 
     #[test]
     fn debug_output_is_redacted_and_json_is_the_plain_string() {

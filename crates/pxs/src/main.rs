@@ -111,6 +111,7 @@ fn coordinator(opts: pxs_coordinator::Options) -> anyhow::Result<std::process::E
         }
     };
     init_logging("info");
+    raise_open_file_limit();
     runtime()?.block_on(async move {
         let c = pxs_coordinator::Coordinator::start(config).await?;
         let url = c
@@ -144,13 +145,12 @@ pub(crate) fn init_logging(default_level: &str) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    raise_open_file_limit();
 }
 
 /// Every connection is a file descriptor: a server started with a low soft limit (often 1024)
 /// would fail to accept long before its listeners' `max_connections`. Raised once at start, to
 /// the hard limit the operator allows.
-fn raise_open_file_limit() {
+pub(crate) fn raise_open_file_limit() {
     match pxs_net::raise_open_file_limit() {
         Ok(Some(limit)) => tracing::info!(
             open_files = limit,
@@ -166,6 +166,7 @@ fn raise_open_file_limit() {
 fn webrtc_session(opts: WebrtcOptions) -> anyhow::Result<()> {
     let config = WebrtcConfig::load(opts)?;
     init_logging(&config.log_level);
+    raise_open_file_limit();
     for note in &config.notes {
         tracing::warn!("{note}");
     }
@@ -239,6 +240,7 @@ fn session_server(args: SessionServerArgs) -> anyhow::Result<std::process::ExitC
     }
     config.guard_program = guard_program();
     init_logging("info");
+    raise_open_file_limit();
     for note in &config.notes {
         tracing::warn!("{note}");
     }
@@ -284,17 +286,10 @@ fn operator_drain(
             }
         },
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let deadline = match stop_in.map(|d| now.checked_add(d)) {
-        None => None,
-        Some(Some(at)) => Some(u64::try_from(at.as_millis()).unwrap_or(u64::MAX)),
-        Some(None) => {
-            eprintln!("error: --deadline: too far ahead");
-            return Ok(std::process::ExitCode::from(2));
-        }
-    };
+    let deadline = stop_in.map(|d| {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        pxs_session_server::http::now_millis().saturating_add(ms)
+    });
     let dir = &config.node.data_dir;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("node.data_dir: cannot create {}", dir.display()))?;

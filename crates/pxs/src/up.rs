@@ -82,6 +82,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<std::process::ExitCode> {
     let node_token = kept_token(&data, "node-token")?;
     let exe = std::env::current_exe().context("cannot find the pxs binary")?;
     crate::init_logging("info");
+    crate::raise_open_file_limit();
 
     crate::runtime()?.block_on(async move {
         let opts = CoordinatorOptions {

@@ -198,7 +198,8 @@ pub fn admit(
         .map_err(Refusal::Token)
 }
 
-fn now_millis() -> UnixMillis {
+/// Now, in Unix milliseconds.
+pub fn now_millis() -> UnixMillis {
     // A clock before 1970 admits no expiring token anyway: count it as the epoch.
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -260,7 +261,9 @@ async fn streamer_ws(
 ) -> Response {
     if !token_matches(req.headers(), req.uri().query(), &side.credential) {
         // An application of another session (an orphan of a crashed run that redials the port
-        // its session had), or anything else on the machine: never this session's streamer.
+        // its session had) or another process that never saw this session's launch: never this
+        // session's streamer. (A local user who can read the application's command line in /proc
+        // can read the credential too.)
         warn!(session = %side.session, %peer, "streamer refused: missing or wrong streamer credential");
         return (StatusCode::UNAUTHORIZED, "missing or invalid token").into_response();
     }

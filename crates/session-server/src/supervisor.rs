@@ -37,6 +37,7 @@ use pxs_protocol::node::{
     ObservedState, SequencedEvent, SessionEvent, SessionEventKind, SessionId, SessionStatus,
     StartOptions, Token, UnixMillis,
 };
+use pxs_protocol::secret::redact_query;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::RangeInclusive;
@@ -116,7 +117,7 @@ pub struct Spawn {
 
 impl std::fmt::Debug for Spawn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let argv: Vec<String> = self.argv.iter().map(|a| redact_token(a)).collect();
+        let argv: Vec<String> = self.argv.iter().map(|a| redact_query(a)).collect();
         f.debug_struct("Spawn")
             .field("session", &self.session)
             .field("argv", &argv)
@@ -130,24 +131,6 @@ impl std::fmt::Debug for Spawn {
             .field("gpu", &self.gpu)
             .finish()
     }
-}
-
-/// `arg` with the value of every `token=` query parameter replaced by `<redacted>`.
-fn redact_token(arg: &str) -> String {
-    let mut out = String::with_capacity(arg.len());
-    let mut rest = arg;
-    while let Some(i) = rest.find("token=") {
-        let at_param = i == 0 || matches!(rest.as_bytes()[i - 1], b'?' | b'&');
-        out.push_str(&rest[..i + "token=".len()]);
-        rest = &rest[i + "token=".len()..];
-        if at_param {
-            let end = rest.find('&').unwrap_or(rest.len());
-            out.push_str("<redacted>");
-            rest = &rest[end..];
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 /// What the shell must do.
@@ -520,7 +503,8 @@ impl Supervisor {
         }
     }
 
-    /// The drain `by` asked for, if any, with its deadline.
+    /// The drain `by` asked for, if any, with its deadline (for tests).
+    #[cfg(test)]
     pub fn drain_of(&self, by: DrainBy) -> Option<Option<Instant>> {
         self.drains.get(&by).copied()
     }

@@ -52,14 +52,7 @@ async fn after_a_sigkill_the_next_start_kills_the_orphans_and_reports_them() {
     wait_all_gone(&guards, Duration::from_secs(5)).await;
     // SIGKILL: no chance to clean up.
     node.kill9();
-    wait_until(Duration::from_secs(5), || {
-        if coord.connected() {
-            Err("link still up".into())
-        } else {
-            Ok(())
-        }
-    })
-    .await;
+    coord.wait_unlinked(Duration::from_secs(5)).await;
     for pid in pids {
         assert!(
             alive(pid),
@@ -152,14 +145,7 @@ async fn after_a_restart_the_replayed_ends_arrive_before_the_first_heartbeat() {
     })
     .await;
     node.kill9();
-    wait_until(Duration::from_secs(5), || {
-        if coord.connected() {
-            Err("link still up".into())
-        } else {
-            Ok(())
-        }
-    })
-    .await;
+    coord.wait_unlinked(Duration::from_secs(5)).await;
     // A coordinator slow to answer `hello`: several heartbeat intervals (300 ms) pass before
     // its `welcome`.
     coord.delay_welcome(Duration::from_millis(1500));
@@ -222,7 +208,10 @@ async fn a_node_that_lost_its_data_dir_numbers_its_events_from_the_coordinators_
     coord.wait_ended(&first, Duration::from_secs(20)).await;
     let acked = coord.last_seq();
     assert_eq!(acked, 3, "starting, ready, ended");
-    node.terminate();
+    // Off the runtime: the fake coordinator on it must go on answering while the node stops.
+    tokio::task::spawn_blocking(move || node.terminate())
+        .await
+        .unwrap();
 
     // The data dir is lost; the node comes back under the same name.
     std::fs::remove_dir_all(file.parent().unwrap().join("data")).unwrap();

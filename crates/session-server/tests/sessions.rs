@@ -222,6 +222,18 @@ async fn a_graceful_drain_lets_sessions_run_refuses_new_ones_and_stops_them_at_i
         stop_after_ms: None
     }));
     wait_draining(&coord, true).await;
+    // The heartbeat that reports the drain still reports the session ready, not being stopped
+    // (a stop would leave the process alive for its grace period, so `alive` alone can't tell).
+    {
+        let seen = coord.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let draining = seen.heartbeats.iter().rev().find(|h| h.draining).unwrap();
+        let state = draining
+            .sessions
+            .iter()
+            .find(|st| st.session_id == a)
+            .map(|st| st.state);
+        assert_eq!(state, Some(pxs_protocol::node::ObservedState::Ready));
+    }
     let refused = sid("g2");
     coord.start_session(&refused, "demo");
     let e = coord.wait_ended(&refused, Duration::from_secs(5)).await;

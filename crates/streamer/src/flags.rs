@@ -441,23 +441,6 @@ fn ws_url(flag: &str, v: &str) -> Result<String, FlagError> {
     }
 }
 
-/// `url` fit for a log: the value of every query parameter replaced by `<redacted>` (a session
-/// server puts the session's streamer credential there, as `?token=`). The URL itself is used
-/// unchanged to connect.
-pub fn redacted_url(url: &str) -> String {
-    let Some((base, query)) = url.split_once('?') else {
-        return url.to_owned();
-    };
-    let params: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((k, _)) => format!("{k}=<redacted>"),
-            None => pair.to_owned(),
-        })
-        .collect();
-    format!("{base}?{}", params.join("&"))
-}
-
 /// Checks a resolution asked for at run time (the `Resolution.Width/Height` command).
 pub fn valid_resolution(w: u64, h: u64) -> bool {
     let ok = |n: u64| (MIN_SIDE as u64..=MAX_SIDE as u64).contains(&n) && n.is_multiple_of(2);
@@ -468,15 +451,6 @@ pub fn valid_resolution(w: u64, h: u64) -> bool {
 mod tests {
     use super::*;
     use rstest::rstest;
-
-    #[test]
-    fn query_values_are_redacted_for_logs_and_nothing_else() {
-        assert_eq!(
-            redacted_url("ws://127.0.0.1:9/?token=s3cret&x=1&flag"),
-            "ws://127.0.0.1:9/?token=<redacted>&x=<redacted>&flag"
-        );
-        assert_eq!(redacted_url("ws://h:1/p"), "ws://h:1/p");
-    }
 
     fn run(args: &[&str]) -> Settings {
         match parse(args.iter().copied()) {

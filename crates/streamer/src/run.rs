@@ -96,7 +96,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     out.event(json!({
         "event": "started",
         "streamer_id": settings.streamer_id,
-        "signalling_url": crate::flags::redacted_url(&settings.signalling_url),
+        "signalling_url": pxs_protocol::secret::redact_query(&settings.signalling_url),
         "width": settings.width,
         "height": settings.height,
         "fps": settings.max_fps,
@@ -132,7 +132,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     let mut backoff = BACKOFF_MIN;
     let mut udp: Option<UdpSocket> = None;
     loop {
-        tracing::info!(url = %crate::flags::redacted_url(&settings.signalling_url), "connecting to signalling");
+        tracing::info!(url = %pxs_protocol::secret::redact_query(&settings.signalling_url), "connecting to signalling");
         let connect = tokio_tungstenite::connect_async(settings.signalling_url.as_str());
         let result = tokio::select! {
             _ = &mut shutdown => return Ok(()),

@@ -100,6 +100,7 @@ fn with_an_expected_id_a_streamer_identifying_as_another_is_closed_and_never_lis
         expected_streamer_id: Some("ses_mine".into()),
         ..Default::default()
     });
+    h.router.enable_events(Duration::from_secs(1));
     let stranger = h.connect(Role::Streamer);
     h.drain();
     h.send(stranger, json!({"type":"endpointId","id":"ses_other"}));
@@ -111,8 +112,18 @@ fn with_an_expected_id_a_streamer_identifying_as_another_is_closed_and_never_lis
         )]
     );
     assert_eq!(h.router.streamer_count(), 0);
-    assert_eq!(h.router.poll_event(), None, "events are off here anyway");
+    assert_eq!(
+        h.router.poll_event(),
+        None,
+        "the stranger is never reported"
+    );
     h.streamer("ses_mine");
+    assert_eq!(
+        h.router.poll_event(),
+        Some(SessionEvent::StreamerIdentified {
+            streamer_id: "ses_mine".into()
+        })
+    );
     let p = h.connect(Role::Player);
     h.drain();
     h.send(p, json!({"type":"listStreamers"}));

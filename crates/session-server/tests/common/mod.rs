@@ -174,6 +174,18 @@ impl Coordinator {
         .await
     }
 
+    /// Waits until no node is linked (its session server went away).
+    pub async fn wait_unlinked(&self, timeout: Duration) {
+        wait_until(timeout, || {
+            if self.connected() {
+                Err("link still up".into())
+            } else {
+                Ok(())
+            }
+        })
+        .await
+    }
+
     /// The processed events of one session.
     pub fn events_of(&self, id: &SessionId) -> Vec<SessionEventKind> {
         self.lock()
@@ -440,6 +452,12 @@ pub async fn drain(ws: &mut Ws) {
 
 /// Pids of every live process in group `pgid` (Linux).
 pub fn group_members(pgid: u32) -> Vec<u32> {
+    live_where(2, pgid)
+}
+
+/// Pids of every live process whose `/proc/<pid>/stat` field `field` (counted after the command
+/// name: 0 state, 1 parent, 2 process group) is `value` (Linux).
+fn live_where(field: usize, value: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -453,7 +471,7 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
             };
             let f: Vec<&str> = stat[i + 1..].split_whitespace().collect();
             f.first().is_some_and(|s| *s != "Z" && *s != "X")
-                && f.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid)
+                && f.get(field).and_then(|v| v.parse::<u32>().ok()) == Some(value)
         })
         .collect()
 }
@@ -582,22 +600,7 @@ pub fn cmdline(pid: u32) -> Vec<String> {
 
 /// Live children of `parent` (Linux).
 pub fn children(parent: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            let Some(i) = stat.rfind(')') else {
-                return false;
-            };
-            let f: Vec<&str> = stat[i + 1..].split_whitespace().collect();
-            f.first().is_some_and(|s| *s != "Z" && *s != "X")
-                && f.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(parent)
-        })
-        .collect()
+    live_where(1, parent)
 }
 
 /// The guard processes (`pxs session-server guard`) a session server started, by session id.
