@@ -158,16 +158,7 @@ async fn after_a_full_disk_every_acknowledged_write_is_durable() {
 
     // After the fault: every 2xx write is readable at once.
     for i in 0..20 {
-        let id = format!("after-{i}");
-        let (s, v) = coord
-            .admin("POST", "/api/v1/titles", Some(title_body(&id)))
-            .await;
-        assert_eq!(s, 201, "{v}");
-        let (s, v) = coord
-            .admin("GET", &format!("/api/v1/titles/{id}"), None)
-            .await;
-        assert_eq!(s, 200, "title {id} answered 201 but reads {s}: {v}");
-        titles.push(id);
+        titles.push(title_readable_at_once(&coord, &format!("after-{i}")).await);
     }
     for _ in 0..3 {
         let (s, v) = coord
@@ -191,6 +182,19 @@ async fn after_a_full_disk_every_acknowledged_write_is_durable() {
     let coord = coord.restart().await;
     assert_all_there(&coord, &titles, &sessions).await;
     assert_db_file_has(&disk.dir.join("coordinator.db"), titles.len());
+}
+
+/// Creates title `id`, which must answer 201 and then read 200 at once; returns the id.
+async fn title_readable_at_once(coord: &Coord, id: &str) -> String {
+    let (s, v) = coord
+        .admin("POST", "/api/v1/titles", Some(title_body(id)))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = coord
+        .admin("GET", &format!("/api/v1/titles/{id}"), None)
+        .await;
+    assert_eq!(s, 200, "title {id} answered 201 but reads {s}: {v}");
+    id.to_owned()
 }
 
 /// Every title and session in the lists reads 200.
@@ -315,16 +319,7 @@ async fn a_node_event_on_a_full_disk_does_not_lose_later_writes() {
     let mut titles = vec!["demo".to_owned()];
     let mut sessions = vec![a.id.clone()];
     for i in 0..10 {
-        let id = format!("after-{i}");
-        let (s, v) = coord
-            .admin("POST", "/api/v1/titles", Some(title_body(&id)))
-            .await;
-        assert_eq!(s, 201, "{v}");
-        let (s, v) = coord
-            .admin("GET", &format!("/api/v1/titles/{id}"), None)
-            .await;
-        assert_eq!(s, 200, "title {id} answered 201 but reads {s}: {v}");
-        titles.push(id);
+        titles.push(title_readable_at_once(&coord, &format!("after-{i}")).await);
     }
     let b = coord.create(json!({"title_id": "demo"})).await;
     let (s, v) = coord

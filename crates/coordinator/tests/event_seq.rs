@@ -11,51 +11,18 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use pxs_protocol::api::SessionState;
 use pxs_protocol::node::{
-    ApplicationId, ApplicationInfo, Capacity, CoordinatorToNode, Hello, NodeId, NodeToCoordinator,
-    SequencedEvent, SessionEvent, SessionEventKind, SessionId,
+    ApplicationId, CoordinatorToNode, NodeId, NodeToCoordinator, SequencedEvent, SessionEvent,
+    SessionEventKind, SessionId,
 };
 use serde_json::json;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws = NodeSocket;
 
 /// A link as node `n1` with one slot of `demo`; returns the socket and the welcome's `acked`.
 async fn link(coord: &Coord) -> (Ws, u64) {
-    let mut req = format!("ws://{}/api/v1/nodes/link", coord.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {NODE_TOKEN}").parse().unwrap(),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let hello = NodeToCoordinator::Hello(Hello {
-        node: NodeId::parse("n1").unwrap(),
-        version: "test".into(),
-        public_url: "http://n1.invalid".into(),
-        capacity: Capacity {
-            max_sessions: 1,
-            max_sessions_per_gpu: 0,
-        },
-        applications: vec![ApplicationInfo {
-            id: ApplicationId::parse("demo").unwrap(),
-            name: "demo".into(),
-            res_x: 64,
-            res_y: 64,
-            max_players: 0,
-        }],
-        gpus: vec![],
-        sessions: vec![],
-        draining: false,
-    });
-    ws.send(Message::text(hello.to_json())).await.unwrap();
-    match next(&mut ws).await {
-        Some(CoordinatorToNode::Welcome { acked }) => (ws, acked),
-        other => panic!("expected welcome, got {other:?}"),
-    }
+    node_link(coord, "n1", "demo", 1).await
 }
 
 /// The next message from the coordinator; None once the link is closed.

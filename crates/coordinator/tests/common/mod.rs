@@ -384,46 +384,62 @@ pub struct FakeNode {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// A node link's client socket.
+pub type NodeSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A node link to `coord` as node `name` with `slots` slots of application `app`, past its
+/// `hello`; returns the socket and the `acked` of the coordinator's welcome.
+pub async fn node_link(coord: &Coord, name: &str, app: &str, slots: u32) -> (NodeSocket, u64) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{}/api/v1/nodes/link", coord.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {NODE_TOKEN}").parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let hello = NodeToCoordinator::Hello(Hello {
+        node: NodeId::parse(name).unwrap(),
+        version: "test".into(),
+        public_url: format!("http://{name}.invalid"),
+        capacity: Capacity {
+            max_sessions: slots,
+            max_sessions_per_gpu: 0,
+        },
+        applications: vec![ApplicationInfo {
+            id: ApplicationId::parse(app).unwrap(),
+            name: app.into(),
+            res_x: 64,
+            res_y: 64,
+            max_players: 0,
+        }],
+        gpus: vec![],
+        sessions: vec![],
+        draining: false,
+    });
+    ws.send(hello.to_json().into()).await.unwrap();
+    loop {
+        let m = ws.next().await.unwrap().unwrap();
+        if m.is_ping() || m.is_pong() {
+            continue;
+        }
+        let text = m.into_text().unwrap();
+        match CoordinatorToNode::from_json(&text).unwrap() {
+            CoordinatorToNode::Welcome { acked } => return (ws, acked),
+            other => panic!("expected welcome, got {other:?}"),
+        }
+    }
+}
+
 impl FakeNode {
     /// Connects to `coord` with `slots` slots of application `app`. With `auto`, it answers
     /// `start_session` with starting + ready and `stop_session` with ended{stopped}.
     pub async fn connect(coord: &Coord, name: &str, app: &str, slots: u32, auto: bool) -> FakeNode {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut req = format!("ws://{}/api/v1/nodes/link", coord.addr)
-            .into_client_request()
-            .unwrap();
-        req.headers_mut().insert(
-            "authorization",
-            format!("Bearer {NODE_TOKEN}").parse().unwrap(),
-        );
-        let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-        let (mut sink, mut stream) = ws.split();
-        let hello = NodeToCoordinator::Hello(Hello {
-            node: NodeId::parse(name).unwrap(),
-            version: "test".into(),
-            public_url: format!("http://{name}.invalid"),
-            capacity: Capacity {
-                max_sessions: slots,
-                max_sessions_per_gpu: 0,
-            },
-            applications: vec![ApplicationInfo {
-                id: ApplicationId::parse(app).unwrap(),
-                name: app.into(),
-                res_x: 64,
-                res_y: 64,
-                max_players: 0,
-            }],
-            gpus: vec![],
-            sessions: vec![],
-            draining: false,
-        });
-        sink.send(hello.to_json().into()).await.unwrap();
         // Number events after what the coordinator already has, as a real node does.
-        let welcome = stream.next().await.unwrap().unwrap().into_text().unwrap();
-        let acked = match CoordinatorToNode::from_json(&welcome).unwrap() {
-            CoordinatorToNode::Welcome { acked } => acked,
-            other => panic!("expected welcome, got {other:?}"),
-        };
+        let (ws, acked) = node_link(coord, name, app, slots).await;
+        let (mut sink, mut stream) = ws.split();
         let commands = Arc::new(Mutex::new(Vec::new()));
         let running = Arc::new(Mutex::new(Vec::new()));
         let seq = Arc::new(Mutex::new(acked));
