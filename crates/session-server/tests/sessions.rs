@@ -6,6 +6,8 @@ mod common;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use pxs_protocol::node::{EndReason, ObservedState, SessionEventKind};
+use pxs_session_server::SessionServer;
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,15 +137,7 @@ async fn three_sessions_run_at_once_on_their_own_ports_and_each_is_ready() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_for_an_unknown_application_is_rejected() {
     let coord = Coordinator::start().await;
-    let dir = temp_dir("unknown");
-    let server = start_server(&config_toml(
-        &coord,
-        &dir,
-        "",
-        &streamer_app("demo", &[], ""),
-    ))
-    .await;
-    coord.wait_linked(Duration::from_secs(10)).await;
+    let (server, _dir) = linked_demo_node(&coord, "unknown").await;
     coord.start_session(&sid("x"), "nope");
     let e = coord.wait_ended(&sid("x"), Duration::from_secs(5)).await;
     assert_eq!(e.reason, EndReason::Rejected);
@@ -154,15 +148,7 @@ async fn a_start_for_an_unknown_application_is_rejected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_ends_every_session_and_refuses_new_ones() {
     let coord = Coordinator::start().await;
-    let dir = temp_dir("drain");
-    let server = start_server(&config_toml(
-        &coord,
-        &dir,
-        "",
-        &streamer_app("demo", &[], ""),
-    ))
-    .await;
-    coord.wait_linked(Duration::from_secs(10)).await;
+    let (server, _dir) = linked_demo_node(&coord, "drain").await;
     let (a, b) = (sid("d1"), sid("d2"));
     coord.start_session(&a, "demo");
     coord.start_session(&b, "demo");
@@ -206,15 +192,7 @@ async fn wait_draining(coord: &Coordinator, want: bool) {
 async fn a_graceful_drain_lets_sessions_run_refuses_new_ones_and_stops_them_at_its_deadline() {
     use pxs_protocol::node::CoordinatorToNode;
     let coord = Coordinator::start().await;
-    let dir = temp_dir("drain-gracefully");
-    let server = start_server(&config_toml(
-        &coord,
-        &dir,
-        "",
-        &streamer_app("demo", &[], ""),
-    ))
-    .await;
-    coord.wait_linked(Duration::from_secs(10)).await;
+    let (server, _dir) = linked_demo_node(&coord, "drain-gracefully").await;
     let a = sid("g1");
     coord.start_session(&a, "demo");
     coord.wait_ready(&a, Duration::from_secs(60)).await;
@@ -305,4 +283,19 @@ async fn an_operators_drain_file_drains_the_node_until_removed_and_a_bad_one_cha
     coord.start_session(&a, "demo");
     coord.wait_ready(&a, Duration::from_secs(60)).await;
     server.shutdown().await.unwrap();
+}
+
+/// A session server with the `demo` streamer application in a fresh dir named `name`, linked to
+/// `coord`; returns it and its dir.
+async fn linked_demo_node(coord: &Coordinator, name: &str) -> (SessionServer, PathBuf) {
+    let dir = temp_dir(name);
+    let server = start_server(&config_toml(
+        coord,
+        &dir,
+        "",
+        &streamer_app("demo", &[], ""),
+    ))
+    .await;
+    coord.wait_linked(Duration::from_secs(10)).await;
+    (server, dir)
 }
