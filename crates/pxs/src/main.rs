@@ -69,6 +69,10 @@ enum SessionServerAction {
     },
     /// Undo `drain`: the node takes new sessions again (unless the coordinator drains it).
     Resume,
+    /// Windows: run the session server as a Windows service (install, uninstall, start, stop).
+    /// Give --config to `install`: the service runs with that file.
+    #[command(subcommand)]
+    Service(ServiceAction),
     /// Internal: a session's guard, started by the session server with a pipe on stdin. When the
     /// pipe closes (the session server died) it kills the session's processes.
     #[command(hide = true)]
@@ -80,6 +84,40 @@ enum SessionServerAction {
         marker: String,
     },
 }
+
+#[derive(Subcommand)]
+enum ServiceAction {
+    /// Register the service (as LocalSystem, started with Windows, restarted after a failure)
+    /// with this pxs.exe and the absolute path of --config. Needs an administrator.
+    Install {
+        #[arg(long, default_value = SERVICE_NAME)]
+        name: String,
+    },
+    /// Stop the service if it runs, and remove it.
+    Uninstall {
+        #[arg(long, default_value = SERVICE_NAME)]
+        name: String,
+    },
+    /// Start the service and wait until it runs.
+    Start {
+        #[arg(long, default_value = SERVICE_NAME)]
+        name: String,
+    },
+    /// Stop the service (its sessions end as on any shutdown) and wait until it has.
+    Stop {
+        #[arg(long, default_value = SERVICE_NAME)]
+        name: String,
+    },
+    /// Internal: what the service manager starts.
+    #[command(hide = true)]
+    Run {
+        #[arg(long, default_value = SERVICE_NAME)]
+        name: String,
+    },
+}
+
+/// The Windows service's default name.
+const SERVICE_NAME: &str = "pxs-session-server";
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
@@ -193,13 +231,24 @@ fn webrtc_session(opts: WebrtcOptions) -> anyhow::Result<()> {
 }
 
 fn session_server(args: SessionServerArgs) -> anyhow::Result<std::process::ExitCode> {
-    use pxs_session_server::{Config, SessionServer, process, state};
+    use pxs_session_server::{Config, process, state};
     if let Some(SessionServerAction::Guard { session, marker }) = &args.action {
         // No config, no runtime, no logging set-up: it only waits on its stdin.
         process::run_guard(session, marker);
         return Ok(std::process::ExitCode::SUCCESS);
     }
-    let mut config = match Config::load(&args.opts) {
+    // Managing an installed service needs no configuration (the service has its own).
+    #[cfg(windows)]
+    if let Some(SessionServerAction::Service(
+        a @ (ServiceAction::Start { .. }
+        | ServiceAction::Stop { .. }
+        | ServiceAction::Uninstall { .. }),
+    )) = &args.action
+    {
+        manage_service(a)?;
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let config = match Config::load(&args.opts) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -236,14 +285,45 @@ fn session_server(args: SessionServerArgs) -> anyhow::Result<std::process::ExitC
             }
             return Ok(std::process::ExitCode::SUCCESS);
         }
+        Some(SessionServerAction::Service(action)) => {
+            return service(action, config, args.opts.config.as_deref());
+        }
         Some(SessionServerAction::Guard { .. }) | None => {}
     }
-    config.guard_program = guard_program();
     init_logging("info");
+    run_session_server(config, shutdown_signal())?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Runs the session server until `shutdown` completes (then its sessions are stopped).
+fn run_session_server(
+    mut config: pxs_session_server::Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    use pxs_session_server::SessionServer;
+    config.guard_program = guard_program();
     raise_open_file_limit();
     for note in &config.notes {
         tracing::warn!("{note}");
     }
+    // The console applications of the sessions share this process's console (a service has
+    // none: it gets a hidden one), so that a graceful stop can reach them with CTRL_BREAK_EVENT.
+    #[cfg(windows)]
+    match pxs_session_server::win32::ensure_console() {
+        Ok(true) => tracing::info!("no console: made one for the sessions' console applications"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(
+            %e,
+            "no console, and none could be made: sessions are stopped by WM_CLOSE only, then ended"
+        ),
+    }
+    #[cfg(windows)]
+    tracing::info!(
+        "Windows: sessions run in job objects (a session server that dies takes its applications \
+         with it); a stop sends CTRL_BREAK_EVENT and WM_CLOSE, then ends the job after \
+         node.kill_grace; `pxs session-server reload` is not available (restart the session \
+         server to load changed applications)"
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -265,9 +345,99 @@ fn session_server(args: SessionServerArgs) -> anyhow::Result<std::process::ExitC
                 }
             });
         }
-        server.run_until(shutdown_signal()).await
-    })?;
+        server.run_until(shutdown).await
+    })
+}
+
+/// `pxs session-server service ...`: the Windows service.
+#[cfg(windows)]
+fn service(
+    action: ServiceAction,
+    config: pxs_session_server::Config,
+    config_file: Option<&std::path::Path>,
+) -> anyhow::Result<std::process::ExitCode> {
+    use pxs_session_server::service;
+    match action {
+        ServiceAction::Install { name } => {
+            let Some(file) = config_file else {
+                anyhow::bail!("`service install` needs --config FILE: the service runs with it");
+            };
+            let exe = std::env::current_exe().context("cannot find pxs.exe's own path")?;
+            service::install(&name, &exe, file)?;
+        }
+        a @ (ServiceAction::Uninstall { .. }
+        | ServiceAction::Start { .. }
+        | ServiceAction::Stop { .. }) => manage_service(&a)?,
+        ServiceAction::Run { name } => {
+            // What the service manager is told a stop may take: the sessions' graceful stop,
+            // and some more.
+            let patience = config.node.kill_grace + std::time::Duration::from_secs(30);
+            let log = config.node.data_dir.join("logs").join("session-server.log");
+            init_logging_to_file(&log)?;
+            tracing::info!(service = %name, "starting as a Windows service");
+            service::run(
+                &name,
+                patience,
+                Box::new(move |stop| {
+                    run_session_server(config, async move {
+                        let _ = stop.await;
+                    })
+                }),
+            )?;
+        }
+    }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `service start|stop|uninstall`: they wait this long for the service to get there.
+#[cfg(windows)]
+const SERVICE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
+#[cfg(windows)]
+fn manage_service(action: &ServiceAction) -> anyhow::Result<()> {
+    use pxs_session_server::service;
+    match action {
+        ServiceAction::Uninstall { name } => service::uninstall(name, SERVICE_PATIENCE),
+        ServiceAction::Start { name } => service::start(name, SERVICE_PATIENCE),
+        ServiceAction::Stop { name } => service::stop(name, SERVICE_PATIENCE),
+        ServiceAction::Install { .. } | ServiceAction::Run { .. } => {
+            anyhow::bail!("install and run need the configuration")
+        }
+    }
+}
+
+#[cfg(not(windows))]
+fn service(
+    _action: ServiceAction,
+    _config: pxs_session_server::Config,
+    _config_file: Option<&std::path::Path>,
+) -> anyhow::Result<std::process::ExitCode> {
+    eprintln!(
+        "error: `pxs session-server service` manages a Windows service; on Linux run the session \
+         server under systemd (docs/session-server.md)"
+    );
+    Ok(std::process::ExitCode::from(2))
+}
+
+/// Logging for the Windows service, which has no console to write to: appended to `path`.
+#[cfg(windows)]
+fn init_logging_to_file(path: &std::path::Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open the log file {}", path.display()))?;
+    let filter = EnvFilter::try_from_env("PXS_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,hyper=warn,tower_http=warn,tungstenite=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .init();
+    Ok(())
 }
 
 /// `pxs session-server drain`: writes the drain request into the data dir.
@@ -316,7 +486,15 @@ fn running_server(data_dir: &std::path::Path) -> String {
     }
 }
 
+/// This binary, which runs the session server's guards (`pxs session-server guard`). Unix only:
+/// on Windows each session's job object does the guard's work.
+#[cfg(not(unix))]
+fn guard_program() -> Option<std::path::PathBuf> {
+    None
+}
+
 /// This binary, which runs the session server's guards (`pxs session-server guard`).
+#[cfg(unix)]
 fn guard_program() -> Option<std::path::PathBuf> {
     match std::env::current_exe() {
         Ok(p) => Some(p),
@@ -329,7 +507,7 @@ fn guard_program() -> Option<std::path::PathBuf> {
     }
 }
 
-/// Ctrl-C or SIGTERM.
+/// Ctrl-C, SIGTERM (Unix), Ctrl-Break or the console closed (Windows).
 pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
@@ -346,7 +524,24 @@ pub(crate) async fn shutdown_signal() {
             _ = term.recv() => {}
         }
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    {
+        // Ctrl-C or Ctrl-Break typed into the console, or the console window closed.
+        use tokio::signal::windows::{ctrl_break, ctrl_close};
+        match (ctrl_break(), ctrl_close()) {
+            (Ok(mut brk), Ok(mut close)) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = brk.recv() => {}
+                    _ = close.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(any(unix, windows)))]
     {
         let _ = tokio::signal::ctrl_c().await;
     }

@@ -12,6 +12,8 @@
 //! - [`link`]: the node link's I/O (dial, backoff, frames).
 //! - [`state`]: the data dir (state file written atomically, logs, pid file, lock).
 //! - [`gpu`]: NVIDIA GPUs through NVML, loaded at run time.
+//! - `win32` (Windows only): the graceful stop of a process tree (`CTRL_BREAK_EVENT`,
+//!   `WM_CLOSE`) and a console for the service; the only module with `unsafe` code.
 
 pub mod config;
 pub mod gpu;
@@ -19,8 +21,12 @@ pub mod http;
 pub mod link;
 pub mod process;
 pub mod server;
+#[cfg(windows)]
+pub mod service;
 pub mod state;
 pub mod supervisor;
+#[cfg(windows)]
+pub mod win32;
 
 pub use config::{Config, Options};
 pub use server::{Reloader, SessionServer};

@@ -1,5 +1,5 @@
 //! Launching and stopping applications: each session's process is the leader of its own process
-//! group (Unix) or runs in its own job object (Windows), so that stopping a session reaches every
+//! group (Unix) or runs in its own job object and console process group (Windows), so that stopping a session reaches every
 //! process it started. Also the recovery of processes left behind by a session server that died.
 //!
 //! On Unix each session also has a *guard*: a small process (`pxs session-server guard`) whose
@@ -24,8 +24,8 @@ pub const MARKER_ENV: &str = "PXS_SESSION_SERVER_DATA_DIR";
 /// How to stop a process tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stop {
-    /// SIGTERM to the process group (Unix). On Windows there is no such signal for a GUI
-    /// application, so this is the same as `Force` there.
+    /// SIGTERM to the process group (Unix); on Windows `CTRL_BREAK_EVENT` to the session's
+    /// console process group and `WM_CLOSE` to the tree's windows (see `win32`).
     Graceful,
     /// SIGKILL to the group; on Windows, terminate the job.
     Force,
@@ -80,7 +80,14 @@ pub fn launch(
     #[cfg(unix)]
     wrap.wrap(process_wrap::tokio::ProcessGroup::leader());
     #[cfg(windows)]
-    wrap.wrap(process_wrap::tokio::JobObject);
+    {
+        use windows::Win32::System::Threading::PROCESS_CREATION_FLAGS;
+        // Its own console process group, so that CTRL_BREAK_EVENT reaches this session only.
+        wrap.wrap(process_wrap::tokio::CreationFlags(PROCESS_CREATION_FLAGS(
+            crate::win32::CREATE_NEW_PROCESS_GROUP,
+        )));
+        wrap.wrap(process_wrap::tokio::JobObject);
+    }
     // With the job object: the job is closed, and its processes killed, if we die.
     wrap.wrap(KillOnDrop);
     let child = match wrap.spawn() {
@@ -234,8 +241,14 @@ async fn supervise(
             status = child.inner_mut().wait() => break status,
             cmd = commands.recv(), if commands_open => match cmd {
                 Some(stop) => {
-                    if let Err(e) = stop_tree(child.as_mut(), stop) {
-                        debug!(session = %session, %e, "stop signal not delivered");
+                    match stop_tree(child.as_mut(), stop) {
+                        Ok(()) => {}
+                        // Already gone (ESRCH): its exit is on the way.
+                        #[cfg(unix)]
+                        Err(e) if e.raw_os_error() == Some(nix::libc::ESRCH) => {
+                            debug!(session = %session, %e, "nothing left to signal");
+                        }
+                        Err(e) => warn!(session = %session, ?stop, %e, "stop request not delivered"),
                     }
                 }
                 None => commands_open = false,
@@ -267,9 +280,42 @@ fn stop_tree(child: &mut dyn ChildWrapper, stop: Stop) -> std::io::Result<()> {
     match stop {
         #[cfg(unix)]
         Stop::Graceful => child.signal(nix::sys::signal::Signal::SIGTERM as i32),
-        #[cfg(not(unix))]
+        #[cfg(windows)]
+        Stop::Graceful => {
+            let Some(pid) = child.id() else {
+                return Ok(()); // already exited: nothing to ask
+            };
+            let sent = crate::win32::request_stop(pid);
+            debug!(pid, ?sent, "graceful stop requested");
+            if !sent.ctrl_break && sent.windows_closed == 0 {
+                return Err(std::io::Error::other(format!(
+                    "neither CTRL_BREAK_EVENT ({}) nor WM_CLOSE (no window) could be delivered; \
+                     the tree is ended after node.kill_grace",
+                    sent.ctrl_break_error.as_deref().unwrap_or("?")
+                )));
+            }
+            Ok(())
+        }
+        #[cfg(not(any(unix, windows)))]
         Stop::Graceful => child.start_kill(),
         Stop::Force => child.start_kill(),
+    }
+}
+
+/// `leader` and every process whose parent chain in `table` (`(pid, parent pid)` rows) leads to
+/// it. A row that names itself as its parent (Windows' idle process) is not followed.
+pub fn tree_of(leader: u32, table: &[(u32, u32)]) -> std::collections::HashSet<u32> {
+    let mut tree = std::collections::HashSet::from([leader]);
+    loop {
+        let before = tree.len();
+        for (pid, parent) in table {
+            if pid != parent && tree.contains(parent) {
+                tree.insert(*pid);
+            }
+        }
+        if tree.len() == before {
+            return tree;
+        }
     }
 }
 
@@ -441,6 +487,35 @@ pub fn alive(pid: u32) -> bool {
             .and_then(|i| text[i + 1..].split_whitespace().next())
             .is_some_and(|state| state != "Z" && state != "X"),
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tree_tests {
+    use super::tree_of;
+    use std::collections::HashSet;
+
+    #[test]
+    fn the_tree_of_a_leader_is_it_and_its_descendants_only() {
+        // 0 is its own parent (Windows' idle process); 10 → 11 → 12 and 10 → 13 is the tree; 20
+        // and its child 21 are another; 12's grandchild comes before its parent in the table.
+        let table = [
+            (0, 0),
+            (4, 0),
+            (14, 12),
+            (10, 4),
+            (11, 10),
+            (12, 11),
+            (13, 10),
+            (20, 4),
+            (21, 20),
+        ];
+        assert_eq!(tree_of(10, &table), HashSet::from([10, 11, 12, 13, 14]));
+        assert_eq!(tree_of(21, &table), HashSet::from([21]));
+        // A leader that is gone from the table is still its own tree (its children may remain).
+        assert_eq!(tree_of(99, &[(100, 99)]), HashSet::from([99, 100]));
+        // A cycle of reused ids ends.
+        assert_eq!(tree_of(1, &[(1, 2), (2, 1)]), HashSet::from([1, 2]));
     }
 }
 

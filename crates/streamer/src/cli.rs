@@ -84,7 +84,7 @@ fn spawn_timer(name: &str, after: Duration, f: impl FnOnce() + Send + 'static) {
     }
 }
 
-/// Ctrl-C or SIGTERM.
+/// Ctrl-C, SIGTERM (Unix) or CTRL_BREAK_EVENT (Windows).
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
@@ -101,7 +101,23 @@ async fn shutdown_signal() {
             }
         }
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    {
+        // A session server stops its sessions with CTRL_BREAK_EVENT (there is no SIGTERM).
+        use tokio::signal::windows::ctrl_break;
+        match ctrl_break() {
+            Ok(mut brk) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = brk.recv() => tracing::info!("CTRL_BREAK_EVENT received"),
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(any(unix, windows)))]
     {
         let _ = tokio::signal::ctrl_c().await;
     }

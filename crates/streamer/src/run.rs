@@ -101,6 +101,9 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         "height": settings.height,
         "fps": settings.max_fps,
         "pid": std::process::id(),
+        // The UE flags and words it ignored, exactly as received: tests check that arguments
+        // with spaces and quotes reach the application unchanged.
+        "ignored": settings.ignored,
     }));
 
     let hang_at = settings.faults.hang_after.map(|d| started + d);

@@ -88,7 +88,13 @@ pub struct Player {
 impl Player {
     /// Connects to the player port and subscribes to `streamer_id` once it is listed.
     pub async fn subscribe(player_addr: SocketAddr, streamer_id: &str) -> Player {
-        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{player_addr}/"))
+        Self::subscribe_url(&format!("ws://{player_addr}/"), streamer_id).await
+    }
+
+    /// Connects to a player WebSocket URL (a session's `join_url`, say) and subscribes to
+    /// `streamer_id` once it is listed.
+    pub async fn subscribe_url(url: &str, streamer_id: &str) -> Player {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("player connects");
         let deadline = Instant::now() + Duration::from_secs(15);
