@@ -476,6 +476,11 @@ async fn pxs_exe_streams_a_session_to_a_linux_player_and_delete_leaves_no_proces
     assert_eq!(ended["end_reason"], "stopped", "{ended}");
     wait_no_process(&id).await;
     let node_log = w.node_log();
+    // No NVIDIA driver under Wine: said plainly, and the node runs without GPUs.
+    assert!(
+        node_log.contains("no NVIDIA GPU found (NVML is not available); running without GPUs"),
+        "{node_log}"
+    );
     assert!(
         node_log.contains("stop request not delivered")
             || log.contains("CTRL_BREAK_EVENT received"),
