@@ -252,6 +252,11 @@ fn session_server(args: SessionServerArgs) -> anyhow::Result<std::process::ExitC
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e:#}");
+            // A service has nobody reading its stderr: the error goes beside pxs.exe too.
+            #[cfg(windows)]
+            if let Some(SessionServerAction::Service(ServiceAction::Run { name })) = &args.action {
+                service_error_log(name, &format!("{e:#}"));
+            }
             return Ok(std::process::ExitCode::from(1));
         }
     };
@@ -362,8 +367,18 @@ fn service(
             let Some(file) = config_file else {
                 anyhow::bail!("`service install` needs --config FILE: the service runs with it");
             };
+            // The service runs in C:\Windows\System32: a relative data dir would land there,
+            // and `drain` from a console would write elsewhere.
+            if !config.node.data_dir.is_absolute() {
+                anyhow::bail!(
+                    "node.data_dir is {}: a service needs an absolute path (e.g. \
+                     'C:\\ProgramData\\pxs\\session-server')",
+                    config.node.data_dir.display()
+                );
+            }
             let exe = std::env::current_exe().context("cannot find pxs.exe's own path")?;
-            service::install(&name, &exe, file)?;
+            let stop_hint = config.node.kill_grace + std::time::Duration::from_secs(30);
+            service::install(&name, &exe, file, stop_hint)?;
         }
         a @ (ServiceAction::Uninstall { .. }
         | ServiceAction::Start { .. }
@@ -373,7 +388,10 @@ fn service(
             // and some more.
             let patience = config.node.kill_grace + std::time::Duration::from_secs(30);
             let log = config.node.data_dir.join("logs").join("session-server.log");
-            init_logging_to_file(&log)?;
+            if let Err(e) = init_logging_to_file(&log) {
+                service_error_log(&name, &format!("{e:#}"));
+                return Err(e);
+            }
             tracing::info!(service = %name, "starting as a Windows service");
             service::run(
                 &name,
@@ -389,9 +407,33 @@ fn service(
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+/// Appends an error of the service `name` that happened before it had a log file to
+/// `pxs-service-error.log` beside pxs.exe.
+#[cfg(windows)]
+fn service_error_log(name: &str, error: &str) {
+    use std::io::Write;
+    let Some(path) = std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name("pxs-service-error.log"))
+    else {
+        return;
+    };
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(
+            f,
+            "{} service {name}: {error}",
+            pxs_session_server::http::now_millis()
+        );
+    }
+}
+
 /// `service start|stop|uninstall`: they wait this long for the service to get there.
 #[cfg(windows)]
-const SERVICE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+const SERVICE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(300);
 
 #[cfg(windows)]
 fn manage_service(action: &ServiceAction) -> anyhow::Result<()> {

@@ -303,13 +303,25 @@ fn stop_tree(child: &mut dyn ChildWrapper, stop: Stop) -> std::io::Result<()> {
 }
 
 /// `leader` and every process whose parent chain in `table` (`(pid, parent pid)` rows) leads to
-/// it. A row that names itself as its parent (Windows' idle process) is not followed.
-pub fn tree_of(leader: u32, table: &[(u32, u32)]) -> std::collections::HashSet<u32> {
+/// it. Process ids are reused, so a parent link counts only if the child was created no earlier
+/// than its parent (`created`, in any unit; unknown: the link does not count): a process whose
+/// own parent died before its id went to one of ours is not ours. A row that names itself as
+/// its parent (Windows' idle process) is not followed.
+pub fn tree_of(
+    leader: u32,
+    table: &[(u32, u32)],
+    created: impl Fn(u32) -> Option<u64>,
+) -> std::collections::HashSet<u32> {
     let mut tree = std::collections::HashSet::from([leader]);
     loop {
         let before = tree.len();
         for (pid, parent) in table {
-            if pid != parent && tree.contains(parent) {
+            if pid == parent || tree.contains(pid) || !tree.contains(parent) {
+                continue;
+            }
+            if let (Some(c), Some(p)) = (created(*pid), created(*parent))
+                && c >= p
+            {
                 tree.insert(*pid);
             }
         }
@@ -498,7 +510,7 @@ mod tree_tests {
     #[test]
     fn the_tree_of_a_leader_is_it_and_its_descendants_only() {
         // 0 is its own parent (Windows' idle process); 10 → 11 → 12 and 10 → 13 is the tree; 20
-        // and its child 21 are another; 12's grandchild comes before its parent in the table.
+        // and its child 21 are another; 12's child comes before its parent in the table.
         let table = [
             (0, 0),
             (4, 0),
@@ -510,12 +522,34 @@ mod tree_tests {
             (20, 4),
             (21, 20),
         ];
-        assert_eq!(tree_of(10, &table), HashSet::from([10, 11, 12, 13, 14]));
-        assert_eq!(tree_of(21, &table), HashSet::from([21]));
-        // A leader that is gone from the table is still its own tree (its children may remain).
-        assert_eq!(tree_of(99, &[(100, 99)]), HashSet::from([99, 100]));
+        // Created in the order of their ids.
+        let created = |pid: u32| Some(u64::from(pid));
+        assert_eq!(
+            tree_of(10, &table, created),
+            HashSet::from([10, 11, 12, 13, 14])
+        );
+        assert_eq!(tree_of(21, &table, created), HashSet::from([21]));
         // A cycle of reused ids ends.
-        assert_eq!(tree_of(1, &[(1, 2), (2, 1)]), HashSet::from([1, 2]));
+        assert_eq!(
+            tree_of(1, &[(1, 2), (2, 1)], |_| Some(0)),
+            HashSet::from([1, 2])
+        );
+    }
+
+    #[test]
+    fn a_process_older_than_the_holder_of_its_parents_id_is_not_in_the_tree() {
+        // 30 was started (at 5) by a process that had id 10 and died; the session's leader got
+        // id 10 later (at 9). 31 is the leader's own child (at 12).
+        let table = [(30, 10), (31, 10)];
+        let created = |pid: u32| match pid {
+            30 => Some(5),
+            10 => Some(9),
+            31 => Some(12),
+            _ => None,
+        };
+        assert_eq!(tree_of(10, &table, created), HashSet::from([10, 31]));
+        // A process whose creation time cannot be read (not ours to open) is left out.
+        assert_eq!(tree_of(10, &table, |_| None), HashSet::from([10]));
     }
 }
 

@@ -5,6 +5,10 @@
 //! runs `pxs.exe session-server --config <file> service run --name <name>`, starts with Windows,
 //! as LocalSystem, and is restarted by the service manager 5 seconds after a failure (three
 //! times a day at most). `run` is what the service manager starts; it is not for people.
+//!
+//! The service sees the config file only: no flags, no `PXS_*` variables of the shell that
+//! installed it, and `C:\Windows\System32` as its working directory. So `install` refuses a
+//! relative `node.data_dir`.
 
 use anyhow::{Context, bail};
 use std::ffi::OsString;
@@ -33,7 +37,7 @@ static PENDING: Mutex<Option<(String, Duration, Body)>> = Mutex::new(None);
 
 /// Registers the service. `exe` is this pxs.exe and `config` the session server's config file
 /// (made absolute here: services start in C:\Windows\System32).
-pub fn install(name: &str, exe: &Path, config: &Path) -> anyhow::Result<()> {
+pub fn install(name: &str, exe: &Path, config: &Path, stop_hint: Duration) -> anyhow::Result<()> {
     let config = std::path::absolute(config)
         .with_context(|| format!("cannot make {} absolute", config.display()))?;
     let manager = ServiceManager::local_computer(
@@ -64,25 +68,57 @@ pub fn install(name: &str, exe: &Path, config: &Path) -> anyhow::Result<()> {
     let service = manager
         .create_service(
             &info,
-            ServiceAccess::CHANGE_CONFIG | ServiceAccess::START | ServiceAccess::QUERY_STATUS,
+            ServiceAccess::CHANGE_CONFIG
+                | ServiceAccess::START
+                | ServiceAccess::QUERY_STATUS
+                | ServiceAccess::DELETE,
         )
         .with_context(|| format!("cannot create the service {name}"))?;
+    // Half a service is worse than none: a failure from here on removes it again.
+    if let Err(e) = configure(&service, stop_hint) {
+        if let Err(d) = service.delete() {
+            eprintln!("warning: the service {name} is left half-installed: cannot delete it ({d})");
+        }
+        return Err(e);
+    }
+    println!(
+        "installed the service {name}: {} session-server --config {} (starts with Windows; \
+         `pxs session-server service start` starts it now)",
+        exe.display(),
+        config.display()
+    );
+    Ok(())
+}
+
+/// The description, the restart policy and the shutdown time of a new service.
+fn configure(
+    service: &windows_service::service::Service,
+    stop_hint: Duration,
+) -> anyhow::Result<()> {
     service
         .set_description(
             "pxs session server: runs the sessions of this machine's applications for the pxs coordinator",
         )
         .context("cannot set the service's description")?;
+    let restart = ServiceAction {
+        action_type: ServiceActionType::Restart,
+        delay: Duration::from_secs(5),
+    };
     service
         .update_failure_actions(ServiceFailureActions {
             reset_period: ServiceFailureResetPeriod::After(Duration::from_secs(24 * 3600)),
             reboot_msg: None,
             command: None,
+            // The last action repeats for every later failure: after three restarts, none
+            // until the count is reset (a day without failure).
             actions: Some(vec![
+                restart.clone(),
+                restart.clone(),
+                restart,
                 ServiceAction {
-                    action_type: ServiceActionType::Restart,
-                    delay: Duration::from_secs(5),
-                };
-                3
+                    action_type: ServiceActionType::None,
+                    delay: Duration::ZERO,
+                },
             ]),
         })
         .context("cannot set the service's restart policy")?;
@@ -94,12 +130,14 @@ pub fn install(name: &str, exe: &Path, config: &Path) -> anyhow::Result<()> {
              cannot set SERVICE_CONFIG_FAILURE_ACTIONS_FLAG ({e})"
         );
     }
-    println!(
-        "installed the service {name}: {} session-server --config {} (starts with Windows; \
-         `pxs session-server service start` starts it now)",
-        exe.display(),
-        config.display()
-    );
+    // At a shutdown of Windows, the sessions get their graceful stop: the service is told
+    // before the shutdown proper (preshutdown), and Windows waits this long for it.
+    if let Err(e) = service.set_preshutdown_timeout(stop_hint) {
+        eprintln!(
+            "warning: at a shutdown of Windows the sessions may be cut short: cannot set the \
+             preshutdown timeout ({e})"
+        );
+    }
     Ok(())
 }
 
@@ -114,9 +152,17 @@ pub fn uninstall(name: &str, timeout: Duration) -> anyhow::Result<()> {
         )
         .with_context(|| format!("no service {name}"))?;
     let status = service.query_status().context("cannot query the service")?;
-    if status.current_state != ServiceState::Stopped {
-        service.stop().context("cannot stop the service")?;
-        wait_for(&service, ServiceState::Stopped, timeout)?;
+    match status.current_state {
+        ServiceState::Stopped => {}
+        // On its way down already: wait for it.
+        ServiceState::StopPending => wait_for(&service, ServiceState::Stopped, timeout)?,
+        _ => {
+            if status.current_state == ServiceState::StartPending {
+                wait_for(&service, ServiceState::Running, timeout)?;
+            }
+            service.stop().context("cannot stop the service")?;
+            wait_for(&service, ServiceState::Stopped, timeout)?;
+        }
     }
     service.delete().context("cannot delete the service")?;
     println!("removed the service {name}");
@@ -166,8 +212,9 @@ fn wait_for(
         }
         if want == ServiceState::Running && status.current_state == ServiceState::Stopped {
             bail!(
-                "the service stopped during its start (exit code {:?}); its log is \
-                 <node.data_dir>\\logs\\session-server.log",
+                "the service stopped during its start (exit code {:?}); see its log, \
+                 <node.data_dir>\\logs\\session-server.log, or for a configuration it could \
+                 not load, pxs-service-error.log beside pxs.exe",
                 status.exit_code
             );
         }
@@ -244,13 +291,15 @@ fn serve(name: &str, stop_hint: Duration, body: Body) -> anyhow::Result<()> {
     let handle = service_control_handler::register(name, handler)
         .context("cannot register the service's control handler")?;
     let _ = handle_slot.set(handle);
-    handle.set_service_status(status_of(
+    let result = match handle.set_service_status(status_of(
         ServiceState::Running,
-        ServiceControlAccept::STOP | ServiceControlAccept::SHUTDOWN,
+        ServiceControlAccept::STOP | ServiceControlAccept::PRESHUTDOWN,
         ServiceExitCode::NO_ERROR,
         Duration::ZERO,
-    ))?;
-    let result = body(stop_rx);
+    )) {
+        Ok(()) => body(stop_rx),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot report the service running")),
+    };
     let exit_code = match &result {
         Ok(()) => ServiceExitCode::NO_ERROR,
         Err(e) => {

@@ -2,12 +2,13 @@
 //! offers: the graceful stop of a session's process tree, and a console for the service.
 //!
 //! Windows has no SIGTERM. What an application listens to depends on its kind:
-//! - a *console* application (`pxs streamer`, a UE app started with `-log`, a dedicated server)
+//! - a *console* application (`pxs streamer`, a UE dedicated server, other console programs)
 //!   gets `CTRL_BREAK_EVENT`. Each session's application is started with
 //!   `CREATE_NEW_PROCESS_GROUP`, so the event reaches that session's processes only (and a
 //!   Ctrl-C typed into the session server's own console reaches none of them);
-//! - a *GUI* application (a packaged UE game) has no console; it gets `WM_CLOSE` on each of its
-//!   top-level windows, which is what closing the window does (UE then exits normally).
+//! - a *GUI* application (a packaged UE game, even with `-log`, which opens a console of its own)
+//!   is not on our console; it gets `WM_CLOSE` on each of its top-level windows, which is what
+//!   closing the window does (UE then exits normally).
 //!
 //! Both are sent; whatever the application ignores, the job object is terminated once
 //! `node.kill_grace` has passed.
@@ -17,12 +18,15 @@
 #![allow(unsafe_code)]
 
 use std::collections::HashSet;
-use windows_sys::Win32::Foundation::{CloseHandle, HWND, INVALID_HANDLE_VALUE, LPARAM};
+use windows_sys::Win32::Foundation::{CloseHandle, FILETIME, HWND, INVALID_HANDLE_VALUE, LPARAM};
 use windows_sys::Win32::System::Console::{
     AllocConsole, CTRL_BREAK_EVENT, GenerateConsoleCtrlEvent,
 };
 use windows_sys::Win32::System::Diagnostics::ToolHelp::{
     CreateToolhelp32Snapshot, PROCESSENTRY32W, Process32FirstW, Process32NextW, TH32CS_SNAPPROCESS,
+};
+use windows_sys::Win32::System::Threading::{
+    GetProcessTimes, OpenProcess, PROCESS_QUERY_LIMITED_INFORMATION,
 };
 use windows_sys::Win32::UI::WindowsAndMessaging::{
     EnumWindows, GetWindowThreadProcessId, PostMessageW, WM_CLOSE,
@@ -71,7 +75,24 @@ pub fn request_stop(leader: u32) -> StopRequest {
 /// table. (Windows reuses process ids; a tree is taken from a live leader at the moment of the
 /// snapshot, which is what a stop request needs.)
 pub fn descendants(leader: u32) -> HashSet<u32> {
-    crate::process::tree_of(leader, &process_table())
+    crate::process::tree_of(leader, &process_table(), created)
+}
+
+/// When process `pid` was created (FILETIME ticks), if it can be opened.
+fn created(pid: u32) -> Option<u64> {
+    // SAFETY: plain call; a null handle (no such process, no access) is checked.
+    let handle = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
+    if handle.is_null() {
+        return None;
+    }
+    let mut times = [FILETIME::default(); 4];
+    let [creation, exit, kernel, user] = &mut times;
+    // SAFETY: `handle` is an open process handle with query rights; the four pointers are
+    // writable FILETIMEs.
+    let ok = unsafe { GetProcessTimes(handle, creation, exit, kernel, user) } != 0;
+    // SAFETY: opened above, closed once.
+    unsafe { CloseHandle(handle) };
+    ok.then(|| (u64::from(creation.dwHighDateTime) << 32) | u64::from(creation.dwLowDateTime))
 }
 
 /// `(process id, parent process id)` of every process.
@@ -79,6 +100,10 @@ fn process_table() -> Vec<(u32, u32)> {
     // SAFETY: plain call; the handle is checked and closed below.
     let snapshot = unsafe { CreateToolhelp32Snapshot(TH32CS_SNAPPROCESS, 0) };
     if snapshot == INVALID_HANDLE_VALUE || snapshot.is_null() {
+        tracing::warn!(
+            e = %std::io::Error::last_os_error(),
+            "cannot list the processes: WM_CLOSE reaches the session's first process only"
+        );
         return Vec::new();
     }
     let mut table = Vec::new();

@@ -26,6 +26,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
+
+/// One Wine test at a time: each runs Wine, an H.264 encoder and a decoding player, which is
+/// all a 2-core machine has.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const ADMIN: &str = "wine-test-admin-token-0123456789";
 const NODE_TOKEN: &str = "wine-test-node-token-0123456789";
 
@@ -154,14 +158,24 @@ impl Coordinator {
             .spawn()
             .expect("pxs coordinator starts");
         let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        for l in std::io::BufReader::new(stdout).lines() {
-            let l = l.expect("coordinator stdout");
-            if l.contains("\"listening\"") {
-                line = l;
-                break;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if l.contains("\"listening\"") {
+                    let _ = tx.send(l);
+                }
             }
-        }
+        });
+        let Ok(line) = rx.recv_timeout(WAIT) else {
+            let _ = child.kill();
+            panic!(
+                "the coordinator did not say it listens within {WAIT:?}: {}",
+                std::fs::read_to_string(dir.join("coordinator.log")).unwrap_or_default()
+            );
+        };
         let v: Json = serde_json::from_str(&line).expect("listening line");
         let url = format!("http://{}", v["addr"].as_str().expect("addr"));
         Coordinator {
@@ -402,6 +416,7 @@ impl Drop for Kill {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pxs_exe_streams_a_session_to_a_linux_player_and_delete_leaves_no_process() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let Some(w) = World::new("stream") else {
         return;
     };
@@ -460,6 +475,7 @@ async fn pxs_exe_streams_a_session_to_a_linux_player_and_delete_leaves_no_proces
         player.audio.packets
     );
     drop(player);
+    assert!(!session_processes(&id).is_empty(), "the application runs");
 
     // DELETE: the session ends `stopped` and none of its processes is left. (Wine cannot deliver
     // CTRL_BREAK_EVENT: the node says so and ends the job after kill_grace.)
@@ -476,6 +492,7 @@ async fn pxs_exe_streams_a_session_to_a_linux_player_and_delete_leaves_no_proces
     assert_eq!(ended["end_reason"], "stopped", "{ended}");
     wait_no_process(&id).await;
     let node_log = w.node_log();
+    let log = w.session_log(&id);
     // No NVIDIA driver under Wine: said plainly, and the node runs without GPUs.
     assert!(
         node_log.contains("no NVIDIA GPU found (NVML is not available); running without GPUs"),
@@ -490,18 +507,19 @@ async fn pxs_exe_streams_a_session_to_a_linux_player_and_delete_leaves_no_proces
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hard_killed_session_server_takes_its_application_and_reports_node_restart() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let Some(w) = World::new("kill") else {
         return;
     };
-    let mut node = w.start_node("win-kill");
+    let mut node = Kill(w.start_node("win-kill"));
     w.coord.wait_node("win-kill", "online").await;
     let id = w.coord.launch("demo").await;
     w.coord.wait_session(&id, "ready").await;
     assert!(!session_processes(&id).is_empty(), "the application runs");
 
     // SIGKILL to the session server (Wine's process for pxs.exe): no chance to clean up.
-    node.kill().expect("kill");
-    node.wait().expect("reaped");
+    node.0.kill().expect("kill");
+    node.0.wait().expect("reaped");
     // Its job object closes with it, and Windows (here Wine) ends the application.
     wait_no_process(&id).await;
 
@@ -519,6 +537,7 @@ async fn a_hard_killed_session_server_takes_its_application_and_reports_node_res
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_windows_service_installs_runs_sessions_stops_and_uninstalls() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let Some(w) = World::new("service") else {
         return;
     };
@@ -543,11 +562,24 @@ async fn the_windows_service_installs_runs_sessions_stops_and_uninstalls() {
     };
     let out = run(&["service", "install"]);
     assert!(out.contains("installed the service"), "{out}");
+    // Whatever fails below, the service does not outlive the test.
+    struct Uninstall<'a>(&'a Path, &'a str);
+    impl Drop for Uninstall<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                let _ = pxs_exe(self.0)
+                    .args(["session-server", "service", "uninstall", "--name", self.1])
+                    .output();
+            }
+        }
+    }
+    let _uninstall = Uninstall(release, &name);
     let out = run(&["service", "start"]);
     assert!(out.contains("is running"), "{out}");
     w.coord.wait_node("win-service", "online").await;
     let id = w.coord.launch("demo").await;
     w.coord.wait_session(&id, "ready").await;
+    assert!(!session_processes(&id).is_empty(), "the application runs");
 
     // A stop of the service ends its sessions as a shutdown does.
     let out = run(&["service", "stop"]);
@@ -567,6 +599,7 @@ async fn the_windows_service_installs_runs_sessions_stops_and_uninstalls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_config_of_the_release_checks_once_its_application_is_there() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let Some(release) = release() else {
         return;
     };
