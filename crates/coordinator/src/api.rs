@@ -91,16 +91,40 @@ pub const ROUTES: &[(&str, &str, Access, &str)] = &[
         "The node link (WebSocket; node token)",
     ),
     (
+        "get",
+        "/api/v1/node-tokens",
+        Access::Admin,
+        "List node tokens (never their secrets)",
+    ),
+    (
         "post",
         "/api/v1/node-tokens",
         Access::Admin,
         "Mint a node token (shown once)",
     ),
     (
+        "delete",
+        "/api/v1/node-tokens/{id}",
+        Access::Admin,
+        "Revoke a node token",
+    ),
+    (
+        "get",
+        "/api/v1/tokens",
+        Access::Admin,
+        "List API tokens (never their secrets)",
+    ),
+    (
         "post",
         "/api/v1/tokens",
         Access::Admin,
         "Mint an API token (shown once)",
+    ),
+    (
+        "delete",
+        "/api/v1/tokens/{id}",
+        Access::Admin,
+        "Revoke an API token",
     ),
     (
         "post",
