@@ -173,16 +173,20 @@ fn coordinator(opts: pxs_coordinator::Options) -> anyhow::Result<std::process::E
 }
 
 pub(crate) fn init_logging(default_level: &str) {
-    let filter = EnvFilter::try_from_env("PXS_LOG").unwrap_or_else(|_| {
-        EnvFilter::new(format!(
-            "{default_level},hyper=warn,tower_http=warn,tungstenite=warn"
-        ))
-    });
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(log_filter(default_level))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+}
+
+/// `PXS_LOG`, or `default_level` with the chatty HTTP and WebSocket crates at warn.
+fn log_filter(default_level: &str) -> EnvFilter {
+    EnvFilter::try_from_env("PXS_LOG").unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "{default_level},hyper=warn,tower_http=warn,tungstenite=warn"
+        ))
+    })
 }
 
 /// Every connection is a file descriptor: a server started with a low soft limit (often 1024)
@@ -377,16 +381,13 @@ fn service(
                 );
             }
             let exe = std::env::current_exe().context("cannot find pxs.exe's own path")?;
-            let stop_hint = config.node.kill_grace + std::time::Duration::from_secs(30);
-            service::install(&name, &exe, file, stop_hint)?;
+            service::install(&name, &exe, file, service_stop_time(&config))?;
         }
         a @ (ServiceAction::Uninstall { .. }
         | ServiceAction::Start { .. }
         | ServiceAction::Stop { .. }) => manage_service(&a)?,
         ServiceAction::Run { name } => {
-            // What the service manager is told a stop may take: the sessions' graceful stop,
-            // and some more.
-            let patience = config.node.kill_grace + std::time::Duration::from_secs(30);
+            let stop_time = service_stop_time(&config);
             let log = config.node.data_dir.join("logs").join("session-server.log");
             if let Err(e) = init_logging_to_file(&log) {
                 service_error_log(&name, &format!("{e:#}"));
@@ -395,7 +396,7 @@ fn service(
             tracing::info!(service = %name, "starting as a Windows service");
             service::run(
                 &name,
-                patience,
+                stop_time,
                 Box::new(move |stop| {
                     run_session_server(config, async move {
                         let _ = stop.await;
@@ -405,6 +406,13 @@ fn service(
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// What Windows is told a stop of the service may take: the sessions' graceful stop, and some
+/// more.
+#[cfg(windows)]
+fn service_stop_time(config: &pxs_session_server::Config) -> std::time::Duration {
+    config.node.kill_grace + std::time::Duration::from_secs(30)
 }
 
 /// Appends an error of the service `name` that happened before it had a log file to
@@ -472,10 +480,8 @@ fn init_logging_to_file(path: &std::path::Path) -> anyhow::Result<()> {
         .append(true)
         .open(path)
         .with_context(|| format!("cannot open the log file {}", path.display()))?;
-    let filter = EnvFilter::try_from_env("PXS_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,hyper=warn,tower_http=warn,tungstenite=warn"));
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(log_filter("info"))
         .with_writer(std::sync::Mutex::new(file))
         .with_ansi(false)
         .init();

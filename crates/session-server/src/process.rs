@@ -313,13 +313,16 @@ pub fn tree_of(
     created: impl Fn(u32) -> Option<u64>,
 ) -> std::collections::HashSet<u32> {
     let mut tree = std::collections::HashSet::from([leader]);
+    // Each process's creation time is asked once (on Windows it opens the process).
+    let mut times = std::collections::HashMap::new();
+    let mut created_at = |pid: u32| *times.entry(pid).or_insert_with(|| created(pid));
     loop {
         let before = tree.len();
         for (pid, parent) in table {
             if pid == parent || tree.contains(pid) || !tree.contains(parent) {
                 continue;
             }
-            if let (Some(c), Some(p)) = (created(*pid), created(*parent))
+            if let (Some(c), Some(p)) = (created_at(*pid), created_at(*parent))
                 && c >= p
             {
                 tree.insert(*pid);

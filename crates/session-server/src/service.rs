@@ -143,14 +143,10 @@ fn configure(
 
 /// Stops the service if it runs, then removes it.
 pub fn uninstall(name: &str, timeout: Duration) -> anyhow::Result<()> {
-    let manager = ServiceManager::local_computer(None::<&str>, ServiceManagerAccess::CONNECT)
-        .context("cannot open the service manager")?;
-    let service = manager
-        .open_service(
-            name,
-            ServiceAccess::QUERY_STATUS | ServiceAccess::STOP | ServiceAccess::DELETE,
-        )
-        .with_context(|| format!("no service {name}"))?;
+    let service = open(
+        name,
+        ServiceAccess::QUERY_STATUS | ServiceAccess::STOP | ServiceAccess::DELETE,
+    )?;
     let status = service.query_status().context("cannot query the service")?;
     match status.current_state {
         ServiceState::Stopped => {}
@@ -171,11 +167,7 @@ pub fn uninstall(name: &str, timeout: Duration) -> anyhow::Result<()> {
 
 /// Starts the service and waits until it runs (or has stopped again: then says so).
 pub fn start(name: &str, timeout: Duration) -> anyhow::Result<()> {
-    let manager = ServiceManager::local_computer(None::<&str>, ServiceManagerAccess::CONNECT)
-        .context("cannot open the service manager")?;
-    let service = manager
-        .open_service(name, ServiceAccess::QUERY_STATUS | ServiceAccess::START)
-        .with_context(|| format!("no service {name}"))?;
+    let service = open(name, ServiceAccess::QUERY_STATUS | ServiceAccess::START)?;
     service
         .start(&[] as &[OsString])
         .with_context(|| format!("cannot start the service {name}"))?;
@@ -186,17 +178,21 @@ pub fn start(name: &str, timeout: Duration) -> anyhow::Result<()> {
 
 /// Stops the service (its sessions end as on any shutdown) and waits until it has.
 pub fn stop(name: &str, timeout: Duration) -> anyhow::Result<()> {
-    let manager = ServiceManager::local_computer(None::<&str>, ServiceManagerAccess::CONNECT)
-        .context("cannot open the service manager")?;
-    let service = manager
-        .open_service(name, ServiceAccess::QUERY_STATUS | ServiceAccess::STOP)
-        .with_context(|| format!("no service {name}"))?;
+    let service = open(name, ServiceAccess::QUERY_STATUS | ServiceAccess::STOP)?;
     service
         .stop()
         .with_context(|| format!("cannot stop the service {name}"))?;
     wait_for(&service, ServiceState::Stopped, timeout)?;
     println!("the service {name} has stopped");
     Ok(())
+}
+
+/// The installed service `name`, with `access`.
+fn open(name: &str, access: ServiceAccess) -> anyhow::Result<windows_service::service::Service> {
+    ServiceManager::local_computer(None::<&str>, ServiceManagerAccess::CONNECT)
+        .context("cannot open the service manager")?
+        .open_service(name, access)
+        .with_context(|| format!("no service {name}"))
 }
 
 fn wait_for(
