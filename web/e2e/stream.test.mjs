@@ -422,7 +422,7 @@ async function assertStripReadable(page, label) {
     assert.ok(last.frame - first.frame >= 29, `${label}: frames ${first.frame}..${last.frame} span at least 29`);
     assert.equal(last.width, RES_X, `${label}: presented frame width`);
     assert.equal(last.height, RES_Y, `${label}: presented frame height`);
-    // Same machine, same clock: the strip's time is a little before the frame was shown. `now` is
+    // Same machine, same wall clock: the strip's time is a little before the frame was shown. `now` is
     // the start of the rendering frame that shows it, which can precede the frame's arrival by
     // up to a vsync interval, so a latency of a few ms below zero is possible (seen: -8 ms).
     for (const r of readings) {

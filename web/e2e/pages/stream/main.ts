@@ -9,7 +9,7 @@
 //                               (requestVideoFrameCallback → canvas → 96 cells → frame, wall ms)
 //   window.__stream.responses   `Response` messages from the streamer (addResponseEventListener)
 //   window.__stream.signalling  signalling messages in/out with their times
-// Times are performance.now() values; performance.timeOrigin + t is the epoch time in ms.
+// Times are performance.now() values, except the strip's wallMs and dateNow (epoch ms).
 // Optional URL parameters: StreamerId, MaxReconnectAttempts, StreamerAutoJoinInterval,
 // KeepaliveDelay, statsMs (default 100; 0 = only on demand, by window.__sampleStats()),
 // strip (canvas, the default: drawImage + getImageData; videoframe: copy the luma plane of the
@@ -53,9 +53,14 @@ interface StripReading {
     wallMs: number;
     /** requestVideoFrameCallback's `now` (performance.now() clock). */
     now: number;
-    /** Date.now() inside the callback, as a cross-check of timeOrigin + now. */
+    /** Date.now() inside the callback. */
     dateNow: number;
-    /** performance.timeOrigin + now - wallMs. */
+    /**
+     * `now` on the wall clock minus wallMs. `now` is turned into wall time with the wall clock read
+     * in the callback, not with performance.timeOrigin: the monotonic clock behind performance.now()
+     * drifts from the wall clock the streamer stamps with (NTP slewing on a busy VM moved it by
+     * over 100 ms in CI), and only the wall clock is shared with the streamer.
+     */
     latencyMs: number;
     /** Metadata of the presented frame (performance.now() clock), when the browser gives them. */
     receiveTime?: number;
@@ -359,14 +364,14 @@ function startStripReader(video: HTMLVideoElement, mode: string): void {
     strip.verified = webCodecs;
     const readCanvas = canvasReader();
     const readLuma = lumaReader();
-    const store = (now: number, dateNow: number, meta: VideoFrameCallbackMetadata, result: StripResult): void => {
+    const store = (now: number, dateNow: number, perfNow: number, meta: VideoFrameCallbackMetadata, result: StripResult): void => {
         if ('frame' in result) {
             strip.readings.push({
                 frame: result.frame,
                 wallMs: result.wallMs,
                 now,
                 dateNow,
-                latencyMs: performance.timeOrigin + now - result.wallMs,
+                latencyMs: dateNow - (perfNow - now) - result.wallMs,
                 receiveTime: meta.receiveTime,
                 expectedDisplayTime: meta.expectedDisplayTime,
                 presentedFrames: meta.presentedFrames,
@@ -384,12 +389,13 @@ function startStripReader(video: HTMLVideoElement, mode: string): void {
     };
     const onFrame = (now: DOMHighResTimeStamp, meta: VideoFrameCallbackMetadata): void => {
         const dateNow = Date.now();
+        const perfNow = performance.now();
         strip.callbacks += 1;
         if (strip.firstFrameAt === undefined) strip.firstFrameAt = now;
         video.requestVideoFrameCallback(onFrame);
         if (!strip.enabled || meta.width <= 0 || meta.height <= 0) return;
         if (!webCodecs) {
-            store(now, dateNow, meta, readCanvas(video, meta.width, meta.height));
+            store(now, dateNow, perfNow, meta, readCanvas(video, meta.width, meta.height));
             return;
         }
         let frame: VideoFrame;
@@ -408,7 +414,7 @@ function startStripReader(video: HTMLVideoElement, mode: string): void {
         if (strip.method === 'videoframe') {
             readLuma(frame)
                 .then(
-                    (result) => store(now, dateNow, meta, result),
+                    (result) => store(now, dateNow, perfNow, meta, result),
                     (e) => {
                         // A frame that is not planar YUV (a GPU texture, say): use the canvas from now on.
                         log.errors.push(`strip luma reader: ${e instanceof Error ? e.message : String(e)}; using the canvas`);
@@ -418,7 +424,7 @@ function startStripReader(video: HTMLVideoElement, mode: string): void {
                 .finally(() => frame.close());
         } else {
             try {
-                store(now, dateNow, meta, readCanvas(frame, frame.displayWidth, frame.displayHeight));
+                store(now, dateNow, perfNow, meta, readCanvas(frame, frame.displayWidth, frame.displayHeight));
             } finally {
                 frame.close();
             }
