@@ -18,24 +18,24 @@
 // --strip: how the page reads the strip: `videoframe` (default) copies the strip's rows of the
 // luma plane out of a VideoFrame; `canvas` draws the frame onto a canvas and reads the pixels
 // back, as the test does, which costs Chromium a full-frame colour conversion per frame.
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir, cpus } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS } from '../e2e/harness.mjs';
+import {
+    CHROMIUM_BIN, REPO_DIR, WEB_DIR, launchChromium, portsOf, runCleanups, stamp, startPxs, startSignallingServer,
+    waitFor as waitForWithin
+} from '../e2e/harness.mjs';
 
-const webDir = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const repoDir = resolve(webDir, '..');
-const httpRoot = join(webDir, 'dist', 'e2e', 'stream');
+const httpRoot = join(WEB_DIR, 'dist', 'e2e', 'stream');
 
 const { values: opts } = parseArgs({
     options: {
-        pxs: { type: 'string', default: join(repoDir, 'target', 'release', 'pxs') },
-        chromium: { type: 'string', default: process.env.CHROMIUM_BIN || '/usr/bin/chromium' },
+        pxs: { type: 'string', default: join(REPO_DIR, 'target', 'release', 'pxs') },
+        chromium: { type: 'string', default: CHROMIUM_BIN },
         resolutions: { type: 'string', default: '1280x720,1920x1080' },
         fps: { type: 'string', default: '30' },
         window: { type: 'string', default: '10' },
@@ -70,22 +70,12 @@ const WINDOW_ATTEMPTS = 3;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function waitFor(what, probe, { timeoutMs = 20_000, intervalMs = 20 } = {}) {
-    const deadline = Date.now() + timeoutMs;
-    let lastError;
-    for (;;) {
-        try {
-            const value = await probe();
-            if (value) return value;
-        } catch (e) {
-            lastError = e;
-        }
-        if (Date.now() >= deadline) {
-            throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (${lastError.message})` : ''}`);
-        }
-        await sleep(intervalMs);
-    }
-}
+/** How long a step (a process's event, a page's state) may take. */
+const STEP_TIMEOUT_MS = 20_000;
+
+/** harness.mjs's waitFor, with this benchmark's step timeout and a finer poll. */
+const waitFor = (what, probe, options = {}) =>
+    waitForWithin(what, probe, { timeoutMs: STEP_TIMEOUT_MS, intervalMs: 20, ...options });
 
 function percentile(sorted, p) {
     if (!sorted.length) return NaN;
@@ -98,7 +88,7 @@ function median(values) {
 }
 
 function log(line) {
-    process.stderr.write(`[${new Date().toISOString().slice(11, 23)}] ${line}\n`);
+    process.stderr.write(`[${stamp()}] ${line}\n`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -283,70 +273,27 @@ function cpuBetween(a, b) {
 /** Every child process still running, so that a signal can stop them all. */
 const running = new Set();
 
-function startJsonProcess(name, args) {
-    const proc = spawn(opts.pxs, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
-    const child = {
-        name,
-        proc,
-        pid: proc.pid,
-        startedAt: Date.now(),
-        events: [],
-        stderr: '',
-        exit: null,
-        event(type, predicate = () => true) {
-            return child.events.find((e) => e.event === type && predicate(e));
-        },
-        async stop() {
-            if (child.exit) return;
-            const exited = new Promise((r) => proc.once('exit', r));
-            proc.kill('SIGTERM');
-            const timer = setTimeout(() => proc.kill('SIGKILL'), 3000);
-            await exited;
-            clearTimeout(timer);
-        }
-    };
-    proc.stdout.setEncoding('utf8');
-    proc.stderr.setEncoding('utf8');
-    proc.stderr.on('data', (c) => {
-        child.stderr = (child.stderr + c).slice(-20_000);
-    });
+/** Keeps `child` in `running` until it exits. */
+function track(child) {
     running.add(child);
-    proc.on('exit', (code, signal) => {
-        child.exit = { code, signal };
-        running.delete(child);
-    });
-    proc.on('error', (err) => {
-        child.exit = { error: err.message };
-        running.delete(child);
-    });
-    let pending = '';
-    proc.stdout.on('data', (chunk) => {
-        pending += chunk;
-        let nl;
-        while ((nl = pending.indexOf('\n')) >= 0) {
-            const line = pending.slice(0, nl).trim();
-            pending = pending.slice(nl + 1);
-            if (!line.startsWith('{')) continue;
-            try {
-                child.events.push({ ...JSON.parse(line), at: Date.now() });
-            } catch {
-                // ignore
-            }
-        }
-    });
+    child.exited.then(() => running.delete(child));
     return child;
 }
 
-async function waitForEvent(child, type, timeoutMs = 20_000) {
-    return waitFor(`${child.name} {"event":"${type}"}`, () => {
-        const e = child.event(type);
-        if (e) return e;
-        if (child.exit) throw new Error(`${child.name} exited ${JSON.stringify(child.exit)}\n${child.stderr}`);
-        return null;
-    }, { timeoutMs });
-}
+/** pxs's output is kept in part only: the benchmark's processes run for minutes. */
+const PXS_OPTIONS = { bin: opts.pxs, timeoutMs: STEP_TIMEOUT_MS, outputLimit: 20_000 };
 
-const portOf = (addr) => Number(/:(\d+)$/.exec(String(addr))[1]);
+/** The server, listening; its ports in `server.ports`. */
+async function startServer() {
+    const server = track(startSignallingServer(httpRoot, { ...PXS_OPTIONS, logLevel: 'warn' }));
+    try {
+        server.ports = portsOf(await server.waitForEvent('listening'));
+    } catch (e) {
+        await server.stop();
+        throw e;
+    }
+    return server;
+}
 
 // ---------------------------------------------------------------------------------------------
 // One resolution
@@ -376,7 +323,7 @@ async function firstFrame(page) {
 }
 
 function startStreamer(server, res, inputLog) {
-    return startJsonProcess('streamer', [
+    return track(startPxs([
         'streamer',
         `-PixelStreamingURL=ws://127.0.0.1:${server.ports.streamer}`,
         `-ResX=${res.w}`,
@@ -384,7 +331,7 @@ function startStreamer(server, res, inputLog) {
         `-PixelStreamingWebRTCMaxFps=${FPS}`,
         '--input-log', inputLog,
         '--stats-interval', '1'
-    ]);
+    ], { ...PXS_OPTIONS, name: 'streamer' }));
 }
 
 /**
@@ -404,7 +351,7 @@ async function measureStart(browser, server, res, inputLog, cleanups) {
     const t0 = streamer.startedAt;
     const state = await firstFrame(viewer.page);
     const firstAt = state.timeOrigin + state.strip.firstFrameAt;
-    const registered = await waitForEvent(streamer, 'registered');
+    const registered = await streamer.waitForEvent('registered');
     const connected = streamer.event('player_connected');
     const peer = streamer.event('peer_connected');
     const subscribeAt = state.timeOrigin + state.signalling.subscribeAt;
@@ -507,14 +454,8 @@ async function runResolution(browser, res) {
     const cleanups = [];
     const result = { name, starts: [] };
     try {
-        const server = startJsonProcess('server', [
-            'webrtc-session', '--bind_address', '127.0.0.1', '--streamer_port', '0', '--player_port', '0',
-            '--sfu_port', '0', '--serve', '--http_root', httpRoot, '--homepage', 'index.html',
-            '--log_level_console', 'warn'
-        ]);
+        const server = await startServer();
         cleanups.push(() => server.stop());
-        const listening = await waitForEvent(server, 'listening');
-        server.ports = { streamer: portOf(listening.streamer), player: portOf(listening.player) };
 
         // Time to first frame, several times; the last streamer and viewer stay for the windows.
         let current = null;
@@ -550,9 +491,7 @@ async function runResolution(browser, res) {
         await sleep(WARMUP_S * 1000);
         result.noStrip = await measureWindow(`${name}, 1 viewer, strip not read`, pids, streamer, [plain]);
     } finally {
-        for (const c of cleanups.reverse()) {
-            await c().catch((e) => log(`cleanup: ${e.message}`));
-        }
+        await runCleanups(cleanups, (e) => log(`cleanup: ${e.message}`));
         await rm(tmp, { recursive: true, force: true });
     }
     return result;
@@ -560,13 +499,8 @@ async function runResolution(browser, res) {
 
 /** Chromium's own floor: the page open and waiting (no stream), over the same window length. */
 async function measureIdleBrowser(browser) {
-    const server = startJsonProcess('server', [
-        'webrtc-session', '--bind_address', '127.0.0.1', '--streamer_port', '0', '--player_port', '0',
-        '--sfu_port', '0', '--serve', '--http_root', httpRoot, '--homepage', 'index.html', '--log_level_console', 'warn'
-    ]);
+    const server = await startServer();
     try {
-        const listening = await waitForEvent(server, 'listening');
-        server.ports = { streamer: portOf(listening.streamer), player: portOf(listening.player) };
         const viewer = await openViewer(browser, server);
         await sleep(WARMUP_S * 1000);
         let cpu;
@@ -674,7 +608,7 @@ async function main() {
         if (!existsSync(path)) throw new Error(`${what} not found: ${path}`);
     }
     log(`pxs ${opts.pxs}; ${cpus().length} CPUs; CLK_TCK ${CLK_TCK}; window ${WINDOW_S} s, warm-up ${WARMUP_S} s, ${STARTS} starts`);
-    const browser = await chromium.launch({ executablePath: opts.chromium, headless: true, args: CHROMIUM_ARGS });
+    const browser = await launchChromium(opts.chromium);
     const onSignal = async () => {
         for (const child of running) child.proc.kill('SIGKILL');
         await browser.close().catch(() => {});

@@ -7,21 +7,17 @@
 // Artifacts:      <repo>/test-artifacts/signalling-browser*.{png,log}, signalling-server*.log
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { join } from 'node:path';
 import WebSocket from 'ws';
-import { CHROMIUM_ARGS, consoleLine, stamp, waitFor as waitForWithin } from './harness.mjs';
+import {
+    REPO_DIR, WEB_DIR, launchChromium, portsOf, recordPage, runCleanups, stamp, startSignallingServer,
+    waitFor as waitForWithin
+} from './harness.mjs';
 
-const webDir = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const repoDir = resolve(webDir, '..');
-const pxsBin = process.env.PXS_BIN || join(repoDir, 'target', 'debug', 'pxs');
-const chromiumBin = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
-const httpRoot = join(webDir, 'dist', 'e2e', 'signalling');
-const artifactsDir = join(repoDir, 'test-artifacts');
+const httpRoot = join(WEB_DIR, 'dist', 'e2e', 'signalling');
+const artifactsDir = join(REPO_DIR, 'test-artifacts');
 const STREAMER_ID = 'DefaultStreamer';
 const TEST_TIMEOUT_MS = 45_000;
 const STEP_TIMEOUT_MS = 10_000;
@@ -33,94 +29,20 @@ const STEP_TIMEOUT_MS = 10_000;
 const waitFor = (what, probe, options = {}) =>
     waitForWithin(what, probe, { timeoutMs: STEP_TIMEOUT_MS, ...options });
 
-
-
-
 /** Starts `pxs webrtc-session` and resolves once it printed its `listening` line on stdout. */
 async function startServer() {
-    if (!existsSync(pxsBin)) {
-        throw new Error(`server binary not found: ${pxsBin} (build it or set PXS_BIN)`);
-    }
     if (!existsSync(join(httpRoot, 'index.html'))) {
         throw new Error(`test page not built: ${httpRoot} (run npm run build in web/)`);
     }
-    const args = [
-        'webrtc-session',
-        '--bind_address', '127.0.0.1',
-        '--streamer_port', '0',
-        '--player_port', '0',
-        '--sfu_port', '0',
-        '--serve',
-        '--http_root', httpRoot,
-        '--homepage', 'index.html',
-        '--log_level_console', 'debug'
-    ];
-    // NO_COLOR: keep ANSI colour codes out of the captured log.
-    const proc = spawn(pxsBin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
-    const server = {
-        proc,
-        command: [pxsBin, ...args].join(' '),
-        stdout: '',
-        stderr: '',
-        exit: null,
-        listening: null,
-        async stop() {
-            if (server.exit) return;
-            const exited = new Promise((r) => proc.once('exit', r));
-            proc.kill('SIGTERM');
-            const timer = setTimeout(() => proc.kill('SIGKILL'), 3000);
-            await exited;
-            clearTimeout(timer);
-        },
-        output() {
-            return `$ ${server.command}\n--- server stdout ---\n${server.stdout}\n--- server stderr ---\n${server.stderr}` +
-                `\n--- server exit: ${server.exit ? JSON.stringify(server.exit) : 'still running'} ---\n`;
-        }
-    };
-    proc.stdout.setEncoding('utf8');
-    proc.stderr.setEncoding('utf8');
-    proc.stderr.on('data', (chunk) => (server.stderr += chunk));
-    proc.on('exit', (code, signal) => (server.exit = { code, signal }));
-    proc.on('error', (err) => (server.exit = { error: err.message }));
-
-    let pending = '';
-    proc.stdout.on('data', (chunk) => {
-        server.stdout += chunk;
-        pending += chunk;
-        let nl;
-        while ((nl = pending.indexOf('\n')) >= 0) {
-            const line = pending.slice(0, nl).trim();
-            pending = pending.slice(nl + 1);
-            if (!line.startsWith('{') || server.listening) continue;
-            try {
-                const msg = JSON.parse(line);
-                if (msg.event === 'listening') server.listening = msg;
-            } catch {
-                // not JSON: ignore, it stays in server.stdout
-            }
-        }
-    });
-
+    const server = startSignallingServer(httpRoot, { timeoutMs: 15_000 });
     try {
-        await waitFor('the server to print {"event":"listening",...} on stdout', () => {
-            if (server.exit) throw new Error(`server exited early: ${JSON.stringify(server.exit)}`);
-            return server.listening;
-        }, { timeoutMs: 15_000 });
+        server.listening = await server.waitForEvent('listening');
     } catch (e) {
         await server.stop();
         e.message += `\n${server.output()}`;
         throw e;
     }
-    const port = (addr) => {
-        const m = /:(\d+)$/.exec(String(addr));
-        assert.ok(m, `listening line has an address with a port: ${JSON.stringify(server.listening)}`);
-        return Number(m[1]);
-    };
-    server.ports = {
-        streamer: port(server.listening.streamer),
-        player: port(server.listening.player),
-        sfu: port(server.listening.sfu)
-    };
+    server.ports = portsOf(server.listening);
     return server;
 }
 
@@ -286,35 +208,19 @@ function installStreamerPeer() {
 
 /** Everything one test needs: server, browser with the test page, stand-in streamer page and ws. */
 async function startSession(name, pageParams = {}) {
-    const session = { name, consoleLines: [], pageErrors: [], async close() {} };
     const cleanups = [];
-    session.close = async () => {
-        for (const cleanup of cleanups.reverse()) {
-            try {
-                await cleanup();
-            } catch (e) {
-                console.error(`cleanup failed: ${e.message}`);
-            }
-        }
-    };
+    const session = { name, consoleLines: [], pageErrors: [], close: () => runCleanups(cleanups) };
     try {
         session.server = await startServer();
         cleanups.push(() => session.server.stop());
 
-        // Playwright's launch() always uses a fresh temporary profile (--user-data-dir) that it
-        // deletes on close; it refuses an explicit --user-data-dir argument.
-        session.browser = await chromium.launch({
-            executablePath: chromiumBin,
-            headless: true,
-            args: CHROMIUM_ARGS
-        });
+        session.browser = await launchChromium();
         cleanups.push(() => session.browser.close());
         const context = await session.browser.newContext({ viewport: { width: 960, height: 540 } });
 
         // The stand-in streamer's peer connection lives in a second, blank page.
         session.rtcPage = await context.newPage();
-        session.rtcPage.on('console', (m) => session.consoleLines.push(consoleLine('streamer-page', m)));
-        session.rtcPage.on('pageerror', (e) => session.pageErrors.push(`streamer page: ${e.message}`));
+        recordPage(session.rtcPage, 'streamer-page', session);
         await session.rtcPage.evaluate(installStreamerPeer);
 
         const { ports } = session.server;
@@ -326,11 +232,7 @@ async function startSession(name, pageParams = {}) {
         assert.equal(confirm.committedId, STREAMER_ID, 'server committed the requested streamer id');
 
         session.page = await context.newPage();
-        session.page.on('console', (m) => session.consoleLines.push(consoleLine('page', m)));
-        session.page.on('pageerror', (e) => {
-            session.pageErrors.push(`page: ${e.message}`);
-            session.consoleLines.push(`${stamp()} [page pageerror] ${e.stack || e.message}`);
-        });
+        recordPage(session.page, 'page', session);
         const params = new URLSearchParams({ ss: `ws://127.0.0.1:${ports.player}`, ...pageParams });
         session.url = `http://127.0.0.1:${ports.player}/?${params}`;
         const response = await session.page.goto(session.url, { waitUntil: 'load' });

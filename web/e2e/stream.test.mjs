@@ -22,21 +22,17 @@
 // - The "stream is playing" events are `videoInitialized` (loadedmetadata) then `playStream`.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile, copyFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, consoleLine, stamp, waitFor as waitForWithin } from './harness.mjs';
+import { join } from 'node:path';
+import {
+    REPO_DIR, WEB_DIR, launchChromium, portsOf, recordPage, runCleanups, startPxs, startSignallingServer,
+    waitFor as waitForWithin
+} from './harness.mjs';
 
-const webDir = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const repoDir = resolve(webDir, '..');
-const pxsBin = process.env.PXS_BIN || join(repoDir, 'target', 'debug', 'pxs');
-const chromiumBin = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
-const httpRoot = join(webDir, 'dist', 'e2e', 'stream');
-const artifactsDir = join(repoDir, 'test-artifacts');
+const httpRoot = join(WEB_DIR, 'dist', 'e2e', 'stream');
+const artifactsDir = join(REPO_DIR, 'test-artifacts');
 const RES_X = 1280;
 const RES_Y = 720;
 const TEST_TIMEOUT_MS = 90_000;
@@ -48,80 +44,6 @@ const STEP_TIMEOUT_MS = 15_000;
 /** Polls `probe` until it is truthy, within this file's step timeout unless told otherwise. */
 const waitFor = (what, probe, options = {}) =>
     waitForWithin(what, probe, { timeoutMs: STEP_TIMEOUT_MS, ...options });
-
-
-
-
-/**
- * A child process whose stdout carries one JSON object per line (`{"event":...}`); every parsed
- * line is kept in `events` with the time it arrived.
- */
-function startJsonProcess(name, args) {
-    if (!existsSync(pxsBin)) throw new Error(`pxs binary not found: ${pxsBin} (build it or set PXS_BIN)`);
-    // NO_COLOR: keep ANSI colour codes out of the captured log.
-    const proc = spawn(pxsBin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
-    const child = {
-        name,
-        proc,
-        command: [pxsBin, ...args].join(' '),
-        stdout: '',
-        stderr: '',
-        exit: null,
-        events: [],
-        event(type, predicate = () => true) {
-            return child.events.find((e) => e.event === type && predicate(e));
-        },
-        async stop() {
-            if (child.exit) return;
-            const exited = new Promise((r) => proc.once('exit', r));
-            proc.kill('SIGTERM');
-            const timer = setTimeout(() => proc.kill('SIGKILL'), 3000);
-            await exited;
-            clearTimeout(timer);
-        },
-        output() {
-            return `$ ${child.command}\n--- ${name} stdout ---\n${child.stdout}\n--- ${name} stderr ---\n${child.stderr}` +
-                `\n--- ${name} exit: ${child.exit ? JSON.stringify(child.exit) : 'still running'} ---\n`;
-        }
-    };
-    proc.stdout.setEncoding('utf8');
-    proc.stderr.setEncoding('utf8');
-    proc.stderr.on('data', (chunk) => (child.stderr += chunk));
-    proc.on('exit', (code, signal) => (child.exit = { code, signal }));
-    proc.on('error', (err) => (child.exit = { error: err.message }));
-    let pending = '';
-    proc.stdout.on('data', (chunk) => {
-        child.stdout += chunk;
-        pending += chunk;
-        let nl;
-        while ((nl = pending.indexOf('\n')) >= 0) {
-            const line = pending.slice(0, nl).trim();
-            pending = pending.slice(nl + 1);
-            if (!line.startsWith('{')) continue;
-            try {
-                child.events.push({ ...JSON.parse(line), at: Date.now() });
-            } catch {
-                // not JSON: it stays in child.stdout
-            }
-        }
-    });
-    return child;
-}
-
-async function waitForEvent(child, type, timeoutMs = STEP_TIMEOUT_MS) {
-    return waitFor(`${child.name} to print {"event":"${type}",...}`, () => {
-        const found = child.event(type);
-        if (found) return found;
-        if (child.exit) throw new Error(`${child.name} exited: ${JSON.stringify(child.exit)}`);
-        return null;
-    }, { timeoutMs });
-}
-
-function portOf(addr) {
-    const m = /:(\d+)$/.exec(String(addr));
-    assert.ok(m, `an address with a port: ${addr}`);
-    return Number(m[1]);
-}
 
 async function readInputLog(file) {
     let text = '';
@@ -254,15 +176,7 @@ async function assertAudioPlays(page, label) {
 async function startSession(name, { pageCount = 1, streamerArgs = [] } = {}) {
     const session = { name, pages: [], consoleLines: [], pageErrors: [] };
     const cleanups = [];
-    session.close = async () => {
-        for (const cleanup of cleanups.reverse()) {
-            try {
-                await cleanup();
-            } catch (e) {
-                console.error(`cleanup failed: ${e.message}`);
-            }
-        }
-    };
+    session.close = () => runCleanups(cleanups);
     try {
         if (!existsSync(join(httpRoot, 'index.html'))) {
             throw new Error(`test page not built: ${httpRoot} (run npm run build in web/)`);
@@ -270,22 +184,11 @@ async function startSession(name, { pageCount = 1, streamerArgs = [] } = {}) {
         session.tmp = await mkdtemp(join(tmpdir(), 'pxs-stream-e2e-'));
         session.inputLog = join(session.tmp, 'input.jsonl');
 
-        session.server = startJsonProcess('server', [
-            'webrtc-session',
-            '--bind_address', '127.0.0.1',
-            '--streamer_port', '0',
-            '--player_port', '0',
-            '--sfu_port', '0',
-            '--serve',
-            '--http_root', httpRoot,
-            '--homepage', 'index.html',
-            '--log_level_console', 'debug'
-        ]);
+        session.server = startSignallingServer(httpRoot, { timeoutMs: STEP_TIMEOUT_MS });
         cleanups.push(() => session.server.stop());
-        const listening = await waitForEvent(session.server, 'listening');
-        session.ports = { streamer: portOf(listening.streamer), player: portOf(listening.player) };
+        session.ports = portsOf(await session.server.waitForEvent('listening'));
 
-        session.streamer = startJsonProcess('streamer', [
+        session.streamer = startPxs([
             'streamer',
             `-PixelStreamingURL=ws://127.0.0.1:${session.ports.streamer}`,
             `-ResX=${RES_X}`,
@@ -293,12 +196,12 @@ async function startSession(name, { pageCount = 1, streamerArgs = [] } = {}) {
             '--input-log', session.inputLog,
             '--stats-interval', '1',
             ...streamerArgs
-        ]);
+        ], { name: 'streamer', timeoutMs: STEP_TIMEOUT_MS });
         cleanups.push(() => session.streamer.stop());
-        const registered = await waitForEvent(session.streamer, 'registered');
+        const registered = await session.streamer.waitForEvent('registered');
         assert.equal(registered.streamer_id, 'DefaultStreamer', 'streamer registered as DefaultStreamer');
 
-        session.browser = await chromium.launch({ executablePath: chromiumBin, headless: true, args: CHROMIUM_ARGS });
+        session.browser = await launchChromium();
         cleanups.push(() => session.browser.close());
 
         const params = new URLSearchParams({ ss: `ws://127.0.0.1:${session.ports.player}`, MaxReconnectAttempts: '0' });
@@ -310,11 +213,7 @@ async function startSession(name, { pageCount = 1, streamerArgs = [] } = {}) {
             await context.addInitScript(instrumentPage);
             const page = await context.newPage();
             const source = pageCount > 1 ? `page${i}` : 'page';
-            page.on('console', (m) => session.consoleLines.push(consoleLine(source, m)));
-            page.on('pageerror', (e) => {
-                session.pageErrors.push(`${source}: ${e.message}`);
-                session.consoleLines.push(`${stamp()} [${source} pageerror] ${e.stack || e.message}`);
-            });
+            recordPage(page, source, session);
             const response = await page.goto(session.url, { waitUntil: 'load' });
             assert.ok(response && response.ok(), `GET ${session.url} -> ${response && response.status()}`);
             session.pages.push(page);

@@ -15,18 +15,13 @@
 // the data dir in its command line.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join, relative, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, consoleLine, stamp, waitFor } from './harness.mjs';
+import { dirname, join, relative } from 'node:path';
+import { WEB_DIR, fatal, launchChromium, recordPage, stamp, startPxs, waitFor } from './harness.mjs';
 
-const webDir = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const artifactsDir = join(webDir, 'test-artifacts');
-const chromiumBin = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+const artifactsDir = join(WEB_DIR, 'test-artifacts');
 
 const TEST_TIMEOUT_MS = 240_000;
 const URL_TIMEOUT_MS = 60_000; // pxs up prints its URL (database, node link, demo title)
@@ -109,55 +104,6 @@ function leftovers(descendants, dataDir) {
     return left;
 }
 
-/** `pxs up`, with its output kept and its first `pxs up: <url>` line parsed. */
-function startPxsUp(pxsBin, dataDir) {
-    const args = ['up', '--port', '0', '--data-dir', dataDir];
-    const proc = spawn(pxsBin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
-    const pxs = {
-        proc,
-        command: [pxsBin, ...args].join(' '),
-        stdout: '',
-        stderr: '',
-        url: null,
-        exit: null,
-        exited: new Promise((r) => proc.once('exit', r)),
-        output() {
-            return `$ ${pxs.command}\n--- pxs stdout ---\n${pxs.stdout}\n--- pxs stderr ---\n${pxs.stderr}` +
-                `\n--- pxs exit: ${pxs.exit ? JSON.stringify(pxs.exit) : 'still running'} ---\n`;
-        }
-    };
-    proc.stdout.setEncoding('utf8');
-    proc.stderr.setEncoding('utf8');
-    proc.stdout.on('data', (chunk) => {
-        pxs.stdout += chunk;
-        const m = /pxs up: (http:\/\/\S+)/.exec(pxs.stdout);
-        if (m && !pxs.url) pxs.url = m[1];
-    });
-    proc.stderr.on('data', (chunk) => (pxs.stderr += chunk));
-    proc.on('exit', (code, signal) => (pxs.exit = { code, signal }));
-    proc.on('error', (err) => (pxs.exit = { error: err.message }));
-    return pxs;
-}
-
-/** An error that ends a wait at once instead of being retried until the timeout. */
-const fatal = (message) => Object.assign(new Error(message), { fatal: true });
-
-/** harness.mjs's waitFor, except that a `fatal` error from `probe` fails at once. */
-async function until(what, probe, options) {
-    let stop = null;
-    const value = await waitFor(what, async () => {
-        try {
-            return await probe();
-        } catch (e) {
-            if (!e.fatal) throw e;
-            stop = e;
-            return true;
-        }
-    }, options);
-    if (stop) throw stop;
-    return value;
-}
-
 /** Fails a wait at once with pxs's exit status when pxs is gone. */
 function checkAlive(pxs) {
     if (pxs.exit) throw fatal(`pxs exited early: ${JSON.stringify(pxs.exit)}`);
@@ -199,8 +145,8 @@ test('pxs up: the catalog launches the demo, it streams, and Ctrl-C stops everyt
 
     try {
         // ---- pxs up, exactly as a user starts it
-        pxs = startPxsUp(pxsBin, dataDir);
-        const pxsPid = pxs.proc.pid;
+        pxs = startPxs(['up', '--port', '0', '--data-dir', dataDir], { bin: pxsBin });
+        const pxsPid = pxs.pid;
         sampler = setInterval(() => {
             try {
                 recordDescendants(pxsPid, descendants);
@@ -208,14 +154,14 @@ test('pxs up: the catalog launches the demo, it streams, and Ctrl-C stops everyt
                 // /proc raced with an exiting process: the next sample catches up.
             }
         }, 200);
-        const url = await until('pxs up to print "pxs up: http://..." on stdout', () => {
+        const url = await waitFor('pxs up to print "pxs up: http://..." on stdout', () => {
             checkAlive(pxs);
-            return pxs.url;
+            return /pxs up: (http:\/\/\S+)\n/.exec(pxs.stdout)?.[1];
         }, { timeoutMs: URL_TIMEOUT_MS });
         step(`pxs up printed ${url}`);
 
         // ---- the catalog
-        browser = await chromium.launch({ executablePath: chromiumBin, headless: true, args: CHROMIUM_ARGS });
+        browser = await launchChromium();
         const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
         // The player page logs the library's messages too (localStorage pxs_debug): for diagnostics.
         await context.addInitScript(() => {
@@ -226,16 +172,12 @@ test('pxs up: the catalog launches the demo, it streams, and Ctrl-C stops everyt
             }
         });
         page = await context.newPage();
-        page.on('console', (m) => consoleLines.push(consoleLine('page', m)));
-        page.on('pageerror', (e) => {
-            pageErrors.push(e.message);
-            consoleLines.push(`${stamp()} [page pageerror] ${e.stack || e.message}`);
-        });
+        recordPage(page, 'page', { consoleLines, pageErrors });
 
         const response = await page.goto(url, { waitUntil: 'load' });
         assert.ok(response && response.ok(), `GET ${url} -> ${response && response.status()}`);
         // The demo's node registers a moment after pxs up prints its URL: reload until it has a slot.
-        await until('the catalog to show the demo title with a free slot', async () => {
+        await waitFor('the catalog to show the demo title with a free slot', async () => {
             checkAlive(pxs);
             const text = await page.locator('[data-testid="availability-demo"]').textContent({ timeout: 2_000 }).catch(() => null);
             if (text && /free slot/.test(text)) return true;
@@ -252,7 +194,7 @@ test('pxs up: the catalog launches the demo, it streams, and Ctrl-C stops everyt
         await page.waitForURL(/\/play\/[^/?#]+$/, { timeout: 15_000 });
         step(`player page ${page.url()}`);
         let frames = 0;
-        await until(`${MIN_FRAMES} decoded video frames on the player page`, async () => {
+        await waitFor(`${MIN_FRAMES} decoded video frames on the player page`, async () => {
             checkAlive(pxs);
             const state = await page.evaluate(() => ({
                 state: document.body.dataset.state,
@@ -285,13 +227,8 @@ test('pxs up: the catalog launches the demo, it streams, and Ctrl-C stops everyt
         clearInterval(sampler);
         sampler = null;
         step('SIGINT to pxs');
-        pxs.proc.kill('SIGINT');
-        let timer;
-        const exited = await Promise.race([
-            pxs.exited.then(() => 'exited'),
-            new Promise((r) => (timer = setTimeout(r, EXIT_TIMEOUT_MS, 'timeout')))
-        ]);
-        clearTimeout(timer);
+        const stopped = await pxs.stop('SIGINT', { killAfterMs: EXIT_TIMEOUT_MS });
+        const exited = stopped.forced ? 'timeout' : 'exited';
         assert.equal(exited, 'exited', `pxs exits within ${EXIT_TIMEOUT_MS / 1000} s of SIGINT`);
         assert.deepEqual(pxs.exit, { code: 0, signal: null }, 'pxs exits with code 0 after SIGINT');
 
@@ -314,12 +251,7 @@ test('pxs up: the catalog launches the demo, it streams, and Ctrl-C stops everyt
         }
         if (browser) await browser.close().catch(() => {});
         // Stop what is still running, by pid: pxs first, then whatever it left.
-        if (pxs && !pxs.exit) {
-            pxs.proc.kill('SIGKILL');
-            let timer;
-            await Promise.race([pxs.exited, new Promise((r) => (timer = setTimeout(r, 5_000)))]);
-            clearTimeout(timer);
-        }
+        if (pxs) await pxs.stop('SIGKILL');
         for (const pid of leftovers(descendants, dataDir).keys()) {
             try {
                 process.kill(pid, 'SIGKILL');
