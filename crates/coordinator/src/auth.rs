@@ -7,6 +7,41 @@
 use pxs_protocol::api::{Role, Visibility};
 use sha2::{Digest, Sha256};
 
+/// Who may call a route (each route's is in `routes::ROUTES`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone; no token is read (health, metrics, pages, the node link, which checks its own).
+    Public,
+    /// Anyone; anonymous callers see less (public titles, their own sessions by id).
+    Anyone,
+    /// A user or admin token.
+    User,
+    Admin,
+}
+
+/// Why a caller is refused a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No token, or not a valid one (401).
+    Unauthorized,
+    /// A valid token without the role (403).
+    Forbidden,
+}
+
+impl Access {
+    /// Whether `caller` may call a route with this access.
+    pub fn admits(self, caller: &Caller) -> Result<(), Refusal> {
+        match self {
+            Access::Public | Access::Anyone => Ok(()),
+            Access::User if caller.is_signed_in() => Ok(()),
+            Access::User => Err(Refusal::Unauthorized),
+            Access::Admin if caller.is_admin() => Ok(()),
+            Access::Admin if caller.is_signed_in() => Err(Refusal::Forbidden),
+            Access::Admin => Err(Refusal::Unauthorized),
+        }
+    }
+}
+
 /// Whoever made a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Caller {

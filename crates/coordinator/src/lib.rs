@@ -7,7 +7,9 @@
 //!   reconciling a node's report with the records).
 //! - [`engine`]: the shell around them: transactions, the node links, the timers.
 //! - [`store`]: SQLite or PostgreSQL through sqlx.
-//! - [`api`], [`hub`], [`web`]: the HTTP edge (REST API v1 and SSE, the node hub, the pages).
+//! - [`routes`]: every served path in one table, the router built from it, each route's access
+//!   enforced from it; [`openapi`] describes it.
+//! - [`api`], [`hub`], [`web`]: the handlers (REST API v1 and SSE, the node hub, the pages).
 //! - [`auth`]: tokens, roles and permissions. [`config`]: the one `Config`.
 
 pub mod api;
@@ -21,6 +23,7 @@ pub mod metrics;
 pub mod model;
 pub mod openapi;
 pub mod placement;
+pub mod routes;
 pub mod store;
 pub mod web;
 
@@ -78,7 +81,7 @@ impl Coordinator {
         let (stop, stop_rx) = watch::channel(false);
         let serve =
             pxs_net::Serve::new("api", engine.config.http.clone(), pxs_net::coded_error_body);
-        let app = api::router(engine.clone()).layer(axum::Extension(serve.stats()));
+        let app = routes::router(engine.clone()).layer(axum::Extension(serve.stats()));
         let mut server_stop = stop_rx.clone();
         let server = tokio::spawn(serve.run(listener, app, async move {
             let _ = server_stop.wait_for(|s| *s).await;

@@ -1,27 +1,26 @@
 //! The web pages, built from `web/app` and embedded in the binary (see `build.rs`): the catalog
 //! at `/`, the player page at `/play/{session id}`, their files under `/assets/`.
 
-use axum::Router;
 use axum::extract::Path;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use include_dir::{Dir, include_dir};
-use std::sync::Arc;
 
 static WEB: Dir<'static> = include_dir!("$OUT_DIR/web");
 
-pub fn router() -> Router<Arc<crate::engine::Engine>> {
-    Router::new()
-        .route("/", get(|| async { file("index.html") }))
-        .route(
-            "/play/{id}",
-            get(|_: Path<String>| async { file("play.html") }),
-        )
-        .route(
-            "/assets/{*path}",
-            get(|Path(p): Path<String>| async move { file(&format!("assets/{p}")) }),
-        )
+/// The catalog.
+pub(crate) async fn index() -> Response {
+    file("index.html")
+}
+
+/// The player page; the page reads the session id from its address.
+pub(crate) async fn play(_: Path<String>) -> Response {
+    file("play.html")
+}
+
+/// The pages' files.
+pub(crate) async fn asset(Path(p): Path<String>) -> Response {
+    file(&format!("assets/{p}"))
 }
 
 fn content_type(path: &str) -> &'static str {

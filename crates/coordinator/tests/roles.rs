@@ -1,4 +1,4 @@
-//! Who may call what: every endpoint of `api::ROUTES` called anonymously, with a garbage token,
+//! Who may call what: every endpoint of `routes::ROUTES` called anonymously, with a garbage token,
 //! with a user token and with an admin token, and the answer checked against the route's
 //! `Access`; then what each caller may see (private titles, other users' sessions, anonymous
 //! sessions by id) and the event streams' `?token=`. On SQLite, and on PostgreSQL when
@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use pxs_coordinator::api::{Access, ROUTES};
+use pxs_coordinator::routes::{Access, ROUTES};
 use pxs_protocol::api;
 use pxs_protocol::node::{Capacity, Hello, NodeId, NodeToCoordinator, SessionId};
 use serde_json::{Value, json};
@@ -194,7 +194,7 @@ fn request_for(
     } else {
         session.to_string()
     };
-    let path = route.replace("{id}", &id);
+    let path = route.replace("{id}", &id).replace("{*path}", "app.css");
     let body = match (method, route) {
         ("post", "/api/v1/titles") => Some(json!({
             "id": format!("new-{tag}"), "name": "new", "application_id": "demo"
@@ -221,7 +221,8 @@ async fn every_route_checks_its_role(backend: Backend) {
     assert!(w.user.starts_with("pxs_usr_"), "{}", w.user);
 
     let mut checked = 0;
-    for &(method, route, access, _) in ROUTES {
+    for r in ROUTES {
+        let (method, route, access) = (r.method.as_str(), r.path, r.access);
         let upper = method.to_uppercase();
         let what = |who: &str| format!("{upper} {route} ({access:?}) as {who}");
         if route == "/api/v1/nodes/link" {
@@ -1047,4 +1048,41 @@ async fn revoked_tokens_are_refused_and_the_last_admin_stays() {
     for b in backends() {
         revoked_tokens_stop_working_at_once(b).await;
     }
+}
+
+/// The OpenAPI document lists exactly the routes of the table, and every path and method it
+/// lists is served: answered by its handler, not by the router's "no such endpoint" fallback or
+/// a 405. An unknown path shows what the fallback looks like, so the check can fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_lists_every_served_route() {
+    let db = fresh_database(&Backend::Sqlite, "routes-openapi").await;
+    let mut c = Coord::start(&db, FAST_TIMING).await;
+    let doc = send(&c, "GET", "/api/v1/openapi.json", As::Anonymous, None).await;
+    assert_eq!(doc.status, 200, "{}", doc.body);
+    let mut documented = std::collections::BTreeSet::new();
+    for (path, ops) in doc.body["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            documented.insert((method.clone(), path.clone()));
+        }
+    }
+    let table: std::collections::BTreeSet<_> = ROUTES
+        .iter()
+        .map(|r| (r.method.as_str().to_owned(), r.path.replace("{*", "{")))
+        .collect();
+    assert_eq!(documented, table);
+
+    let fallback = |a: &Answer| a.status == 405 || a.body["error"]["message"] == "no such endpoint";
+    let unknown = send(&c, "GET", "/api/v1/no-such-thing", As::Anonymous, None).await;
+    assert!(fallback(&unknown), "{} {}", unknown.status, unknown.body);
+    for (method, path) in &documented {
+        let concrete = path.replace("{id}", "x").replace("{path}", "app.css");
+        let a = send(&c, &method.to_uppercase(), &concrete, As::Anonymous, None).await;
+        assert!(
+            !fallback(&a),
+            "{method} {path} is documented but not served: {} {}",
+            a.status,
+            a.body
+        );
+    }
+    c.stop().await;
 }
