@@ -735,7 +735,7 @@ mod tests {
 
     #[test]
     fn the_example_config_parses_with_every_key_known() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config.example.toml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../webrtc-session.example.toml");
         let text = std::fs::read_to_string(&path).unwrap();
         // Uncomment every `# key = value` line: each documented key must be a known option.
         let uncommented: String = text
@@ -752,13 +752,13 @@ mod tests {
         for key in KNOWN {
             assert!(
                 table.contains_key(*key),
-                "config.example.toml does not document `{key}`"
+                "webrtc-session.example.toml does not document `{key}`"
             );
         }
         for key in table.keys() {
             assert!(
                 KNOWN.contains(&key.as_str()),
-                "config.example.toml documents unknown `{key}`"
+                "webrtc-session.example.toml documents unknown `{key}`"
             );
         }
         let (opts, notes) = read_file(&path).unwrap();
