@@ -17,6 +17,7 @@ const END_REASONS: Record<string, string> = {
     cancelled: 'cancelled before it started',
     stopped: 'it was stopped',
     window_end: 'its booked time is over',
+    window_missed: 'its booked time passed before it could start',
     node_lost: 'the server running it went offline',
     no_capacity: 'no server could take it',
     idle: 'nobody used it for a while',

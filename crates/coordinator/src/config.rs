@@ -1,6 +1,6 @@
 //! The coordinator's one `Config`: defaults, then the TOML file (`--config`), then environment
 //! (`PXS_COORDINATOR_*`), then flags; validated at start with errors that name the key.
-//! `config.example.toml`'s `[coordinator]`-less top level documents every key (a test parses it).
+//! `coordinator.example.toml`'s `[coordinator]`-less top level documents every key (a test parses it).
 
 use anyhow::{Context, anyhow, bail};
 use pxs_protocol::duration;

@@ -18,7 +18,7 @@ use crate::model::{
 };
 use crate::placement::{self, Interval, Millis, NodeSlots};
 use crate::store::{self, Store};
-use pxs_protocol::api::{self, NewSession, SessionState, TitleId};
+use pxs_protocol::api::{self, EndReason, NewSession, SessionState, TitleId};
 use pxs_protocol::node::{
     CoordinatorToNode, Heartbeat, Hello, NodeId, SequencedEvent, SessionEventKind, SessionId,
     StartOptions, Token,
@@ -539,7 +539,7 @@ impl Engine {
             duration: s.duration.and_then(|d| u64::try_from(d).ok()),
             ready_at: s.ready_at.map(rfc3339),
             ended_at: s.ended_at.map(rfc3339),
-            end_reason: s.end_reason.clone(),
+            end_reason: s.end_reason,
             exit_code: s.exit_code,
             join_url,
         }
@@ -809,15 +809,15 @@ impl Engine {
         match row.state {
             SessionState::Scheduled | SessionState::Queued => {
                 freed = true;
-                row.finish(now, SessionState::Ended, "cancelled");
+                row.finish(now, SessionState::Ended, EndReason::Cancelled);
             }
             SessionState::Starting | SessionState::Ready => {
                 if row.dispatched_at.is_none() {
                     // The node never heard of it: nothing to stop there.
                     freed = true;
-                    row.finish(now, SessionState::Ended, "cancelled");
+                    row.finish(now, SessionState::Ended, EndReason::Cancelled);
                 } else {
-                    row.request_stop(now, "stopped");
+                    row.request_stop(now, EndReason::Stopped);
                 }
             }
             SessionState::Ended | SessionState::Failed => {}
@@ -1216,7 +1216,7 @@ impl Engine {
         }
         for id in &r.lost {
             if let Some(mut s) = ours.iter().find(|s| &s.id == id).cloned() {
-                s.finish(now, SessionState::Ended, "node_lost");
+                s.finish(now, SessionState::Ended, EndReason::NodeLost);
                 store::update_session(&mut tx, &s).await?;
                 changed.push(s.id.clone());
             }
@@ -1422,10 +1422,10 @@ impl Engine {
             let lost =
                 node.is_none_or(|n| !n.online && n.offline_since.is_some_and(|t| t <= now - grace));
             if lost {
-                s.finish(now, SessionState::Ended, "node_lost");
+                s.finish(now, SessionState::Ended, EndReason::NodeLost);
                 freed = true;
             } else if s.desired == Desired::Run && s.slot_end.is_some_and(|e| e <= now) {
-                s.request_stop(now, "window_end");
+                s.request_stop(now, EndReason::WindowEnd);
             } else {
                 continue;
             }
@@ -1435,7 +1435,7 @@ impl Engine {
         for mut s in due {
             let Some(start_at) = s.start_at else { continue };
             if s.slot_end.is_some_and(|e| e <= now) {
-                s.finish(now, SessionState::Failed, "window_missed");
+                s.finish(now, SessionState::Failed, EndReason::WindowMissed);
                 freed = true;
             } else {
                 let available = s
@@ -1450,7 +1450,7 @@ impl Engine {
                     match placement::place(&slots, &s.application_id, &want) {
                         Some(n) => s.node_id = Some(n.clone()),
                         None => {
-                            s.finish(now, SessionState::Failed, "no_capacity");
+                            s.finish(now, SessionState::Failed, EndReason::NoCapacity);
                             store::update_session(&mut tx, &s).await?;
                             changed.push(s.id.clone());
                             continue;

@@ -5,8 +5,8 @@
 //! only place that moves it. They are pure: the shell loads a row, calls one, and stores it.
 
 use crate::placement::{Interval, Millis};
-use pxs_protocol::api::{self, SessionState, TitleId, Visibility};
-use pxs_protocol::node::{ApplicationId, EndReason, Ended, NodeId, SessionEventKind, SessionId};
+use pxs_protocol::api::{self, EndReason, SessionState, TitleId, Visibility};
+use pxs_protocol::node::{ApplicationId, EndReason as NodeEndReason, Ended, NodeId, SessionEventKind, SessionId};
 use serde::{Deserialize, Serialize};
 
 /// What the coordinator wants of a session.
@@ -101,9 +101,9 @@ pub struct SessionRow {
     pub stop_sent_at: Option<Millis>,
     pub ready_at: Option<Millis>,
     pub ended_at: Option<Millis>,
-    pub end_reason: Option<String>,
+    pub end_reason: Option<EndReason>,
     /// Why the coordinator stopped it, reported instead of the node's `stopped`.
-    pub stop_reason: Option<String>,
+    pub stop_reason: Option<EndReason>,
     pub exit_code: Option<i32>,
     pub detail: Option<String>,
     pub player_url: Option<String>,
@@ -131,21 +131,21 @@ impl SessionRow {
     }
 
     /// Ends it here and now (no node involved, or the node is lost).
-    pub fn finish(&mut self, now: Millis, state: SessionState, reason: &str) {
+    pub fn finish(&mut self, now: Millis, state: SessionState, reason: EndReason) {
         self.state = state;
         self.observed = Observed::Gone;
         self.desired = Desired::Stop;
         self.queue_seq = None;
         self.ended_at = Some(now);
-        self.end_reason = Some(reason.to_owned());
+        self.end_reason = Some(reason);
         self.updated_at = now;
     }
 
     /// Asks for a stop (the node is told by the dispatcher). Keeps the first reason.
-    pub fn request_stop(&mut self, now: Millis, reason: &str) {
+    pub fn request_stop(&mut self, now: Millis, reason: EndReason) {
         if self.desired == Desired::Run {
             self.desired = Desired::Stop;
-            self.stop_reason = Some(reason.to_owned());
+            self.stop_reason = Some(reason);
             self.stop_sent_at = None;
             self.updated_at = now;
         }
@@ -236,7 +236,7 @@ pub fn apply_event(
                 return EventOutcome::Unchanged;
             }
             let (state, reason) = ended_state(row, ended);
-            row.finish(now, state, &reason);
+            row.finish(now, state, reason);
             row.exit_code = ended.exit_code;
             row.detail = ended.detail.as_deref().map(|d| node_text(d, 2000));
             EventOutcome::Changed
@@ -245,12 +245,11 @@ pub fn apply_event(
 }
 
 /// The final state and reason of a session its node reports ended.
-fn ended_state(row: &SessionRow, ended: &Ended) -> (SessionState, String) {
-    let node_reason = end_reason_name(ended.reason);
+fn ended_state(row: &SessionRow, ended: &Ended) -> (SessionState, EndReason) {
     // A stop we asked for is reported with our reason (`stopped` by the user, `window_end`).
-    let reason = match (ended.reason, &row.stop_reason) {
-        (EndReason::Stopped, Some(ours)) => ours.clone(),
-        _ => node_reason.to_owned(),
+    let reason = match (ended.reason, row.stop_reason) {
+        (NodeEndReason::Stopped, Some(ours)) => ours,
+        (theirs, _) => EndReason::from(theirs),
     };
     let state = if ended.failed {
         SessionState::Failed
@@ -258,23 +257,6 @@ fn ended_state(row: &SessionRow, ended: &Ended) -> (SessionState, String) {
         SessionState::Ended
     };
     (state, reason)
-}
-
-pub fn end_reason_name(r: EndReason) -> &'static str {
-    match r {
-        EndReason::Stopped => "stopped",
-        EndReason::Exited => "exited",
-        EndReason::Crashed => "crashed",
-        EndReason::StartTimeout => "start_timeout",
-        EndReason::SpawnFailed => "spawn_failed",
-        EndReason::Rejected => "rejected",
-        EndReason::Idle => "idle",
-        EndReason::Empty => "empty",
-        EndReason::MaxDuration => "max_duration",
-        EndReason::Drained => "drained",
-        EndReason::NodeShutdown => "node_shutdown",
-        EndReason::NodeRestart => "node_restart",
-    }
 }
 
 /// What reconciling a node's report against the coordinator's records asks for.
@@ -446,7 +428,7 @@ mod tests {
         NodeId::parse("n1").unwrap()
     }
 
-    fn ended(reason: EndReason, failed: bool) -> SessionEventKind {
+    fn ended(reason: NodeEndReason, failed: bool) -> SessionEventKind {
         SessionEventKind::Ended(Ended {
             reason,
             failed,
@@ -467,15 +449,15 @@ mod tests {
             EventOutcome::Changed
         );
         assert_eq!((r.state, r.ready_at), (SessionState::Ready, Some(50)));
-        r.request_stop(60, "window_end");
-        r.request_stop(61, "stopped");
-        let e = ended(EndReason::Stopped, false);
+        r.request_stop(60, EndReason::WindowEnd);
+        r.request_stop(61, EndReason::Stopped);
+        let e = ended(NodeEndReason::Stopped, false);
         assert_eq!(
             apply_event(Some(&mut r), &n1(), &e, 70),
             EventOutcome::Changed
         );
         assert_eq!(r.state, SessionState::Ended);
-        assert_eq!(r.end_reason.as_deref(), Some("window_end"));
+        assert_eq!(r.end_reason, Some(EndReason::WindowEnd));
         assert_eq!(
             apply_event(Some(&mut r), &n1(), &e, 80),
             EventOutcome::Unchanged,
@@ -486,10 +468,10 @@ mod tests {
     #[test]
     fn a_failed_start_is_failed_with_the_nodes_reason() {
         let mut r = row("ses_a", SessionState::Starting);
-        let e = ended(EndReason::StartTimeout, true);
+        let e = ended(NodeEndReason::StartTimeout, true);
         apply_event(Some(&mut r), &n1(), &e, 70);
         assert_eq!(r.state, SessionState::Failed);
-        assert_eq!(r.end_reason.as_deref(), Some("start_timeout"));
+        assert_eq!(r.end_reason, Some(EndReason::StartTimeout));
     }
 
     #[test]
@@ -555,7 +537,7 @@ mod tests {
         let mut fresh = row("ses_d", SessionState::Starting);
         fresh.dispatched_at = Some(200); // sent on the new link
         let mut stopping = row("ses_e", SessionState::Ready);
-        stopping.request_stop(5, "stopped");
+        stopping.request_stop(5, EndReason::Stopped);
         stopping.stop_sent_at = Some(6);
         let ours = vec![unacked, vanished, running, fresh, stopping];
         let theirs = vec![

@@ -2,6 +2,7 @@
 //! given: `routes` gives it every route it serves, so the document cannot forget one.
 
 use crate::auth::Access;
+use pxs_protocol::api::{EndReason, SessionState};
 use serde_json::{Map, Value, json};
 
 /// One path and method, as the document describes it.
@@ -151,7 +152,10 @@ fn schemas() -> Value {
     let ns = json!({"type": ["string", "null"]});
     let n = json!({"type": "integer", "minimum": 0});
     let nn = json!({"type": ["integer", "null"], "minimum": 0});
-    let states = json!({"type": "string", "enum": ["scheduled", "queued", "starting", "ready", "ended", "failed"]});
+    let states = json!({"type": "string", "enum": SessionState::ALL.map(SessionState::as_str)});
+    let mut reasons: Vec<Value> = EndReason::ALL.iter().map(|r| json!(r.as_str())).collect();
+    reasons.push(Value::Null);
+    let end_reason = json!({"type": ["string", "null"], "enum": reasons});
     json!({
         "Error": obj(&["error"], json!({"error": obj(&["code", "message"], json!({"code": s, "message": s}))})),
         "Availability": obj(&["free_slots", "nodes", "queued"], json!({"free_slots": n, "nodes": n, "queued": n})),
@@ -176,7 +180,7 @@ fn schemas() -> Value {
         "Session": obj(&["id", "title_id", "state", "created_at"], json!({
             "id": s, "title_id": s, "node_id": ns, "state": states, "queue_position": nn,
             "created_at": s, "start_at": ns, "duration": nn, "ready_at": ns, "ended_at": ns,
-            "end_reason": ns, "exit_code": {"type": ["integer", "null"]}, "join_url": ns
+            "end_reason": end_reason, "exit_code": {"type": ["integer", "null"]}, "join_url": ns
         })),
         "SessionList": list("Session"),
         "NewSession": obj(&["title_id"], json!({"title_id": s, "start_at": s, "duration": {"type": "integer", "minimum": 1}})),

@@ -13,7 +13,7 @@
 
 use crate::model::{Desired, NodeRow, Observed, SessionRow, SessionSettings, TitleRow};
 use crate::placement::Millis;
-use pxs_protocol::api::{Role, SessionState, TitleId, Visibility};
+use pxs_protocol::api::{EndReason, Role, SessionState, TitleId, Visibility};
 use pxs_protocol::node::{ApplicationId, NodeId, SessionId};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::pool::PoolConnection;
@@ -876,8 +876,8 @@ fn session_from_row(row: &AnyRow) -> Result<SessionRow> {
         stop_sent_at: row.try_get("stop_sent_at")?,
         ready_at: row.try_get("ready_at")?,
         ended_at: row.try_get("ended_at")?,
-        end_reason: row.try_get("end_reason")?,
-        stop_reason: row.try_get("stop_reason")?,
+        end_reason: opt_parse_col(row, "end_reason", EndReason::parse)?,
+        stop_reason: opt_parse_col(row, "stop_reason", EndReason::parse)?,
         exit_code: row
             .try_get::<Option<i64>, _>("exit_code")?
             .map(|v| i32::try_from(v).map_err(|_| StoreError::Corrupt("exit_code")))
@@ -930,8 +930,8 @@ async fn write_session(c: &mut AnyConnection, s: &SessionRow) -> Result<()> {
     .bind(s.stop_sent_at)
     .bind(s.ready_at)
     .bind(s.ended_at)
-    .bind(s.end_reason.as_deref())
-    .bind(s.stop_reason.as_deref())
+    .bind(s.end_reason.map(EndReason::as_str))
+    .bind(s.stop_reason.map(EndReason::as_str))
     .bind(s.exit_code.map(i64::from))
     .bind(s.detail.as_deref())
     .bind(s.player_url.as_deref())

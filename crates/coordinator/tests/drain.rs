@@ -104,7 +104,7 @@ async fn a_drain_lets_sessions_finish(backend: Backend) {
     let ended = coord
         .wait_state(&a.id, SessionState::Ended, Duration::from_secs(30))
         .await;
-    assert_eq!(ended.end_reason.as_deref(), Some("stopped"));
+    assert_eq!(ended.end_reason.map(|r| r.as_str()), Some("stopped"));
     wait_node(&coord, &node, NodeState::Drained).await;
     assert_eq!(coord.session(&b.id).await.state, SessionState::Queued);
 
@@ -141,7 +141,7 @@ async fn a_drain_deadline_ends_sessions(backend: Backend) {
         let ended = coord
             .wait_state(&s.id, SessionState::Ended, Duration::from_secs(30))
             .await;
-        assert_eq!(ended.end_reason.as_deref(), Some("drained"), "{ended:?}");
+        assert_eq!(ended.end_reason.map(|r| r.as_str()), Some("drained"), "{ended:?}");
     }
     assert!(
         asked.elapsed() >= Duration::from_secs(2),
@@ -236,7 +236,7 @@ async fn the_operator_drains_with_the_cli(backend: Backend) {
     let ended = coord
         .wait_state(&a.id, SessionState::Ended, Duration::from_secs(30))
         .await;
-    assert_eq!(ended.end_reason.as_deref(), Some("drained"));
+    assert_eq!(ended.end_reason.map(|r| r.as_str()), Some("drained"));
     wait_node(&coord, &node, NodeState::Drained).await;
     let queued = coord.create(json!({"title_id": "demo"})).await;
     assert_eq!(queued.state, SessionState::Queued);

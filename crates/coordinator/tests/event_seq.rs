@@ -154,7 +154,7 @@ async fn story(backend: Backend) {
     let ended = coord
         .wait_state(&id, SessionState::Ended, Duration::from_secs(5))
         .await;
-    assert_eq!(ended.end_reason.as_deref(), Some("exited"));
+    assert_eq!(ended.end_reason.map(|r| r.as_str()), Some("exited"));
     assert_eq!(acked_seq(&coord).await, 3);
 
     // A gap of one is refused as well: numbering is strictly one after another.

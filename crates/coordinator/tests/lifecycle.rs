@@ -89,7 +89,7 @@ async fn story(backend: Backend) {
     let ended = coord
         .wait_state(&created.id, SessionState::Ended, Duration::from_secs(20))
         .await;
-    assert_eq!(ended.end_reason.as_deref(), Some("stopped"));
+    assert_eq!(ended.end_reason.map(|r| r.as_str()), Some("stopped"));
     assert!(ended.join_url.is_none());
 
     // The stream said starting, ready, ended, in that order, and then ended itself.
@@ -122,7 +122,7 @@ async fn story(backend: Backend) {
     let again = Coord::start(&db, FAST_TIMING).await;
     let s = again.session(&created.id).await;
     assert_eq!(
-        (s.state, s.end_reason.as_deref()),
+        (s.state, s.end_reason.map(|r| r.as_str())),
         (SessionState::Ended, Some("stopped"))
     );
     drop(node);

@@ -44,7 +44,7 @@ async fn story(backend: Backend) {
     let lost = coord
         .wait_state(&s.id, SessionState::Ended, Duration::from_secs(10))
         .await;
-    assert_eq!(lost.end_reason.as_deref(), Some("node_lost"));
+    assert_eq!(lost.end_reason.map(|r| r.as_str()), Some("node_lost"));
     let (_, t) = coord.admin("GET", "/api/v1/titles/demo", None).await;
     assert_eq!(t["availability"]["nodes"], 0, "{t}");
 
@@ -59,7 +59,7 @@ async fn story(backend: Backend) {
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = coord.session(&s.id).await;
-    assert_eq!(after.end_reason.as_deref(), Some("node_lost"));
+    assert_eq!(after.end_reason.map(|r| r.as_str()), Some("node_lost"));
     let fresh = coord.create(json!({"title_id": "demo"})).await;
     coord
         .wait_state(&fresh.id, SessionState::Ready, Duration::from_secs(30))

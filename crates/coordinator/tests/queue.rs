@@ -65,7 +65,7 @@ async fn story(backend: Backend) {
         .wait_state(&d.id, SessionState::Ready, Duration::from_secs(30))
         .await;
     let b_end = coord.session(&b.id).await;
-    assert_eq!(b_end.end_reason.as_deref(), Some("stopped"));
+    assert_eq!(b_end.end_reason.map(|r| r.as_str()), Some("stopped"));
     drop(node);
 }
 

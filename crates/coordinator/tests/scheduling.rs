@@ -97,7 +97,7 @@ async fn story(backend: Backend) {
     let short_end = coord
         .wait_state(&short.id, SessionState::Ended, Duration::from_secs(5))
         .await;
-    assert_eq!(short_end.end_reason.as_deref(), Some("window_end"));
+    assert_eq!(short_end.end_reason.map(|r| r.as_str()), Some("window_end"));
     // Not yet: the lead time is 60 s.
     clock.advance(28 * MIN);
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -115,7 +115,7 @@ async fn story(backend: Backend) {
     let ended = coord
         .wait_state(&first.id, SessionState::Ended, Duration::from_secs(5))
         .await;
-    assert_eq!(ended.end_reason.as_deref(), Some("window_end"));
+    assert_eq!(ended.end_reason.map(|r| r.as_str()), Some("window_end"));
     coord
         .wait_state(&second.id, SessionState::Ready, Duration::from_secs(5))
         .await;

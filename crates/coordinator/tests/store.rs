@@ -387,7 +387,7 @@ async fn node_events_side_by_side_are_each_applied_once() {
                 let id = SessionId::parse(&format!("ses_{:04}", n * 100 + k)).unwrap();
                 let s = store::get_session(&mut c, &id).await.unwrap().unwrap();
                 assert_eq!(s.state, SessionState::Ended, "{backend:?} {id}");
-                assert_eq!(s.end_reason.as_deref(), Some("exited"));
+                assert_eq!(s.end_reason.map(|r| r.as_str()), Some("exited"));
                 assert!(s.ready_at.is_some(), "{backend:?} {id}: ready before ended");
             }
         }

@@ -326,6 +326,114 @@ impl SessionState {
     }
 }
 
+/// Why a session ended: the coordinator's own reasons, and the node's ([`node::EndReason`],
+/// which keep their names). A stop the coordinator asked for is reported with the coordinator's
+/// reason (`stopped` by its user, `window_end`), not the node's.
+///
+/// [`node::EndReason`]: crate::node::EndReason
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// Deleted while scheduled or queued, or before its node heard of it.
+    Cancelled,
+    /// Its booked window is over: the coordinator stopped it.
+    WindowEnd,
+    /// A scheduled session whose window passed before it could start.
+    WindowMissed,
+    /// Its node went away (no heartbeat past the grace, or it restarted without the session).
+    NodeLost,
+    /// A scheduled session whose node is gone found no other node.
+    NoCapacity,
+    // The node's reasons, with the node protocol's names.
+    Stopped,
+    Exited,
+    Crashed,
+    StartTimeout,
+    SpawnFailed,
+    Rejected,
+    Idle,
+    Empty,
+    MaxDuration,
+    Drained,
+    NodeShutdown,
+    NodeRestart,
+}
+
+impl EndReason {
+    pub const ALL: [EndReason; 17] = [
+        EndReason::Cancelled,
+        EndReason::WindowEnd,
+        EndReason::WindowMissed,
+        EndReason::NodeLost,
+        EndReason::NoCapacity,
+        EndReason::Stopped,
+        EndReason::Exited,
+        EndReason::Crashed,
+        EndReason::StartTimeout,
+        EndReason::SpawnFailed,
+        EndReason::Rejected,
+        EndReason::Idle,
+        EndReason::Empty,
+        EndReason::MaxDuration,
+        EndReason::Drained,
+        EndReason::NodeShutdown,
+        EndReason::NodeRestart,
+    ];
+
+    /// The name on the wire and in the database (the serde name; a test keeps them equal).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Cancelled => "cancelled",
+            EndReason::WindowEnd => "window_end",
+            EndReason::WindowMissed => "window_missed",
+            EndReason::NodeLost => "node_lost",
+            EndReason::NoCapacity => "no_capacity",
+            EndReason::Stopped => "stopped",
+            EndReason::Exited => "exited",
+            EndReason::Crashed => "crashed",
+            EndReason::StartTimeout => "start_timeout",
+            EndReason::SpawnFailed => "spawn_failed",
+            EndReason::Rejected => "rejected",
+            EndReason::Idle => "idle",
+            EndReason::Empty => "empty",
+            EndReason::MaxDuration => "max_duration",
+            EndReason::Drained => "drained",
+            EndReason::NodeShutdown => "node_shutdown",
+            EndReason::NodeRestart => "node_restart",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EndReason> {
+        EndReason::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+impl From<crate::node::EndReason> for EndReason {
+    fn from(r: crate::node::EndReason) -> EndReason {
+        use crate::node::EndReason as N;
+        match r {
+            N::Stopped => EndReason::Stopped,
+            N::Exited => EndReason::Exited,
+            N::Crashed => EndReason::Crashed,
+            N::StartTimeout => EndReason::StartTimeout,
+            N::SpawnFailed => EndReason::SpawnFailed,
+            N::Rejected => EndReason::Rejected,
+            N::Idle => EndReason::Idle,
+            N::Empty => EndReason::Empty,
+            N::MaxDuration => EndReason::MaxDuration,
+            N::Drained => EndReason::Drained,
+            N::NodeShutdown => EndReason::NodeShutdown,
+            N::NodeRestart => EndReason::NodeRestart,
+        }
+    }
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// `GET /api/v1/sessions[/{id}]`, and the data of its server-sent events.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Session {
@@ -342,10 +450,8 @@ pub struct Session {
     pub duration: Option<u64>,
     pub ready_at: Option<String>,
     pub ended_at: Option<String>,
-    /// Why it ended: `cancelled`, `stopped`, `window_end`, `node_lost`, `no_capacity`, or one of
-    /// the node's reasons (`idle`, `empty`, `max_duration`, `exited`, `crashed`, `start_timeout`,
-    /// `spawn_failed`, `rejected`, `drained`, `node_shutdown`, `node_restart`).
-    pub end_reason: Option<String>,
+    /// Why it ended.
+    pub end_reason: Option<EndReason>,
     pub exit_code: Option<i32>,
     /// Only while `ready`: the signalling WebSocket URL with a signed, expiring player token.
     pub join_url: Option<String>,
@@ -414,6 +520,56 @@ mod tests {
         assert!(
             serde_json::from_str::<NewSession>(r#"{"title_id":"demo","duration":-1}"#).is_err()
         );
+    }
+
+    #[test]
+    fn end_reasons_round_trip_their_names_and_keep_the_nodes() {
+        for r in EndReason::ALL {
+            assert_eq!(EndReason::parse(r.as_str()), Some(r));
+            assert_eq!(
+                serde_json::to_string(&r).unwrap(),
+                format!("\"{}\"", r.as_str())
+            );
+        }
+        let names: std::collections::HashSet<_> = EndReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), EndReason::ALL.len());
+        use crate::node::EndReason as N;
+        for n in [
+            N::Stopped,
+            N::Exited,
+            N::Crashed,
+            N::StartTimeout,
+            N::SpawnFailed,
+            N::Rejected,
+            N::Idle,
+            N::Empty,
+            N::MaxDuration,
+            N::Drained,
+            N::NodeShutdown,
+            N::NodeRestart,
+        ] {
+            assert_eq!(
+                serde_json::to_value(n).unwrap(),
+                EndReason::from(n).as_str(),
+                "the node's name is kept"
+            );
+        }
+    }
+
+    /// The player page's words for each end reason (`web/app/words.ts`) cover every reason.
+    #[test]
+    fn the_web_pages_have_words_for_every_end_reason() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../web/app/words.ts");
+        let words = std::fs::read_to_string(path).unwrap();
+        let start = words.find("const END_REASONS").expect("END_REASONS in words.ts");
+        let table = &words[start..start + words[start..].find("};").unwrap()];
+        for r in EndReason::ALL {
+            assert!(
+                table.contains(&format!("\n    {}: '", r.as_str())),
+                "web/app/words.ts has no words for `{}`",
+                r.as_str()
+            );
+        }
     }
 
     #[test]
