@@ -3,7 +3,7 @@
 //! call it, is the route table's (`routes`), which checks the caller before the handler runs and
 //! hands it over as `Extension<Caller>`.
 
-use crate::auth::{Access, Caller, Refusal};
+use crate::auth::{Access, Caller, Refusal, TokenKind};
 use crate::engine::{Change, Engine};
 use crate::error::{ApiError, Kind};
 use axum::body::Bytes;
@@ -341,13 +341,13 @@ pub(crate) async fn create_api_token(State(engine): E, req: Request) -> ApiResul
 
 pub(crate) async fn list_api_tokens(State(engine): E) -> ApiResult<Json<List<api::TokenInfo>>> {
     Ok(Json(List {
-        items: engine.tokens(false).await?,
+        items: engine.tokens(TokenKind::Api).await?,
     }))
 }
 
 pub(crate) async fn list_node_tokens(State(engine): E) -> ApiResult<Json<List<api::TokenInfo>>> {
     Ok(Json(List {
-        items: engine.tokens(true).await?,
+        items: engine.tokens(TokenKind::Node).await?,
     }))
 }
 
@@ -355,7 +355,7 @@ pub(crate) async fn revoke_api_token(
     State(engine): E,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    engine.revoke_token(false, &id).await?;
+    engine.revoke_token(TokenKind::Api, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -363,7 +363,7 @@ pub(crate) async fn revoke_node_token(
     State(engine): E,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    engine.revoke_token(true, &id).await?;
+    engine.revoke_token(TokenKind::Node, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -80,10 +80,10 @@ impl Caller {
     }
 
     /// The owner recorded on the sessions this caller creates.
-    pub fn owner(&self) -> String {
+    pub fn owner(&self) -> Owner {
         match self {
-            Caller::Anonymous { address_key } => format!("anon:{address_key}"),
-            Caller::Token { id, .. } => format!("tok:{id}"),
+            Caller::Anonymous { address_key } => Owner::Anonymous(address_key.clone()),
+            Caller::Token { id, .. } => Owner::Token(id.clone()),
         }
     }
 
@@ -95,12 +95,54 @@ impl Caller {
     /// May see and end a session owned by `owner`. Sessions of anonymous users are reachable
     /// by whoever knows their id (128 random bits: the id is the capability); a signed-in user's
     /// only by that user and admins.
-    pub fn may_access(&self, owner: &str) -> bool {
-        if self.is_admin() || owner.starts_with("anon:") {
-            return true;
+    pub fn may_access(&self, owner: &Owner) -> bool {
+        match (self, owner) {
+            _ if self.is_admin() => true,
+            (_, Owner::Anonymous(_)) => true,
+            (Caller::Token { id, .. }, Owner::Token(theirs)) => id == theirs,
+            (Caller::Anonymous { .. }, Owner::Token(_)) => false,
         }
-        matches!(self, Caller::Token { id, .. } if owner == format!("tok:{id}"))
     }
+}
+
+/// Who created a session: a token (by its id) or an anonymous client (by its hashed address).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Owner {
+    Token(String),
+    Anonymous(String),
+}
+
+impl Owner {
+    const TOKEN: &str = "tok:";
+    const ANONYMOUS: &str = "anon:";
+
+    /// The stored form, `tok:<token id>` or `anon:<address key>`.
+    pub fn parse(s: &str) -> Option<Owner> {
+        if let Some(id) = s.strip_prefix(Self::TOKEN) {
+            Some(Owner::Token(id.to_owned()))
+        } else {
+            s.strip_prefix(Self::ANONYMOUS)
+                .map(|k| Owner::Anonymous(k.to_owned()))
+        }
+    }
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owner::Token(id) => write!(f, "{}{id}", Self::TOKEN),
+            Owner::Anonymous(key) => write!(f, "{}{key}", Self::ANONYMOUS),
+        }
+    }
+}
+
+/// The two kinds of token an admin lists and revokes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenKind {
+    /// A user's or an admin's, for the REST API.
+    Api,
+    /// A node's, for its link.
+    Node,
 }
 
 /// The token of an `Authorization: Bearer <token>` value (the scheme is case-insensitive, as
@@ -197,8 +239,13 @@ mod tests {
         };
         assert!(anon.may_use(Visibility::Public) && !anon.may_use(Visibility::Private));
         assert!(user.may_use(Visibility::Private));
-        assert!(user.may_access("tok:u1") && !user.may_access("tok:u2"));
-        assert!(anon.may_access("anon:y") && !anon.may_access("tok:u1"));
-        assert!(admin.may_access("tok:u2"));
+        let o = |s: &str| Owner::parse(s).unwrap();
+        assert!(user.may_access(&o("tok:u1")) && !user.may_access(&o("tok:u2")));
+        assert!(anon.may_access(&o("anon:y")) && !anon.may_access(&o("tok:u1")));
+        assert!(admin.may_access(&o("tok:u2")));
+        for s in ["tok:u1", "anon:y"] {
+            assert_eq!(o(s).to_string(), s);
+        }
+        assert_eq!(Owner::parse("u1"), None);
     }
 }

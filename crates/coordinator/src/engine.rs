@@ -9,7 +9,7 @@
 //! sent: an outbox), so a crash between the two resends rather than forgets; the node ignores a
 //! repeated `start_session`.
 
-use crate::auth::{self, Caller};
+use crate::auth::{self, Caller, TokenKind};
 use crate::config::Config;
 use crate::error::{ApiError, Kind};
 use crate::metrics::Metrics;
@@ -332,9 +332,9 @@ impl Engine {
         })
     }
 
-    pub async fn tokens(&self, node: bool) -> Result<Vec<api::TokenInfo>, ApiError> {
+    pub async fn tokens(&self, kind: TokenKind) -> Result<Vec<api::TokenInfo>, ApiError> {
         let mut c = self.store.reader().acquire().await?;
-        Ok(store::list_tokens(&mut c, node)
+        Ok(store::list_tokens(&mut c, kind)
             .await?
             .into_iter()
             .map(|(id, name, role, node, at)| api::TokenInfo {
@@ -349,9 +349,9 @@ impl Engine {
 
     /// Revokes a token: it stops working at once (also cached ones). The last admin token
     /// cannot be revoked, so the coordinator always has an administrator.
-    pub async fn revoke_token(&self, node: bool, id: &str) -> Result<(), ApiError> {
+    pub async fn revoke_token(&self, kind: TokenKind, id: &str) -> Result<(), ApiError> {
         let mut tx = self.store.begin().await?;
-        let known = store::list_tokens(&mut tx, node).await?;
+        let known = store::list_tokens(&mut tx, kind).await?;
         let Some((_, _, role, ..)) = known.iter().find(|(t, ..)| t == id) else {
             return Err(ApiError::not_found(format!(
                 "no token `{}`",
@@ -367,14 +367,16 @@ impl Engine {
                 "this is the last admin token; make another before revoking it",
             ));
         }
-        store::delete_token(&mut tx, node, id).await?;
+        store::delete_token(&mut tx, kind, id).await?;
         tx.commit().await?;
         if let Ok(mut cache) = self.token_cache.lock() {
             cache.clear();
         }
-        info!(token = %id, node, "token revoked");
+        info!(token = %id, ?kind, "token revoked");
         // The token is gone either way; the timer closes its links if this fails.
-        if node && let Err(e) = self.close_revoked_links().await {
+        if kind == TokenKind::Node
+            && let Err(e) = self.close_revoked_links().await
+        {
             warn!(error = ?e, "closing a revoked token's links failed; the timer will retry");
         }
         Ok(())
@@ -397,7 +399,7 @@ impl Engine {
         }
         let valid: std::collections::HashSet<String> = {
             let mut c = self.store.reader().acquire().await?;
-            store::list_tokens(&mut c, true)
+            store::list_tokens(&mut c, TokenKind::Node)
                 .await?
                 .into_iter()
                 .map(|(id, ..)| id)
@@ -603,7 +605,7 @@ impl Engine {
             &store::SessionFilter {
                 state,
                 title,
-                owner: owner.as_deref(),
+                owner: owner.as_ref(),
                 limit: 500,
             },
         )

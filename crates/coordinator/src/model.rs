@@ -6,7 +6,9 @@
 
 use crate::placement::{Interval, Millis};
 use pxs_protocol::api::{self, EndReason, SessionState, TitleId, Visibility};
-use pxs_protocol::node::{ApplicationId, EndReason as NodeEndReason, Ended, NodeId, SessionEventKind, SessionId};
+use pxs_protocol::node::{
+    ApplicationId, EndReason as NodeEndReason, Ended, NodeId, SessionEventKind, SessionId,
+};
 use serde::{Deserialize, Serialize};
 
 /// What the coordinator wants of a session.
@@ -110,7 +112,7 @@ pub struct SessionRow {
     /// The key that signs this session's player tokens; shared with its node only.
     pub player_key: String,
     /// `tok:<token id>` or `anon:<hashed address>`.
-    pub owner: String,
+    pub owner: crate::auth::Owner,
     pub settings: SessionSettings,
     pub updated_at: Millis,
 }
@@ -418,7 +420,7 @@ mod tests {
             detail: None,
             player_url: None,
             player_key: "k".into(),
-            owner: "tok:x".into(),
+            owner: crate::auth::Owner::Token("x".into()),
             settings: SessionSettings::default(),
             updated_at: 0,
         }

@@ -11,6 +11,7 @@
 //! Functions take a connection (`&mut AnyConnection`, a transaction derefs to one) so the
 //! engine composes them inside one transaction.
 
+use crate::auth::{Owner, TokenKind};
 use crate::model::{Desired, NodeRow, Observed, SessionRow, SessionSettings, TitleRow};
 use crate::placement::Millis;
 use pxs_protocol::api::{EndReason, Role, SessionState, TitleId, Visibility};
@@ -596,12 +597,12 @@ pub async fn find_node_token(
         .transpose()
 }
 
-/// Every API token (`node: false`) or node token (`node: true`): id, name, role, created.
 /// A token as listed: id, name, role (API tokens), bound node (node tokens), created.
 pub type TokenRow = (String, String, Option<Role>, Option<NodeId>, Millis);
 
-pub async fn list_tokens(c: &mut AnyConnection, node: bool) -> Result<Vec<TokenRow>> {
-    let sql = if node {
+/// Every token of `kind`, oldest first.
+pub async fn list_tokens(c: &mut AnyConnection, kind: TokenKind) -> Result<Vec<TokenRow>> {
+    let sql = if kind == TokenKind::Node {
         "SELECT id, name, NULL AS role, node_id, created_at FROM node_tokens \
          ORDER BY created_at, id"
     } else {
@@ -628,8 +629,8 @@ pub async fn list_tokens(c: &mut AnyConnection, node: bool) -> Result<Vec<TokenR
 }
 
 /// False when there is no such token.
-pub async fn delete_token(c: &mut AnyConnection, node: bool, id: &str) -> Result<bool> {
-    let sql = if node {
+pub async fn delete_token(c: &mut AnyConnection, kind: TokenKind, id: &str) -> Result<bool> {
+    let sql = if kind == TokenKind::Node {
         "DELETE FROM node_tokens WHERE id = $1"
     } else {
         "DELETE FROM api_tokens WHERE id = $1"
@@ -885,7 +886,7 @@ fn session_from_row(row: &AnyRow) -> Result<SessionRow> {
         detail: row.try_get("detail")?,
         player_url: row.try_get("player_url")?,
         player_key: row.try_get("player_key")?,
-        owner: row.try_get("owner")?,
+        owner: parse_col(row, "owner", Owner::parse)?,
         settings: serde_json::from_str::<SessionSettings>(&settings)
             .map_err(|_| StoreError::Corrupt("settings"))?,
         updated_at: row.try_get("updated_at")?,
@@ -936,7 +937,7 @@ async fn write_session(c: &mut AnyConnection, s: &SessionRow) -> Result<()> {
     .bind(s.detail.as_deref())
     .bind(s.player_url.as_deref())
     .bind(&s.player_key)
-    .bind(&s.owner)
+    .bind(s.owner.to_string())
     .bind(serde_json::to_string(&s.settings).unwrap_or_else(|_| "{}".into()))
     .bind(s.updated_at)
     .execute(&mut *c)
@@ -1163,7 +1164,7 @@ pub async fn undelivered(c: &mut AnyConnection) -> Result<Vec<SessionRow>> {
 pub struct SessionFilter<'a> {
     pub state: Option<SessionState>,
     pub title: Option<&'a TitleId>,
-    pub owner: Option<&'a str>,
+    pub owner: Option<&'a Owner>,
     pub limit: i64,
 }
 
@@ -1186,7 +1187,7 @@ pub async fn list_sessions(
         add("s.title_id", t.as_str().to_owned());
     }
     if let Some(o) = f.owner {
-        add("s.owner", o.to_owned());
+        add("s.owner", o.to_string());
     }
     sql.push_str(&format!(
         " ORDER BY s.created_at DESC, s.id LIMIT {}",
@@ -1210,9 +1211,9 @@ pub async fn count_by_state(c: &mut AnyConnection) -> Result<Vec<(String, i64)>>
 }
 
 /// Sessions of `owner` that are not over.
-pub async fn count_live_of_owner(c: &mut AnyConnection, owner: &str) -> Result<i64> {
+pub async fn count_live_of_owner(c: &mut AnyConnection, owner: &Owner) -> Result<i64> {
     Ok(sqlx::query(sql::LIVE_OF_OWNER)
-        .bind(owner)
+        .bind(owner.to_string())
         .fetch_one(&mut *c)
         .await?
         .try_get("n")?)

@@ -152,7 +152,10 @@ async fn after_a_full_disk_every_acknowledged_write_is_durable() {
         .wait_state(&first.id, SessionState::Ended, Duration::from_secs(15))
         .await;
     assert!(
-        matches!(ended.end_reason.map(|r| r.as_str()), Some("exited" | "node_lost")),
+        matches!(
+            ended.end_reason.map(|r| r.as_str()),
+            Some("exited" | "node_lost")
+        ),
         "{ended:?}"
     );
 
@@ -314,7 +317,11 @@ async fn a_node_event_on_a_full_disk_does_not_lose_later_writes() {
     })
     .await;
     let ended = coord.session(&a.id).await;
-    assert_eq!(ended.end_reason.map(|r| r.as_str()), Some("crashed"), "{ended:?}");
+    assert_eq!(
+        ended.end_reason.map(|r| r.as_str()),
+        Some("crashed"),
+        "{ended:?}"
+    );
     // Every 2xx write after the fault is readable at once, and in the file after a restart.
     let mut titles = vec!["demo".to_owned()];
     let mut sessions = vec![a.id.clone()];

@@ -141,7 +141,11 @@ async fn a_drain_deadline_ends_sessions(backend: Backend) {
         let ended = coord
             .wait_state(&s.id, SessionState::Ended, Duration::from_secs(30))
             .await;
-        assert_eq!(ended.end_reason.map(|r| r.as_str()), Some("drained"), "{ended:?}");
+        assert_eq!(
+            ended.end_reason.map(|r| r.as_str()),
+            Some("drained"),
+            "{ended:?}"
+        );
     }
     assert!(
         asked.elapsed() >= Duration::from_secs(2),

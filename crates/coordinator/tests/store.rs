@@ -7,6 +7,7 @@
 mod common;
 
 use common::{Backend, backends, fresh_database};
+use pxs_coordinator::auth::Owner;
 use pxs_coordinator::model::{Desired, NodeRow, Observed, SessionRow, SessionSettings};
 use pxs_coordinator::store::{self, PlacementNode, Store};
 use pxs_protocol::api::{SessionState, TitleId};
@@ -72,7 +73,7 @@ fn session(
         detail: None,
         player_url: None,
         player_key: "key".into(),
-        owner: "tester".into(),
+        owner: Owner::Token("tester".into()),
         settings: SessionSettings {
             max_players: 4,
             idle_timeout: 0,
@@ -255,7 +256,7 @@ async fn live_counts_ignore_the_history() {
             store::insert_session(&mut c, &s).await.unwrap();
         }
         let mut ready = session(200, Some("node-a"), SessionState::Ready, (10, None));
-        ready.owner = "other".into();
+        ready.owner = Owner::Token("other".into());
         store::insert_session(&mut c, &ready).await.unwrap();
         for (n, seq) in [(201, 7), (202, 9)] {
             let mut q = session(n, None, SessionState::Queued, (0, None));
@@ -286,11 +287,15 @@ async fn live_counts_ignore_the_history() {
             std::slice::from_ref(&title)
         );
         assert_eq!(
-            store::count_live_of_owner(&mut c, "tester").await.unwrap(),
+            store::count_live_of_owner(&mut c, &Owner::Token("tester".into()))
+                .await
+                .unwrap(),
             2
         );
         assert_eq!(
-            store::count_live_of_owner(&mut c, "other").await.unwrap(),
+            store::count_live_of_owner(&mut c, &Owner::Token("other".into()))
+                .await
+                .unwrap(),
             1
         );
         assert_eq!(

@@ -8,50 +8,18 @@
 
 use crate::node::{ApplicationId, NodeId, SessionId};
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
 pub use crate::node::IdError;
 
-/// A title, named by an admin (`demo`) or minted (`ttl_` and random characters). Same rules as
-/// the other ids: `[A-Za-z0-9_.-]`, at most 64 characters.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct TitleId(String);
-
-impl TitleId {
-    pub fn parse(s: &str) -> Result<Self, IdError> {
-        // An ApplicationId has exactly the rules of a title id: reuse its check.
-        ApplicationId::parse(s).map(|_| TitleId(s.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for TitleId {
-    type Error = IdError;
-    fn try_from(s: String) -> Result<Self, IdError> {
-        TitleId::parse(&s)
-    }
-}
-
-impl From<TitleId> for String {
-    fn from(id: TitleId) -> String {
-        id.0
-    }
-}
-
-impl std::fmt::Display for TitleId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::fmt::Debug for TitleId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", self.0)
-    }
-}
+crate::node::id_type!(
+    /// A title, named by an admin (`demo`) or minted (`ttl_` and random characters). Same rules
+    /// as the other ids: `[A-Za-z0-9_.-]`, at most 64 characters; no prefix is required, as an
+    /// admin names titles freely.
+    TitleId,
+    "title",
+    None
+);
 
 /// Who may see and start a title.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -531,7 +499,8 @@ mod tests {
                 format!("\"{}\"", r.as_str())
             );
         }
-        let names: std::collections::HashSet<_> = EndReason::ALL.iter().map(|r| r.as_str()).collect();
+        let names: std::collections::HashSet<_> =
+            EndReason::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(names.len(), EndReason::ALL.len());
         use crate::node::EndReason as N;
         for n in [
@@ -561,7 +530,9 @@ mod tests {
     fn the_web_pages_have_words_for_every_end_reason() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../web/app/words.ts");
         let words = std::fs::read_to_string(path).unwrap();
-        let start = words.find("const END_REASONS").expect("END_REASONS in words.ts");
+        let start = words
+            .find("const END_REASONS")
+            .expect("END_REASONS in words.ts");
         let table = &words[start..start + words[start..].find("};").unwrap()];
         for r in EndReason::ALL {
             assert!(

@@ -49,7 +49,7 @@ pub enum IdError {
     },
 }
 
-fn check_id(s: &str) -> Result<(), IdError> {
+pub(crate) fn check_id(s: &str) -> Result<(), IdError> {
     if s.is_empty() {
         return Err(IdError::Empty);
     }
@@ -76,7 +76,7 @@ macro_rules! id_type {
         impl $name {
             /// Checks the characters and length (and the prefix, for ids we mint).
             pub fn parse(s: &str) -> Result<Self, IdError> {
-                check_id(s)?;
+                $crate::node::check_id(s)?;
                 let prefix: Option<&'static str> = $prefix;
                 if let Some(p) = prefix {
                     if !s.starts_with(p) || s.len() == p.len() {
@@ -124,6 +124,8 @@ macro_rules! id_type {
         }
     };
 }
+
+pub(crate) use id_type;
 
 id_type!(
     /// A session, minted by the coordinator: `ses_` and random letters and digits.
