@@ -73,11 +73,11 @@ async fn after_a_sigkill_the_next_start_kills_the_orphans_and_reports_them() {
     }
     for pid in pids {
         wait_until(Duration::from_secs(5), || {
-            if alive(pid) {
+            std::future::ready(if alive(pid) {
                 Err(format!("{pid} still alive"))
             } else {
                 Ok(())
-            }
+            })
         })
         .await;
         assert!(
@@ -100,11 +100,11 @@ async fn after_a_sigkill_the_next_start_kills_the_orphans_and_reports_them() {
     let e = coord.wait_ended(&c, Duration::from_secs(20)).await;
     assert_eq!(e.reason, EndReason::NodeShutdown);
     wait_until(Duration::from_secs(10), || {
-        if alive(pid) {
+        std::future::ready(if alive(pid) {
             Err(format!("{pid} still alive"))
         } else {
             Ok(())
-        }
+        })
     })
     .await;
     drop(stopping.await.unwrap());
@@ -138,10 +138,12 @@ async fn after_a_restart_the_replayed_ends_arrive_before_the_first_heartbeat() {
     coord.start_session(&never, "mute");
     coord.wait_ready(&ready, Duration::from_secs(60)).await;
     wait_until(Duration::from_secs(20), || {
-        coord
-            .pid_of(&never)
-            .map(|_| ())
-            .ok_or("not started".to_owned())
+        std::future::ready(
+            coord
+                .pid_of(&never)
+                .map(|_| ())
+                .ok_or("not started".to_owned()),
+        )
     })
     .await;
     node.kill9();
@@ -217,11 +219,13 @@ async fn a_node_that_lost_its_data_dir_numbers_its_events_from_the_coordinators_
     std::fs::remove_dir_all(file.parent().unwrap().join("data")).unwrap();
     let _node = Node::start(&file);
     wait_until(Duration::from_secs(20), || {
-        if coord.seen.lock().unwrap().connections >= 2 && coord.connected() {
-            Ok(())
-        } else {
-            Err("not linked again".into())
-        }
+        std::future::ready(
+            if coord.seen.lock().unwrap().connections >= 2 && coord.connected() {
+                Ok(())
+            } else {
+                Err("not linked again".into())
+            },
+        )
     })
     .await;
     let second = sid("after");

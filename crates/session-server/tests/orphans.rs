@@ -53,11 +53,11 @@ async fn a_sigkilled_session_server_takes_its_applications_and_their_children_wi
     ];
     let mut pids = wait_until(Duration::from_secs(5), || {
         let tree = group_members(leaders[1]);
-        if tree.len() >= 3 {
+        std::future::ready(if tree.len() >= 3 {
             Ok(tree)
         } else {
             Err(format!("tree group: {tree:?}"))
-        }
+        })
     })
     .await;
     pids.extend(group_members(leaders[0]));
@@ -176,13 +176,13 @@ async fn an_orphan_cannot_attach_to_the_session_that_took_its_port() {
             "streamer refused: missing or wrong streamer credential session={s2}"
         ));
         let other_id = second.log_lines_with("identified as another session's streamer");
-        if refused >= 2 && other_id >= 1 {
+        std::future::ready(if refused >= 2 && other_id >= 1 {
             Ok(())
         } else {
             Err(format!(
                 "refused {refused} (want the orphan and the impostor), wrong id {other_id}"
             ))
-        }
+        })
     })
     .await;
     let mut p = player(second.addr, &s2, Some(PLAYER_TOKEN))

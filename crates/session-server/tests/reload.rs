@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use pxs_protocol::node::SessionEventKind;
+use pxs_protocol::node::{EndReason, SessionEventKind};
 use pxs_session_server::{Config, Options, SessionServer};
 use std::time::Duration;
 
@@ -33,28 +33,43 @@ async fn a_reload_adds_an_application_without_touching_running_sessions() {
     coord.wait_ready(&id, Duration::from_secs(60)).await;
     let pid = coord.pid_of(&id).unwrap();
 
-    // A broken file is refused: the applications stay.
+    // A broken file (which would add `second`) is refused: the applications stay.
+    let two = format!("{one}{}", streamer_app("second", &[], ""));
     std::fs::write(
         &file,
-        one.replace("[[applications]]", "[[applications]]\nbogus = 1"),
+        two.replace("[[applications]]", "[[applications]]\nbogus = 1"),
     )
     .unwrap();
     server.reload();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(coord.seen.lock().unwrap().applications.is_empty());
+    // The server takes its inputs in order, and this start command reaches it after the
+    // reload: when its answer arrives, the reload has been dealt with, and anything it sent on
+    // the link would have arrived first.
+    let early = sid("too-early");
+    coord.start_session(&early, "second");
+    let e = coord.wait_ended(&early, Duration::from_secs(10)).await;
+    assert_eq!(
+        e.reason,
+        EndReason::Rejected,
+        "`second` is still unknown: {e:?}"
+    );
+    assert!(
+        coord.seen.lock().unwrap().applications.is_empty(),
+        "a refused reload advertises nothing"
+    );
 
-    let two = format!("{one}{}", streamer_app("second", &[], ""));
     std::fs::write(&file, &two).unwrap();
     server.reload();
-    let apps = wait_until(Duration::from_secs(5), || {
-        coord
-            .seen
-            .lock()
-            .unwrap()
-            .applications
-            .last()
-            .cloned()
-            .ok_or_else(|| "no applications message".to_string())
+    let apps = wait_until(Duration::from_secs(10), || {
+        std::future::ready(
+            coord
+                .seen
+                .lock()
+                .unwrap()
+                .applications
+                .last()
+                .cloned()
+                .ok_or_else(|| "no applications message".to_string()),
+        )
     })
     .await;
     let ids: Vec<&str> = apps.iter().map(|a| a.id.as_str()).collect();

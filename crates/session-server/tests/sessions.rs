@@ -62,7 +62,7 @@ async fn three_sessions_run_at_once_on_their_own_ports_and_each_is_ready() {
     // Heartbeats carry the observed state.
     wait_until(Duration::from_secs(5), || {
         let s = coord.seen.lock().unwrap();
-        match s.heartbeats.last() {
+        std::future::ready(match s.heartbeats.last() {
             Some(h)
                 if h.sessions.len() == 3
                     && h.sessions.iter().all(|x| x.state == ObservedState::Ready) =>
@@ -70,7 +70,7 @@ async fn three_sessions_run_at_once_on_their_own_ports_and_each_is_ready() {
                 Ok(())
             }
             other => Err(format!("{other:?}")),
-        }
+        })
     })
     .await;
 
@@ -166,10 +166,10 @@ async fn drain_ends_every_session_and_refuses_new_ones() {
     assert_eq!(e.reason, EndReason::Rejected);
     wait_until(Duration::from_secs(5), || {
         let s = coord.seen.lock().unwrap();
-        match s.heartbeats.last() {
+        std::future::ready(match s.heartbeats.last() {
             Some(h) if h.draining && h.free_slots == 0 => Ok(()),
             other => Err(format!("{other:?}")),
-        }
+        })
     })
     .await;
     server.shutdown().await.unwrap();
@@ -180,10 +180,10 @@ async fn drain_ends_every_session_and_refuses_new_ones() {
 async fn wait_draining(coord: &Coordinator, want: bool) {
     wait_until(Duration::from_secs(10), || {
         let s = coord.seen.lock().unwrap_or_else(|e| e.into_inner());
-        match s.heartbeats.last() {
+        std::future::ready(match s.heartbeats.last() {
             Some(h) if h.draining == want => Ok(()),
             other => Err(format!("want draining = {want}: {other:?}")),
-        }
+        })
     })
     .await;
 }
@@ -271,9 +271,11 @@ async fn an_operators_drain_file_drains_the_node_until_removed_and_a_bad_one_cha
     coord.seen.lock().unwrap().heartbeats.clear();
     wait_until(Duration::from_secs(5), || {
         let s = coord.seen.lock().unwrap();
-        (s.heartbeats.len() >= 2)
-            .then_some(())
-            .ok_or("two heartbeats".to_owned())
+        std::future::ready(
+            (s.heartbeats.len() >= 2)
+                .then_some(())
+                .ok_or("two heartbeats".to_owned()),
+        )
     })
     .await;
     wait_draining(&coord, true).await;

@@ -173,21 +173,17 @@ async fn player_receives_video_and_its_input_is_decoded() {
     );
 
     // The input log shows exactly what was sent, field for field.
-    let mut lines: Vec<serde_json::Value> = Vec::new();
-    wait_until(WAIT, || {
-        lines = std::fs::read_to_string(&input_log)
+    let lines: Vec<serde_json::Value> = wait_until(WAIT, || {
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&input_log)
             .unwrap_or_default()
             .lines()
             .map(|l| serde_json::from_str(l).expect("each line is JSON"))
             .collect();
-        let n = lines.len();
-        async move {
-            if n >= 6 {
-                Ok(())
-            } else {
-                Err(format!("{n} lines in the input log"))
-            }
-        }
+        std::future::ready(if lines.len() >= 6 {
+            Ok(lines)
+        } else {
+            Err(format!("{} lines in the input log", lines.len()))
+        })
     })
     .await;
     let text = std::fs::read_to_string(&input_log).expect("input log");

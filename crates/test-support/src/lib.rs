@@ -67,21 +67,55 @@ fn process_alive(pid: u32) -> bool {
     !proc.is_dir() || proc.join(pid.to_string()).exists()
 }
 
-/// Polls `f` until it returns Ok, or panics with its last reason after `timeout`.
-pub async fn wait_until<F, Fut>(timeout: Duration, mut f: F)
+/// How long the polling helpers below wait between two checks of a condition.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Polls `f` until it returns `Ok`, and returns what it gave; panics with its last reason after
+/// `timeout`. A synchronous check is polled as `|| std::future::ready(check())`.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, mut f: F) -> T
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
+    Fut: std::future::Future<Output = Result<T, String>>,
 {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         match f().await {
-            Ok(()) => return,
+            Ok(v) => return v,
             Err(why) if tokio::time::Instant::now() >= deadline => {
                 panic!("condition not met within {timeout:?}: {why}")
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(_) => tokio::time::sleep(POLL).await,
         }
+    }
+}
+
+/// For a test that shows that something does *not* happen: checks `condition` over and over for
+/// `duration` and panics the moment it fails, saying `what` was expected to hold and for how long
+/// it did. The condition is checked at once, every 20 ms, and once more when `duration` is up.
+///
+/// A bounded wait like this proves nothing if the system never had its chance to break the
+/// condition (a slow machine that had not got that far yet). Call it after an event that shows
+/// the system got past the point where it would have: a later heartbeat, a later log line, a
+/// sibling that did get its timeout. A sync check is passed as `|| std::future::ready(check())`.
+pub async fn holds_for<F, Fut>(duration: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let start = tokio::time::Instant::now();
+    let deadline = start + duration;
+    loop {
+        if let Err(why) = condition().await {
+            panic!(
+                "expected {what} for {duration:?}, but it broke after {:?}: {why}",
+                start.elapsed()
+            );
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return;
+        }
+        tokio::time::sleep(POLL.min(deadline - now)).await;
     }
 }
 
@@ -226,5 +260,65 @@ pub mod raw_http {
         }
         r.push_str("\r\n");
         r.into_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{holds_for, wait_until};
+    use std::future::ready;
+    use std::time::{Duration, Instant};
+
+    #[tokio::test]
+    async fn wait_until_returns_what_the_condition_gave() {
+        let mut polls = 0;
+        let got = wait_until(Duration::from_secs(5), || {
+            polls += 1;
+            ready(if polls >= 3 {
+                Ok(polls)
+            } else {
+                Err(format!("{polls} polls"))
+            })
+        })
+        .await;
+        assert_eq!(got, 3);
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "condition not met within 50ms: never")]
+    async fn wait_until_gives_up_with_the_last_reason() {
+        wait_until(Duration::from_millis(50), || {
+            ready(Err::<(), _>("never".to_owned()))
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn holds_for_checks_until_the_duration_is_up() {
+        let started = Instant::now();
+        let mut checks = 0;
+        holds_for(Duration::from_millis(200), "nothing", || {
+            checks += 1;
+            ready(Ok(()))
+        })
+        .await;
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert!(checks >= 2, "{checks} checks");
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "expected the flag to stay down for 60s, but it broke after")]
+    async fn holds_for_fails_the_moment_the_condition_breaks() {
+        let mut checks = 0;
+        // Were it to wait out the 60 s, the test would hang for a minute before failing.
+        holds_for(Duration::from_secs(60), "the flag to stay down", || {
+            checks += 1;
+            ready(if checks < 3 {
+                Ok(())
+            } else {
+                Err("up".to_owned())
+            })
+        })
+        .await;
     }
 }

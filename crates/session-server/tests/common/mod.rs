@@ -1,7 +1,7 @@
 //! Test harness: a scripted coordinator speaking the node link (an axum WebSocket server on
 //! 127.0.0.1:0 that numbers, de-duplicates and acknowledges events as a real one must), the
 //! session server in-process, the `pxs` binary (its `streamer` is the application), players, and
-//! `wait_until`.
+//! test-support's `wait_until` and `holds_for`.
 #![allow(dead_code)]
 
 use axum::extract::State;
@@ -15,7 +15,7 @@ use pxs_protocol::node::{
 };
 use pxs_session_server::{Config, Options, SessionServer};
 #[allow(unused_imports)] // each test binary uses its own subset
-pub use pxs_test_support::pxs_bin;
+pub use pxs_test_support::{holds_for, pxs_bin, wait_until};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -26,18 +26,20 @@ use tokio::sync::mpsc;
 pub const NODE_TOKEN: &str = "node-token-for-tests";
 pub const PLAYER_TOKEN: &str = "player-token-for-tests";
 
-/// Polls `f` until it returns Ok, or panics with its last reason after `timeout`.
-pub async fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(why) if Instant::now() >= deadline => {
-                panic!("condition not met within {timeout:?}: {why}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
+/// The `kill_grace` of every config [`config_toml`] writes: how long a session's processes have
+/// to exit after SIGTERM before they are killed.
+pub const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// Slack added to a bound derived from the configuration (a timeout, the kill grace) before a
+/// test calls something late: room for a debug build on a loaded 2-core machine.
+pub const SLACK: Duration = Duration::from_secs(3);
+
+/// Now, in the milliseconds of an event's `at`.
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// A fresh directory for one test.
@@ -71,6 +73,9 @@ pub struct Seen {
     pub heartbeats: Vec<Heartbeat>,
     pub applications: Vec<Vec<ApplicationInfo>>,
     pub connections: u32,
+    /// The status answered to every request for the link, in order: 101 (upgraded), 401 (wrong
+    /// node token), 503 (refused while `refuse` is on).
+    pub attempts: Vec<u16>,
     /// Every message from the node in arrival order, as (connection number, what):
     /// `hello`, `event <seq>`, `heartbeat`, `applications`.
     pub arrivals: Vec<(u32, String)>,
@@ -162,14 +167,23 @@ impl Coordinator {
         self.lock().conn.is_some()
     }
 
+    /// How many requests for the link were answered with `status` so far.
+    pub fn attempts_answered(&self, status: u16) -> usize {
+        self.lock()
+            .attempts
+            .iter()
+            .filter(|s| **s == status)
+            .count()
+    }
+
     /// Waits until a node is linked (hello answered).
     pub async fn wait_linked(&self, timeout: Duration) {
         wait_until(timeout, || {
-            if self.connected() {
+            std::future::ready(if self.connected() {
                 Ok(())
             } else {
                 Err("no node linked".into())
-            }
+            })
         })
         .await
     }
@@ -177,11 +191,11 @@ impl Coordinator {
     /// Waits until no node is linked (its session server went away).
     pub async fn wait_unlinked(&self, timeout: Duration) {
         wait_until(timeout, || {
-            if self.connected() {
+            std::future::ready(if self.connected() {
                 Err("link still up".into())
             } else {
                 Ok(())
-            }
+            })
         })
         .await
     }
@@ -197,7 +211,7 @@ impl Coordinator {
     }
 
     pub async fn wait_ready(&self, id: &SessionId, timeout: Duration) -> String {
-        wait_until(timeout, || {
+        let ready = || {
             let ev = self.events_of(id);
             for k in &ev {
                 if let SessionEventKind::Ready { player_url } = k {
@@ -208,21 +222,45 @@ impl Coordinator {
                 }
             }
             Err(format!("{id} not ready: {ev:?}"))
+        };
+        wait_until(timeout, || std::future::ready(ready())).await
+    }
+
+    /// The session's `ended`, if it has come.
+    pub fn ended(&self, id: &SessionId) -> Option<Ended> {
+        self.events_of(id).into_iter().find_map(|k| match k {
+            SessionEventKind::Ended(e) => Some(e),
+            _ => None,
         })
-        .await
     }
 
     pub async fn wait_ended(&self, id: &SessionId, timeout: Duration) -> Ended {
         wait_until(timeout, || {
-            let ev = self.events_of(id);
-            ev.iter()
-                .find_map(|k| match k {
-                    SessionEventKind::Ended(e) => Some(e.clone()),
-                    _ => None,
-                })
-                .ok_or_else(|| format!("{id} has not ended: {ev:?}"))
+            std::future::ready(
+                self.ended(id)
+                    .ok_or_else(|| format!("{id} has not ended: {:?}", self.events_of(id))),
+            )
         })
         .await
+    }
+
+    /// The `at` (node wall clock, ms) of the session's first event of `kind`: "starting",
+    /// "ready" or "ended".
+    pub fn at_of(&self, id: &SessionId, kind: &str) -> u64 {
+        self.lock()
+            .events
+            .iter()
+            .find(|e| {
+                &e.event.session_id == id
+                    && matches!(
+                        (&e.event.kind, kind),
+                        (SessionEventKind::Starting { .. }, "starting")
+                            | (SessionEventKind::Ready { .. }, "ready")
+                            | (SessionEventKind::Ended(_), "ended")
+                    )
+            })
+            .map(|e| e.event.at)
+            .unwrap_or_else(|| panic!("no {kind} event for {id}"))
     }
 
     pub fn pid_of(&self, id: &SessionId) -> Option<u32> {
@@ -279,13 +317,19 @@ async fn link(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if auth != format!("Bearer {NODE_TOKEN}") {
-        return (StatusCode::UNAUTHORIZED, "bad node token").into_response();
-    }
-    if seen.lock().unwrap_or_else(|e| e.into_inner()).refuse {
-        return (StatusCode::SERVICE_UNAVAILABLE, "not now").into_response();
-    }
-    ws.on_upgrade(move |socket| serve_node(socket, seen))
+    let answer = if auth != format!("Bearer {NODE_TOKEN}") {
+        (StatusCode::UNAUTHORIZED, "bad node token").into_response()
+    } else if seen.lock().unwrap_or_else(|e| e.into_inner()).refuse {
+        (StatusCode::SERVICE_UNAVAILABLE, "not now").into_response()
+    } else {
+        let seen = seen.clone();
+        ws.on_upgrade(move |socket| serve_node(socket, seen))
+    };
+    seen.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .attempts
+        .push(answer.status().as_u16());
+    answer
 }
 
 async fn serve_node(mut socket: WebSocket, seen: Arc<Mutex<Seen>>) {
@@ -323,6 +367,7 @@ async fn serve_node(mut socket: WebSocket, seen: Arc<Mutex<Seen>>) {
                             } else {
                                 let (tx, delay) = (tx.clone(), s.welcome_delay);
                                 tokio::spawn(async move {
+                                    // The fault this stand-in plays: a slow coordinator.
                                     tokio::time::sleep(delay).await;
                                     let _ = tx.send(Some(welcome));
                                 });
@@ -391,13 +436,30 @@ pub fn toml_list(items: &[String]) -> String {
 pub fn config_toml(coord: &Coordinator, data_dir: &Path, node_extra: &str, apps: &str) -> String {
     format!(
         "[node]\nname = \"test-node\"\npublic_url = \"http://127.0.0.1:1\"\nlisten = \"127.0.0.1:0\"\n\
-         data_dir = '{}'\nmax_sessions = 8\nstreamer_ports = \"{}\"\nkill_grace = \"2s\"\n\
+         data_dir = '{}'\nmax_sessions = 8\nstreamer_ports = \"{}\"\nkill_grace = \"{}ms\"\n\
          heartbeat_interval = \"300ms\"\ngpus = \"none\"\n{node_extra}\n\
          [coordinator]\nurl = \"{}\"\ntoken = \"{NODE_TOKEN}\"\n\n{apps}",
         data_dir.display(),
         port_range(),
+        KILL_GRACE.as_millis(),
         coord.url(),
     )
+}
+
+/// The node's `/healthz` answer, as JSON.
+pub async fn healthz(addr: SocketAddr) -> Result<serde_json::Value, String> {
+    let req = b"GET /healthz HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n";
+    let answer = tokio::time::timeout(
+        Duration::from_secs(5),
+        pxs_test_support::raw_http::exchange(addr, req),
+    )
+    .await
+    .map_err(|_| "no /healthz answer within 5 s".to_owned())?
+    .ok_or_else(|| "/healthz: closed without an answer".to_owned())?;
+    if answer.status != 200 {
+        return Err(format!("/healthz {}: {}", answer.status, answer.body));
+    }
+    serde_json::from_str(&answer.body).map_err(|e| format!("/healthz: {e}: {}", answer.body))
 }
 
 pub async fn start_server(toml: &str) -> SessionServer {
@@ -631,11 +693,11 @@ pub async fn wait_all_gone(pids: &[u32], timeout: Duration) -> Duration {
     let since = Instant::now();
     wait_until(timeout, || {
         let left: Vec<u32> = pids.iter().copied().filter(|p| alive(*p)).collect();
-        if left.is_empty() {
+        std::future::ready(if left.is_empty() {
             Ok(())
         } else {
             Err(format!("still alive: {left:?}"))
-        }
+        })
     })
     .await;
     since.elapsed()

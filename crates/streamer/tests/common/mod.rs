@@ -1,5 +1,5 @@
 //! Test harness: the real signalling server in-process, a real WebRTC player built on str0m,
-//! the `pxs` binary for process-level tests, and `wait_until`.
+//! the `pxs` binary for process-level tests, and test-support's `wait_until` and `holds_for`.
 #![allow(dead_code)]
 
 use futures_util::{SinkExt, StreamExt};
@@ -10,7 +10,7 @@ use pxs_protocol::datachannel::{
 };
 use pxs_streamer::pattern::{StripReading, read_strip};
 #[allow(unused_imports)] // each test binary uses its own subset
-pub use pxs_test_support::{pxs_bin, wait_until};
+pub use pxs_test_support::{holds_for, pxs_bin, wait_until};
 use pxs_webrtc_session::{Config, Options, Server};
 use serde_json::{Value as Json, json};
 use std::net::SocketAddr;
@@ -111,6 +111,7 @@ impl Player {
                 Instant::now() < deadline,
                 "streamer {streamer_id} never listed: {list}"
             );
+            // The interval between two polls of the list.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         send_json(
