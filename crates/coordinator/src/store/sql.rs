@@ -1,0 +1,82 @@
+//! The statements that read live sessions. Ended sessions are kept for ever, so each of these
+//! must seek past them through an index that has the state in it (migration 0003); the store
+//! test `live_session_queries_seek_past_the_history` checks SQLite's plan of every one in
+//! [`LIVE_SESSION_QUERIES`] (PostgreSQL plans by its statistics).
+
+pub const HELD_SLOTS_SQLITE: &str = "SELECT json_group_array(json_array(node_id, id, state, \
+    slot_start, slot_end)) FROM sessions \
+    WHERE node_id IS NOT NULL AND state IN ('scheduled', 'starting', 'ready')";
+pub const HELD_SLOTS_POSTGRES: &str = "SELECT json_agg(json_build_array(node_id, id, state, \
+    slot_start, slot_end))::text FROM sessions \
+    WHERE node_id IS NOT NULL AND state IN ('scheduled', 'starting', 'ready')";
+pub const ACTIVE_ON_NODE: &str =
+    "SELECT * FROM sessions WHERE node_id = $1 AND state IN ('starting', 'ready')";
+pub const SCHEDULED_DUE: &str =
+    "SELECT * FROM sessions WHERE state = 'scheduled' AND start_at <= $1 ORDER BY start_at, id";
+pub const SESSIONS_TO_END: &str = "SELECT s.* FROM sessions s \
+    LEFT JOIN nodes n ON n.id = s.node_id \
+    WHERE s.state IN ('starting', 'ready') AND (n.id IS NULL \
+      OR (n.online = 0 AND n.offline_since <= $1) \
+      OR (s.desired = 'run' AND s.slot_end IS NOT NULL AND s.slot_end <= $2)) \
+    ORDER BY s.created_at";
+pub const QUEUED_TITLES: &str =
+    "SELECT DISTINCT title_id FROM sessions WHERE state = 'queued' ORDER BY title_id";
+pub const QUEUE_OF: &str =
+    "SELECT * FROM sessions WHERE state = 'queued' AND title_id = $1 ORDER BY queue_seq";
+pub const QUEUE_LENGTH: &str =
+    "SELECT COUNT(*) AS n FROM sessions WHERE state = 'queued' AND title_id = $1";
+/// The one rule for a queue position: the column `queue_position` of a session `s` (1 =
+/// next; NULL unless it is queued), counted in the statement that reads `s`, so from the same
+/// snapshot.
+macro_rules! position_column {
+    () => {
+        "CASE WHEN s.state = 'queued' THEN (SELECT COUNT(*) FROM sessions q \
+         WHERE q.state = 'queued' AND q.title_id = s.title_id AND q.queue_seq <= s.queue_seq) \
+         END AS queue_position"
+    };
+}
+/// One session with its queue position.
+pub const SESSION_WITH_POSITION: &str = concat!(
+    "SELECT s.*, ",
+    position_column!(),
+    " FROM sessions s WHERE s.id = $1"
+);
+/// Sessions with their queue positions; `list_sessions` adds the filters.
+pub const SESSIONS_WITH_POSITION: &str = concat!(
+    "SELECT s.*, ",
+    position_column!(),
+    " FROM sessions s WHERE 1 = 1"
+);
+/// The positions of a title's queue (for the plan test: the count seeks the queue's index).
+pub const QUEUE_POSITIONS: &str = concat!(
+    "SELECT ",
+    position_column!(),
+    " FROM sessions s WHERE s.state = 'queued' AND s.title_id = $1"
+);
+/// `queue_seq` is set only while a session is queued.
+pub const NEXT_QUEUE_SEQ: &str =
+    "SELECT COALESCE(MAX(queue_seq), 0) + 1 AS n FROM sessions WHERE state = 'queued'";
+pub const UNDELIVERED: &str = "SELECT * FROM sessions WHERE state IN ('starting', 'ready') \
+    AND ((desired = 'run' AND dispatched_at IS NULL) \
+      OR (desired = 'stop' AND stop_sent_at IS NULL)) \
+    ORDER BY created_at";
+pub const LIVE_OF_OWNER: &str = "SELECT COUNT(*) AS n FROM sessions WHERE owner = $1 \
+    AND state IN ('scheduled', 'queued', 'starting', 'ready')";
+pub const LIVE_OF_TITLE: &str = "SELECT COUNT(*) AS n FROM sessions WHERE title_id = $1 \
+    AND state IN ('scheduled', 'queued', 'starting', 'ready')";
+
+/// Every statement above, by name.
+pub const LIVE_SESSION_QUERIES: &[(&str, &str)] = &[
+    ("held_slots", HELD_SLOTS_SQLITE),
+    ("active_on_node", ACTIVE_ON_NODE),
+    ("scheduled_due", SCHEDULED_DUE),
+    ("sessions_to_end", SESSIONS_TO_END),
+    ("queued_titles", QUEUED_TITLES),
+    ("queue_of", QUEUE_OF),
+    ("queue_length", QUEUE_LENGTH),
+    ("queue_positions", QUEUE_POSITIONS),
+    ("next_queue_seq", NEXT_QUEUE_SEQ),
+    ("undelivered", UNDELIVERED),
+    ("live_of_owner", LIVE_OF_OWNER),
+    ("live_of_title", LIVE_OF_TITLE),
+];
