@@ -11,12 +11,14 @@
 
 use crate::auth::{self, Caller, TokenKind};
 use crate::config::Config;
-use crate::error::{ApiError, Kind};
+use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::model::{
-    self, Desired, EventOutcome, NodeRow, Observed, SessionRow, SessionSettings, TitleRow,
-};
+use crate::model::{self, Desired, EventOutcome, NodeRow, SessionRow, TitleRow};
 use crate::placement::{self, Interval, Millis, NodeSlots};
+use crate::rules::{
+    self, Admission, Due, Running, check_label, check_title, drain_deadline, ms, truncate,
+};
+pub use crate::rules::{parse_rfc3339, rfc3339};
 use crate::store::{self, Store};
 use pxs_protocol::api::{self, EndReason, NewSession, SessionState, TitleId};
 use pxs_protocol::node::{
@@ -121,11 +123,6 @@ impl LinkCloser {
             .unwrap_or((1000, "closed by the coordinator"))
     }
 }
-
-/// Longest session we accept (a year): keeps arithmetic far from overflow.
-const MAX_DURATION_S: u64 = 366 * 24 * 3600;
-/// Furthest `start_at` we accept.
-const MAX_AHEAD_MS: Millis = 366 * 24 * 3600 * 1000;
 
 pub struct Engine {
     pub store: Store,
@@ -644,23 +641,7 @@ impl Engine {
     ) -> Result<api::Session, ApiError> {
         let started = std::time::Instant::now();
         let now = self.now();
-        if let Some(0) = req.duration {
-            return Err(ApiError::bad_request("duration: at least 1 second"));
-        }
-        if req.duration.is_some_and(|d| d > MAX_DURATION_S) {
-            return Err(ApiError::bad_request(format!(
-                "duration: at most {MAX_DURATION_S} seconds"
-            )));
-        }
-        let start_at = match &req.start_at {
-            None => None,
-            Some(text) => Some(future_time(
-                "start_at",
-                text,
-                now,
-                "is not an RFC 3339 time like 2026-11-25T18:00:00Z",
-            )?),
-        };
+        let wanted = rules::check_new_session(req, now)?;
         if let Caller::Anonymous { .. } = caller
             && !self.config.allow_anonymous
         {
@@ -674,103 +655,21 @@ impl Engine {
             .ok_or_else(|| no_title(&req.title_id))?;
         if let Caller::Anonymous { .. } = caller {
             let live = store::count_live_of_owner(&mut tx, &caller.owner()).await?;
-            if live >= i64::from(self.config.anonymous_sessions_per_address) {
-                return Err(ApiError::new(
-                    Kind::TooManyRequests,
-                    format!(
-                        "anonymous users may have {} sessions at once; end one first",
-                        self.config.anonymous_sessions_per_address
-                    ),
-                ));
-            }
+            rules::anonymous_quota(live, self.config.anonymous_sessions_per_address)?;
         }
-        let duration = match (req.duration, title.max_duration) {
-            (Some(d), max) if max > 0 && d > max => {
-                return Err(ApiError::bad_request(format!(
-                    "duration: title `{}` allows at most {max} seconds",
-                    title.id
-                )));
-            }
-            (Some(d), _) => Some(d),
-            (None, 0) => None,
-            (None, max) => Some(max),
-        };
-        let duration_ms = duration.map(|d| store::clamp_i64(d).saturating_mul(1000));
-        if start_at.is_some() && duration.is_none() {
-            return Err(ApiError::bad_request(format!(
-                "duration: a scheduled session needs one (title `{}` has no max_duration)",
-                title.id
-            )));
-        }
+        let duration = rules::duration(&wanted, &title)?;
         let id = SessionId::from_random(auth::random_bytes::<16>());
-        let mut row = SessionRow {
-            id: id.clone(),
-            title_id: title.id.clone(),
-            application_id: title.application_id.clone(),
-            node_id: None,
-            state: SessionState::Queued,
-            desired: Desired::Run,
-            observed: Observed::None,
-            queue_seq: None,
-            created_at: now,
-            start_at,
-            duration: duration.map(store::clamp_i64),
-            slot_start: None,
-            slot_end: None,
-            dispatched_at: None,
-            stop_sent_at: None,
-            ready_at: None,
-            ended_at: None,
-            end_reason: None,
-            stop_reason: None,
-            exit_code: None,
-            detail: None,
-            player_url: None,
-            // Derived, not stored (`session_key`).
-            player_key: String::new(),
-            owner: caller.owner(),
-            settings: SessionSettings {
-                max_players: title.max_players,
-                idle_timeout: title.idle_timeout,
-                empty_timeout: title.empty_timeout,
-            },
-            updated_at: now,
-        };
+        let mut row = SessionRow::new(id, &title, caller.owner(), wanted.start_at, duration, now);
         let slots = Self::snapshot(&mut tx, now, None).await?;
-        if let Some(at) = start_at {
-            let want = Interval::new(at, duration_ms.map(|d| at.saturating_add(d)));
-            let Some(node) = placement::place(&slots, &title.application_id, &want) else {
-                return Err(ApiError::conflict(format!(
-                    "no node can take a session of `{}` from {} to {}; choose another time",
-                    title.id,
-                    rfc3339(want.start),
-                    want.end.map(rfc3339).unwrap_or_default()
-                )));
-            };
-            row.state = SessionState::Scheduled;
-            row.node_id = Some(node.clone());
-            row.slot_start = Some(want.start);
-            row.slot_end = want.end;
+        let queued = if wanted.start_at.is_none() {
+            store::queue_length(&mut tx, &title.id).await?
         } else {
-            let want = Interval::new(now, duration_ms.map(|d| now.saturating_add(d)));
-            // Nobody overtakes the queue: a free slot goes to its head first.
-            let queue = store::queue_length(&mut tx, &title.id).await?;
-            let node = if queue == 0 {
-                placement::place(&slots, &title.application_id, &want).cloned()
-            } else {
-                None
-            };
-            match node {
-                Some(node) => {
-                    row.state = SessionState::Starting;
-                    row.node_id = Some(node);
-                    row.slot_start = Some(want.start);
-                    row.slot_end = want.end;
-                }
-                None => {
-                    row.queue_seq = Some(store::next_queue_seq(&mut tx).await?);
-                }
-            }
+            0
+        };
+        match rules::admit(&slots, &title, wanted.start_at, duration, queued, now)? {
+            Admission::Scheduled { node, window } => row.schedule(node, window),
+            Admission::Start { node, window } => row.start_on(node, window, now),
+            Admission::Queue => row.queue_seq = Some(store::next_queue_seq(&mut tx).await?),
         }
         // Held here: recorded as sent in this transaction, sent right after the commit (if the
         // link drops in between, the reconcile after its reconnect sends it again).
@@ -1338,38 +1237,27 @@ impl Engine {
             return Ok(false);
         }
         let mut slots = Self::snapshot(&mut tx, now, None).await?;
-        let mut touched = Vec::new();
-        let mut started = false;
-        for title in titles {
-            let queue = store::queue_of(&mut tx, &title).await?;
-            let mut moved = false;
-            for mut s in queue.iter().cloned() {
-                let want = Interval::new(
-                    now,
-                    s.duration
-                        .map(|d| now.saturating_add(d.saturating_mul(1000))),
-                );
-                let Some(node) = placement::place(&slots, &s.application_id, &want).cloned() else {
-                    break; // the head waits; nobody overtakes it
-                };
-                s.state = SessionState::Starting;
-                s.node_id = Some(node.clone());
-                s.queue_seq = None;
-                s.slot_start = Some(want.start);
-                s.slot_end = want.end;
-                s.updated_at = now;
-                store::update_session(&mut tx, &s).await?;
-                if let Some(n) = slots.iter_mut().find(|n| n.id == node) {
-                    n.busy.push(want);
-                }
-                info!(session = %s.id, node = %node, "queued session placed");
-                started = true;
-                moved = true;
-            }
-            if moved {
-                touched.extend(queue.iter().map(|s| s.id.clone()));
-            }
+        let mut queues = Vec::with_capacity(titles.len());
+        for title in &titles {
+            queues.push(store::queue_of(&mut tx, title).await?);
         }
+        let promoted = rules::promote(&queues, &mut slots, now);
+        for p in &promoted {
+            let Some(mut s) = queues.iter().flatten().find(|s| s.id == p.session).cloned() else {
+                continue;
+            };
+            s.start_on(p.node.clone(), p.window, now);
+            store::update_session(&mut tx, &s).await?;
+            info!(session = %s.id, node = %p.node, "queued session placed");
+        }
+        let started = !promoted.is_empty();
+        // Every session behind a promoted one moved up its queue: watchers see new positions.
+        let touched: Vec<SessionId> = queues
+            .iter()
+            .filter(|q| q.iter().any(|s| promoted.iter().any(|p| p.session == s.id)))
+            .flatten()
+            .map(|s| s.id.clone())
+            .collect();
         tx.commit().await?;
         for id in touched {
             self.publish(Change::Session(id));
@@ -1421,47 +1309,51 @@ impl Engine {
         let mut freed = false;
         for mut s in to_end {
             let node = s.node_id.as_ref().and_then(|n| nodes.get(n));
-            let lost =
-                node.is_none_or(|n| !n.online && n.offline_since.is_some_and(|t| t <= now - grace));
-            if lost {
-                s.finish(now, SessionState::Ended, EndReason::NodeLost);
-                freed = true;
-            } else if s.desired == Desired::Run && s.slot_end.is_some_and(|e| e <= now) {
-                s.request_stop(now, EndReason::WindowEnd);
-            } else {
-                continue;
+            match rules::running(&s, node, now, grace) {
+                Running::Lost => {
+                    s.finish(now, rules::ending(EndReason::NodeLost), EndReason::NodeLost);
+                    freed = true;
+                }
+                Running::StopForWindowEnd => s.request_stop(now, EndReason::WindowEnd),
+                Running::Keep => continue,
             }
             store::update_session(&mut tx, &s).await?;
             changed.push(s.id.clone());
         }
         for mut s in due {
             let Some(start_at) = s.start_at else { continue };
-            if s.slot_end.is_some_and(|e| e <= now) {
-                s.finish(now, SessionState::Failed, EndReason::WindowMissed);
-                freed = true;
-            } else {
-                let available = s
-                    .node_id
-                    .as_ref()
-                    .and_then(|n| nodes.get(n))
-                    .is_some_and(NodeRow::available);
-                if !available {
-                    // Its node is gone or drained: find another for the rest of the window.
-                    let slots = Self::snapshot(&mut tx, now, Some(&s.id)).await?;
-                    let want = Interval::new(now, s.slot_end);
-                    match placement::place(&slots, &s.application_id, &want) {
-                        Some(n) => s.node_id = Some(n.clone()),
-                        None => {
-                            s.finish(now, SessionState::Failed, EndReason::NoCapacity);
-                            store::update_session(&mut tx, &s).await?;
-                            changed.push(s.id.clone());
-                            continue;
-                        }
-                    }
+            let available = s
+                .node_id
+                .as_ref()
+                .and_then(|n| nodes.get(n))
+                .is_some_and(NodeRow::available);
+            let node = match rules::due(&s, available, now) {
+                Due::Missed => {
+                    s.finish(
+                        now,
+                        rules::ending(EndReason::WindowMissed),
+                        EndReason::WindowMissed,
+                    );
+                    freed = true;
+                    None
                 }
-                s.state = SessionState::Starting;
-                s.slot_start = Some(start_at.min(now));
-                s.updated_at = now;
+                Due::Start => s.node_id.clone(),
+                Due::Replace(want) => {
+                    let slots = Self::snapshot(&mut tx, now, Some(&s.id)).await?;
+                    let node = placement::place(&slots, &s.application_id, &want).cloned();
+                    if node.is_none() {
+                        s.finish(
+                            now,
+                            rules::ending(EndReason::NoCapacity),
+                            EndReason::NoCapacity,
+                        );
+                    }
+                    node
+                }
+            };
+            if let Some(node) = node {
+                let window = Interval::new(start_at.min(now), s.slot_end);
+                s.start_on(node, window, now);
             }
             store::update_session(&mut tx, &s).await?;
             changed.push(s.id.clone());
@@ -1489,45 +1381,6 @@ type HeldSlot = (
     Option<Millis>,
     Option<Millis>,
 );
-
-/// The drain deadline an admin asked for, in ms: seconds from now or an RFC 3339 time.
-fn drain_deadline(d: Option<&api::DrainDeadline>, now: Millis) -> Result<Option<Millis>, ApiError> {
-    let at = match d {
-        None => return Ok(None),
-        Some(api::DrainDeadline::In(s)) => {
-            if *s > MAX_DURATION_S {
-                return Err(ApiError::bad_request(format!(
-                    "deadline: at most {MAX_DURATION_S} seconds"
-                )));
-            }
-            now.saturating_add(store::clamp_i64(*s).saturating_mul(1000))
-        }
-        Some(api::DrainDeadline::At(text)) => future_time(
-            "deadline",
-            text,
-            now,
-            "is neither seconds nor an RFC 3339 time like 2026-11-25T18:00:00Z",
-        )?,
-    };
-    Ok(Some(at))
-}
-
-/// `text` of request field `field` as a time from now (a little in the past counts as now) to a
-/// year ahead; `not_a_time` finishes the message when it is no RFC 3339 time.
-fn future_time(field: &str, text: &str, now: Millis, not_a_time: &str) -> Result<Millis, ApiError> {
-    let t = parse_rfc3339(text).ok_or_else(|| {
-        ApiError::bad_request(format!("{field}: `{}` {not_a_time}", truncate(text, 64)))
-    })?;
-    if t < now - 5_000 {
-        return Err(ApiError::bad_request(format!("{field}: is in the past")));
-    }
-    if t > now + MAX_AHEAD_MS {
-        return Err(ApiError::bad_request(format!(
-            "{field}: more than a year ahead"
-        )));
-    }
-    Ok(t.max(now))
-}
 
 /// What a node is told of its admin drain (`Some(deadline)`) or of its end (`None`).
 fn drain_message(drain: Option<Option<Millis>>, now: Millis) -> CoordinatorToNode {
@@ -1584,114 +1437,10 @@ fn start_message(s: &SessionRow, key: String) -> CoordinatorToNode {
     }
 }
 
-fn ms(d: std::time::Duration) -> Millis {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
 fn no_title(id: &TitleId) -> ApiError {
     ApiError::not_found(format!("no title `{id}`"))
 }
 
 fn no_session(id: &SessionId) -> ApiError {
     ApiError::not_found(format!("no session `{id}`"))
-}
-
-fn check_label(name: &str) -> Result<(), ApiError> {
-    check_text("name", name, 1, 200, false)
-}
-
-/// `value` has `min..=max` characters (not bytes) and no control characters (newlines and tabs
-/// only where `multiline`): NUL would be stored by SQLite and refused by PostgreSQL.
-fn check_text(
-    key: &str,
-    value: &str,
-    min: usize,
-    max: usize,
-    multiline: bool,
-) -> Result<(), ApiError> {
-    let n = value.chars().count();
-    if n < min || n > max || (min > 0 && value.trim().is_empty()) {
-        return Err(ApiError::bad_request(format!(
-            "{key}: {min} to {max} characters"
-        )));
-    }
-    if value
-        .chars()
-        .any(|c| c.is_control() && !(multiline && matches!(c, '\n' | '\t' | '\r')))
-    {
-        return Err(ApiError::bad_request(format!(
-            "{key}: control characters are not allowed"
-        )));
-    }
-    Ok(())
-}
-
-fn check_title(t: &TitleRow) -> Result<(), ApiError> {
-    check_text("name", &t.name, 1, 200, false)?;
-    check_text("description", &t.description, 0, 4000, true)?;
-    if let Some(u) = &t.image_url {
-        check_text("image_url", u, 1, 2000, false)?;
-        if !(u.starts_with("https://") || u.starts_with("http://") || u.starts_with('/')) {
-            return Err(ApiError::bad_request(
-                "image_url: an http(s) URL or a path starting with /",
-            ));
-        }
-    }
-    for (key, v) in [
-        ("idle_timeout", t.idle_timeout),
-        ("empty_timeout", t.empty_timeout),
-        ("max_duration", t.max_duration),
-    ] {
-        if v > MAX_DURATION_S {
-            return Err(ApiError::bad_request(format!(
-                "{key}: at most {MAX_DURATION_S} seconds"
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-/// Milliseconds since the epoch as RFC 3339 (UTC, millisecond precision when not whole).
-pub fn rfc3339(t: Millis) -> String {
-    let nanos = i128::from(t) * 1_000_000;
-    match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
-        Ok(dt) => dt
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
-        Err(_) => String::new(),
-    }
-}
-
-pub fn parse_rfc3339(s: &str) -> Option<Millis> {
-    if s.len() > 64 {
-        return None;
-    }
-    let dt = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
-    i64::try_from(dt.unix_timestamp_nanos() / 1_000_000).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_round_trip_as_rfc3339() {
-        let t = 1_795_600_000_123;
-        let s = rfc3339(t);
-        assert!(s.ends_with('Z'), "{s}");
-        assert_eq!(parse_rfc3339(&s), Some(t));
-        assert_eq!(
-            parse_rfc3339("2026-11-25T10:00:00+01:00"),
-            parse_rfc3339("2026-11-25T09:00:00Z")
-        );
-        assert_eq!(parse_rfc3339("yesterday"), None);
-    }
 }

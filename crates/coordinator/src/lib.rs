@@ -3,8 +3,9 @@
 //! sessions, keeps the queue, starts scheduled sessions, and tells nodes what to run over their
 //! node links. See `docs/coordinator.md`.
 //!
-//! - [`placement`] and [`model`]: the pure rules (which node; how a session's state moves;
-//!   reconciling a node's report with the records).
+//! - [`rules`], [`placement`] and [`model`]: the pure rules (what a request may ask, admission,
+//!   queue promotion, the timer's outcomes; which node; how a session's state moves; reconciling
+//!   a node's report with the records).
 //! - [`engine`]: the shell around them: transactions, the node links, the timers.
 //! - [`store`]: SQLite or PostgreSQL through sqlx.
 //! - [`routes`]: every served path in one table, the router built from it, each route's access
@@ -24,6 +25,7 @@ pub mod model;
 pub mod openapi;
 pub mod placement;
 pub mod routes;
+pub mod rules;
 pub mod store;
 pub mod web;
 

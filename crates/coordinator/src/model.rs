@@ -111,13 +111,77 @@ pub struct SessionRow {
     pub player_url: Option<String>,
     /// The key that signs this session's player tokens; shared with its node only.
     pub player_key: String,
-    /// `tok:<token id>` or `anon:<hashed address>`.
     pub owner: crate::auth::Owner,
     pub settings: SessionSettings,
     pub updated_at: Millis,
 }
 
 impl SessionRow {
+    /// A new session of `title` by `owner`, created at `now`, lasting `duration` seconds (or
+    /// unbounded), with the title's limits; queued and unplaced until [`SessionRow::schedule`]
+    /// or [`SessionRow::start_on`].
+    pub fn new(
+        id: SessionId,
+        title: &TitleRow,
+        owner: crate::auth::Owner,
+        start_at: Option<Millis>,
+        duration: Option<u64>,
+        now: Millis,
+    ) -> SessionRow {
+        SessionRow {
+            id,
+            title_id: title.id.clone(),
+            application_id: title.application_id.clone(),
+            node_id: None,
+            state: SessionState::Queued,
+            desired: Desired::Run,
+            observed: Observed::None,
+            queue_seq: None,
+            created_at: now,
+            start_at,
+            duration: duration.map(|d| i64::try_from(d).unwrap_or(i64::MAX)),
+            slot_start: None,
+            slot_end: None,
+            dispatched_at: None,
+            stop_sent_at: None,
+            ready_at: None,
+            ended_at: None,
+            end_reason: None,
+            stop_reason: None,
+            exit_code: None,
+            detail: None,
+            player_url: None,
+            // Derived from the session secret, not stored (`Engine::session_key`).
+            player_key: String::new(),
+            owner,
+            settings: SessionSettings {
+                max_players: title.max_players,
+                idle_timeout: title.idle_timeout,
+                empty_timeout: title.empty_timeout,
+            },
+            updated_at: now,
+        }
+    }
+
+    /// Reserves `window` on `node` for later: scheduled.
+    pub fn schedule(&mut self, node: NodeId, window: Interval) {
+        self.state = SessionState::Scheduled;
+        self.node_id = Some(node);
+        self.slot_start = Some(window.start);
+        self.slot_end = window.end;
+    }
+
+    /// Starts it on `node` over `window` (from the queue, or at once): starting, out of the
+    /// queue; the dispatcher sends `start_session`.
+    pub fn start_on(&mut self, node: NodeId, window: Interval, now: Millis) {
+        self.state = SessionState::Starting;
+        self.node_id = Some(node);
+        self.queue_seq = None;
+        self.slot_start = Some(window.start);
+        self.slot_end = window.end;
+        self.updated_at = now;
+    }
+
     /// Holds a slot on its node now or later (placement counts it).
     pub fn holds_slot(&self) -> bool {
         self.node_id.is_some()

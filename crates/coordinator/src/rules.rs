@@ -1,0 +1,744 @@
+//! The coordinator's decisions as pure functions of records and the time: what a request may
+//! ask for, where a new session goes (admission), which queued sessions start (promotion), and
+//! what the timer does to each session it looks at. `engine` loads the records, calls these in
+//! the transaction that holds the placement lock, and stores what they say; these functions do
+//! no I/O, so they are tested here with plain values and properties.
+//!
+//! Which node takes a session over an interval is `placement::place`; how a session's row moves
+//! on a node's report is `model`.
+
+use crate::error::{ApiError, Kind};
+use crate::model::{NodeRow, SessionRow, TitleRow};
+use crate::placement::{self, Interval, Millis, NodeSlots};
+use pxs_protocol::api::{self, EndReason, NewSession, SessionState};
+use pxs_protocol::node::{NodeId, SessionId};
+
+/// Longest session we accept (a year): keeps arithmetic far from overflow.
+pub const MAX_DURATION_S: u64 = 366 * 24 * 3600;
+/// Furthest `start_at` we accept.
+pub const MAX_AHEAD_MS: Millis = 366 * 24 * 3600 * 1000;
+
+// ---------------------------------------------------------------------------------------------
+// Requests
+
+/// What `POST /api/v1/sessions` asks for, checked against the limits that need no records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wanted {
+    /// When a scheduled session's window opens; `None`: now.
+    pub start_at: Option<Millis>,
+    /// Seconds, as asked (the title may cap it, see [`duration`]).
+    pub duration: Option<u64>,
+}
+
+pub fn check_new_session(req: &NewSession, now: Millis) -> Result<Wanted, ApiError> {
+    if let Some(0) = req.duration {
+        return Err(ApiError::bad_request("duration: at least 1 second"));
+    }
+    if req.duration.is_some_and(|d| d > MAX_DURATION_S) {
+        return Err(ApiError::bad_request(format!(
+            "duration: at most {MAX_DURATION_S} seconds"
+        )));
+    }
+    let start_at = match &req.start_at {
+        None => None,
+        Some(text) => Some(future_time(
+            "start_at",
+            text,
+            now,
+            "is not an RFC 3339 time like 2026-11-25T18:00:00Z",
+        )?),
+    };
+    Ok(Wanted {
+        start_at,
+        duration: req.duration,
+    })
+}
+
+/// A session's window length in seconds under `title`'s `max_duration` (0: none): what was
+/// asked, or the title's maximum when nothing was; `None`: unbounded. A scheduled session
+/// needs one.
+pub fn duration(wanted: &Wanted, title: &TitleRow) -> Result<Option<u64>, ApiError> {
+    let d = match (wanted.duration, title.max_duration) {
+        (Some(d), max) if max > 0 && d > max => {
+            return Err(ApiError::bad_request(format!(
+                "duration: title `{}` allows at most {max} seconds",
+                title.id
+            )));
+        }
+        (Some(d), _) => Some(d),
+        (None, 0) => None,
+        (None, max) => Some(max),
+    };
+    if wanted.start_at.is_some() && d.is_none() {
+        return Err(ApiError::bad_request(format!(
+            "duration: a scheduled session needs one (title `{}` has no max_duration)",
+            title.id
+        )));
+    }
+    Ok(d)
+}
+
+/// An anonymous address with `live` sessions not over may start another one.
+pub fn anonymous_quota(live: i64, limit: u32) -> Result<(), ApiError> {
+    if live >= i64::from(limit) {
+        return Err(ApiError::new(
+            Kind::TooManyRequests,
+            format!("anonymous users may have {limit} sessions at once; end one first"),
+        ));
+    }
+    Ok(())
+}
+
+/// The drain deadline an admin asked for, in ms: seconds from now or an RFC 3339 time.
+pub fn drain_deadline(
+    d: Option<&api::DrainDeadline>,
+    now: Millis,
+) -> Result<Option<Millis>, ApiError> {
+    let at = match d {
+        None => return Ok(None),
+        Some(api::DrainDeadline::In(s)) => {
+            if *s > MAX_DURATION_S {
+                return Err(ApiError::bad_request(format!(
+                    "deadline: at most {MAX_DURATION_S} seconds"
+                )));
+            }
+            now.saturating_add(seconds(*s))
+        }
+        Some(api::DrainDeadline::At(text)) => future_time(
+            "deadline",
+            text,
+            now,
+            "is neither seconds nor an RFC 3339 time like 2026-11-25T18:00:00Z",
+        )?,
+    };
+    Ok(Some(at))
+}
+
+/// `text` of request field `field` as a time from now (a little in the past counts as now) to a
+/// year ahead; `not_a_time` finishes the message when it is no RFC 3339 time.
+fn future_time(field: &str, text: &str, now: Millis, not_a_time: &str) -> Result<Millis, ApiError> {
+    let t = parse_rfc3339(text).ok_or_else(|| {
+        ApiError::bad_request(format!("{field}: `{}` {not_a_time}", truncate(text, 64)))
+    })?;
+    if t < now - 5_000 {
+        return Err(ApiError::bad_request(format!("{field}: is in the past")));
+    }
+    if t > now + MAX_AHEAD_MS {
+        return Err(ApiError::bad_request(format!(
+            "{field}: more than a year ahead"
+        )));
+    }
+    Ok(t.max(now))
+}
+
+pub fn check_label(name: &str) -> Result<(), ApiError> {
+    check_text("name", name, 1, 200, false)
+}
+
+/// `value` has `min..=max` characters (not bytes) and no control characters (newlines and tabs
+/// only where `multiline`): NUL would be stored by SQLite and refused by PostgreSQL.
+fn check_text(
+    key: &str,
+    value: &str,
+    min: usize,
+    max: usize,
+    multiline: bool,
+) -> Result<(), ApiError> {
+    let n = value.chars().count();
+    if n < min || n > max || (min > 0 && value.trim().is_empty()) {
+        return Err(ApiError::bad_request(format!(
+            "{key}: {min} to {max} characters"
+        )));
+    }
+    if value
+        .chars()
+        .any(|c| c.is_control() && !(multiline && matches!(c, '\n' | '\t' | '\r')))
+    {
+        return Err(ApiError::bad_request(format!(
+            "{key}: control characters are not allowed"
+        )));
+    }
+    Ok(())
+}
+
+pub fn check_title(t: &TitleRow) -> Result<(), ApiError> {
+    check_text("name", &t.name, 1, 200, false)?;
+    check_text("description", &t.description, 0, 4000, true)?;
+    if let Some(u) = &t.image_url {
+        check_text("image_url", u, 1, 2000, false)?;
+        if !(u.starts_with("https://") || u.starts_with("http://") || u.starts_with('/')) {
+            return Err(ApiError::bad_request(
+                "image_url: an http(s) URL or a path starting with /",
+            ));
+        }
+    }
+    for (key, v) in [
+        ("idle_timeout", t.idle_timeout),
+        ("empty_timeout", t.empty_timeout),
+        ("max_duration", t.max_duration),
+    ] {
+        if v > MAX_DURATION_S {
+            return Err(ApiError::bad_request(format!(
+                "{key}: at most {MAX_DURATION_S} seconds"
+            )));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admission and promotion
+
+/// A window that opens at `start` and lasts `duration` seconds (`None`: unbounded).
+pub fn window(start: Millis, duration: Option<u64>) -> Interval {
+    Interval::new(start, duration.map(|d| start.saturating_add(seconds(d))))
+}
+
+/// Where a new session goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// A window reserved on `node` for later.
+    Scheduled { node: NodeId, window: Interval },
+    /// Starts now on `node`.
+    Start { node: NodeId, window: Interval },
+    /// Waits behind the title's queue.
+    Queue,
+}
+
+/// Admits a session of `title` lasting `duration` seconds, starting at `start_at` (scheduled)
+/// or now. A scheduled one needs a node free over its whole window, or it is refused; one for
+/// now starts where a slot is free, unless others of the title wait: nobody overtakes the
+/// queue, a free slot goes to its head first.
+pub fn admit(
+    slots: &[NodeSlots],
+    title: &TitleRow,
+    start_at: Option<Millis>,
+    duration: Option<u64>,
+    queued: i64,
+    now: Millis,
+) -> Result<Admission, ApiError> {
+    if let Some(at) = start_at {
+        let want = window(at, duration);
+        return match placement::place(slots, &title.application_id, &want) {
+            Some(node) => Ok(Admission::Scheduled {
+                node: node.clone(),
+                window: want,
+            }),
+            None => Err(ApiError::conflict(format!(
+                "no node can take a session of `{}` from {} to {}; choose another time",
+                title.id,
+                rfc3339(want.start),
+                want.end.map(rfc3339).unwrap_or_default()
+            ))),
+        };
+    }
+    let want = window(now, duration);
+    if queued > 0 {
+        return Ok(Admission::Queue);
+    }
+    Ok(
+        match placement::place(slots, &title.application_id, &want) {
+            Some(node) => Admission::Start {
+                node: node.clone(),
+                window: want,
+            },
+            None => Admission::Queue,
+        },
+    )
+}
+
+/// A queued session that starts now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Promoted {
+    pub session: SessionId,
+    pub node: NodeId,
+    pub window: Interval,
+}
+
+/// Which queued sessions start now: each title's queue in order, its head first, as long as a
+/// node has a slot; a head that finds none keeps the rest of its queue waiting (nobody overtakes
+/// it). `slots` gains the windows given out, so one call never promises a slot twice.
+pub fn promote(queues: &[Vec<SessionRow>], slots: &mut [NodeSlots], now: Millis) -> Vec<Promoted> {
+    let mut out = Vec::new();
+    for queue in queues {
+        for s in queue {
+            let want = Interval::new(
+                now,
+                s.duration
+                    .map(|d| now.saturating_add(d.saturating_mul(1000))),
+            );
+            let Some(node) = placement::place(slots, &s.application_id, &want).cloned() else {
+                break;
+            };
+            if let Some(n) = slots.iter_mut().find(|n| n.id == node) {
+                n.busy.push(want);
+            }
+            out.push(Promoted {
+                session: s.id.clone(),
+                node,
+                window: want,
+            });
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// The timer
+
+/// What the timer does to a session that holds a slot (starting or ready).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Running {
+    /// Its node has been gone longer than the grace: it ends here, `node_lost`.
+    Lost,
+    /// Its window is over: the node is told to stop it, `window_end`.
+    StopForWindowEnd,
+    /// Nothing.
+    Keep,
+}
+
+/// `node`: the session's node record, if any; `grace`: how long a node may be offline before
+/// its sessions count as lost.
+pub fn running(s: &SessionRow, node: Option<&NodeRow>, now: Millis, grace: Millis) -> Running {
+    let lost = node.is_none_or(|n| !n.online && n.offline_since.is_some_and(|t| t <= now - grace));
+    if lost {
+        Running::Lost
+    } else if s.desired == crate::model::Desired::Run && s.slot_end.is_some_and(|e| e <= now) {
+        Running::StopForWindowEnd
+    } else {
+        Running::Keep
+    }
+}
+
+/// What the timer does to a scheduled session whose start is near (within the lead time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Due {
+    /// Its window passed before it could start: it fails, `window_missed`.
+    Missed,
+    /// It starts on its node.
+    Start,
+    /// Its node is gone or drained: find another for the rest of its window (`Interval`); if
+    /// none has a slot, it fails, `no_capacity`.
+    Replace(Interval),
+}
+
+/// `node_available`: its reserved node is online and not drained.
+pub fn due(s: &SessionRow, node_available: bool, now: Millis) -> Due {
+    if s.slot_end.is_some_and(|e| e <= now) {
+        Due::Missed
+    } else if node_available {
+        Due::Start
+    } else {
+        Due::Replace(Interval::new(now, s.slot_end))
+    }
+}
+
+/// The end state and reason of each timer outcome that ends a session here.
+pub fn ending(reason: EndReason) -> SessionState {
+    match reason {
+        EndReason::WindowMissed | EndReason::NoCapacity => SessionState::Failed,
+        _ => SessionState::Ended,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Time
+
+/// `s` seconds in ms, saturating.
+pub fn seconds(s: u64) -> Millis {
+    i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000)
+}
+
+pub fn ms(d: std::time::Duration) -> Millis {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+pub fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Milliseconds since the epoch as RFC 3339 (UTC, millisecond precision when not whole).
+pub fn rfc3339(t: Millis) -> String {
+    let nanos = i128::from(t) * 1_000_000;
+    match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+        Ok(dt) => dt
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+pub fn parse_rfc3339(s: &str) -> Option<Millis> {
+    if s.len() > 64 {
+        return None;
+    }
+    let dt = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(dt.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Owner;
+    use crate::model::Desired;
+    use proptest::prelude::*;
+    use pxs_protocol::api::{TitleId, Visibility};
+    use pxs_protocol::node::ApplicationId;
+
+    const NOW: Millis = 1_000_000_000;
+
+    fn title(app: &str, max_duration: u64) -> TitleRow {
+        TitleRow {
+            id: TitleId::parse(&format!("t-{app}")).unwrap(),
+            name: "t".into(),
+            description: String::new(),
+            image_url: None,
+            application_id: ApplicationId::parse(app).unwrap(),
+            visibility: Visibility::Public,
+            max_players: 4,
+            idle_timeout: 600,
+            empty_timeout: 120,
+            max_duration,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn session(n: usize, app: &str, duration: Option<u64>) -> SessionRow {
+        let id = SessionId::parse(&format!("ses_{n}")).unwrap();
+        SessionRow::new(
+            id,
+            &title(app, 0),
+            Owner::Token("u".into()),
+            None,
+            duration,
+            NOW,
+        )
+    }
+
+    fn slots_of(id: &str, capacity: u32, apps: &[&str], busy: Vec<Interval>) -> NodeSlots {
+        NodeSlots {
+            id: NodeId::parse(id).unwrap(),
+            available: true,
+            capacity,
+            applications: apps
+                .iter()
+                .map(|a| ApplicationId::parse(a).unwrap())
+                .collect(),
+            busy,
+        }
+    }
+
+    fn new_session(start_at: Option<&str>, duration: Option<u64>) -> NewSession {
+        NewSession {
+            title_id: TitleId::parse("demo").unwrap(),
+            start_at: start_at.map(str::to_owned),
+            duration,
+        }
+    }
+
+    #[test]
+    fn times_round_trip_as_rfc3339() {
+        let t = 1_795_600_000_123;
+        let s = rfc3339(t);
+        assert!(s.ends_with('Z'), "{s}");
+        assert_eq!(parse_rfc3339(&s), Some(t));
+        assert_eq!(
+            parse_rfc3339("2026-11-25T10:00:00+01:00"),
+            parse_rfc3339("2026-11-25T09:00:00Z")
+        );
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn a_request_is_checked_before_any_record_is_read() {
+        let msg = |r: Result<Wanted, ApiError>| r.unwrap_err().message;
+        assert!(msg(check_new_session(&new_session(None, Some(0)), NOW)).contains("at least 1"));
+        assert!(
+            msg(check_new_session(
+                &new_session(None, Some(MAX_DURATION_S + 1)),
+                NOW
+            ))
+            .contains("at most")
+        );
+        assert!(msg(check_new_session(&new_session(Some("soon"), None), NOW)).contains("RFC 3339"));
+        let past = rfc3339(NOW - 60_000);
+        assert!(msg(check_new_session(&new_session(Some(&past), None), NOW)).contains("past"));
+        let far = rfc3339(NOW + MAX_AHEAD_MS + 60_000);
+        assert!(msg(check_new_session(&new_session(Some(&far), None), NOW)).contains("year"));
+        // A little in the past (clock skew) counts as now.
+        let just = rfc3339(NOW - 1_000);
+        let w = check_new_session(&new_session(Some(&just), Some(60)), NOW).unwrap();
+        assert_eq!(w.start_at, Some(NOW));
+        assert_eq!(w.duration, Some(60));
+    }
+
+    #[test]
+    fn the_title_caps_the_duration_and_a_booking_needs_one() {
+        let now = Wanted {
+            start_at: None,
+            duration: None,
+        };
+        let booked = Wanted {
+            start_at: Some(NOW + 60_000),
+            duration: None,
+        };
+        assert_eq!(duration(&now, &title("demo", 0)).unwrap(), None);
+        assert_eq!(duration(&now, &title("demo", 300)).unwrap(), Some(300));
+        let asked = Wanted {
+            duration: Some(301),
+            ..now
+        };
+        assert!(duration(&asked, &title("demo", 300)).is_err());
+        assert!(duration(&booked, &title("demo", 0)).is_err());
+        assert_eq!(duration(&booked, &title("demo", 300)).unwrap(), Some(300));
+    }
+
+    #[test]
+    fn anonymous_addresses_have_a_quota() {
+        assert!(anonymous_quota(1, 2).is_ok());
+        let e = anonymous_quota(2, 2).unwrap_err();
+        assert_eq!(e.kind, Kind::TooManyRequests);
+    }
+
+    #[test]
+    fn nobody_overtakes_the_queue() {
+        let slots = [slots_of("n1", 2, &["demo"], vec![])];
+        let t = title("demo", 0);
+        assert_eq!(
+            admit(&slots, &t, None, None, 1, NOW).unwrap(),
+            Admission::Queue
+        );
+        let Admission::Start { node, window } = admit(&slots, &t, None, Some(60), 0, NOW).unwrap()
+        else {
+            panic!("a free slot and no queue: starts");
+        };
+        assert_eq!(node.as_str(), "n1");
+        assert_eq!(window, Interval::new(NOW, Some(NOW + 60_000)));
+        let full = [slots_of("n1", 1, &["demo"], vec![Interval::new(NOW, None)])];
+        assert_eq!(
+            admit(&full, &t, None, None, 0, NOW).unwrap(),
+            Admission::Queue
+        );
+    }
+
+    #[test]
+    fn a_booking_reserves_its_window_or_is_refused() {
+        let t = title("demo", 0);
+        let at = NOW + 3_600_000;
+        // An unbounded session holds the only slot for ever: no window fits.
+        let busy = [slots_of("n1", 1, &["demo"], vec![Interval::new(NOW, None)])];
+        let e = admit(&busy, &t, Some(at), Some(60), 0, NOW).unwrap_err();
+        assert_eq!(e.kind, Kind::Conflict);
+        // A session ending before the window opens leaves room; the queue does not matter.
+        let ends = [slots_of(
+            "n1",
+            1,
+            &["demo"],
+            vec![Interval::new(NOW, Some(at))],
+        )];
+        assert_eq!(
+            admit(&ends, &t, Some(at), Some(60), 5, NOW).unwrap(),
+            Admission::Scheduled {
+                node: NodeId::parse("n1").unwrap(),
+                window: Interval::new(at, Some(at + 60_000)),
+            }
+        );
+    }
+
+    #[test]
+    fn the_timer_ends_lost_and_overdue_sessions() {
+        let mut s = session(1, "demo", Some(60));
+        s.state = SessionState::Ready;
+        s.node_id = Some(NodeId::parse("n1").unwrap());
+        s.slot_end = Some(NOW + 60_000);
+        let grace = 30_000;
+        let mut n = NodeRow {
+            id: NodeId::parse("n1").unwrap(),
+            version: String::new(),
+            public_url: String::new(),
+            max_sessions: 1,
+            max_sessions_per_gpu: 0,
+            applications: vec![],
+            gpus: vec![],
+            online: true,
+            admin_drain: false,
+            drain_deadline: None,
+            node_drain: false,
+            link_owner: None,
+            link_since: None,
+            last_seen: NOW,
+            offline_since: None,
+            acked_seq: 0,
+        };
+        assert_eq!(running(&s, Some(&n), NOW, grace), Running::Keep);
+        assert_eq!(
+            running(&s, None, NOW, grace),
+            Running::Lost,
+            "no node record"
+        );
+        n.online = false;
+        n.offline_since = Some(NOW - grace + 1);
+        assert_eq!(
+            running(&s, Some(&n), NOW, grace),
+            Running::Keep,
+            "within the grace"
+        );
+        assert_eq!(running(&s, Some(&n), NOW + 1, grace), Running::Lost);
+        n.online = true;
+        n.offline_since = None;
+        assert_eq!(
+            running(&s, Some(&n), NOW + 60_000, grace),
+            Running::StopForWindowEnd
+        );
+        s.desired = Desired::Stop;
+        assert_eq!(
+            running(&s, Some(&n), NOW + 60_000, grace),
+            Running::Keep,
+            "asked already"
+        );
+    }
+
+    #[test]
+    fn the_timer_starts_misses_or_moves_a_booking() {
+        let mut s = session(1, "demo", Some(60));
+        s.state = SessionState::Scheduled;
+        s.slot_start = Some(NOW);
+        s.slot_end = Some(NOW + 60_000);
+        assert_eq!(due(&s, true, NOW), Due::Start);
+        assert_eq!(
+            due(&s, false, NOW + 10_000),
+            Due::Replace(Interval::new(NOW + 10_000, Some(NOW + 60_000)))
+        );
+        assert_eq!(due(&s, true, NOW + 60_000), Due::Missed);
+        assert_eq!(ending(EndReason::WindowMissed), SessionState::Failed);
+        assert_eq!(ending(EndReason::NoCapacity), SessionState::Failed);
+        assert_eq!(ending(EndReason::NodeLost), SessionState::Ended);
+    }
+
+    fn queues() -> impl Strategy<Value = Vec<Vec<SessionRow>>> {
+        // Up to three titles of two applications, each queue up to six long.
+        prop::collection::vec(
+            (
+                prop::sample::select(vec!["a", "b"]),
+                prop::collection::vec(prop::option::of(1u64..600), 0..6),
+            ),
+            0..3,
+        )
+        .prop_map(|qs| {
+            let mut n = 0;
+            qs.into_iter()
+                .map(|(app, durations)| {
+                    durations
+                        .into_iter()
+                        .map(|d| {
+                            n += 1;
+                            session(n, app, d)
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+    }
+
+    fn fleet() -> impl Strategy<Value = Vec<NodeSlots>> {
+        prop::collection::vec(
+            (
+                0u32..3,
+                prop::sample::subsequence(vec!["a", "b"], 0..=2),
+                any::<bool>(),
+                // Sessions running now, and reservations ahead (bookings).
+                prop::collection::vec((-600i64..600, prop::option::of(1i64..600)), 0..3),
+            ),
+            0..4,
+        )
+        .prop_map(|nodes| {
+            nodes
+                .into_iter()
+                .enumerate()
+                .map(|(i, (cap, apps, available, busy))| {
+                    let busy = busy
+                        .into_iter()
+                        .map(|(s, len)| {
+                            let start = NOW + s * 1000;
+                            Interval::new(start, len.map(|l| start.max(NOW) + l * 1000))
+                        })
+                        .collect();
+                    NodeSlots {
+                        available,
+                        ..slots_of(&format!("n{i}"), cap, &apps, busy)
+                    }
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        /// Promotion starts a prefix of each queue, never overfills a node, uses only available
+        /// nodes with the application, and stops at a head only when no node has room for it.
+        #[test]
+        fn promotion_keeps_queue_order_and_capacity(queues in queues(), fleet in fleet()) {
+            let mut slots = fleet.clone();
+            let promoted = promote(&queues, &mut slots, NOW);
+            for q in &queues {
+                let started: Vec<bool> =
+                    q.iter().map(|s| promoted.iter().any(|p| p.session == s.id)).collect();
+                prop_assert!(started.windows(2).all(|w| w[0] || !w[1]),
+                    "a later session started before an earlier one: {started:?}");
+                if let Some(head) = q.iter().find(|s| !promoted.iter().any(|p| p.session == s.id)) {
+                    let want = window(NOW, head.duration.map(|d| d as u64));
+                    prop_assert!(placement::place(&slots, &head.application_id, &want).is_none(),
+                        "{} waits although a node has room", head.id);
+                }
+            }
+            for p in &promoted {
+                let n = slots.iter().find(|n| n.id == p.node).unwrap();
+                let s = queues.iter().flatten().find(|s| s.id == p.session).unwrap();
+                prop_assert!(n.available && n.applications.contains(&s.application_id));
+                prop_assert!(placement::peak(&n.busy, &p.window) <= n.capacity,
+                    "{} over capacity", n.id);
+            }
+            let given: usize = slots.iter().map(|n| n.busy.len()).sum::<usize>()
+                - fleet.iter().map(|n| n.busy.len()).sum::<usize>();
+            prop_assert_eq!(given, promoted.len());
+        }
+
+        /// A session for now starts exactly when nobody waits and `place` finds a node; a
+        /// booking is placed exactly when `place` finds a node for its whole window.
+        #[test]
+        fn admission_follows_placement_and_the_queue(
+            fleet in fleet(),
+            queued in 0i64..3,
+            duration in prop::option::of(1u64..600),
+            ahead in prop::option::of(0i64..600),
+        ) {
+            let t = title("a", 0);
+            let start_at = ahead.map(|a| NOW + a * 1000);
+            let want = window(start_at.unwrap_or(NOW), duration);
+            let placed = placement::place(&fleet, &t.application_id, &want).cloned();
+            match (admit(&fleet, &t, start_at, duration, queued, NOW), start_at) {
+                (Ok(Admission::Scheduled { node, window: w }), Some(_)) => {
+                    prop_assert_eq!(Some(node), placed);
+                    prop_assert_eq!(w, want);
+                }
+                (Err(e), Some(_)) => {
+                    prop_assert_eq!(e.kind, Kind::Conflict);
+                    prop_assert!(placed.is_none());
+                }
+                (Ok(Admission::Start { node, window: w }), None) => {
+                    prop_assert_eq!(queued, 0);
+                    prop_assert_eq!(Some(node), placed);
+                    prop_assert_eq!(w, want);
+                }
+                (Ok(Admission::Queue), None) => {
+                    prop_assert!(queued > 0 || placed.is_none());
+                }
+                (other, at) => prop_assert!(false, "{other:?} for start_at {at:?}"),
+            }
+        }
+    }
+}
