@@ -1,0 +1,216 @@
+//! Sessions: creating (admission), ending or cancelling, sending what the records say is still to send (the outbox), and starting queue heads.
+
+use super::*;
+
+impl Engine {
+    /// `POST /api/v1/sessions`: places the session now, queues it, or reserves its window.
+    pub async fn create_session(
+        &self,
+        caller: &Caller,
+        req: &NewSession,
+    ) -> Result<api::Session, ApiError> {
+        let started = std::time::Instant::now();
+        let now = self.now();
+        let wanted = rules::check_new_session(req, now)?;
+        if let Caller::Anonymous { .. } = caller
+            && !self.config.allow_anonymous
+        {
+            return Err(ApiError::unauthorized());
+        }
+
+        let mut tx = self.store.begin_placement().await?;
+        let title = store::get_title(&mut tx, &req.title_id)
+            .await?
+            .filter(|t| caller.may_use(t.visibility))
+            .ok_or_else(|| no_title(&req.title_id))?;
+        if let Caller::Anonymous { .. } = caller {
+            let live = store::count_live_of_owner(&mut tx, &caller.owner()).await?;
+            rules::anonymous_quota(live, self.config.anonymous_sessions_per_address)?;
+        }
+        let duration = rules::duration(&wanted, &title)?;
+        let id = SessionId::from_random(auth::random_bytes::<16>());
+        let mut row = SessionRow::new(id, &title, caller.owner(), wanted.start_at, duration, now);
+        let slots = Self::snapshot(&mut tx, now, None).await?;
+        let queued = if wanted.start_at.is_none() {
+            store::queue_length(&mut tx, &title.id).await?
+        } else {
+            0
+        };
+        match rules::admit(&slots, &title, wanted.start_at, duration, queued, now)? {
+            Admission::Scheduled { node, window } => row.schedule(node, window),
+            Admission::Start { node, window } => row.start_on(node, window, now),
+            Admission::Queue => row.queue_seq = Some(store::next_queue_seq(&mut tx).await?),
+        }
+        // Held here: recorded as sent in this transaction, sent right after the commit (if the
+        // link drops in between, the reconcile after its reconnect sends it again).
+        let send_now = row.state == SessionState::Starting
+            && row.node_id.as_ref().is_some_and(|n| self.has_link(n));
+        if send_now {
+            row.dispatched_at = Some(now);
+        }
+        store::insert_session(&mut tx, &row).await?;
+        let view = self.session_view(&mut tx, &row).await?;
+        tx.commit().await?;
+        self.metrics
+            .placement
+            .observe(started.elapsed().as_secs_f64());
+        info!(session = %row.id, title = %row.title_id, state = row.state.as_str(),
+              node = ?row.node_id, "session created");
+        if send_now && let Some(node) = &row.node_id {
+            self.send(node, self.start_of(&row));
+        }
+        self.publish(Change::Session(row.id.clone()));
+        Ok(view)
+    }
+
+    /// `DELETE /api/v1/sessions/{id}`: cancels a scheduled or queued session, stops a running
+    /// one (its node confirms with an event). Returns the session and whether it is over.
+    pub async fn delete_session(
+        &self,
+        caller: &Caller,
+        id: &SessionId,
+    ) -> Result<api::Session, ApiError> {
+        let now = self.now();
+        let mut tx = self.store.begin_placement().await?;
+        let mut row = store::get_session(&mut tx, id)
+            .await?
+            .filter(|s| caller.may_access(&s.owner))
+            .ok_or_else(|| no_session(id))?;
+        let mut freed = false;
+        match row.state {
+            SessionState::Scheduled | SessionState::Queued => {
+                freed = true;
+                row.finish(now, SessionState::Ended, EndReason::Cancelled);
+            }
+            SessionState::Starting | SessionState::Ready => {
+                if row.dispatched_at.is_none() {
+                    // The node never heard of it: nothing to stop there.
+                    freed = true;
+                    row.finish(now, SessionState::Ended, EndReason::Cancelled);
+                } else {
+                    row.request_stop(now, EndReason::Stopped);
+                }
+            }
+            SessionState::Ended | SessionState::Failed => {}
+        }
+        let stop_now = row.desired == Desired::Stop
+            && row.stop_sent_at.is_none()
+            && !row.state.is_final()
+            && row.node_id.as_ref().is_some_and(|n| self.has_link(n));
+        if stop_now {
+            row.stop_sent_at = Some(now);
+        }
+        store::update_session(&mut tx, &row).await?;
+        let view = self.session_view(&mut tx, &row).await?;
+        tx.commit().await?;
+        if stop_now && let Some(node) = &row.node_id {
+            self.send(
+                node,
+                CoordinatorToNode::StopSession {
+                    session_id: row.id.clone(),
+                },
+            );
+        }
+        self.publish(Change::Session(row.id.clone()));
+        if freed {
+            self.promote_queue().await;
+        }
+        Ok(view)
+    }
+
+    /// Sends what the records say is still to send to nodes linked here.
+    pub async fn dispatch(&self) {
+        if let Err(e) = self.try_dispatch().await {
+            warn!(error = ?e, "dispatch failed; will retry");
+        }
+    }
+
+    pub(super) async fn try_dispatch(&self) -> Result<(), ApiError> {
+        if self.link_count() == 0 {
+            return Ok(());
+        }
+        // Most calls find nothing to send: look without the lock first.
+        {
+            let mut c = self.store.reader().acquire().await?;
+            if store::undelivered(&mut c).await?.is_empty() {
+                return Ok(());
+            }
+        }
+        let now = self.now();
+        let mut tx = self.store.begin_placement().await?;
+        for mut s in store::undelivered(&mut tx).await? {
+            let Some(node) = s.node_id.clone() else {
+                continue;
+            };
+            if !self.has_link(&node) {
+                continue;
+            }
+            let msg = if s.desired == Desired::Run {
+                s.dispatched_at = Some(now);
+                self.start_of(&s)
+            } else {
+                s.stop_sent_at = Some(now);
+                CoordinatorToNode::StopSession {
+                    session_id: s.id.clone(),
+                }
+            };
+            if self.send(&node, msg) {
+                store::update_session(&mut tx, &s).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Starts queue heads where slots are free, in each title's order.
+    pub async fn promote_queue(&self) {
+        match self.try_promote_queue().await {
+            Ok(started) if started => self.dispatch().await,
+            Ok(_) => {}
+            Err(e) => warn!(error = ?e, "queue promotion failed; will retry"),
+        }
+    }
+
+    pub(super) async fn try_promote_queue(&self) -> Result<bool, ApiError> {
+        // Most calls find no queue: look without the lock first.
+        {
+            let mut c = self.store.reader().acquire().await?;
+            if store::queued_titles(&mut c).await?.is_empty() {
+                return Ok(false);
+            }
+        }
+        let now = self.now();
+        let mut tx = self.store.begin_placement().await?;
+        let titles = store::queued_titles(&mut tx).await?;
+        if titles.is_empty() {
+            return Ok(false);
+        }
+        let mut slots = Self::snapshot(&mut tx, now, None).await?;
+        let mut queues = Vec::with_capacity(titles.len());
+        for title in &titles {
+            queues.push(store::queue_of(&mut tx, title).await?);
+        }
+        let promoted = rules::promote(&queues, &mut slots, now);
+        for p in &promoted {
+            let Some(mut s) = queues.iter().flatten().find(|s| s.id == p.session).cloned() else {
+                continue;
+            };
+            s.start_on(p.node.clone(), p.window, now);
+            store::update_session(&mut tx, &s).await?;
+            info!(session = %s.id, node = %p.node, "queued session placed");
+        }
+        let started = !promoted.is_empty();
+        // Every session behind a promoted one moved up its queue: watchers see new positions.
+        let touched: Vec<SessionId> = queues
+            .iter()
+            .filter(|q| q.iter().any(|s| promoted.iter().any(|p| p.session == s.id)))
+            .flatten()
+            .map(|s| s.id.clone())
+            .collect();
+        tx.commit().await?;
+        for id in touched {
+            self.publish(Change::Session(id));
+        }
+        Ok(started)
+    }
+}

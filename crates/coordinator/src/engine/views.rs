@@ -1,0 +1,277 @@
+//! Views: what placement sees (the snapshot), and titles, sessions and nodes as the API shows them.
+
+use super::*;
+
+impl Engine {
+    /// What placement sees now (optionally without one session, when re-placing it).
+    pub(super) async fn snapshot(
+        c: &mut AnyConnection,
+        now: Millis,
+        without: Option<&SessionId>,
+    ) -> Result<Vec<NodeSlots>, ApiError> {
+        let nodes = store::placement_nodes(c).await?;
+        let held = store::held_slots(c).await?;
+        let mut busy: HashMap<&NodeId, Vec<Interval>> = HashMap::new();
+        for (node, id, state, start, end) in &held {
+            if Some(id) != without {
+                busy.entry(node)
+                    .or_default()
+                    .push(model::busy_interval(*state, *start, *end, now));
+            }
+        }
+        Ok(nodes
+            .into_iter()
+            .map(|n| NodeSlots {
+                busy: busy.remove(&n.id).unwrap_or_default(),
+                id: n.id,
+                available: n.available,
+                capacity: n.capacity,
+                applications: n.applications,
+            })
+            .collect())
+    }
+
+    pub async fn title_view(
+        &self,
+        c: &mut AnyConnection,
+        t: &TitleRow,
+        slots: &[NodeSlots],
+        now: Millis,
+    ) -> Result<api::Title, ApiError> {
+        let want = Interval::new(now, Some(now + 1));
+        let with_app = slots
+            .iter()
+            .filter(|n| n.available && n.applications.contains(&t.application_id));
+        let availability = api::Availability {
+            free_slots: with_app
+                .clone()
+                .map(|n| placement::free_slots(n, &want))
+                .sum(),
+            nodes: u32::try_from(with_app.count()).unwrap_or(u32::MAX),
+            queued: u32::try_from(store::queue_length(c, &t.id).await?).unwrap_or(u32::MAX),
+        };
+        Ok(api::Title {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            description: t.description.clone(),
+            image_url: t.image_url.clone(),
+            application_id: t.application_id.clone(),
+            visibility: t.visibility,
+            max_players: t.max_players,
+            idle_timeout: t.idle_timeout,
+            empty_timeout: t.empty_timeout,
+            max_duration: t.max_duration,
+            availability,
+            created_at: rfc3339(t.created_at),
+            updated_at: rfc3339(t.updated_at),
+        })
+    }
+
+    /// The titles `caller` may see, with their availability.
+    pub async fn titles(&self, caller: &Caller) -> Result<Vec<api::Title>, ApiError> {
+        let now = self.now();
+        let mut c = self.store.reader().acquire().await?;
+        let slots = Self::snapshot(&mut c, now, None).await?;
+        let mut out = Vec::new();
+        for t in store::list_titles(&mut c).await? {
+            if caller.may_use(t.visibility) {
+                out.push(self.title_view(&mut c, &t, &slots, now).await?);
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn title(&self, caller: &Caller, id: &TitleId) -> Result<api::Title, ApiError> {
+        let now = self.now();
+        let mut c = self.store.reader().acquire().await?;
+        let t = store::get_title(&mut c, id)
+            .await?
+            .filter(|t| caller.may_use(t.visibility))
+            .ok_or_else(|| no_title(id))?;
+        let slots = Self::snapshot(&mut c, now, None).await?;
+        self.title_view(&mut c, &t, &slots, now).await
+    }
+
+    /// The session as the API shows it, inside the transaction that wrote it.
+    pub async fn session_view(
+        &self,
+        c: &mut AnyConnection,
+        s: &SessionRow,
+    ) -> Result<api::Session, ApiError> {
+        let position = match s.state {
+            SessionState::Queued => store::get_session_with_position(c, &s.id)
+                .await?
+                .and_then(|(_, p)| p),
+            _ => None,
+        };
+        Ok(self.view(s, position))
+    }
+
+    /// The session as the API shows it, with the queue position read in the same statement.
+    pub(super) fn view(&self, s: &SessionRow, position: Option<i64>) -> api::Session {
+        let queue_position = position.map(|p| u32::try_from(p).unwrap_or(u32::MAX));
+        let join_url = match (s.state, &s.player_url) {
+            (SessionState::Ready, Some(url)) => Some(self.join_url(s, url)),
+            _ => None,
+        };
+        api::Session {
+            id: s.id.clone(),
+            title_id: s.title_id.clone(),
+            node_id: s.node_id.clone(),
+            state: s.state,
+            queue_position,
+            created_at: rfc3339(s.created_at),
+            start_at: s.start_at.map(rfc3339),
+            duration: s.duration.and_then(|d| u64::try_from(d).ok()),
+            ready_at: s.ready_at.map(rfc3339),
+            ended_at: s.ended_at.map(rfc3339),
+            end_reason: s.end_reason,
+            exit_code: s.exit_code,
+            join_url,
+        }
+    }
+
+    /// The key that signs the player tokens of `s`: derived from the session secret, or for a
+    /// session created before keys were derived, the one stored with it until it ends.
+    pub(super) fn session_key(&self, s: &SessionRow) -> String {
+        if s.player_key.is_empty() {
+            self.keys.key(&s.id)
+        } else {
+            s.player_key.clone()
+        }
+    }
+
+    /// The start message of `s`, with its key.
+    pub(super) fn start_of(&self, s: &SessionRow) -> CoordinatorToNode {
+        start_message(s, self.session_key(s))
+    }
+
+    /// The player URL with a fresh controller token, valid for `join_token_ttl`.
+    pub(super) fn join_url(&self, s: &SessionRow, player_url: &str) -> String {
+        let ttl = i64::try_from(self.config.join_token_ttl.as_millis()).unwrap_or(i64::MAX);
+        let claims = player_token::Claims {
+            session_id: s.id.clone(),
+            role: player_token::Role::Controller,
+            exp: u64::try_from(self.now().saturating_add(ttl)).unwrap_or(0),
+            name: None,
+        };
+        let token = player_token::sign(self.session_key(s).as_bytes(), &claims);
+        let sep = if player_url.contains('?') { '&' } else { '?' };
+        format!("{player_url}{sep}token={token}")
+    }
+
+    pub async fn session(&self, caller: &Caller, id: &SessionId) -> Result<api::Session, ApiError> {
+        let mut c = self.store.reader().acquire().await?;
+        let (s, position) = store::get_session_with_position(&mut c, id)
+            .await?
+            .filter(|(s, _)| caller.may_access(&s.owner))
+            .ok_or_else(|| no_session(id))?;
+        Ok(self.view(&s, position))
+    }
+
+    pub async fn sessions(
+        &self,
+        caller: &Caller,
+        state: Option<SessionState>,
+        title: Option<&TitleId>,
+    ) -> Result<Vec<api::Session>, ApiError> {
+        let owner = match caller {
+            Caller::Anonymous { .. } => return Err(ApiError::unauthorized()),
+            Caller::Token {
+                role: api::Role::Admin,
+                ..
+            } => None,
+            Caller::Token { .. } => Some(caller.owner()),
+        };
+        let mut c = self.store.reader().acquire().await?;
+        let rows = store::list_sessions(
+            &mut c,
+            &store::SessionFilter {
+                state,
+                title,
+                owner: owner.as_ref(),
+                limit: 500,
+            },
+        )
+        .await?;
+        Ok(rows.iter().map(|(r, p)| self.view(r, *p)).collect())
+    }
+
+    pub async fn nodes(&self) -> Result<Vec<api::Node>, ApiError> {
+        let now = self.now();
+        let mut c = self.store.reader().acquire().await?;
+        let slots = Self::snapshot(&mut c, now, None).await?;
+        let held = store::held_slots(&mut c).await?;
+        Ok(store::list_nodes(&mut c)
+            .await?
+            .iter()
+            .map(|n| node_view(n, &slots, &held, now))
+            .collect())
+    }
+
+    pub async fn node(&self, id: &NodeId) -> Result<api::Node, ApiError> {
+        self.nodes()
+            .await?
+            .into_iter()
+            .find(|n| &n.id == id)
+            .ok_or_else(|| ApiError::not_found(format!("no node `{id}`")))
+    }
+}
+
+pub(super) type HeldSlot = (
+    NodeId,
+    SessionId,
+    SessionState,
+    Option<Millis>,
+    Option<Millis>,
+);
+
+pub(super) fn node_view(
+    n: &NodeRow,
+    slots: &[NodeSlots],
+    held: &[HeldSlot],
+    now: Millis,
+) -> api::Node {
+    let mine = held.iter().filter(|h| h.0 == n.id);
+    let sessions = mine
+        .clone()
+        .filter(|h| h.2 != SessionState::Scheduled)
+        .count();
+    let reserved = mine.filter(|h| h.2 == SessionState::Scheduled).count();
+    let free = slots.iter().find(|s| s.id == n.id).map_or(0, |s| {
+        placement::free_slots(s, &Interval::new(now, Some(now + 1)))
+    });
+    api::Node {
+        id: n.id.clone(),
+        state: n.api_state(sessions),
+        version: n.version.clone(),
+        public_url: n.public_url.clone(),
+        max_sessions: n.max_sessions,
+        max_sessions_per_gpu: n.max_sessions_per_gpu,
+        sessions: u32::try_from(sessions).unwrap_or(u32::MAX),
+        reserved: u32::try_from(reserved).unwrap_or(u32::MAX),
+        free_slots: free,
+        applications: n.applications.clone(),
+        gpus: n.gpus.clone(),
+        last_heartbeat: Some(rfc3339(n.last_seen)),
+        drain_deadline: n.drain_deadline.filter(|_| n.admin_drain).map(rfc3339),
+    }
+}
+
+/// The `start_session` for a placed session: its key and the title's limits go with it.
+pub(super) fn start_message(s: &SessionRow, key: String) -> CoordinatorToNode {
+    CoordinatorToNode::StartSession {
+        session_id: s.id.clone(),
+        application_id: s.application_id.clone(),
+        options: StartOptions {
+            player_token: Some(Token(key)),
+            res_x: None,
+            res_y: None,
+            max_players: Some(s.settings.max_players),
+            idle_timeout: Some(s.settings.idle_timeout),
+            empty_timeout: Some(s.settings.empty_timeout),
+            // The coordinator ends the window itself; the node's cap is a backstop.
+            max_duration: s.duration.and_then(|d| u64::try_from(d).ok()),
+        },
+    }
+}
