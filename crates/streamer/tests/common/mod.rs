@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use str0m::change::SdpOffer;
 use str0m::channel::ChannelId;
+use str0m::media::KeyframeRequestKind;
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::{TcpStream, UdpSocket};
@@ -75,7 +76,12 @@ pub struct Player {
     /// How many frames to decode with openh264 (decoding every frame would be slow in debug).
     pub decode_limit: usize,
     decoder: Decoder,
-    decode_broken: bool,
+    /// Whether decoding waits for a keyframe: at the start, after frames went undecoded (past
+    /// `decode_limit`: decoding a frame whose references were skipped fails, "reference lost")
+    /// and after a decode error (a lost packet, on a loaded machine).
+    needs_keyframe: bool,
+    /// Decode errors so far; after each the player asks for a keyframe (PLI), as a browser does.
+    pub decode_errors: u64,
     /// Messages from the streamer, decoded by our FromStreamer table.
     pub from_streamer: Vec<FromStreamer>,
     pub raw_from_streamer: Vec<Vec<u8>>,
@@ -140,7 +146,8 @@ impl Player {
             decoded: Vec::new(),
             decode_limit: 10,
             decoder: Decoder::new().expect("decoder"),
-            decode_broken: false,
+            needs_keyframe: true,
+            decode_errors: 0,
             from_streamer: Vec::new(),
             raw_from_streamer: Vec::new(),
             to_table: ProtocolTable::default_to_streamer(),
@@ -166,9 +173,10 @@ impl Player {
             let now = Instant::now();
             assert!(
                 now < deadline,
-                "timed out waiting for {what}: frames={} decoded={} channel={:?} messages={}",
+                "timed out waiting for {what}: frames={} decoded={} decode errors={} channel={:?} messages={}",
                 self.frames,
                 self.decoded.len(),
+                self.decode_errors,
                 self.channel_label,
                 self.from_streamer.len()
             );
@@ -294,10 +302,10 @@ impl Player {
                 self.video_codec = Some(format!("{}", m.params.spec().codec).to_uppercase());
                 let key = is_h264_keyframe(&m.data);
                 self.keyframes_seen += u64::from(key);
-                if self.decoded.len() < self.decode_limit
-                    && !self.decode_broken
-                    && (key || !self.decoded.is_empty())
-                {
+                if self.decoded.len() >= self.decode_limit {
+                    self.needs_keyframe = true;
+                } else if key || !self.needs_keyframe {
+                    self.needs_keyframe = false;
                     match self.decoder.decode(&m.data) {
                         Ok(Some(yuv)) => {
                             let (w, h) = yuv.dimensions();
@@ -312,8 +320,12 @@ impl Player {
                         }
                         Ok(None) => {}
                         Err(e) => {
-                            eprintln!("decode error: {e}");
-                            self.decode_broken = true;
+                            eprintln!("decode error: {e}; waiting for a keyframe");
+                            self.decode_errors += 1;
+                            self.needs_keyframe = true;
+                            if let Some(mut w) = self.rtc.writer(m.mid) {
+                                let _ = w.request_keyframe(None, KeyframeRequestKind::Pli);
+                            }
                         }
                     }
                 }
