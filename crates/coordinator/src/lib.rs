@@ -10,7 +10,8 @@
 //! - [`store`]: SQLite or PostgreSQL through sqlx.
 //! - [`routes`]: every served path in one table, the router built from it, each route's access
 //!   enforced from it; [`openapi`] describes it.
-//! - [`api`], [`hub`], [`web`]: the handlers (REST API v1 and SSE, the node hub, the pages).
+//! - [`api`], [`sse`], [`hub`], [`web`]: the handlers (REST API v1, its event streams, the node
+//!   hub, the pages).
 //! - [`auth`]: tokens, roles and permissions. [`config`]: the one `Config`.
 
 pub mod api;
@@ -26,6 +27,7 @@ pub mod openapi;
 pub mod placement;
 pub mod routes;
 pub mod rules;
+pub mod sse;
 pub mod store;
 pub mod web;
 

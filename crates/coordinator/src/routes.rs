@@ -6,7 +6,7 @@
 use crate::api::{self, credentials, who};
 use crate::engine::Engine;
 use crate::error::ApiError;
-use crate::{hub, openapi, web};
+use crate::{hub, openapi, sse, web};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -245,14 +245,14 @@ pub static ROUTES: &[Route] = &[
         "/api/v1/sessions/{id}/events",
         Anyone,
         "The session's changes (SSE)",
-        |m| on(m, api::session_events),
+        |m| on(m, sse::session_events),
     )),
     stream(route(
         Get,
         "/api/v1/events",
         Admin,
         "Every change (SSE)",
-        |m| on(m, api::all_events),
+        |m| on(m, sse::all_events),
     )),
     page("/", "The catalog page", |m| on(m, web::index)),
     page("/play/{id}", "The player page of a session", |m| {
