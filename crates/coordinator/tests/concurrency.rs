@@ -38,7 +38,8 @@ async fn burst(coords: &[&Coord]) -> Vec<Session> {
     out
 }
 
-async fn check(coord: &Coord, node: &FakeNode) {
+/// `coord` answers the API; `link` holds the node's link.
+async fn check(coord: &Coord, link: &Coord, node: &FakeNode) {
     let (_, list) = coord.admin("GET", "/api/v1/sessions", None).await;
     let all: Vec<Session> = serde_json::from_value(list["items"].clone()).unwrap();
     assert_eq!(all.len(), REQUESTS);
@@ -69,7 +70,10 @@ async fn check(coord: &Coord, node: &FakeNode) {
         }
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Nothing more comes: whatever the records still say to send is sent now, and the node has
+    // received all of it.
+    link.engine().dispatch().await;
+    node.round_trip().await;
     let starts = node.starts();
     assert_eq!(starts.len(), SLOTS as usize, "{starts:?}");
     assert_eq!(starts.iter().collect::<BTreeSet<_>>().len(), SLOTS as usize);
@@ -92,7 +96,7 @@ async fn concurrent_requests_never_get_the_same_slot() {
         })
         .await;
         burst(&[&coord]).await;
-        check(&coord, &node).await;
+        check(&coord, &coord, &node).await;
     }
 }
 
@@ -118,7 +122,7 @@ async fn two_coordinators_on_one_postgresql_never_promise_a_slot_twice() {
     })
     .await;
     burst(&[&a, &b]).await;
-    check(&b, &node).await;
+    check(&b, &a, &node).await;
 }
 
 /// Overload is answered, not queued without end: while the placement is held (the one SQLite

@@ -92,6 +92,7 @@ async fn a_slow_head_is_cut_at_the_header_timeout() {
             if s.write_all(&[*b]).await.is_err() {
                 break;
             }
+            // The fault: a client slower than the head timeout allows.
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         s
@@ -110,6 +111,7 @@ async fn a_kept_alive_connection_is_closed_after_the_idle_timeout_not_before() {
     s.write_all(get).await.unwrap();
     assert_eq!(raw_http::read_answer(&mut s).await.unwrap().status, 200);
     // Idle for longer than the header timeout: still open, the next request is served.
+    // The fault: a client idle for longer than the header timeout.
     let ask_again = Instant::now() + HEAD_TIMEOUT + HEAD_TIMEOUT / 2;
     tokio::time::sleep_until(ask_again.into()).await;
     s.write_all(get).await.unwrap();

@@ -49,18 +49,14 @@ async fn story(backend: Backend) {
         let (_, n) = coord.admin("GET", "/api/v1/nodes/n1", None).await;
         (n["state"] == "online").then(|| n["last_heartbeat"].clone())
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let at_hello = loop {
-        if let Some(t) = last_heartbeat().await {
-            break Some(t);
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "node not back\n{}",
-            node.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let at_hello = Some(
+        wait_until(Duration::from_secs(20), || async {
+            last_heartbeat()
+                .await
+                .ok_or_else(|| format!("node not back\n{}", node.log()))
+        })
+        .await,
+    );
     wait_until(Duration::from_secs(20), || async {
         let now = last_heartbeat().await;
         if now.is_some() && now != at_hello {

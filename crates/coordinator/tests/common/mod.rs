@@ -237,20 +237,18 @@ impl Coord {
         want: SessionState,
         timeout: Duration,
     ) -> api::Session {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
+        wait_until(timeout, || async {
             let s = self.session(id).await;
             if s.state == want {
-                return s;
+                Ok(s)
+            } else {
+                Err(format!(
+                    "{id} is {:?} ({:?}), want {want:?}",
+                    s.state, s.end_reason
+                ))
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{id} is {:?} ({:?}) after {timeout:?}, want {want:?}",
-                s.state,
-                s.end_reason
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await
     }
 
     pub async fn node_state(&self, node: &str) -> Option<api::NodeState> {
@@ -333,6 +331,7 @@ impl NodeProcess {
                 .arg(self.child.id().to_string())
                 .stderr(Stdio::null())
                 .status();
+            // Polls for its exit (this also runs in Drop, outside any runtime), 10 s at most.
             for _ in 0..200 {
                 if self.child.try_wait().ok().flatten().is_some() {
                     return;
@@ -541,6 +540,30 @@ impl FakeNode {
             .collect()
     }
 
+    /// Waits until everything the coordinator queued for this node before the call has arrived:
+    /// sends an event of a session the coordinator does not know, which it answers with a
+    /// `stop_session` on the same, ordered link. Tests that show no more commands come use it
+    /// instead of waiting a while.
+    pub async fn round_trip(&self) {
+        let marker = SessionId::from_random(pxs_coordinator::auth::random_bytes::<16>());
+        self.send_event(
+            &marker,
+            SessionEventKind::Starting {
+                application_id: pxs_protocol::node::ApplicationId::parse("marker").unwrap(),
+                pid: 1,
+                gpu: None,
+            },
+        );
+        wait_until(Duration::from_secs(10), || async {
+            if self.stops().contains(&marker) {
+                Ok(())
+            } else {
+                Err(format!("no stop_session for the marker {marker} yet"))
+            }
+        })
+        .await;
+    }
+
     pub fn disconnect(self) {
         self.task.abort();
     }
@@ -572,6 +595,7 @@ pub async fn online_fake_node(
     let beat = tokio::spawn(async move {
         loop {
             n.heartbeat();
+            // The node's heartbeat interval (what a real node does), not a wait for something.
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     });
