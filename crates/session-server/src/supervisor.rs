@@ -254,6 +254,55 @@ struct Session {
     port_attempts: u32,
 }
 
+/// What a session's deadline is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Due {
+    /// Stop it, for this reason.
+    Stop(EndReason),
+    /// Its stop's grace is over: kill its process tree.
+    Kill,
+}
+
+impl Session {
+    /// Its deadlines, in the order they win when several have passed: the one place that says
+    /// when a session times out (`poll_timeout` takes the earliest, `handle_timeout` acts on the
+    /// first that is due).
+    fn deadlines(&self) -> impl Iterator<Item = (Instant, Due)> {
+        let mut out: [Option<(Instant, Due)>; 3] = [None; 3];
+        match self.state {
+            State::Starting => {
+                out[0] = Some((
+                    self.started + self.app.start_timeout,
+                    Due::Stop(EndReason::StartTimeout),
+                ));
+            }
+            State::Ready => {
+                out[0] = self
+                    .limits
+                    .max_duration
+                    .map(|d| (self.started + d, Due::Stop(EndReason::MaxDuration)));
+                out[1] = self
+                    .limits
+                    .idle_timeout
+                    .zip(self.players.values().max())
+                    .map(|(idle, last)| (*last + idle, Due::Stop(EndReason::Idle)));
+                out[2] = self
+                    .limits
+                    .empty_timeout
+                    .zip(self.empty_since)
+                    .map(|(empty, since)| (since + empty, Due::Stop(EndReason::Empty)));
+            }
+            State::Stopping {
+                kill_at,
+                forced: false,
+                ..
+            } => out[0] = Some((kill_at, Due::Kill)),
+            State::Stopping { forced: true, .. } => {}
+        }
+        out.into_iter().flatten()
+    }
+}
+
 /// Who asked the node to drain. Each drain is undone by its own `resume`; the node drains while
 /// any of them asks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -360,27 +409,8 @@ impl Supervisor {
             consider(at);
         }
         for s in self.sessions.values() {
-            match s.state {
-                State::Starting => consider(s.started + s.app.start_timeout),
-                State::Ready => {
-                    if let Some(d) = s.limits.max_duration {
-                        consider(s.started + d);
-                    }
-                    if let Some(idle) = s.limits.idle_timeout
-                        && let Some(last) = s.players.values().max()
-                    {
-                        consider(*last + idle);
-                    }
-                    if let (Some(empty), Some(since)) = (s.limits.empty_timeout, s.empty_since) {
-                        consider(since + empty);
-                    }
-                }
-                State::Stopping {
-                    kill_at,
-                    forced: false,
-                    ..
-                } => consider(kill_at),
-                State::Stopping { forced: true, .. } => {}
+            for (at, _) in s.deadlines() {
+                consider(at);
             }
         }
         next
@@ -763,43 +793,24 @@ impl Supervisor {
         let mut stops = Vec::new();
         let mut kills = Vec::new();
         for (id, s) in &mut self.sessions {
-            match s.state {
-                State::Starting => {
-                    if now.mono >= s.started + s.app.start_timeout {
-                        stops.push((id.clone(), EndReason::StartTimeout));
+            // The first due in the order `deadlines` gives them.
+            let due = s.deadlines().find(|(at, _)| now.mono >= *at);
+            match due {
+                Some((_, Due::Stop(reason))) => stops.push((id.clone(), reason)),
+                Some((_, Due::Kill)) => {
+                    if let State::Stopping {
+                        reason, kill_at, ..
+                    } = s.state
+                    {
+                        s.state = State::Stopping {
+                            reason,
+                            kill_at,
+                            forced: true,
+                        };
                     }
-                }
-                State::Ready => {
-                    if s.limits
-                        .max_duration
-                        .is_some_and(|d| now.mono >= s.started + d)
-                    {
-                        stops.push((id.clone(), EndReason::MaxDuration));
-                    } else if let Some(idle) = s.limits.idle_timeout
-                        && let Some(last) = s.players.values().max()
-                        && now.mono >= *last + idle
-                    {
-                        stops.push((id.clone(), EndReason::Idle));
-                    } else if let (Some(empty), Some(since)) =
-                        (s.limits.empty_timeout, s.empty_since)
-                        && now.mono >= since + empty
-                    {
-                        stops.push((id.clone(), EndReason::Empty));
-                    }
-                }
-                State::Stopping {
-                    reason,
-                    kill_at,
-                    forced: false,
-                } if now.mono >= kill_at => {
-                    s.state = State::Stopping {
-                        reason,
-                        kill_at,
-                        forced: true,
-                    };
                     kills.push(id.clone());
                 }
-                State::Stopping { .. } => {}
+                None => {}
             }
         }
         for (id, reason) in stops {
