@@ -185,7 +185,7 @@ impl Api {
             bail!(
                 "the event stream of {id} ended in state {:?} ({:?})",
                 last.as_ref().map(|s| s.state),
-                last.as_ref().and_then(|s| s.end_reason.clone())
+                last.as_ref().and_then(|s| s.end_reason)
             )
         };
         tokio::time::timeout(timeout, follow)
