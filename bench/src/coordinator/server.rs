@@ -115,7 +115,7 @@ impl InProcess {
                player_key, owner, settings, updated_at) \
              SELECT 'ses_history' || lpad(i::text, 15, '0'), $2, $2, \
                'bench-node-' || lpad((i % $3)::text, 3, '0'), 'ended', 'stop', 'gone', i, i, \
-               NULL, i, i + 1, 'stopped', 'key', 'bench-history', '{}', i + 1 \
+               NULL, i, i + 1, 'stopped', 'key', 'tok:bench-history', '{}', i + 1 \
              FROM generate_series(1::bigint, $1) AS i"
         } else {
             "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < $1) \
@@ -124,7 +124,7 @@ impl InProcess {
                player_key, owner, settings, updated_at) \
              SELECT printf('ses_history%015d', i), $2, $2, \
                printf('bench-node-%03d', i % $3), 'ended', 'stop', 'gone', i, i, NULL, i, \
-               i + 1, 'stopped', 'key', 'bench-history', '{}', i + 1 FROM k"
+               i + 1, 'stopped', 'key', 'tok:bench-history', '{}', i + 1 FROM k"
         };
         rt.spawn(async move {
             sqlx::query(sql)

@@ -217,18 +217,18 @@ pub static ROUTES: &[Route] = &[
         |m| on(m, api::revoke_api_token),
     ),
     route(
-        Post,
-        "/api/v1/sessions",
-        Anyone,
-        "Start a session now, queue it, or schedule it",
-        |m| on(m, api::create_session),
-    ),
-    route(
         Get,
         "/api/v1/sessions",
         User,
         "List sessions (admins: all; users: their own)",
         |m| on(m, api::list_sessions),
+    ),
+    route(
+        Post,
+        "/api/v1/sessions",
+        Anyone,
+        "Start a session now, queue it, or schedule it",
+        |m| on(m, api::create_session),
     ),
     route(Get, "/api/v1/sessions/{id}", Anyone, "One session", |m| {
         on(m, api::get_session)

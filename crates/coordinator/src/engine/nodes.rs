@@ -231,7 +231,7 @@ impl Engine {
             self.send(node, CoordinatorToNode::StopSession { session_id });
         }
         for r in &changed {
-            info!(session = %r.id, state = r.state.as_str(), reason = ?r.end_reason,
+            info!(session = %r.id, state = r.state.as_str(), reason = ?r.end_reason.map(EndReason::as_str),
                   "session changed by its node");
             self.publish(Change::Session(r.id.clone()));
         }

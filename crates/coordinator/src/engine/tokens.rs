@@ -174,7 +174,7 @@ impl Engine {
         if let Ok(mut cache) = self.token_cache.lock() {
             cache.clear();
         }
-        info!(token = %id, ?kind, "token revoked");
+        info!(token = %id, node = kind == TokenKind::Node, "token revoked");
         // The token is gone either way; the timer closes its links if this fails.
         if kind == TokenKind::Node
             && let Err(e) = self.close_revoked_links().await
