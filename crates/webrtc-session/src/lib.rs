@@ -3,6 +3,7 @@
 //! unmodified UE apps and Epic's frontend library work with it.
 //!
 //! - [`router`]: the sans-IO routing core; all protocol decisions live there.
+//! - [`users`]: the sans-IO core of a shared session's users: roles, control, kicks and chat.
 //! - [`session`]: the tokio shell that drives one router and its WebSocket connections; embeddable
 //!   (the session server runs one per session).
 //! - [`server`]: the standalone server with Epic's three listeners, static files and REST API.
@@ -12,6 +13,7 @@ pub mod config;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod users;
 
 pub use config::{Config, Options};
 pub use server::Server;

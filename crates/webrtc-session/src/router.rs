@@ -136,15 +136,16 @@ pub enum SessionEvent {
     PlayerActivity { player_id: PlayerId },
 }
 
+/// A token bucket's state (see [`RateLimit`]).
 #[derive(Debug)]
-struct Bucket {
+pub(crate) struct Bucket {
     limit: RateLimit,
     tokens: f64,
     at: Instant,
 }
 
 impl Bucket {
-    fn new(limit: RateLimit, now: Instant) -> Self {
+    pub(crate) fn new(limit: RateLimit, now: Instant) -> Self {
         Bucket {
             limit,
             tokens: limit.burst,
@@ -152,7 +153,8 @@ impl Bucket {
         }
     }
 
-    fn take(&mut self, now: Instant) -> bool {
+    /// Takes a token if there is one.
+    pub(crate) fn take(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
         self.at = now.max(self.at);
         self.tokens = (self.tokens + elapsed * self.limit.per_second).min(self.limit.burst);
