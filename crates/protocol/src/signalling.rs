@@ -272,6 +272,66 @@ pub enum ClientMessage {
     /// input; the idle policy of a session counts it.
     #[serde(rename = "activity")]
     Activity,
+    /// Player (pxs, shared sessions): a chat message to everyone in the session.
+    #[serde(rename = "chat")]
+    Chat { text: String },
+    /// Player (pxs, shared sessions): about control of the application. `playerId` names the
+    /// user to `give` it to.
+    #[serde(rename = "control")]
+    Control {
+        action: ControlAction,
+        #[serde(rename = "playerId", default, skip_serializing_if = "Option::is_none")]
+        player_id: Option<PlayerId>,
+    },
+    /// Player (pxs, shared sessions; the owner only): remove a user from the session.
+    #[serde(rename = "kick")]
+    Kick {
+        #[serde(rename = "playerId")]
+        player_id: PlayerId,
+    },
+}
+
+/// What a `control` message asks, in neko's words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlAction {
+    /// Ask for control (granted at once when nobody has it and the asker may control).
+    Request,
+    /// Hand control to `playerId` (the owner, or the user in control).
+    Give,
+    /// Take control (the owner).
+    Take,
+    /// Let control go, or withdraw a request.
+    Release,
+    /// Nobody has control and every request is dropped (the owner).
+    Reset,
+}
+
+/// A user of a shared session, as `users` lists them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionUser {
+    #[serde(rename = "playerId")]
+    pub player_id: PlayerId,
+    pub name: String,
+    /// `owner`, `controller` or `viewer`.
+    pub role: String,
+    /// Has control: the only user whose input reaches the application.
+    pub control: bool,
+    /// Asked for control and waits.
+    pub requested: bool,
+}
+
+/// A chat message, as everyone in the session sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatLine {
+    /// Numbered from 1 in the session.
+    pub id: u64,
+    #[serde(rename = "playerId")]
+    pub player_id: PlayerId,
+    pub name: String,
+    pub text: String,
+    /// Milliseconds since the Unix epoch.
+    pub at: u64,
 }
 
 /// What the signalling server sends to a streamer, a player or an SFU.
@@ -343,6 +403,26 @@ pub enum ServerMessage {
     PeerDataChannels(PeerDataChannels),
     #[serde(rename = "streamerDataChannels")]
     StreamerDataChannels(StreamerDataChannels),
+    /// To a player of a shared session, once when it joins: who it is there.
+    #[serde(rename = "you")]
+    You {
+        #[serde(rename = "playerId")]
+        player_id: PlayerId,
+        name: String,
+        role: String,
+    },
+    /// To every player of a shared session, after any change of its users, control or requests.
+    #[serde(rename = "users")]
+    Users { users: Vec<SessionUser> },
+    /// To every player of a shared session: a new chat message.
+    #[serde(rename = "chat")]
+    Chat(ChatLine),
+    /// To a player joining a shared session: the chat so far (the last messages).
+    #[serde(rename = "chatHistory")]
+    ChatHistory { messages: Vec<ChatLine> },
+    /// To a player whose `chat`, `control` or `kick` was not done, and why (for the person).
+    #[serde(rename = "refused")]
+    Refused { command: String, message: String },
 }
 
 /// Why a frame is not a [`ClientMessage`] we can act on. Each kind gets its own outcome at the
@@ -395,6 +475,9 @@ impl ClientMessage {
             ClientMessage::StartStreaming => "startStreaming",
             ClientMessage::StopStreaming => "stopStreaming",
             ClientMessage::Activity => "activity",
+            ClientMessage::Chat { .. } => "chat",
+            ClientMessage::Control { .. } => "control",
+            ClientMessage::Kick { .. } => "kick",
         }
     }
 
@@ -434,6 +517,9 @@ const CLIENT_TYPES: &[&str] = &[
     "startStreaming",
     "stopStreaming",
     "activity",
+    "chat",
+    "control",
+    "kick",
 ];
 
 fn diagnose(text: &str, err: serde_json::Error) -> MessageError {
@@ -507,6 +593,13 @@ mod tests {
     #[case(json!({"type":"startStreaming"}))]
     #[case(json!({"type":"stopStreaming"}))]
     #[case(json!({"type":"activity"}))]
+    #[case(json!({"type":"chat","text":"hello"}))]
+    #[case(json!({"type":"control","action":"request"}))]
+    #[case(json!({"type":"control","action":"give","playerId":"Player2"}))]
+    #[case(json!({"type":"control","action":"take"}))]
+    #[case(json!({"type":"control","action":"release"}))]
+    #[case(json!({"type":"control","action":"reset"}))]
+    #[case(json!({"type":"kick","playerId":"Player2"}))]
     fn client_messages_round_trip_with_epic_field_names(#[case] v: Value) {
         client_roundtrip(v);
     }
@@ -548,6 +641,63 @@ mod tests {
             panic!("not an offer")
         };
         assert_eq!(offer.player_id, Some(PlayerId("7".into())));
+    }
+
+    #[test]
+    fn shared_session_messages_have_their_documented_shape() {
+        assert!(matches!(
+            ClientMessage::from_json(r#"{"type":"control","action":"steal"}"#),
+            Err(MessageError::InvalidFields { .. })
+        ));
+        assert!(matches!(
+            ClientMessage::from_json(r#"{"type":"chat"}"#),
+            Err(MessageError::InvalidFields { .. })
+        ));
+        let line = ChatLine {
+            id: 3,
+            player_id: "Player1".into(),
+            name: "Alice".into(),
+            text: "hi".into(),
+            at: 1_800_000_000_000,
+        };
+        let line_json = json!({"id":3,"playerId":"Player1","name":"Alice","text":"hi","at":1_800_000_000_000_u64});
+        server_roundtrip(
+            ServerMessage::Chat(line.clone()),
+            json!({"type":"chat","id":3,"playerId":"Player1","name":"Alice","text":"hi","at":1_800_000_000_000_u64}),
+        );
+        server_roundtrip(
+            ServerMessage::ChatHistory {
+                messages: vec![line],
+            },
+            json!({"type":"chatHistory","messages":[line_json]}),
+        );
+        server_roundtrip(
+            ServerMessage::Users {
+                users: vec![SessionUser {
+                    player_id: "Player1".into(),
+                    name: "Alice".into(),
+                    role: "owner".into(),
+                    control: true,
+                    requested: false,
+                }],
+            },
+            json!({"type":"users","users":[{"playerId":"Player1","name":"Alice","role":"owner","control":true,"requested":false}]}),
+        );
+        server_roundtrip(
+            ServerMessage::You {
+                player_id: "Player2".into(),
+                name: "Guest 1".into(),
+                role: "viewer".into(),
+            },
+            json!({"type":"you","playerId":"Player2","name":"Guest 1","role":"viewer"}),
+        );
+        server_roundtrip(
+            ServerMessage::Refused {
+                command: "control".into(),
+                message: "only the session's owner may do that".into(),
+            },
+            json!({"type":"refused","command":"control","message":"only the session's owner may do that"}),
+        );
     }
 
     #[test]
