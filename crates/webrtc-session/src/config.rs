@@ -502,6 +502,8 @@ impl Config {
                 }),
                 streamer_rate: None,
                 expected_streamer_id: None,
+                // The standalone server is Epic's: no shared-session users.
+                users: None,
             },
             notes,
         })

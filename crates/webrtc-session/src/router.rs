@@ -22,9 +22,10 @@
 //! and what differs on purpose), with the routing fix of its PR #920: a streamer can address only
 //! players subscribed to it.
 
+use crate::users::{self, Command as UserCommand, Joining, Users};
 use pxs_protocol::signalling::{
-    Answer, ClientMessage, IceCandidate, MessageError, PROTOCOL_VERSION, PlayerId, Relay,
-    ServerMessage,
+    Answer, ChatLine, ClientMessage, ControlAction, IceCandidate, MessageError, PROTOCOL_VERSION,
+    PlayerId, Relay, ServerMessage, SessionUser,
 };
 use pxs_protocol::signalling_api::{EndpointType, PlayerInfo, StreamerInfo};
 use serde_json::Value;
@@ -85,6 +86,27 @@ pub struct RouterConfig {
     /// itself knows it: the session server expects the session id). A streamer asking for
     /// another is closed (1008) before it is listed. `None`: any id (the standalone server).
     pub expected_streamer_id: Option<String>,
+    /// Shared sessions (pxs): players that connect with an identity
+    /// ([`Router::connect_player`]) are users of their streamer's session, with roles, control
+    /// and chat ([`users`]). `None`: none of it, as Epic's server.
+    pub users: Option<UsersConfig>,
+}
+
+/// The users of shared sessions (see [`RouterConfig::users`]).
+#[derive(Clone, Debug)]
+pub struct UsersConfig {
+    pub limits: users::Limits,
+    /// The wall clock (ms since the Unix epoch) at an instant, to date chat messages.
+    pub epoch: (Instant, u64),
+}
+
+/// Who a player is in a shared session, from the token it joined with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlayerIdentity {
+    pub name: Option<String>,
+    pub role: users::Role,
+    /// The share link its token came from, if any.
+    pub link: Option<String>,
 }
 
 impl Default for RouterConfig {
@@ -99,6 +121,7 @@ impl Default for RouterConfig {
             }),
             streamer_rate: None,
             expected_streamer_id: None,
+            users: None,
         }
     }
 }
@@ -174,6 +197,8 @@ struct StreamerSide {
     /// Listed to players.
     streaming: bool,
     subscribers: BTreeSet<ConnId>,
+    /// The session's users, when sessions are shared.
+    users: Option<Users>,
 }
 
 #[derive(Debug)]
@@ -182,6 +207,8 @@ struct PlayerSide {
     subscribed_to: Option<ConnId>,
     /// When this player's activity was last reported as an event.
     activity_reported: Option<Instant>,
+    /// Set for the players of shared sessions.
+    identity: Option<PlayerIdentity>,
 }
 
 #[derive(Debug)]
@@ -211,6 +238,8 @@ pub struct Router {
     /// Session events for an embedder; `None` while not enabled.
     events: Option<std::collections::VecDeque<SessionEvent>>,
     activity_interval: Duration,
+    /// The time of the input being handled (the users' rate limits read it).
+    now: Option<Instant>,
 }
 
 impl Router {
@@ -228,6 +257,7 @@ impl Router {
             outputs: Default::default(),
             events: None,
             activity_interval: Duration::ZERO,
+            now: None,
         }
     }
 
@@ -266,6 +296,7 @@ impl Router {
     /// A connection was accepted. Streamers and SFUs get `config` then `identify`; players get
     /// `config`.
     pub fn connect(&mut self, now: Instant, conn: ConnId, role: Role, remote: Option<IpAddr>) {
+        self.now = Some(now);
         let rate = match role {
             Role::Player => self.config.player_rate,
             Role::Streamer | Role::Sfu => self.config.streamer_rate,
@@ -290,6 +321,7 @@ impl Router {
                 id,
                 subscribed_to: None,
                 activity_reported: None,
+                identity: None,
             });
         }
         if matches!(role, Role::Streamer | Role::Sfu) {
@@ -297,6 +329,14 @@ impl Router {
                 id: None,
                 streaming: false,
                 subscribers: BTreeSet::new(),
+                users: (role == Role::Streamer)
+                    .then(|| {
+                        self.config
+                            .users
+                            .as_ref()
+                            .map(|u| Users::new(u.limits.clone()))
+                    })
+                    .flatten(),
             });
             self.streamers.insert(conn);
             if let Some(t) = self.config.legacy_timeout {
@@ -313,6 +353,21 @@ impl Router {
         );
         if role != Role::Player {
             self.send(conn, ServerMessage::Identify);
+        }
+    }
+
+    /// A player of a shared session connects: as [`Router::connect`], and it joins its
+    /// streamer's users when it subscribes.
+    pub fn connect_player(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        remote: Option<IpAddr>,
+        identity: PlayerIdentity,
+    ) {
+        self.connect(now, conn, Role::Player, remote);
+        if let Some(p) = self.conns.get_mut(&conn).and_then(|c| c.player.as_mut()) {
+            p.identity = Some(identity);
         }
     }
 
@@ -382,6 +437,7 @@ impl Router {
 
     /// A parsed message from a connection.
     pub fn message(&mut self, now: Instant, conn: ConnId, msg: ClientMessage) {
+        self.now = Some(now);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -411,6 +467,26 @@ impl Router {
             }
             (Role::Player | Role::Sfu, ClientMessage::Unsubscribe) => self.unsubscribe(conn),
             (Role::Player, ClientMessage::Activity) => self.activity(now, conn),
+            (Role::Player, ClientMessage::Chat { text }) => {
+                self.user_command(now, conn, "chat", UserCommand::Chat(text))
+            }
+            (Role::Player, ClientMessage::Control { action, player_id }) => {
+                let cmd = match (action, player_id) {
+                    (ControlAction::Request, _) => UserCommand::Request,
+                    (ControlAction::Give, Some(to)) => UserCommand::Give(to),
+                    (ControlAction::Give, None) => {
+                        self.refuse(conn, "control", "say whom to give control to (playerId)");
+                        return;
+                    }
+                    (ControlAction::Take, _) => UserCommand::Take,
+                    (ControlAction::Release, _) => UserCommand::Release,
+                    (ControlAction::Reset, _) => UserCommand::Reset,
+                };
+                self.user_command(now, conn, "control", cmd)
+            }
+            (Role::Player, ClientMessage::Kick { player_id }) => {
+                self.user_command(now, conn, "kick", UserCommand::Kick(player_id))
+            }
 
             // A streamer talks to one of its players.
             (Role::Streamer, ClientMessage::Offer(m)) => {
@@ -529,6 +605,7 @@ impl Router {
 
     /// Gives pending streamers whose time is up a legacy id.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = Some(now);
         let due: Vec<ConnId> = self
             .pending
             .iter()
@@ -889,21 +966,209 @@ impl Router {
         let Some(p) = c.player.as_mut() else {
             return false;
         };
-        p.subscribed_to = Some(target);
+        let identity = p.identity.clone();
         let pid = p.id.clone();
+        // A user of a shared session joins first: it may be refused, and only the one in
+        // control gets the data channel (the input).
+        let mut data_channel = true;
+        let now = self.users_now();
+        if let Some(identity) = identity
+            && let Some(users) = self
+                .streamer_side_mut(target)
+                .and_then(|s| s.users.as_mut())
+        {
+            let joined = users.join(
+                now,
+                Joining {
+                    player: pid.clone(),
+                    name: identity.name,
+                    role: identity.role,
+                    link: identity.link,
+                },
+            );
+            if let Err(denied) = joined {
+                info!(conn = conn.0, player = %pid, reason = %denied, "user refused");
+                let code = match denied {
+                    users::Denied::Full(_) => close_code::TRY_AGAIN_LATER,
+                    _ => close_code::POLICY,
+                };
+                self.close(conn, Some(code), &denied.to_string());
+                return false;
+            }
+            data_channel = users.may_send_input(&pid);
+        }
+        if let Some(p) = self.conns.get_mut(&conn).and_then(|c| c.player.as_mut()) {
+            p.subscribed_to = Some(target);
+        }
         if let Some(s) = self.streamer_side_mut(target) {
             s.subscribers.insert(conn);
         }
-        debug!(conn = conn.0, player = %pid, streamer = %shown, "subscribed");
+        debug!(conn = conn.0, player = %pid, streamer = %shown, data_channel, "subscribed");
         self.send(
             target,
             ServerMessage::PlayerConnected {
-                player_id: pid,
-                data_channel: true,
+                player_id: pid.clone(),
+                data_channel,
                 sfu: is_sfu,
             },
         );
+        self.flush_users(target, Some(&pid));
         true
+    }
+
+    /// The time for the users core: the input being handled.
+    fn users_now(&self) -> users::Now {
+        let mono = self.now.unwrap_or_else(Instant::now);
+        let wall_ms = self.config.users.as_ref().map_or(0, |u| {
+            let (at, wall) = u.epoch;
+            wall.saturating_add(mono.saturating_duration_since(at).as_millis() as u64)
+        });
+        users::Now { mono, wall_ms }
+    }
+
+    /// A shared-session command from a player. A player without an identity (Epic's protocol
+    /// alone) sends nothing of the kind: dropped, as an unknown message.
+    fn user_command(&mut self, now: Instant, conn: ConnId, kind: &str, cmd: UserCommand) {
+        self.now = Some(now);
+        let Some(p) = self.player_side(conn) else {
+            return;
+        };
+        let (Some(streamer), true) = (p.subscribed_to, p.identity.is_some()) else {
+            debug!(
+                conn = conn.0,
+                kind, "not a user of a shared session, dropped"
+            );
+            return;
+        };
+        let pid = p.id.clone();
+        let now = self.users_now();
+        let Some(users) = self
+            .streamer_side_mut(streamer)
+            .and_then(|s| s.users.as_mut())
+        else {
+            debug!(conn = conn.0, kind, "the session is not shared, dropped");
+            return;
+        };
+        if let Err(denied) = users.command(now, &pid, cmd) {
+            debug!(conn = conn.0, kind, reason = %denied, "refused");
+            self.refuse(conn, kind, &denied.to_string());
+        }
+        self.flush_users(streamer, None);
+    }
+
+    fn refuse(&mut self, conn: ConnId, command: &str, message: &str) {
+        self.send(
+            conn,
+            ServerMessage::Refused {
+                command: command.to_owned(),
+                message: message.to_owned(),
+            },
+        );
+    }
+
+    /// Acts on what the users core of `streamer` asks. `joining` has just been announced to the
+    /// streamer with its input right: no renegotiation for it.
+    fn flush_users(&mut self, streamer: ConnId, joining: Option<&PlayerId>) {
+        let Some(users) = self
+            .streamer_side_mut(streamer)
+            .and_then(|s| s.users.as_mut())
+        else {
+            return;
+        };
+        let outputs: Vec<users::Output> = std::iter::from_fn(|| users.poll_output()).collect();
+        let presence = users.presence();
+        let rights: Vec<(PlayerId, bool)> = presence
+            .iter()
+            .map(|u| (u.player.clone(), users.may_send_input(&u.player)))
+            .collect();
+        let everyone: Vec<ConnId> = self
+            .streamer_side(streamer)
+            .map(|s| s.subscribers.iter().copied().collect())
+            .unwrap_or_default();
+        for out in outputs {
+            match out {
+                users::Output::Users(list) => {
+                    let users: Vec<SessionUser> = list
+                        .into_iter()
+                        .map(|u| SessionUser {
+                            player_id: u.player,
+                            name: u.name,
+                            role: u.role.as_str().to_owned(),
+                            control: u.control,
+                            requested: u.requested,
+                        })
+                        .collect();
+                    for c in &everyone {
+                        self.send(
+                            *c,
+                            ServerMessage::Users {
+                                users: users.clone(),
+                            },
+                        );
+                    }
+                }
+                users::Output::Chat(line) => {
+                    let line = chat_line(line);
+                    for c in &everyone {
+                        self.send(*c, ServerMessage::Chat(line.clone()));
+                    }
+                }
+                users::Output::History { to, lines } => {
+                    let Some(c) = self.subscriber_of(streamer, Some(&to)) else {
+                        continue;
+                    };
+                    if let Some(me) = presence.iter().find(|u| u.player == to) {
+                        self.send(
+                            c,
+                            ServerMessage::You {
+                                player_id: to.clone(),
+                                name: me.name.clone(),
+                                role: me.role.as_str().to_owned(),
+                            },
+                        );
+                    }
+                    self.send(
+                        c,
+                        ServerMessage::ChatHistory {
+                            messages: lines.into_iter().map(chat_line).collect(),
+                        },
+                    );
+                }
+                users::Output::Control { from, to } => {
+                    // Whose input right changed gets a new peer connection from the streamer,
+                    // with the data channel (the input) or without: the streamer is told the
+                    // player left and came back.
+                    for pid in [from, to].into_iter().flatten() {
+                        if Some(&pid) == joining
+                            || self.subscriber_of(streamer, Some(&pid)).is_none()
+                        {
+                            continue;
+                        }
+                        let right = rights.iter().any(|(p, r)| *p == pid && *r);
+                        info!(player = %pid, input = right, "input right changed: renegotiating");
+                        self.send(
+                            streamer,
+                            ServerMessage::PlayerDisconnected {
+                                player_id: pid.clone(),
+                            },
+                        );
+                        self.send(
+                            streamer,
+                            ServerMessage::PlayerConnected {
+                                player_id: pid,
+                                data_channel: right,
+                                sfu: false,
+                            },
+                        );
+                    }
+                }
+                users::Output::Disconnect { player, reason } => {
+                    if let Some(c) = self.player_ids.get(&player).copied() {
+                        self.close(c, Some(close_code::POLICY), &reason);
+                    }
+                }
+            }
+        }
     }
 
     fn unsubscribe(&mut self, conn: ConnId) {
@@ -920,12 +1185,16 @@ impl Router {
     fn detach(&mut self, streamer: ConnId, player: ConnId, pid: &PlayerId) {
         if let Some(s) = self.streamer_side_mut(streamer) {
             s.subscribers.remove(&player);
+            if let Some(users) = s.users.as_mut() {
+                users.leave(pid);
+            }
             self.send(
                 streamer,
                 ServerMessage::PlayerDisconnected {
                     player_id: pid.clone(),
                 },
             );
+            self.flush_users(streamer, None);
         }
     }
 
@@ -959,6 +1228,16 @@ impl Router {
                 "disconnectPlayer for a player not subscribed to this streamer, dropped"
             ),
         }
+    }
+}
+
+fn chat_line(l: users::ChatLine) -> ChatLine {
+    ChatLine {
+        id: l.id,
+        player_id: l.from,
+        name: l.name,
+        text: l.text,
+        at: l.at_ms,
     }
 }
 
@@ -1044,6 +1323,21 @@ impl Router {
                         self.player_side(*sub).and_then(|p| p.subscribed_to),
                         Some(*conn)
                     );
+                }
+                // The users are exactly the subscribers that came with an identity.
+                if let Some(users) = &s.users {
+                    let mut listed: Vec<PlayerId> =
+                        users.presence().into_iter().map(|u| u.player).collect();
+                    listed.sort();
+                    let mut subs: Vec<PlayerId> = s
+                        .subscribers
+                        .iter()
+                        .filter_map(|c| self.player_side(*c))
+                        .filter(|p| p.identity.is_some())
+                        .map(|p| p.id.clone())
+                        .collect();
+                    subs.sort();
+                    assert_eq!(listed, subs, "users and identified subscribers agree");
                 }
             }
             if let Some(p) = &c.player

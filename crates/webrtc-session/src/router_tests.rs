@@ -1130,3 +1130,275 @@ fn activity_is_reported_at_most_once_per_interval_and_only_from_players() {
     assert_eq!(events(&mut h), vec![act.clone(), act]);
     assert!(h.drain().is_empty(), "activity is never relayed");
 }
+
+// ----- shared sessions (users, control, chat) -----
+
+fn shared(limits: users::Limits) -> H {
+    let now = Instant::now();
+    let mut h = H::with(RouterConfig {
+        users: Some(UsersConfig {
+            limits,
+            epoch: (now, 1_800_000_000_000),
+        }),
+        ..Default::default()
+    });
+    h.now = now;
+    h
+}
+
+impl H {
+    /// A user of a shared session, connected and subscribed; nothing is drained.
+    fn user(
+        &mut self,
+        streamer_id: &str,
+        role: users::Role,
+        name: &str,
+        link: Option<&str>,
+    ) -> ConnId {
+        let c = ConnId(self.next);
+        self.next += 1;
+        self.router.connect_player(
+            self.now,
+            c,
+            Some([127, 0, 0, 1].into()),
+            PlayerIdentity {
+                name: Some(name.to_owned()),
+                role,
+                link: link.map(str::to_owned),
+            },
+        );
+        self.send(c, json!({"type":"subscribe","streamerId":streamer_id}));
+        c
+    }
+}
+
+/// The `playerConnected` / `playerDisconnected` the streamer got, as (type, player, dataChannel).
+fn to_streamer(out: &[(ConnId, Value)], s: ConnId) -> Vec<(String, String, Option<bool>)> {
+    only(out, s)
+        .into_iter()
+        .map(|v| {
+            (
+                v["type"].as_str().unwrap().to_owned(),
+                v["playerId"].as_str().unwrap_or("").to_owned(),
+                v["dataChannel"].as_bool(),
+            )
+        })
+        .collect()
+}
+
+fn kinds(msgs: &[Value]) -> Vec<&str> {
+    msgs.iter()
+        .map(|v| v["type"].as_str().unwrap_or("close"))
+        .collect()
+}
+
+#[test]
+fn only_the_user_in_control_gets_a_data_channel() {
+    let mut h = shared(users::Limits::default());
+    let s = h.streamer("ses_a");
+    let owner = h.user("ses_a", users::Role::Owner, "Alice", None);
+    let out = h.drain();
+    assert_eq!(
+        to_streamer(&out, s),
+        [("playerConnected".into(), "Player0".into(), Some(true))]
+    );
+    assert_eq!(
+        kinds(&only(&out, owner)),
+        ["config", "you", "chatHistory", "users"]
+    );
+    let viewer = h.user("ses_a", users::Role::Viewer, "Bob", Some("lnk_1"));
+    let out = h.drain();
+    assert_eq!(
+        to_streamer(&out, s),
+        [("playerConnected".into(), "Player1".into(), Some(false))],
+        "a viewer watches without an input channel"
+    );
+    let you = &only(&out, viewer)[1];
+    assert_eq!(
+        you,
+        &json!({"type":"you","playerId":"Player1","name":"Bob","role":"viewer"})
+    );
+    // Both see both, the owner in control.
+    for c in [owner, viewer] {
+        let users = only(&out, c)
+            .into_iter()
+            .rfind(|v| v["type"] == "users")
+            .unwrap();
+        assert_eq!(
+            users["users"],
+            json!([
+                {"playerId":"Player0","name":"Alice","role":"owner","control":true,"requested":false},
+                {"playerId":"Player1","name":"Bob","role":"viewer","control":false,"requested":false}
+            ])
+        );
+    }
+    h.router.check_invariants();
+}
+
+#[test]
+fn a_handoff_renegotiates_the_two_players_whose_right_changed() {
+    let mut h = shared(users::Limits::default());
+    let s = h.streamer("ses_a");
+    let owner = h.user("ses_a", users::Role::Owner, "Alice", None);
+    let viewer = h.user("ses_a", users::Role::Viewer, "Bob", None);
+    let third = h.user("ses_a", users::Role::Viewer, "Carol", None);
+    h.drain();
+    h.send(viewer, json!({"type":"control","action":"request"}));
+    let out = h.drain();
+    assert!(
+        to_streamer(&out, s).is_empty(),
+        "a request changes no right"
+    );
+    let users = only(&out, owner).pop().unwrap();
+    assert_eq!(users["users"][1]["requested"], true);
+    h.send(
+        owner,
+        json!({"type":"control","action":"give","playerId":"Player1"}),
+    );
+    let out = h.drain();
+    assert_eq!(
+        to_streamer(&out, s),
+        [
+            ("playerDisconnected".into(), "Player0".into(), None),
+            ("playerConnected".into(), "Player0".into(), Some(false)),
+            ("playerDisconnected".into(), "Player1".into(), None),
+            ("playerConnected".into(), "Player1".into(), Some(true)),
+        ]
+    );
+    assert!(
+        only(&out, third).iter().all(|v| v["type"] == "users"),
+        "Carol only sees it"
+    );
+    // A viewer cannot take it back; the answer goes to the one who asked.
+    h.send(third, json!({"type":"control","action":"take"}));
+    let out = h.drain();
+    assert_eq!(
+        only(&out, third),
+        [
+            json!({"type":"refused","command":"control","message":"only the session's owner may do that"})
+        ]
+    );
+    assert!(to_streamer(&out, s).is_empty());
+    // The one in control leaves: the owner has it again, and only the owner is renegotiated.
+    h.router.disconnect(viewer);
+    let out = h.drain();
+    assert_eq!(
+        to_streamer(&out, s),
+        [
+            ("playerDisconnected".into(), "Player1".into(), None),
+            ("playerDisconnected".into(), "Player0".into(), None),
+            ("playerConnected".into(), "Player0".into(), Some(true)),
+        ]
+    );
+    h.router.check_invariants();
+}
+
+#[test]
+fn chat_reaches_everyone_and_a_joiner_gets_the_history() {
+    let mut h = shared(users::Limits::default());
+    h.streamer("ses_a");
+    let owner = h.user("ses_a", users::Role::Owner, "Alice", None);
+    let viewer = h.user("ses_a", users::Role::Viewer, "Bob", None);
+    h.drain();
+    h.advance(Duration::from_secs(3));
+    h.send(owner, json!({"type":"chat","text":"hello"}));
+    let line = json!({"type":"chat","id":1,"playerId":"Player0","name":"Alice","text":"hello","at":1_800_000_003_000_u64});
+    let out = h.drain();
+    assert_eq!(only(&out, owner), std::slice::from_ref(&line));
+    assert_eq!(only(&out, viewer), std::slice::from_ref(&line));
+    h.send(viewer, json!({"type":"chat","text":"x".repeat(501)}));
+    assert_eq!(
+        h.drain(),
+        [(
+            viewer,
+            json!({"type":"refused","command":"chat","message":"a chat message has 1 to 500 characters"})
+        )]
+    );
+    // Bob reloads: a new connection gets what was said.
+    h.router.disconnect(viewer);
+    let again = h.user("ses_a", users::Role::Viewer, "Bob", None);
+    let out = only(&h.drain(), again);
+    let mut want = line;
+    want.as_object_mut().unwrap().remove("type");
+    assert_eq!(out[2], json!({"type":"chatHistory","messages":[want]}));
+    h.router.check_invariants();
+}
+
+#[test]
+fn without_shared_sessions_the_new_messages_are_dropped_as_epic_does() {
+    let mut h = H::new();
+    let s = h.streamer("ses_a");
+    let p = h.player("ses_a");
+    for m in [
+        json!({"type":"chat","text":"hello"}),
+        json!({"type":"control","action":"take"}),
+        json!({"type":"kick","playerId":"Player0"}),
+    ] {
+        h.send(p, m);
+    }
+    assert_eq!(h.drain(), [], "nothing answered, nothing closed");
+    // And a player of a shared-session router without an identity is not a user either.
+    let mut h = shared(users::Limits::default());
+    let s2 = h.streamer("ses_a");
+    let anon = h.player("ses_a");
+    h.send(anon, json!({"type":"chat","text":"hello"}));
+    assert_eq!(h.drain(), []);
+    let _ = (s, s2);
+}
+
+#[test]
+fn a_kicked_user_is_closed_and_its_link_refused_until_allowed() {
+    let mut h = shared(users::Limits::default());
+    let s = h.streamer("ses_a");
+    let owner = h.user("ses_a", users::Role::Owner, "Alice", None);
+    let guest = h.user("ses_a", users::Role::Viewer, "Bob", Some("lnk_1"));
+    h.drain();
+    h.send(guest, json!({"type":"kick","playerId":"Player0"}));
+    assert_eq!(
+        only(&h.drain(), guest)[0]["message"],
+        "only the session's owner may do that"
+    );
+    h.send(owner, json!({"type":"kick","playerId":"Player1"}));
+    let out = h.drain();
+    assert!(
+        out.contains(&(
+            guest,
+            json!({"close": 1008, "reason": "you were removed from this session; ask its owner to let you back in"})
+        )),
+        "{out:?}"
+    );
+    assert_eq!(
+        to_streamer(&out, s),
+        [("playerDisconnected".into(), "Player1".into(), None)]
+    );
+    let users = only(&out, owner)
+        .into_iter()
+        .rfind(|v| v["type"] == "users")
+        .unwrap();
+    assert_eq!(users["users"].as_array().unwrap().len(), 1);
+    // The same link again: closed before the streamer hears of it.
+    let back = h.user("ses_a", users::Role::Viewer, "Bob", Some("lnk_1"));
+    let out = h.drain();
+    assert!(to_streamer(&out, s).is_empty());
+    assert_eq!(only(&out, back).last().unwrap()["close"], 1008);
+    h.router.check_invariants();
+}
+
+#[test]
+fn a_full_session_refuses_the_next_user_with_the_reason() {
+    let mut h = shared(users::Limits {
+        max_users: 1,
+        ..users::Limits::default()
+    });
+    let s = h.streamer("ses_a");
+    h.user("ses_a", users::Role::Owner, "Alice", None);
+    h.drain();
+    let late = h.user("ses_a", users::Role::Viewer, "Bob", None);
+    let out = h.drain();
+    assert_eq!(
+        only(&out, late).last().unwrap(),
+        &json!({"close": 1013, "reason": "the session is full (1 users at most)"})
+    );
+    assert!(to_streamer(&out, s).is_empty());
+    h.router.check_invariants();
+}
