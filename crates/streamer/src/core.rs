@@ -160,9 +160,11 @@ impl StreamerCore {
                 tracing::info!(committed_id, "registered with the signalling server");
                 self.note(Note::Registered { committed_id });
             }
-            ServerMessage::PlayerConnected { player_id, sfu, .. } => {
-                self.player_connected(player_id, sfu, now)
-            }
+            ServerMessage::PlayerConnected {
+                player_id,
+                sfu,
+                data_channel,
+            } => self.player_connected(player_id, sfu, data_channel, now),
             ServerMessage::PlayerDisconnected { player_id } => {
                 if self.peers.contains_key(&player_id) {
                     self.drop_peer(&player_id, now);
@@ -373,7 +375,8 @@ impl StreamerCore {
         self.pump(&id, now);
     }
 
-    fn player_connected(&mut self, id: PlayerId, sfu: bool, now: Instant) {
+    /// `data_channel`: whether this player may send input (UE opens the channel only then).
+    fn player_connected(&mut self, id: PlayerId, sfu: bool, data_channel: bool, now: Instant) {
         if self.peers.contains_key(&id) {
             self.drop_peer(&id, now);
         }
@@ -382,10 +385,10 @@ impl StreamerCore {
             return;
         };
         let span = Self::span(&id);
-        let r = span.in_scope(|| Peer::offer(host, &self.cfg.peer, now));
+        let r = span.in_scope(|| Peer::offer(host, &self.cfg.peer, data_channel, now));
         match r {
             Ok((peer, sdp)) => {
-                span.in_scope(|| tracing::info!(sfu, "player connected: offering"));
+                span.in_scope(|| tracing::info!(sfu, data_channel, "player connected: offering"));
                 let offer = ClientMessage::Offer(Offer {
                     sdp,
                     player_id: Some(id.clone()),

@@ -156,11 +156,13 @@ impl Peer {
     }
 
     /// A new peer that offers, as UE does: sendonly video, sendonly Opus audio (unless disabled)
-    /// and the in-band `datachannel`, with `host` as its only ICE candidate. Returns the offer
-    /// SDP.
+    /// and, when `data_channel` (the signalling server's `playerConnected{dataChannel}`), the
+    /// in-band `datachannel` that carries the player's input; with `host` as its only ICE
+    /// candidate. Returns the offer SDP.
     pub fn offer(
         host: SocketAddr,
         cfg: &PeerConfig,
+        data_channel: bool,
         now: Instant,
     ) -> Result<(Peer, String), PeerError> {
         let mut peer = Peer::empty(build_rtc(cfg, now), cfg, now);
@@ -173,14 +175,16 @@ impl Peer {
         let audio = cfg
             .audio
             .then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
-        api.add_channel_with_config(ChannelConfig {
-            label: DATA_CHANNEL_LABEL.into(),
-            ordered: true,
-            reliability: Reliability::Reliable,
-            ..Default::default()
-        });
+        if data_channel {
+            api.add_channel_with_config(ChannelConfig {
+                label: DATA_CHANNEL_LABEL.into(),
+                ordered: true,
+                reliability: Reliability::Reliable,
+                ..Default::default()
+            });
+        }
         let Some((offer, pending)) = api.apply() else {
-            // apply() returns None only when there are no changes; we just added two.
+            // apply() returns None only when there are no changes; we just added video.
             return Err(PeerError::Sdp("no changes to offer".into()));
         };
         peer.video = Some(mid);
@@ -521,8 +525,17 @@ mod tests {
     use super::*;
 
     fn offer_sdp(cfg: &PeerConfig) -> String {
-        let (_, sdp) =
-            Peer::offer("10.0.0.1:5000".parse().unwrap(), cfg, Instant::now()).expect("an offer");
+        offer_sdp_with(cfg, true)
+    }
+
+    fn offer_sdp_with(cfg: &PeerConfig, data_channel: bool) -> String {
+        let (_, sdp) = Peer::offer(
+            "10.0.0.1:5000".parse().unwrap(),
+            cfg,
+            data_channel,
+            Instant::now(),
+        )
+        .expect("an offer");
         sdp
     }
 
@@ -541,6 +554,13 @@ mod tests {
         assert!(sdp.contains("a=rtpmap:111 opus/48000/2"), "{sdp}");
         assert!(!sdp.contains("VP8"), "{sdp}");
         assert_eq!(sdp.matches("a=sendonly").count(), 2, "{sdp}");
+    }
+
+    #[test]
+    fn without_the_data_channel_flag_the_offer_has_no_channel_for_input() {
+        let sdp = offer_sdp_with(&PeerConfig::default(), false);
+        assert_eq!(m_lines(&sdp), ["video", "audio"], "{sdp}");
+        assert!(!sdp.contains("webrtc-datachannel"), "{sdp}");
     }
 
     #[test]

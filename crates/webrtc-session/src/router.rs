@@ -514,6 +514,17 @@ impl Router {
                 }
             }
 
+            // A user of a shared session may not offer: the offerer chooses the data channels,
+            // and only the streamer may, by the right it was told (`playerConnected`).
+            (Role::Player, ClientMessage::Offer(_))
+                if self.player_side(conn).is_some_and(|p| p.identity.is_some()) =>
+            {
+                self.refuse(
+                    conn,
+                    "offer",
+                    "in a shared session the application makes the offer",
+                );
+            }
             // A player talks to its streamer (auto-subscribing in browser-offer mode).
             (Role::Player, ClientMessage::Offer(mut m)) => {
                 if let Some((to, pid)) = self.player_target(conn, true) {

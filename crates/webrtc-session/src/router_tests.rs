@@ -1402,3 +1402,28 @@ fn a_full_session_refuses_the_next_user_with_the_reason() {
     assert!(to_streamer(&out, s).is_empty());
     h.router.check_invariants();
 }
+
+#[test]
+fn a_user_cannot_offer_a_data_channel_of_its_own() {
+    let mut h = shared(users::Limits::default());
+    let s = h.streamer("ses_a");
+    h.user("ses_a", users::Role::Owner, "Alice", None);
+    let viewer = h.user("ses_a", users::Role::Viewer, "Bob", None);
+    h.drain();
+    h.send(
+        viewer,
+        json!({"type":"offer","sdp":"v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"}),
+    );
+    let out = h.drain();
+    assert!(
+        only(&out, s).is_empty(),
+        "the streamer never sees it: {out:?}"
+    );
+    assert_eq!(
+        only(&out, viewer),
+        [
+            json!({"type":"refused","command":"offer","message":"in a shared session the application makes the offer"})
+        ]
+    );
+    h.router.check_invariants();
+}
