@@ -35,9 +35,12 @@ pub const MAX_TOKEN_LEN: usize = 4096;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
-    /// Watches and sends input.
+    /// Owns the session (its creator): has control first, hands it on, takes it back, removes
+    /// users.
+    Owner,
+    /// May control: gets control by asking when nobody has it.
     Controller,
-    /// Watches only.
+    /// Watches and chats; controls only when given control.
     Viewer,
 }
 
@@ -52,6 +55,9 @@ pub struct Claims {
     /// The user's display name, if the coordinator knows one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The share link this token was made for, if any: removing a user keeps its link out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
 }
 
 /// Why a token was refused. The kinds are safe to log; the token itself never is.
@@ -165,6 +171,7 @@ mod tests {
             role: Role::Controller,
             exp: NOW + 60_000,
             name: Some("Ada".into()),
+            link: None,
         }
     }
 
@@ -201,6 +208,7 @@ mod tests {
         let viewer = Claims {
             role: Role::Viewer,
             name: None,
+            link: None,
             ..claims()
         };
         let t = sign(KEY, &viewer);
@@ -363,14 +371,16 @@ mod tests {
         fn any_claims_round_trip(
             exp in 1u64..,
             name in proptest::option::of(any::<String>()),
-            viewer in any::<bool>(),
+            role in proptest::sample::select(vec![Role::Owner, Role::Controller, Role::Viewer]),
+            link in proptest::option::of("[a-z_0-9]{1,20}"),
             key in proptest::collection::vec(any::<u8>(), 0..100),
         ) {
             let c = Claims {
                 session_id: sid("ses_abc"),
-                role: if viewer { Role::Viewer } else { Role::Controller },
+                role,
                 exp,
                 name,
+                link,
             };
             let t = sign(&key, &c);
             prop_assume!(t.len() <= MAX_TOKEN_LEN);

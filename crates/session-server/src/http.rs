@@ -11,8 +11,9 @@ use axum::routing::get;
 use pxs_protocol::node::{SessionId, Token, UnixMillis};
 use pxs_protocol::player_token::{self, Claims, TokenError};
 use pxs_webrtc_session::Signalling;
-use pxs_webrtc_session::router::Role;
+use pxs_webrtc_session::router::{PlayerIdentity, Role};
 use pxs_webrtc_session::server::{first_subprotocol, presented_token, token_matches};
+use pxs_webrtc_session::users::Role as UserRole;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -141,7 +142,28 @@ async fn player_ws(
     }
     route
         .signalling
-        .upgrade(upgrade, protocol, Role::Player, Some(peer.ip()))
+        .upgrade_player(upgrade, protocol, Some(peer.ip()), identity(&admission))
+}
+
+/// Who a player is among the session's users: the role and name its token says; the holder of
+/// the session key itself (an operator's tool) is an owner.
+pub fn identity(admission: &Admission) -> PlayerIdentity {
+    match admission {
+        Admission::Key => PlayerIdentity {
+            name: None,
+            role: UserRole::Owner,
+            link: None,
+        },
+        Admission::Signed(c) => PlayerIdentity {
+            name: c.name.clone(),
+            role: match c.role {
+                player_token::Role::Owner => UserRole::Owner,
+                player_token::Role::Controller => UserRole::Controller,
+                player_token::Role::Viewer => UserRole::Viewer,
+            },
+            link: c.link.clone(),
+        },
+    }
 }
 
 /// How a player was let in.
@@ -294,6 +316,7 @@ mod tests {
             role: Role::Viewer,
             exp,
             name: None,
+            link: None,
         }
     }
 

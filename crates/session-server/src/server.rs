@@ -22,7 +22,7 @@ use crate::supervisor::{DrainBy, Exit, Now, Output, Spawn, Supervisor, Superviso
 use anyhow::Context;
 use pxs_protocol::node::{Capacity, CoordinatorToNode, Hello, NodeToCoordinator, SessionId};
 use pxs_webrtc_session::Signalling;
-use pxs_webrtc_session::router::{RouterConfig, SessionEvent};
+use pxs_webrtc_session::router::{RouterConfig, SessionEvent, UsersConfig};
 use pxs_webrtc_session::session::Limits;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -523,9 +523,18 @@ impl Shell {
             }
         };
         let router = RouterConfig {
-            max_players: spec.max_players as usize,
+            // The title's max_players is the users core's (it says so to the one refused).
+            max_players: 0,
             // UE sets endpointId from -PixelStreamingID, which is the session id.
             expected_streamer_id: Some(id.to_string()),
+            // Every session is shared: its players are users with roles, control and chat.
+            users: Some(UsersConfig {
+                limits: pxs_webrtc_session::users::Limits {
+                    max_users: spec.max_players as usize,
+                    ..Default::default()
+                },
+                epoch: (Instant::now(), crate::http::now_millis()),
+            }),
             ..Default::default()
         };
         let limits = Limits {

@@ -27,6 +27,7 @@ fn token(key: &str, session: &SessionId, role: Role, exp: UnixMillis) -> String 
             role,
             exp,
             name: Some("Ada".into()),
+            link: None,
         },
     )
 }

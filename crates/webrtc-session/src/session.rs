@@ -8,7 +8,9 @@
 //! A connection whose queue is full (a client that does not read) is dropped, not buffered: its
 //! queue sender is discarded, which ends its task, and the router treats it as gone.
 
-use crate::router::{ConnId, Output, Role, Router, RouterConfig, SessionEvent, close_code};
+use crate::router::{
+    ConnId, Output, PlayerIdentity, Role, Router, RouterConfig, SessionEvent, close_code,
+};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use futures_util::SinkExt;
@@ -61,6 +63,8 @@ enum Event {
         conn: ConnId,
         role: Role,
         remote: Option<IpAddr>,
+        /// A user of a shared session (players only).
+        identity: Option<PlayerIdentity>,
         queue: mpsc::Sender<Outbound>,
     },
     Message {
@@ -138,6 +142,29 @@ impl Signalling {
         role: Role,
         remote: Option<IpAddr>,
     ) -> Response {
+        self.upgrade_as(upgrade, protocol, role, remote, None)
+    }
+
+    /// As [`Signalling::upgrade`] for a player who is a user of a shared session, with the
+    /// identity its token gave (see [`Router::connect_player`]).
+    pub fn upgrade_player(
+        &self,
+        upgrade: WebSocketUpgrade,
+        protocol: Option<String>,
+        remote: Option<IpAddr>,
+        identity: PlayerIdentity,
+    ) -> Response {
+        self.upgrade_as(upgrade, protocol, Role::Player, remote, Some(identity))
+    }
+
+    fn upgrade_as(
+        &self,
+        upgrade: WebSocketUpgrade,
+        protocol: Option<String>,
+        role: Role,
+        remote: Option<IpAddr>,
+        identity: Option<PlayerIdentity>,
+    ) -> Response {
         let upgrade = match protocol {
             Some(p) => upgrade.protocols([p]),
             None => upgrade,
@@ -152,7 +179,7 @@ impl Signalling {
             })
             .write_buffer_size(16 * 1024)
             .on_upgrade(move |ws| async move {
-                signalling.run_connection(ws, role, remote).await;
+                signalling.run(ws, role, remote, identity).await;
             })
     }
 
@@ -185,9 +212,19 @@ impl Signalling {
 
     /// Serves one upgraded WebSocket until it closes.
     pub async fn run_connection(&self, ws: WebSocket, role: Role, remote: Option<IpAddr>) {
+        self.run(ws, role, remote, None).await
+    }
+
+    async fn run(
+        &self,
+        ws: WebSocket,
+        role: Role,
+        remote: Option<IpAddr>,
+        identity: Option<PlayerIdentity>,
+    ) {
         let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
         let span = info_span!("conn", conn = conn.0, ?role);
-        self.connection(ws, conn, role, remote)
+        self.connection(ws, conn, role, remote, identity)
             .instrument(span)
             .await
     }
@@ -198,12 +235,14 @@ impl Signalling {
         conn: ConnId,
         role: Role,
         remote: Option<IpAddr>,
+        identity: Option<PlayerIdentity>,
     ) {
         let (queue, mut outbound) = mpsc::channel(self.limits.send_queue);
         let connect = Event::Connect {
             conn,
             role,
             remote,
+            identity,
             queue,
         };
         if self.events.send(connect).await.is_err() {
@@ -414,10 +453,16 @@ async fn run_router(
                     conn,
                     role,
                     remote,
+                    identity,
                     queue,
                 } => {
                     queues.insert(conn, queue);
-                    router.connect(now, conn, role, remote);
+                    match identity {
+                        Some(id) if role == Role::Player => {
+                            router.connect_player(now, conn, remote, id)
+                        }
+                        _ => router.connect(now, conn, role, remote),
+                    }
                 }
                 Event::Message { conn, msg } => router.message(now, conn, msg),
                 Event::Invalid { conn, error } => router.invalid(conn, &error),

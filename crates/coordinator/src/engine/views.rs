@@ -146,14 +146,16 @@ impl Engine {
         start_message(s, self.session_key(s))
     }
 
-    /// The player URL with a fresh controller token, valid for `join_token_ttl`.
+    /// The player URL with a fresh owner token (the session's own join URL is its creator's),
+    /// valid for `join_token_ttl`.
     pub(super) fn join_url(&self, s: &SessionRow, player_url: &str) -> String {
         let ttl = i64::try_from(self.config.join_token_ttl.as_millis()).unwrap_or(i64::MAX);
         let claims = player_token::Claims {
             session_id: s.id.clone(),
-            role: player_token::Role::Controller,
+            role: player_token::Role::Owner,
             exp: u64::try_from(self.now().saturating_add(ttl)).unwrap_or(0),
             name: None,
+            link: None,
         };
         let token = player_token::sign(self.session_key(s).as_bytes(), &claims);
         let sep = if player_url.contains('?') { '&' } else { '?' };
