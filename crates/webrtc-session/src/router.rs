@@ -1092,10 +1092,12 @@ impl Router {
             .iter()
             .map(|u| (u.player.clone(), users.may_send_input(&u.player)))
             .collect();
-        let everyone: Vec<ConnId> = self
-            .streamer_side(streamer)
-            .map(|s| s.subscribers.iter().copied().collect())
-            .unwrap_or_default();
+        // Read at each broadcast: an earlier output may have closed a user (a kick).
+        let everyone = |r: &Router| -> Vec<ConnId> {
+            r.streamer_side(streamer)
+                .map(|s| s.subscribers.iter().copied().collect())
+                .unwrap_or_default()
+        };
         for out in outputs {
             match out {
                 users::Output::Users(list) => {
@@ -1109,9 +1111,9 @@ impl Router {
                             requested: u.requested,
                         })
                         .collect();
-                    for c in &everyone {
+                    for c in everyone(self) {
                         self.send(
-                            *c,
+                            c,
                             ServerMessage::Users {
                                 users: users.clone(),
                             },
@@ -1120,8 +1122,8 @@ impl Router {
                 }
                 users::Output::Chat(line) => {
                     let line = chat_line(line);
-                    for c in &everyone {
-                        self.send(*c, ServerMessage::Chat(line.clone()));
+                    for c in everyone(self) {
+                        self.send(c, ServerMessage::Chat(line.clone()));
                     }
                 }
                 users::Output::History { to, lines } => {

@@ -1427,3 +1427,70 @@ fn a_user_cannot_offer_a_data_channel_of_its_own() {
     );
     h.router.check_invariants();
 }
+
+proptest::proptest! {
+    /// Whatever users do in whatever order, what the application was last told of each player
+    /// (`playerConnected{dataChannel}`, undone by `playerDisconnected`) gives the input channel
+    /// to exactly the user in control, and nobody else: the guarantee on input, as the
+    /// application sees it. The router's invariants hold and nothing goes to a closed connection.
+    #[test]
+    fn the_application_gives_input_only_to_the_user_in_control(
+        ops in proptest::collection::vec((0u8..10, 0u64..6, 0u8..4), 1..150)
+    ) {
+        let mut h = shared(users::Limits { max_users: 4, ..users::Limits::default() });
+        let s = h.streamer("S");
+        let mut live: Vec<ConnId> = Vec::new();
+        let mut closed = std::collections::HashSet::new();
+        // What the application was told, per player id: has it the input channel?
+        let mut told: BTreeMap<String, bool> = BTreeMap::new();
+        let roles = [users::Role::Owner, users::Role::Controller, users::Role::Viewer, users::Role::Viewer];
+        for (op, who, arg) in ops {
+            let pick = live.get(who as usize % live.len().max(1)).copied();
+            let target = format!("Player{arg}");
+            match (op, pick) {
+                (0, _) | (1, _) => {
+                    let link = format!("lnk{}", arg % 2);
+                    live.push(h.user("S", roles[arg as usize], "u", Some(&link)));
+                }
+                (2, Some(c)) => h.send(c, json!({"type":"control","action":"request"})),
+                (3, Some(c)) => h.send(c, json!({"type":"control","action":"give","playerId":target})),
+                (4, Some(c)) => {
+                    let action = ["take", "release", "reset"][arg as usize % 3];
+                    h.send(c, json!({"type":"control","action":action}))
+                }
+                (5, Some(c)) => h.send(c, json!({"type":"kick","playerId":target})),
+                (6, Some(c)) => h.send(c, json!({"type":"chat","text":"hi"})),
+                (7, Some(c)) => { h.router.disconnect(c); live.retain(|x| *x != c); closed.insert(c); }
+                (8, Some(c)) => h.send(c, json!({"type":"unsubscribe"})),
+                (9, Some(c)) => h.send(c, json!({"type":"subscribe","streamerId":"S"})),
+                _ => {}
+            }
+            for (to, v) in h.drain() {
+                proptest::prop_assert!(!closed.contains(&to), "sent {v} to closed {to:?}");
+                if v.get("close").is_some() {
+                    closed.insert(to);
+                    live.retain(|x| *x != to);
+                }
+                if to == s {
+                    let pid = v["playerId"].as_str().unwrap_or("").to_owned();
+                    match v["type"].as_str() {
+                        Some("playerConnected") => { told.insert(pid, v["dataChannel"] == true); }
+                        Some("playerDisconnected") => { told.remove(&pid); }
+                        _ => {}
+                    }
+                }
+            }
+            h.router.check_invariants();
+            let side = h.router.conns.get(&s).and_then(|c| c.streamer.as_ref()).unwrap();
+            let users = side.users.as_ref().unwrap();
+            let holder = users.control().map(|p| p.as_str().to_owned());
+            for (pid, input) in &told {
+                proptest::prop_assert_eq!(*input, holder.as_deref() == Some(pid.as_str()),
+                    "the application thinks {} may send input: {}, but control is {:?}", pid, input, holder);
+            }
+            if let Some(hd) = &holder {
+                proptest::prop_assert_eq!(told.get(hd), Some(&true), "the holder {} has no channel", hd);
+            }
+        }
+    }
+}
