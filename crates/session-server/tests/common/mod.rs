@@ -47,10 +47,12 @@ pub fn temp_dir(name: &str) -> PathBuf {
     pxs_test_support::scratch_dir(&format!("session-server-{name}"))
 }
 
-/// A range of 20 loopback ports no other test of this process uses.
+/// A range of 20 loopback ports no other test of this process uses. Below Linux's ephemeral
+/// range (32768-60999): an outgoing connection of any test (HTTP, PostgreSQL) may take a port
+/// there as its own, and a session limited to one port then finds it in use.
 pub fn port_range() -> String {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 41000 + (std::process::id() % 40) as u16 * 400;
+    let base = 20000 + (std::process::id() % 30) as u16 * 400;
     let start = base + NEXT.fetch_add(20, Ordering::Relaxed);
     format!("{start}-{}", start + 19)
 }
