@@ -468,7 +468,7 @@ impl Router {
             (Role::Player | Role::Sfu, ClientMessage::Unsubscribe) => self.unsubscribe(conn),
             (Role::Player, ClientMessage::Activity) => self.activity(now, conn),
             (Role::Player, ClientMessage::Chat { text }) => {
-                self.user_command(now, conn, "chat", UserCommand::Chat(text))
+                self.user_command(conn, "chat", UserCommand::Chat(text))
             }
             (Role::Player, ClientMessage::Control { action, player_id }) => {
                 let cmd = match (action, player_id) {
@@ -482,10 +482,10 @@ impl Router {
                     (ControlAction::Release, _) => UserCommand::Release,
                     (ControlAction::Reset, _) => UserCommand::Reset,
                 };
-                self.user_command(now, conn, "control", cmd)
+                self.user_command(conn, "control", cmd)
             }
             (Role::Player, ClientMessage::Kick { player_id }) => {
-                self.user_command(now, conn, "kick", UserCommand::Kick(player_id))
+                self.user_command(conn, "kick", UserCommand::Kick(player_id))
             }
 
             // A streamer talks to one of its players.
@@ -1039,8 +1039,7 @@ impl Router {
 
     /// A shared-session command from a player. A player without an identity (Epic's protocol
     /// alone) sends nothing of the kind: dropped, as an unknown message.
-    fn user_command(&mut self, now: Instant, conn: ConnId, kind: &str, cmd: UserCommand) {
-        self.now = Some(now);
+    fn user_command(&mut self, conn: ConnId, kind: &str, cmd: UserCommand) {
         let Some(p) = self.player_side(conn) else {
             return;
         };
@@ -1088,10 +1087,7 @@ impl Router {
         };
         let outputs: Vec<users::Output> = std::iter::from_fn(|| users.poll_output()).collect();
         let presence = users.presence();
-        let rights: Vec<(PlayerId, bool)> = presence
-            .iter()
-            .map(|u| (u.player.clone(), users.may_send_input(&u.player)))
-            .collect();
+        let holder = users.control().cloned();
         // Read at each broadcast: an earlier output may have closed a user (a kick).
         let everyone = |r: &Router| -> Vec<ConnId> {
             r.streamer_side(streamer)
@@ -1157,7 +1153,7 @@ impl Router {
                         {
                             continue;
                         }
-                        let right = rights.iter().any(|(p, r)| *p == pid && *r);
+                        let right = holder.as_ref() == Some(&pid);
                         info!(player = %pid, input = right, "input right changed: renegotiating");
                         self.send(
                             streamer,

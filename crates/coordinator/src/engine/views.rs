@@ -220,18 +220,10 @@ impl Engine {
     }
 }
 
-pub(super) type HeldSlot = (
-    NodeId,
-    SessionId,
-    SessionState,
-    Option<Millis>,
-    Option<Millis>,
-);
-
 pub(super) fn node_view(
     n: &NodeRow,
     slots: &[NodeSlots],
-    held: &[HeldSlot],
+    held: &[store::HeldSlot],
     now: Millis,
 ) -> api::Node {
     let mine = held.iter().filter(|h| h.0 == n.id);
