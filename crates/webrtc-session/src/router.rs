@@ -1155,6 +1155,21 @@ impl Router {
                         }
                         let right = holder.as_ref() == Some(&pid);
                         info!(player = %pid, input = right, "input right changed: renegotiating");
+                        // A fresh `config` first: Epic's frontend starts a new peer connection
+                        // on it, so the streamer's next offer is not applied to the old one
+                        // (which a browser refuses once the input channel's m-line is gone).
+                        if let Some(c) = self.subscriber_of(streamer, Some(&pid)) {
+                            self.send(
+                                c,
+                                ServerMessage::Config {
+                                    peer_connection_options: self
+                                        .config
+                                        .peer_connection_options
+                                        .clone(),
+                                    protocol_version: Some(PROTOCOL_VERSION.to_owned()),
+                                },
+                            );
+                        }
                         self.send(
                             streamer,
                             ServerMessage::PlayerDisconnected {

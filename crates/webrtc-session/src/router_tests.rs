@@ -1277,6 +1277,11 @@ fn a_handoff_renegotiates_the_two_players_whose_right_changed() {
             ("playerConnected".into(), "Player1".into(), Some(true)),
         ]
     );
+    // Each of the two gets a fresh `config` before its new offer, so Epic's frontend applies
+    // that offer to a new peer connection; the users list follows.
+    for c in [owner, viewer] {
+        assert_eq!(kinds(&only(&out, c)), ["config", "users"]);
+    }
     assert!(
         only(&out, third).iter().all(|v| v["type"] == "users"),
         "Carol only sees it"
