@@ -214,6 +214,13 @@ pub enum CoordinatorToNode {
     /// Undo `drain_gracefully` (and `drain`): take new sessions again. A drain the node's
     /// operator asked for (`pxs session-server drain`) stays until the operator resumes.
     Resume,
+    /// A share link of a session was revoked: close the players who joined with it (their
+    /// player tokens carry `link`) and refuse it from now on. Sent again after every `hello`
+    /// for the links of sessions still on the node. A node that does not know it ignores it.
+    RevokeLink {
+        session_id: SessionId,
+        link_id: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -574,6 +581,13 @@ mod tests {
             json!({"type":"drain_gracefully"}),
         );
         round_trip_c(CoordinatorToNode::Resume, json!({"type":"resume"}));
+        round_trip_c(
+            CoordinatorToNode::RevokeLink {
+                session_id: SessionId::parse("ses_x").unwrap(),
+                link_id: "lnk_1".into(),
+            },
+            json!({"type":"revoke_link","session_id":"ses_x","link_id":"lnk_1"}),
+        );
         // Options may be left out.
         let m = CoordinatorToNode::from_json(
             r#"{"type":"start_session","session_id":"ses_2","application_id":"demo"}"#,

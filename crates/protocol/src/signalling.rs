@@ -423,6 +423,22 @@ pub enum ServerMessage {
     /// To a player whose `chat`, `control` or `kick` was not done, and why (for the person).
     #[serde(rename = "refused")]
     Refused { command: String, message: String },
+    /// To every player of a shared session: the session will end at `endsAt` (ms since the Unix
+    /// epoch) for `reason` (`idle`: any user's input cancels it; `max_duration`: it does not).
+    #[serde(rename = "warning")]
+    Warning {
+        reason: String,
+        #[serde(rename = "endsAt")]
+        ends_at: u64,
+    },
+    /// To every player of a shared session: the warning for `reason` is over (someone was
+    /// active).
+    #[serde(rename = "warningCleared")]
+    WarningCleared { reason: String },
+    /// To every player of a shared session, just before the session closes their sockets: why
+    /// it ended (the coordinator's end reasons: `idle`, `max_duration`, `stopped`...).
+    #[serde(rename = "ended")]
+    Ended { reason: String },
 }
 
 /// Why a frame is not a [`ClientMessage`] we can act on. Each kind gets its own outcome at the
@@ -690,6 +706,25 @@ mod tests {
                 role: "viewer".into(),
             },
             json!({"type":"you","playerId":"Player2","name":"Guest 1","role":"viewer"}),
+        );
+        server_roundtrip(
+            ServerMessage::Warning {
+                reason: "idle".into(),
+                ends_at: 1_800_000_060_000,
+            },
+            json!({"type":"warning","reason":"idle","endsAt":1_800_000_060_000_u64}),
+        );
+        server_roundtrip(
+            ServerMessage::WarningCleared {
+                reason: "idle".into(),
+            },
+            json!({"type":"warningCleared","reason":"idle"}),
+        );
+        server_roundtrip(
+            ServerMessage::Ended {
+                reason: "idle".into(),
+            },
+            json!({"type":"ended","reason":"idle"}),
         );
         server_roundtrip(
             ServerMessage::Refused {

@@ -18,9 +18,10 @@ use crate::http::{
 use crate::link::{self, LinkEvent};
 use crate::process::{self, Launched, Stop};
 use crate::state::{self, DataDir, DrainRequest};
-use crate::supervisor::{DrainBy, Exit, Now, Output, Spawn, Supervisor, SupervisorConfig};
+use crate::supervisor::{DrainBy, Exit, Notice, Now, Output, Spawn, Supervisor, SupervisorConfig};
 use anyhow::Context;
 use pxs_protocol::node::{Capacity, CoordinatorToNode, Hello, NodeToCoordinator, SessionId};
+use pxs_protocol::signalling::ServerMessage;
 use pxs_webrtc_session::Signalling;
 use pxs_webrtc_session::router::{RouterConfig, SessionEvent, UsersConfig};
 use pxs_webrtc_session::session::Limits;
@@ -366,6 +367,20 @@ impl Shell {
                     self.sup.resume(DrainBy::Coordinator);
                     self.heartbeat();
                 }
+                CoordinatorToNode::RevokeLink {
+                    session_id,
+                    link_id,
+                } => match self.handles.get(&session_id) {
+                    Some(h) => {
+                        info!(session = %session_id, link = %link_id, "share link revoked: closing its users");
+                        if !h.signalling.revoke_link(link_id) {
+                            warn!(session = %session_id, "the session's signalling did not take the revocation (shutting down or overloaded)");
+                        }
+                    }
+                    None => {
+                        debug!(session = %session_id, "revocation for a session not running here, dropped")
+                    }
+                },
             },
             Input::Exited(id, exit) => self.sup.process_exited(t, &id, exit),
             Input::Signalling(id, e) => match e {
@@ -498,6 +513,14 @@ impl Shell {
                         let _ = link.send(msg);
                     }
                 }
+                Output::Notify { session, notice } => {
+                    if let Some(h) = self.handles.get(&session) {
+                        let msg = notice_message(notice);
+                        if !h.signalling.announce(msg) {
+                            debug!(session = %session, "notice not delivered: the signalling is gone or full");
+                        }
+                    }
+                }
             }
         }
         self.draining
@@ -615,6 +638,24 @@ impl Shell {
             let signalling = h.signalling;
             tokio::spawn(async move { signalling.shutdown().await });
         }
+    }
+}
+
+/// What the users of a session are told, on their signalling sockets (reasons by the
+/// coordinator's names, as the session's `end_reason` will say).
+fn notice_message(notice: Notice) -> ServerMessage {
+    let name = |r| pxs_protocol::api::EndReason::from(r).as_str().to_owned();
+    match notice {
+        Notice::Warning { reason, ends_at } => ServerMessage::Warning {
+            reason: name(reason),
+            ends_at,
+        },
+        Notice::WarningCleared { reason } => ServerMessage::WarningCleared {
+            reason: name(reason),
+        },
+        Notice::Ended { reason } => ServerMessage::Ended {
+            reason: name(reason),
+        },
     }
 }
 

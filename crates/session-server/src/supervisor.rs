@@ -154,6 +154,31 @@ pub enum Output {
     Send(NodeToCoordinator),
     /// Write this to the data dir (atomically) before acting on the outputs that follow.
     Persist(PersistedState),
+    /// Tell every user of the session (on their signalling sockets).
+    Notify { session: SessionId, notice: Notice },
+}
+
+/// What the users of a session are told about its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// It ends at `ends_at` for `reason` (`Idle`: unless a user is active before then;
+    /// `MaxDuration`: whatever happens).
+    Warning {
+        reason: EndReason,
+        ends_at: UnixMillis,
+    },
+    /// The warning for `reason` no longer holds (a user was active).
+    WarningCleared { reason: EndReason },
+    /// It is stopping, for `reason`.
+    Ended { reason: EndReason },
+}
+
+/// How long before an idle or max-duration end its users are warned: a minute, or half the
+/// limit when that is shorter.
+pub const WARNING_LEAD: Duration = Duration::from_secs(60);
+
+fn warning_lead(limit: Duration) -> Duration {
+    (limit / 2).min(WARNING_LEAD)
 }
 
 /// What survives a crash of the session server: the sessions it runs (to find their processes)
@@ -251,6 +276,10 @@ struct Session {
     players: BTreeMap<String, Instant>,
     /// Since when no player is connected (counted from ready).
     empty_since: Option<Instant>,
+    /// Its users were warned of the idle end (until a user is active again).
+    warned_idle: bool,
+    /// Its users were warned of the max-duration end.
+    warned_max: bool,
     port_attempts: u32,
 }
 
@@ -259,6 +288,8 @@ struct Session {
 enum Due {
     /// Stop it, for this reason.
     Stop(EndReason),
+    /// Warn its users that it stops for this reason at the given time.
+    Warn(EndReason, Instant),
     /// Its stop's grace is over: kill its process tree.
     Kill,
 }
@@ -268,7 +299,7 @@ impl Session {
     /// when a session times out (`poll_timeout` takes the earliest, `handle_timeout` acts on the
     /// first that is due).
     fn deadlines(&self) -> impl Iterator<Item = (Instant, Due)> {
-        let mut out: [Option<(Instant, Due)>; 3] = [None; 3];
+        let mut out: [Option<(Instant, Due)>; 5] = [None; 5];
         match self.state {
             State::Starting => {
                 out[0] = Some((
@@ -291,6 +322,21 @@ impl Session {
                     .empty_timeout
                     .zip(self.empty_since)
                     .map(|(empty, since)| (since + empty, Due::Stop(EndReason::Empty)));
+                // The warnings come after the stops: a stop due at the same time wins.
+                if !self.warned_max {
+                    out[3] = self.limits.max_duration.map(|d| {
+                        let end = self.started + d;
+                        (
+                            end - warning_lead(d),
+                            Due::Warn(EndReason::MaxDuration, end),
+                        )
+                    });
+                }
+                if !self.warned_idle {
+                    out[4] = self.idle_deadline().map(|(end, idle)| {
+                        (end - warning_lead(idle), Due::Warn(EndReason::Idle, end))
+                    });
+                }
             }
             State::Stopping {
                 kill_at,
@@ -300,6 +346,30 @@ impl Session {
             State::Stopping { forced: true, .. } => {}
         }
         out.into_iter().flatten()
+    }
+
+    /// When the session ends for idleness as things stand (the latest activity of any player
+    /// plus the idle timeout), and the timeout; `None` without players or without the limit.
+    fn idle_deadline(&self) -> Option<(Instant, Duration)> {
+        let idle = self.limits.idle_timeout?;
+        let last = self.players.values().max()?;
+        Some((*last + idle, idle))
+    }
+
+    /// After a change of players: the idle warning no longer holds once the end it announced
+    /// has moved out of the warning's lead (someone was active), or is gone.
+    fn idle_warning_cleared(&mut self, now: Instant) -> bool {
+        if !self.warned_idle {
+            return false;
+        }
+        let holds = self
+            .idle_deadline()
+            .is_some_and(|(end, idle)| now >= end - warning_lead(idle));
+        if holds {
+            return false;
+        }
+        self.warned_idle = false;
+        true
     }
 }
 
@@ -491,6 +561,8 @@ impl Supervisor {
             ready: false,
             players: BTreeMap::new(),
             empty_since: None,
+            warned_idle: false,
+            warned_max: false,
             port_attempts: 1,
         };
         info!(session = %id, application = %app_id, port, ?gpu, ?limits, "starting session");
@@ -696,6 +768,7 @@ impl Supervisor {
             s.players.insert(player.to_owned(), now.mono);
             s.empty_since = None;
         }
+        self.check_idle_warning(now, id);
     }
 
     pub fn player_left(&mut self, now: Now, id: &SessionId, player: &str) {
@@ -705,6 +778,7 @@ impl Supervisor {
                 s.empty_since = Some(now.mono);
             }
         }
+        self.check_idle_warning(now, id);
     }
 
     pub fn player_activity(&mut self, now: Now, id: &SessionId, player: &str) {
@@ -712,6 +786,22 @@ impl Supervisor {
             && let Some(at) = s.players.get_mut(player)
         {
             *at = now.mono;
+        }
+        self.check_idle_warning(now, id);
+    }
+
+    /// Tells the users when the idle warning they got no longer holds.
+    fn check_idle_warning(&mut self, now: Now, id: &SessionId) {
+        if let Some(s) = self.sessions.get_mut(id)
+            && s.idle_warning_cleared(now.mono)
+        {
+            debug!(session = %id, "a user is active: idle warning cleared");
+            self.outputs.push_back(Output::Notify {
+                session: id.clone(),
+                notice: Notice::WarningCleared {
+                    reason: EndReason::Idle,
+                },
+            });
         }
     }
 
@@ -797,6 +887,20 @@ impl Supervisor {
             let due = s.deadlines().find(|(at, _)| now.mono >= *at);
             match due {
                 Some((_, Due::Stop(reason))) => stops.push((id.clone(), reason)),
+                Some((_, Due::Warn(reason, end))) => {
+                    match reason {
+                        EndReason::Idle => s.warned_idle = true,
+                        _ => s.warned_max = true,
+                    }
+                    let left = end.saturating_duration_since(now.mono);
+                    let ends_at =
+                        now.wall + u64::try_from(left.as_millis()).unwrap_or(u64::MAX / 2);
+                    info!(session = %id, ?reason, ends_in = ?left, "warning the users of the end");
+                    self.outputs.push_back(Output::Notify {
+                        session: id.clone(),
+                        notice: Notice::Warning { reason, ends_at },
+                    });
+                }
                 Some((_, Due::Kill)) => {
                     if let State::Stopping {
                         reason, kill_at, ..
@@ -1031,6 +1135,10 @@ impl Supervisor {
             kill_at: now.mono + grace,
             forced: false,
         };
+        self.outputs.push_back(Output::Notify {
+            session: id.clone(),
+            notice: Notice::Ended { reason },
+        });
         if s.process.is_some() {
             self.kill(id, true);
         }

@@ -85,7 +85,11 @@ impl H {
     fn advance(&mut self, d: Duration) {
         self.now.mono += d;
         self.now.wall += d.as_millis() as u64;
-        if self.sup.poll_timeout().is_some_and(|t| t <= self.now.mono) {
+        // Each call acts on one due deadline per session; a warning and a stop may both be due.
+        for _ in 0..10 {
+            if !self.sup.poll_timeout().is_some_and(|t| t <= self.now.mono) {
+                break;
+            }
             self.sup.handle_timeout(self.now);
         }
         self.pump();
@@ -376,6 +380,117 @@ fn idle_players_end_the_session() {
     assert_eq!(h.kills(), vec![(sid(1), true)]);
     h.exit(1, None, Some(15));
     assert_eq!(h.ended(1).unwrap().reason, EndReason::Idle);
+}
+
+/// The notices given to the users of `ses_<n>` since the last take (other outputs are dropped).
+impl H {
+    fn notices(&mut self, n: u32) -> Vec<Notice> {
+        self.take()
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Notify { session, notice } if session == sid(n) => Some(notice),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn users_are_warned_before_an_idle_end_and_any_activity_clears_the_warning() {
+    // Idle 60 s: the warning comes 30 s before (half the limit, under a minute).
+    let mut h = H::new();
+    h.ready(1);
+    h.sup.player_joined(h.now, &sid(1), "Player0");
+    h.sup.player_joined(h.now, &sid(1), "Player1");
+    h.take();
+    h.advance(Duration::from_millis(29_999));
+    assert_eq!(h.notices(1), []);
+    h.advance(Duration::from_millis(1));
+    let ends_at = h.now.wall + 30_000;
+    assert_eq!(
+        h.notices(1),
+        [Notice::Warning {
+            reason: EndReason::Idle,
+            ends_at
+        }]
+    );
+    h.advance(Duration::from_secs(10));
+    assert_eq!(h.notices(1), [], "warned once");
+    // One user moves: cleared for everyone, and the clock starts again.
+    h.sup.player_activity(h.now, &sid(1), "Player1");
+    assert_eq!(
+        h.notices(1),
+        [Notice::WarningCleared {
+            reason: EndReason::Idle
+        }]
+    );
+    h.advance(Duration::from_secs(29));
+    assert_eq!(h.notices(1), []);
+    h.advance(Duration::from_secs(1));
+    assert!(matches!(
+        h.notices(1)[..],
+        [Notice::Warning {
+            reason: EndReason::Idle,
+            ..
+        }]
+    ));
+    // Nobody moves: the session stops, and the users are told why.
+    h.advance(Duration::from_secs(30));
+    assert_eq!(
+        h.notices(1),
+        [Notice::Ended {
+            reason: EndReason::Idle
+        }]
+    );
+    h.exit(1, None, Some(15));
+    assert_eq!(h.ended(1).unwrap().reason, EndReason::Idle);
+}
+
+#[test]
+fn users_are_warned_a_minute_before_the_time_limit_and_activity_does_not_clear_it() {
+    let mut h = H::new();
+    h.ready(1);
+    h.sup.player_joined(h.now, &sid(1), "Player0");
+    h.take();
+    for _ in 0..3539 {
+        h.advance(Duration::from_secs(1));
+        h.sup.player_activity(h.now, &sid(1), "Player0");
+    }
+    assert_eq!(h.notices(1), []);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(
+        h.notices(1),
+        [Notice::Warning {
+            reason: EndReason::MaxDuration,
+            ends_at: h.now.wall + 60_000
+        }]
+    );
+    h.sup.player_activity(h.now, &sid(1), "Player0");
+    assert_eq!(h.notices(1), [], "input does not lift a time limit");
+    h.advance(Duration::from_secs(60));
+    assert_eq!(
+        h.notices(1),
+        [Notice::Ended {
+            reason: EndReason::MaxDuration
+        }]
+    );
+}
+
+#[test]
+fn the_idle_warning_is_cleared_when_everyone_leaves() {
+    let mut h = H::new();
+    h.ready(1);
+    h.sup.player_joined(h.now, &sid(1), "Player0");
+    h.advance(Duration::from_secs(30));
+    assert_eq!(h.notices(1).len(), 1);
+    // Nobody left to be idle: the empty timeout takes over, the warning is void.
+    h.sup.player_left(h.now, &sid(1), "Player0");
+    assert_eq!(
+        h.notices(1),
+        [Notice::WarningCleared {
+            reason: EndReason::Idle
+        }]
+    );
 }
 
 #[test]

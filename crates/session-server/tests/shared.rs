@@ -150,3 +150,129 @@ async fn only_the_user_in_control_is_offered_the_input_channel() {
     server.shutdown().await.expect("clean shutdown");
     coord.wait_ended(&id, Duration::from_secs(10)).await;
 }
+
+fn link_token(session: &SessionId, role: Role, name: &str, link: &str) -> String {
+    sign(
+        PLAYER_TOKEN.as_bytes(),
+        &Claims {
+            session_id: session.clone(),
+            role,
+            exp: in_a_minute(),
+            name: Some(name.into()),
+            link: Some(link.into()),
+        },
+    )
+}
+
+/// The close frame's code and reason, skipping other frames; panics after 10 s.
+async fn closed(ws: &mut Ws) -> (u16, String) {
+    let wait = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(Some(f)))) => {
+                    return (u16::from(f.code), f.reason.to_string());
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("no close frame: {other:?}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .expect("closed within 10 s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_link_is_closed_and_users_are_warned_before_an_idle_end() {
+    init_logs();
+    let coord = Coordinator::start().await;
+    let dir = temp_dir("shared-revoke");
+    // Idle after 6 s: the users are warned 3 s before.
+    let server = start_server(&config_toml(
+        &coord,
+        &dir,
+        "",
+        &streamer_app("demo", &["-RenderOffScreen"], "idle_timeout = \"6s\"\n"),
+    ))
+    .await;
+    coord.wait_linked(Duration::from_secs(10)).await;
+    let id = sid("revoke");
+    coord.start_session(&id, "demo");
+    coord.wait_ready(&id, Duration::from_secs(60)).await;
+    let addr = server.addr();
+
+    let mut alice = join(addr, &id, &token(&id, Role::Owner, "Alice")).await;
+    next_of(&mut alice, "you").await;
+    let mut bob = join(addr, &id, &link_token(&id, Role::Viewer, "Bob", "lnk_b")).await;
+    next_of(&mut bob, "you").await;
+    let mut carol = join(addr, &id, &link_token(&id, Role::Viewer, "Carol", "lnk_c")).await;
+    next_of(&mut carol, "you").await;
+
+    // The coordinator revokes Bob's link: Bob is closed with the reason, Carol stays.
+    assert!(
+        coord.send(pxs_protocol::node::CoordinatorToNode::RevokeLink {
+            session_id: id.clone(),
+            link_id: "lnk_b".into(),
+        })
+    );
+    assert_eq!(
+        closed(&mut bob).await,
+        (
+            1008,
+            "the invitation you joined with was withdrawn".to_owned()
+        )
+    );
+    let users = loop {
+        let u = next_of(&mut alice, "users").await;
+        if u["users"].as_array().unwrap().len() == 2 {
+            break u;
+        }
+    };
+    assert_eq!(users["users"][1]["name"], "Carol", "{users}");
+    // The link stays refused.
+    let mut again = player(
+        addr,
+        &id,
+        Some(&link_token(&id, Role::Viewer, "Bob", "lnk_b")),
+    )
+    .await
+    .expect("the upgrade itself is accepted");
+    send(
+        &mut again,
+        json!({"type":"subscribe","streamerId": id.as_str()}),
+    )
+    .await;
+    assert_eq!(closed(&mut again).await.0, 1008);
+
+    // Nobody is active: both are warned, with the time of the end, then told it ended idle.
+    let warning = next_of(&mut carol, "warning").await;
+    assert_eq!(warning["reason"], "idle", "{warning}");
+    let ends_at = warning["endsAt"].as_u64().unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    // At most the lead ahead (read at once, or a little later on a loaded machine).
+    assert!(
+        ends_at <= now + 3_000 && ends_at + 3_000 > now,
+        "ends at {ends_at}, now {now}"
+    );
+    assert_eq!(
+        next_of(&mut alice, "warning").await["endsAt"],
+        warning["endsAt"]
+    );
+    // Carol moves: the warning is cleared for everyone.
+    send(&mut carol, json!({"type":"activity"})).await;
+    assert_eq!(
+        next_of(&mut alice, "warningCleared").await["reason"],
+        "idle"
+    );
+    // Then nobody moves again: warned, and ended.
+    next_of(&mut alice, "warning").await;
+    assert_eq!(next_of(&mut carol, "ended").await["reason"], "idle");
+    assert_eq!(next_of(&mut alice, "ended").await["reason"], "idle");
+    let ended = coord.wait_ended(&id, Duration::from_secs(15)).await;
+    assert_eq!(format!("{:?}", ended.reason), "Idle");
+    drop((alice, carol));
+    server.shutdown().await.expect("clean shutdown");
+}

@@ -402,6 +402,41 @@ impl Router {
         }
     }
 
+    /// A share link was revoked: the users who joined with it are closed (1008, saying so), and
+    /// it cannot join any streamer of this session again.
+    pub fn revoke_link(&mut self, link: &str) {
+        let shared: Vec<ConnId> = self
+            .streamers
+            .iter()
+            .copied()
+            .filter(|s| self.streamer_side(*s).is_some_and(|s| s.users.is_some()))
+            .collect();
+        for streamer in shared {
+            if let Some(users) = self
+                .streamer_side_mut(streamer)
+                .and_then(|s| s.users.as_mut())
+            {
+                users.revoke(link);
+            }
+            self.flush_users(streamer, None);
+        }
+    }
+
+    /// Sends `msg` to every user of a shared session (the session's notices: an end is near,
+    /// it ended). Nothing without shared sessions.
+    pub fn announce(&mut self, msg: &ServerMessage) {
+        let users: Vec<ConnId> = self
+            .streamers
+            .iter()
+            .filter_map(|s| self.streamer_side(*s))
+            .filter(|s| s.users.is_some())
+            .flat_map(|s| s.subscribers.iter().copied())
+            .collect();
+        for c in users {
+            self.send(c, msg.clone());
+        }
+    }
+
     /// A frame that is not a message we can act on.
     pub fn invalid(&mut self, conn: ConnId, error: &MessageError) {
         let Some(c) = self.conns.get(&conn) else {

@@ -1401,6 +1401,77 @@ fn a_kicked_user_is_closed_and_its_link_refused_until_allowed() {
 }
 
 #[test]
+fn a_revoked_link_closes_its_users_and_refuses_it_from_then_on() {
+    let mut h = shared(users::Limits::default());
+    let s = h.streamer("ses_a");
+    let owner = h.user("ses_a", users::Role::Owner, "Alice", None);
+    let bob = h.user("ses_a", users::Role::Controller, "Bob", Some("lnk_1"));
+    let carol = h.user("ses_a", users::Role::Viewer, "Carol", Some("lnk_2"));
+    h.send(
+        owner,
+        json!({"type":"control","action":"give","playerId":"Player1"}),
+    );
+    h.drain();
+    h.router.revoke_link("lnk_1");
+    let out = h.drain();
+    assert_eq!(
+        only(&out, bob).last().unwrap(),
+        &json!({"close": 1008, "reason": "the invitation you joined with was withdrawn"})
+    );
+    // Bob is gone for the application; he held control, which goes back to the owner,
+    // whose input channel comes back.
+    assert_eq!(
+        to_streamer(&out, s),
+        [
+            ("playerDisconnected".into(), "Player1".into(), None),
+            ("playerDisconnected".into(), "Player0".into(), None),
+            ("playerConnected".into(), "Player0".into(), Some(true)),
+        ]
+    );
+    let users = only(&out, carol).pop().unwrap();
+    assert_eq!(users["users"].as_array().unwrap().len(), 2, "{users}");
+    h.router.disconnect(bob);
+    h.drain();
+    // The same link again: refused with the reason; the other link still joins.
+    let again = h.user("ses_a", users::Role::Controller, "Bob", Some("lnk_1"));
+    let out = only(&h.drain(), again);
+    assert_eq!(
+        out.last().unwrap(),
+        &json!({"close": 1008, "reason": "the invitation you joined with was withdrawn"})
+    );
+    h.user("ses_a", users::Role::Viewer, "Dave", Some("lnk_2"));
+    assert!(kinds(&h.drain().into_iter().map(|(_, v)| v).collect::<Vec<_>>()).contains(&"you"));
+    h.router.check_invariants();
+}
+
+#[test]
+fn announcements_reach_every_user_of_a_shared_session() {
+    let mut h = shared(users::Limits::default());
+    h.streamer("ses_a");
+    let owner = h.user("ses_a", users::Role::Owner, "Alice", None);
+    let viewer = h.user("ses_a", users::Role::Viewer, "Bob", None);
+    h.drain();
+    let warning = ServerMessage::Warning {
+        reason: "idle".into(),
+        ends_at: 1_800_000_060_000,
+    };
+    h.router.announce(&warning);
+    let out = h.drain();
+    for c in [owner, viewer] {
+        assert_eq!(
+            only(&out, c),
+            [json!({"type":"warning","reason":"idle","endsAt":1_800_000_060_000_u64})]
+        );
+    }
+    // Without shared sessions (Epic's drop-in), nobody gets pxs's notices.
+    let mut plain = H::new();
+    plain.streamer("s");
+    plain.player("s");
+    plain.router.announce(&warning);
+    assert!(plain.drain().is_empty());
+}
+
+#[test]
 fn a_full_session_refuses_the_next_user_with_the_reason() {
     let mut h = shared(users::Limits {
         max_users: 1,

@@ -83,6 +83,10 @@ enum Event {
         conn: ConnId,
     },
     Inspect(Inspect),
+    /// See [`Signalling::revoke_link`].
+    RevokeLink(String),
+    /// See [`Signalling::announce`].
+    Announce(ServerMessage),
     Shutdown,
 }
 
@@ -203,6 +207,19 @@ impl Signalling {
         });
         self.events.send(Event::Inspect(job)).await.ok()?;
         rx.await.ok()
+    }
+
+    /// A share link was revoked: its users are closed and it cannot join again (see
+    /// [`Router::revoke_link`]). Queued in order with everything else; `false` if the session
+    /// has shut down or its queue is full.
+    pub fn revoke_link(&self, link: String) -> bool {
+        self.events.try_send(Event::RevokeLink(link)).is_ok()
+    }
+
+    /// Sends `msg` to every user of a shared session (see [`Router::announce`]). Queued in order
+    /// with everything else; `false` if the session has shut down or its queue is full.
+    pub fn announce(&self, msg: ServerMessage) -> bool {
+        self.events.try_send(Event::Announce(msg)).is_ok()
     }
 
     /// Closes every connection (1001, "going away") and stops the router task.
@@ -475,6 +492,8 @@ async fn run_router(
                     router.disconnect(conn);
                 }
                 Event::Inspect(f) => f(&router),
+                Event::RevokeLink(link) => router.revoke_link(&link),
+                Event::Announce(msg) => router.announce(&msg),
                 Event::Shutdown => {
                     for (_, q) in queues.drain() {
                         let _ = q.try_send(Outbound::Close(Box::new((

@@ -104,6 +104,8 @@ pub enum Denied {
     Full(usize),
     #[error("you were removed from this session; ask its owner to let you back in")]
     Kicked,
+    #[error("the invitation you joined with was withdrawn")]
+    Revoked,
     #[error("only the session's owner may do that")]
     NotOwner,
     #[error("only the session's owner or the user in control may do that")]
@@ -199,6 +201,8 @@ pub struct Users {
     guests: u64,
     /// Share links whose users were kicked.
     kicked: Vec<String>,
+    /// Share links the owner revoked (at the coordinator): refused for good.
+    revoked: Vec<String>,
     outputs: VecDeque<Output>,
 }
 
@@ -213,6 +217,7 @@ impl Users {
             next_seq: 1,
             guests: 0,
             kicked: Vec::new(),
+            revoked: Vec::new(),
             outputs: VecDeque::new(),
         }
     }
@@ -261,6 +266,9 @@ impl Users {
     /// A player connection joins. Refused when the session is full or its share link was
     /// kicked (and not allowed back since).
     pub fn join(&mut self, now: Now, j: Joining) -> Result<(), Denied> {
+        if j.link.as_ref().is_some_and(|l| self.revoked.contains(l)) {
+            return Err(Denied::Revoked);
+        }
         if j.link.as_ref().is_some_and(|l| self.kicked.contains(l)) {
             return Err(Denied::Kicked);
         }
@@ -306,6 +314,27 @@ impl Users {
             self.move_control(heir);
         }
         self.publish();
+    }
+
+    /// A share link was revoked: its users are closed, and it cannot join again (unlike a
+    /// kick, the owner's `allow` does not undo it).
+    pub fn revoke(&mut self, link: &str) {
+        if !self.revoked.iter().any(|l| l == link) {
+            self.revoked.push(link.to_owned());
+        }
+        let gone: Vec<PlayerId> = self
+            .users
+            .iter()
+            .filter(|(_, u)| u.link.as_deref() == Some(link))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in gone {
+            self.outputs.push_back(Output::Disconnect {
+                player: p.clone(),
+                reason: Denied::Revoked.to_string(),
+            });
+            self.leave(&p);
+        }
     }
 
     /// A command from `from`.

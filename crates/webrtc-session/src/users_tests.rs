@@ -342,6 +342,51 @@ fn a_kicked_user_cannot_rejoin_with_the_same_link_until_allowed() {
 }
 
 #[test]
+fn a_revoked_link_closes_its_users_and_stays_refused_even_if_allowed() {
+    let mut t = T::new();
+    t.join("alice", Role::Owner);
+    t.join_as("bob", Role::Controller, Some("lnk_1")).unwrap();
+    t.join_as("bob-tab", Role::Controller, Some("lnk_1"))
+        .unwrap();
+    t.join_as("carol", Role::Viewer, Some("lnk_2")).unwrap();
+    t.cmd("alice", Command::Give(p("bob"))).unwrap();
+    t.outputs();
+    t.users.revoke("lnk_1");
+    let out = t.outputs();
+    for who in ["bob", "bob-tab"] {
+        assert!(out.contains(&Output::Disconnect {
+            player: p(who),
+            reason: Denied::Revoked.to_string()
+        }));
+        assert_eq!(t.users.role(&p(who)), None);
+    }
+    assert_eq!(
+        t.controller(),
+        Some("alice"),
+        "control goes back to the owner"
+    );
+    assert_eq!(
+        t.users.role(&p("carol")),
+        Some(Role::Viewer),
+        "another link stays"
+    );
+    // Revoking again changes nothing; the owner's allow does not undo it.
+    t.users.revoke("lnk_1");
+    assert!(
+        !t.outputs()
+            .iter()
+            .any(|o| matches!(o, Output::Disconnect { .. })),
+        "nobody left to close"
+    );
+    t.cmd("alice", Command::Allow("lnk_1".into())).unwrap();
+    assert_eq!(
+        t.join_as("bob2", Role::Controller, Some("lnk_1")),
+        Err(Denied::Revoked)
+    );
+    t.join_as("dave", Role::Viewer, Some("lnk_2")).unwrap();
+}
+
+#[test]
 fn chat_is_checked_limited_and_replayed_to_joiners() {
     let mut t = T::new();
     t.join("alice", Role::Owner);
