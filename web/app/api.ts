@@ -39,6 +39,24 @@ export interface Session {
     end_reason: string | null;
     exit_code: number | null;
     join_url: string | null;
+    /** The caller's role in the session: `owner`, `controller` or `viewer`. */
+    role?: string | null;
+    /** Who ended it: `owner` or `admin` (absent otherwise). */
+    ended_by?: string | null;
+    /** Only in the answer that created an anonymous user's session: its owner key (shown once). */
+    owner_key?: string | null;
+}
+
+/** A share link of a session (its secret only in the answer that created it). */
+export interface ShareLink {
+    id: string;
+    role: 'viewer' | 'controller';
+    created_at: string;
+    expires_at: string | null;
+    revoked_at?: string | null;
+    /** The player page for a person, with the link's key (creation only). */
+    url?: string;
+    join_url?: string | null;
 }
 
 /** A failed API call, with a message a person can read. `status` is 0 when there was no answer. */
@@ -77,6 +95,51 @@ export function setToken(token: string | null): boolean {
     }
 }
 
+const SESSION_KEY_PREFIX = 'pxs_key:';
+
+/**
+ * The key this browser holds for session `id`: the owner key of a session it created without an
+ * access token, or the key of a share link it opened. null if none (or no storage).
+ */
+export function getSessionKey(id: string): string | null {
+    try {
+        const key = window.localStorage.getItem(SESSION_KEY_PREFIX + id);
+        return key && key.trim() ? key.trim() : null;
+    } catch {
+        return null;
+    }
+}
+
+/** Keeps `key` for session `id`. Returns false if it could not be stored. */
+export function setSessionKey(id: string, key: string): boolean {
+    try {
+        window.localStorage.setItem(SESSION_KEY_PREFIX + id, key.trim());
+        return true;
+    } catch {
+        return false;
+    }
+}
+
+const NAME_KEY = 'pxs_name';
+
+/** The display name this browser uses in shared sessions, or null. */
+export function getName(): string | null {
+    try {
+        const name = window.localStorage.getItem(NAME_KEY);
+        return name && name.trim() ? name.trim() : null;
+    } catch {
+        return null;
+    }
+}
+
+export function setName(name: string): void {
+    try {
+        window.localStorage.setItem(NAME_KEY, name.trim());
+    } catch {
+        // Not kept: asked again next time.
+    }
+}
+
 /** Words for an HTTP status without an error body (a proxy's 502, say). */
 function statusWords(status: number): string {
     if (status === 401) return 'You need a valid access token for this.';
@@ -88,13 +151,13 @@ function statusWords(status: number): string {
 }
 
 /**
- * Calls `path` (an absolute path such as `/api/v1/titles`) with the stored token, sends `body` as
- * JSON, and returns the parsed JSON answer (undefined for an empty one). Throws ApiError with the
+ * Calls `path` (an absolute path such as `/api/v1/titles`) with `credential` (a session key) or
+ * else the stored token, sends `body` as JSON, and returns the parsed JSON answer (undefined for an empty one). Throws ApiError with the
  * server's `error.message` when there is one.
  */
-export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
+export async function api<T>(method: string, path: string, body?: unknown, credential?: string | null): Promise<T> {
     const headers: Record<string, string> = { Accept: 'application/json' };
-    const token = getToken();
+    const token = credential ?? getToken();
     if (token) headers.Authorization = `Bearer ${token}`;
     if (body !== undefined) headers['Content-Type'] = 'application/json';
 

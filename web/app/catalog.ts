@@ -169,7 +169,10 @@ async function launchTitle(titleId: string, card: Card): Promise<void> {
         if (!session || typeof session.id !== 'string' || !session.id) {
             throw new Error('The server did not say which session it created.');
         }
-        window.location.assign(`/play/${encodeURIComponent(session.id)}`);
+        // Without an access token, the owner key is what makes this browser the session's owner:
+        // the player page takes it from the address (never sent to a server) and keeps it.
+        const key = typeof session.owner_key === 'string' && session.owner_key ? `#owner=${encodeURIComponent(session.owner_key)}` : '';
+        window.location.assign(`/play/${encodeURIComponent(session.id)}${key}`);
         // Leave the button disabled: the page is going away.
         return;
     } catch (e) {

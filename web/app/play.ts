@@ -7,12 +7,20 @@
 //   the library reads again whenever it reconnects.
 // - While the user moves, clicks or types over the video, `{"type":"activity"}` goes to the
 //   signalling WebSocket at most once every ACTIVITY_INTERVAL_MS (the session's idle policy).
-// - For tests: `window.pxsPlayer` (state, session, framesDecoded(), activitySent).
+// - Who may see the session: the stored access token, or a session key: the owner key of a
+//   session made without a token (`#owner=<key>`, from the catalog), or a share link's key
+//   (`#key=<key>`). The page takes the key from the address (a fragment: never sent to a server),
+//   keeps it in localStorage (`pxs_key:<session id>`) and removes it from the address bar. A
+//   guest is asked for a name first (kept as `pxs_name`).
+// - Shared sessions (room.ts): the side panel with the people, control, chat and invitations.
+//   The page sends input only while its user has control (the server enforces it anyway).
+// - For tests: `window.pxsPlayer` (state, session, framesDecoded(), activitySent, room).
 // - The library logs warnings and errors only; `?debug=1` in the address, or localStorage
 //   `pxs_debug` = `1`, logs everything (without stacks unless `?debug=1`).
-import { Config, Logger, LogLevel, PixelStreaming, TextParameters } from '@epicgames-ps/lib-pixelstreamingfrontend-ue5.6';
-import { ApiError, api, errorMessage, getToken, type Session, type Title } from './api';
-import { sessionWords } from './words';
+import { Config, Flags, Logger, LogLevel, PixelStreaming, TextParameters } from '@epicgames-ps/lib-pixelstreamingfrontend-ue5.6';
+import { ApiError, api, errorMessage, getName, getSessionKey, getToken, setName, setSessionKey, type Session, type Title } from './api';
+import { Room, type SessionUser } from './room';
+import { endReasonWords, sessionWords } from './words';
 
 const ACTIVITY_INTERVAL_MS = 10_000;
 const EVENTS_RETRY_MIN_MS = 1_000;
@@ -24,6 +32,7 @@ declare global {
             readonly state: string;
             readonly session: Session | null;
             readonly activitySent: number;
+            readonly room: Room | null;
             framesDecoded(): Promise<number>;
         };
     }
@@ -87,6 +96,25 @@ const sessionId = (() => {
     }
 })();
 
+/** A key in the address (`#key=` a guest's, `#owner=` the creator's): kept, then removed. */
+const fromAddress = (() => {
+    const hash = new URLSearchParams(window.location.hash.replace(/^#/, ''));
+    const key = hash.get('key') ?? hash.get('owner');
+    if (!key || !sessionId) return null;
+    setSessionKey(sessionId, key);
+    try {
+        window.history.replaceState(null, '', window.location.pathname + window.location.search);
+    } catch {
+        // The key stays in the address; nothing else changes.
+    }
+    return { key, guest: hash.has('key') };
+})();
+
+/** This page's credential for its session: its key, else null (the stored access token). */
+function credential(): string | null {
+    return fromAddress?.key ?? (sessionId ? getSessionKey(sessionId) : null);
+}
+
 let session: Session | null = null;
 let pageState = 'loading';
 let titleName: string | null = null;
@@ -110,6 +138,12 @@ let stream: Stream | null = null;
 let streamFailure: string | null = null;
 let activitySent = 0;
 let lastActivityAt = -Infinity;
+let room: Room | null = null;
+/** The session's own word that it is ending (`ended` on the signalling socket), before the
+ *  coordinator's event says so. */
+let endingReason: string | null = null;
+/** This user left (a guest's Leave): the stream is closed until Rejoin. */
+let left = false;
 
 window.pxsPlayer = {
     get state() {
@@ -121,14 +155,23 @@ window.pxsPlayer = {
     get activitySent() {
         return activitySent;
     },
+    get room() {
+        return room;
+    },
     framesDecoded
 };
 
+/** Only the owner ends a session for everyone; the others leave it. */
+function isOwner(s: Session | null): boolean {
+    return !s?.role || s.role === 'owner';
+}
+
 /** The End button's words: a queued or scheduled session is left or cancelled, not ended. */
 function endButtonText(s: Session | null): string {
+    if (!isOwner(s)) return left ? 'Rejoin' : 'Leave';
     if (s?.state === 'queued') return 'Leave the line';
     if (s?.state === 'scheduled') return 'Cancel';
-    return 'End session';
+    return 'End session for everyone';
 }
 
 function isFinal(s: Session | null): boolean {
@@ -218,7 +261,11 @@ function render(): void {
             showOverlay({ headline: words, detail: 'This usually takes a few seconds.', spinner: true });
             break;
         case 'ready':
-            if (streamFailure !== null) {
+            if (endingReason !== null) {
+                showOverlay({ headline: `The session is ending: ${endReasonWords(endingReason, null)}.`, spinner: true });
+            } else if (left) {
+                showOverlay({ headline: 'You left the session.', detail: 'The others are still in it.', buttons: [button('Rejoin', rejoin), backLink()] });
+            } else if (streamFailure !== null) {
                 showOverlay({ headline: 'The stream could not start in this browser.', detail: streamFailure, buttons: [backLink()] });
             } else if (!stream) {
                 showOverlay({ headline: `Starting ${titleLabel()}…`, detail: 'Waiting for the stream address.', spinner: true });
@@ -248,6 +295,7 @@ function showFatal(text: string): void {
 }
 
 function applySession(next: Session): void {
+    if (next && typeof next === 'object' && typeof next.state === 'string' && isFinal(next)) room?.stop();
     if (!next || typeof next !== 'object' || typeof next.state !== 'string') return;
     if (sessionId && next.id && next.id !== sessionId) return;
     // Ended and failed are final: a late or replayed event cannot bring the session back.
@@ -282,9 +330,13 @@ function closeEvents(): void {
 function openEvents(): void {
     if (!sessionId || isFinal(session)) return;
     closeEvents();
-    const token = getToken();
-    const url =
-        `/api/v1/sessions/${encodeURIComponent(sessionId)}/events` + (token ? `?token=${encodeURIComponent(token)}` : '');
+    const query = new URLSearchParams();
+    const token = credential() ?? getToken();
+    if (token) query.set('token', token);
+    const name = getName();
+    if (name) query.set('name', name);
+    const qs = query.toString();
+    const url = `/api/v1/sessions/${encodeURIComponent(sessionId)}/events` + (qs ? `?${qs}` : '');
     const source = new EventSource(url);
     events = source;
     source.addEventListener('session', (event) => {
@@ -320,12 +372,17 @@ function openEvents(): void {
 async function diagnose(): Promise<void> {
     if (!sessionId) return;
     try {
-        const current = await api<Session>('GET', `/api/v1/sessions/${encodeURIComponent(sessionId)}`);
+        const current = await api<Session>('GET', `/api/v1/sessions/${encodeURIComponent(sessionId)}`, undefined, credential());
         applySession(current);
         if (!isFinal(session)) scheduleEventsRetry();
     } catch (e) {
         if (e instanceof ApiError && e.status >= 400 && e.status < 500 && e.status !== 408 && e.status !== 429) {
-            const hint = e.status === 401 || e.status === 403 ? ' (Is the right access token stored on the titles page?)' : '';
+            const hint =
+                e.status === 404 && !credential()
+                    ? ' To join someone else\'s session, open the invitation link they sent you.'
+                    : e.status === 401 || e.status === 403
+                      ? ' (Is the right access token stored on the titles page?)'
+                      : '';
             showFatal(`This session cannot be shown: ${e.message}${hint}`);
             return;
         }
@@ -366,7 +423,12 @@ function startStream(joinUrl: string): void {
                 AutoConnect: true,
                 AutoPlayVideo: true,
                 StartVideoMuted: true,
-                HoveringMouse: true
+                HoveringMouse: true,
+                // Input goes on once this user has control (see Room).
+                [Flags.MouseInput]: false,
+                [Flags.KeyboardInput]: false,
+                [Flags.TouchInput]: false,
+                [Flags.GamepadInput]: false
             },
             useUrlParams: false
         });
@@ -439,7 +501,89 @@ function startStream(joinUrl: string): void {
             buttons: [button('Try again', reconnect), backLink()]
         });
     });
+    listenToRoom(ps);
     startActivityReports();
+}
+
+/** The pxs messages of shared sessions, from the library's signalling connection. */
+function listenToRoom(ps: PixelStreaming): void {
+    if (!sessionId) return;
+    room = new Room({
+        sessionId,
+        send: (message) => {
+            const send = signallingSender();
+            if (!send) return false;
+            send(JSON.stringify(message));
+            return true;
+        },
+        credential,
+        controlChanged: (mine, holder) => setInput(mine, holder),
+        warningChanged: () => {
+            // While a warning shows, the next input is reported at once.
+            lastActivityAt = -Infinity;
+        }
+    });
+    const r = room;
+    let protocol: any;
+    try {
+        protocol = (ps as any).signallingProtocol;
+    } catch {
+        protocol = null;
+    }
+    if (!protocol || typeof protocol.addListener !== 'function') {
+        console.warn('pxs: the library has no signalling protocol to listen to; no side panel');
+        return;
+    }
+    for (const type of ['you', 'users', 'chat', 'chatHistory', 'refused', 'warning', 'warningCleared']) {
+        protocol.addListener(type, (msg: unknown) => {
+            try {
+                r.handle(msg);
+            } catch (e) {
+                console.error(`pxs: handling ${type}`, e);
+            }
+        });
+    }
+    protocol.addListener('ended', (msg: any) => {
+        if (typeof msg?.reason === 'string' && !isFinal(session)) {
+            endingReason = msg.reason;
+            render();
+        }
+    });
+    // A new connection announces its user again.
+    ps.addEventListener('webRtcDisconnected' as any, () => r.reset());
+}
+
+const hintEl = document.getElementById('control-hint') as HTMLElement;
+const hintTextEl = document.getElementById('control-hint-text') as HTMLElement;
+const hintRequest = document.getElementById('control-hint-request') as HTMLButtonElement;
+hintRequest.addEventListener('click', () => {
+    const send = signallingSender();
+    const action = room?.me?.role === 'owner' ? 'take' : 'request';
+    if (send) send(JSON.stringify({ type: 'control', action }));
+});
+
+/** Input to the application only while this user has control; the stage says who has it. */
+function setInput(mine: boolean, holder: SessionUser | null): void {
+    const config = stream?.config;
+    if (config) {
+        for (const flag of [Flags.MouseInput, Flags.KeyboardInput, Flags.TouchInput, Flags.GamepadInput]) {
+            try {
+                if (config.isFlagEnabled(flag) !== mine) config.setFlagEnabled(flag, mine);
+            } catch (e) {
+                console.warn(`pxs: could not set ${flag}`, e);
+            }
+        }
+    }
+    const me = room?.me;
+    hintEl.hidden = mine || !me;
+    if (!mine && me) {
+        const self = room?.users.find((u) => u.playerId === me.playerId);
+        hintTextEl.textContent = holder ? `${holder.name} has control` : 'Nobody has control';
+        hintRequest.hidden = self?.requested === true;
+        hintRequest.textContent = me.role === 'owner' ? 'Take control' : 'Request control';
+        if (self?.requested) hintTextEl.textContent += ' — you asked for it';
+    }
+    document.body.dataset.control = mine ? 'mine' : 'other';
 }
 
 function updateJoinUrl(joinUrl: string): void {
@@ -496,7 +640,7 @@ function signallingSender(): ((text: string) => void) | null {
 }
 
 function userActive(): void {
-    if (!stream || isFinal(session)) return;
+    if (!stream || isFinal(session) || left) return;
     const now = performance.now();
     if (now - lastActivityAt < ACTIVITY_INTERVAL_MS) return;
     const send = signallingSender();
@@ -525,13 +669,33 @@ function startActivityReports(): void {
 // ---------------------------------------------------------------------------------------------
 // Buttons
 
+/** A guest leaves: its stream closes; the session goes on for the others. */
+function leave(): void {
+    left = true;
+    stopStream();
+    room?.reset();
+    hintEl.hidden = true;
+    render();
+}
+
+function rejoin(): void {
+    left = false;
+    render();
+    reconnect();
+}
+
 endButton.addEventListener('click', async () => {
     if (!sessionId) return;
+    if (!isOwner(session)) {
+        if (left) rejoin();
+        else leave();
+        return;
+    }
     endButton.disabled = true;
     endButton.textContent = session?.state === 'queued' || session?.state === 'scheduled' ? 'Cancelling…' : 'Ending…';
     endErrorEl.textContent = '';
     try {
-        const answer = await api<Session | undefined>('DELETE', `/api/v1/sessions/${encodeURIComponent(sessionId)}`);
+        const answer = await api<Session | undefined>('DELETE', `/api/v1/sessions/${encodeURIComponent(sessionId)}`, undefined, credential());
         // The event stream reports the end; an answer with the session says it sooner.
         if (answer && typeof answer === 'object' && 'state' in answer) applySession(answer);
     } catch (e) {
@@ -559,10 +723,42 @@ async function startAgain(b: HTMLButtonElement): Promise<void> {
 
 // ---------------------------------------------------------------------------------------------
 
+/** A guest without a name is asked for one before joining (others see it). */
+function askName(then: () => void): void {
+    const form = document.createElement('form');
+    form.className = 'name-form';
+    const input = document.createElement('input');
+    input.maxLength = 40;
+    input.required = true;
+    input.placeholder = 'Your name';
+    input.autocomplete = 'nickname';
+    input.dataset.testid = 'name-input';
+    input.setAttribute('aria-label', 'Your name');
+    const join = document.createElement('button');
+    join.type = 'submit';
+    join.textContent = 'Join';
+    join.dataset.testid = 'name-join';
+    form.append(input, join);
+    form.addEventListener('submit', (e) => {
+        e.preventDefault();
+        const name = input.value.trim();
+        if (!name) return;
+        setName(name);
+        then();
+    });
+    setPageState('name');
+    showOverlay({ headline: 'You are invited to a session', detail: 'The others see this name.', buttons: [form] });
+    input.focus();
+}
+
 if (sessionId) {
-    setPageState('loading');
-    showOverlay({ headline: 'Loading the session…', spinner: true });
-    openEvents();
+    const start = (): void => {
+        setPageState('loading');
+        showOverlay({ headline: 'Loading the session…', spinner: true });
+        openEvents();
+    };
+    if (fromAddress?.guest && !getName()) askName(start);
+    else start();
 } else {
     showFatal('This address names no session.');
 }

@@ -65,8 +65,12 @@ export function sessionWords(s: Session, titleName: string): string {
         case 'ready':
             return `Playing ${titleName}`;
         case 'ended':
-        case 'failed':
-            return `The session has ended (${endReasonWords(s.end_reason, s.exit_code)})`;
+        case 'failed': {
+            let why = endReasonWords(s.end_reason, s.exit_code);
+            if (s.end_reason === 'stopped' && s.ended_by === 'owner') why = 'its owner ended it';
+            if (s.end_reason === 'stopped' && s.ended_by === 'admin') why = 'an operator ended it';
+            return `The session has ended (${why})`;
+        }
         default:
             return `Session is ${String(s.state)}`;
     }
