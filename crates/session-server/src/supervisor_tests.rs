@@ -87,7 +87,7 @@ impl H {
         self.now.wall += d.as_millis() as u64;
         // Each call acts on one due deadline per session; a warning and a stop may both be due.
         for _ in 0..10 {
-            if !self.sup.poll_timeout().is_some_and(|t| t <= self.now.mono) {
+            if self.sup.poll_timeout().is_none_or(|t| t > self.now.mono) {
                 break;
             }
             self.sup.handle_timeout(self.now);
