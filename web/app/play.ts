@@ -132,6 +132,9 @@ interface Stream {
     joinUrl: string;
     /** What the stage shows over the video while the session is ready; null: the video itself. */
     overlay: Overlay | null;
+    /** The session closed this user out (removed, invitation withdrawn): the library's own
+     *  reconnect attempts, refused by the server, are not shown. */
+    closedOut: boolean;
 }
 let stream: Stream | null = null;
 /** Why the library could not start in this browser, if it could not. */
@@ -243,7 +246,7 @@ function render(): void {
     statusEl.textContent = words;
     titleNameEl.textContent = titleLabel();
     document.title = `${titleLabel()} — pxs`;
-    endButton.hidden = isFinal(s);
+    endButton.hidden = isFinal(s) || stream?.closedOut === true;
     if (!endButton.disabled) endButton.textContent = endButtonText(s);
 
     switch (s.state) {
@@ -438,7 +441,7 @@ function startStream(joinUrl: string): void {
         streamFailure = errorMessage(e);
         return;
     }
-    const s: Stream = { ps, config, joinUrl, overlay: { headline: 'Connecting to the stream…', spinner: true } };
+    const s: Stream = { ps, config, joinUrl, overlay: { headline: 'Connecting to the stream…', spinner: true }, closedOut: false };
     stream = s;
     const stage = (overlay: Overlay | null): void => {
         s.overlay = overlay;
@@ -448,7 +451,7 @@ function startStream(joinUrl: string): void {
     const on = (type: string, handler: (data: any) => void): void => {
         try {
             ps.addEventListener(type as any, (event: any) => {
-                if (stream !== s || isFinal(session)) return;
+                if (stream !== s || isFinal(session) || s.closedOut) return;
                 try {
                     handler(event?.data);
                 } catch (e) {
@@ -481,6 +484,23 @@ function startStream(joinUrl: string): void {
         if (s.overlay !== null) stage({ headline: 'Connecting to the stream…', spinner: true });
     });
     on('webRtcDisconnected', (data) => {
+        const reason = typeof data?.eventString === 'string' ? data.eventString : '';
+        // The session's own refusals (the users core's words, webrtc-session/src/users.rs):
+        // removed by the owner or an invitation withdrawn is final; a full session may have
+        // room later.
+        if (/removed from this session|invitation you joined with was withdrawn/.test(reason)) {
+            stopStream();
+            room?.stop();
+            stage({ headline: reason.replace(/ Reconnecting\.$/, ''), buttons: [backLink()] });
+            s.closedOut = true;
+            endButton.hidden = true;
+            return;
+        }
+        if (/the session is full/.test(reason)) {
+            stopStream();
+            stage({ headline: reason.replace(/ Reconnecting\.$/, ''), detail: 'Try again when someone leaves.', buttons: [button('Try again', reconnect), backLink()] });
+            return;
+        }
         const canClick = data?.allowClickToReconnect !== false;
         if (canClick) {
             stage({
@@ -731,7 +751,7 @@ function askName(then: () => void): void {
     input.maxLength = 40;
     input.required = true;
     input.placeholder = 'Your name';
-    input.autocomplete = 'nickname';
+    input.setAttribute('autocomplete', 'nickname');
     input.dataset.testid = 'name-input';
     input.setAttribute('aria-label', 'Your name');
     const join = document.createElement('button');
