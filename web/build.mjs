@@ -4,21 +4,65 @@
 //   serves / → index.html, /play/<id> → play.html, /assets/<file> → the file; the HTML refers to
 //   /assets/... by absolute path.
 // - the browser test pages under e2e/pages/ into dist/e2e/.
+// A file is written only when its content changed, and files no longer made are removed: the
+// coordinator's build script watches dist/app, so an unchanged build must leave it untouched
+// (else every `scripts/up` would recompile the coordinator).
 // Usage: node build.mjs
 import { build } from 'esbuild';
-import { copyFile, mkdir, readdir, rm } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const webDir = dirname(fileURLToPath(import.meta.url));
 const target = ['chrome110', 'firefox110', 'safari16'];
 
+/** Every file under `dir` (absolute paths); none if it does not exist. */
+async function filesUnder(dir) {
+    let entries;
+    try {
+        entries = await readdir(dir, { withFileTypes: true });
+    } catch {
+        return [];
+    }
+    const out = [];
+    for (const e of entries) {
+        const path = join(dir, e.name);
+        if (e.isDirectory()) out.push(...(await filesUnder(path)));
+        else out.push(path);
+    }
+    return out;
+}
+
+/**
+ * Makes `dir` hold exactly `files` (absolute path → contents): writes those that differ, removes
+ * the others. Returns how many files it wrote or removed.
+ */
+async function sync(dir, files) {
+    let changed = 0;
+    for (const [path, contents] of files) {
+        const bytes = Buffer.from(contents);
+        const old = await readFile(path).catch(() => null);
+        if (old && Buffer.compare(old, bytes) === 0) continue;
+        await mkdir(dirname(path), { recursive: true });
+        await writeFile(path, bytes);
+        changed += 1;
+    }
+    for (const path of await filesUnder(dir)) {
+        if (!files.has(path)) {
+            await rm(path, { force: true });
+            changed += 1;
+        }
+    }
+    return changed;
+}
+
+/** esbuild's output files, in memory, as path → contents. */
+const outputs = (result) => new Map(result.outputFiles.map((f) => [f.path, f.contents]));
+
 // ---- the web pages
 const appDir = join(webDir, 'app');
 const appOut = join(webDir, 'dist', 'app');
-await rm(appOut, { recursive: true, force: true });
-await mkdir(join(appOut, 'assets'), { recursive: true });
-await build({
+const app = await build({
     entryPoints: {
         catalog: join(appDir, 'catalog.ts'),
         play: join(appDir, 'play.ts'),
@@ -31,12 +75,15 @@ await build({
     target,
     minify: true,
     sourcemap: true,
-    logLevel: 'warning'
+    logLevel: 'warning',
+    write: false
 });
+const appFiles = outputs(app);
 for (const html of ['index.html', 'play.html']) {
-    await copyFile(join(appDir, html), join(appOut, html));
+    appFiles.set(join(appOut, html), await readFile(join(appDir, html)));
 }
-console.log(`built ${join('dist', 'app')}`);
+const appChanged = await sync(appOut, appFiles);
+console.log(`built ${relative(webDir, appOut)} (${appChanged ? `${appChanged} files changed` : 'unchanged'})`);
 
 // ---- the e2e test pages
 const pagesDir = join(webDir, 'e2e', 'pages');
@@ -49,9 +96,7 @@ const pages = (await readdir(pagesDir, { withFileTypes: true }))
 for (const page of pages) {
     const srcDir = join(pagesDir, page);
     const outDir = join(outRoot, page);
-    await rm(outDir, { recursive: true, force: true });
-    await mkdir(outDir, { recursive: true });
-    await build({
+    const result = await build({
         entryPoints: [join(srcDir, 'main.ts')],
         outfile: join(outDir, 'main.js'),
         bundle: true,
@@ -60,7 +105,10 @@ for (const page of pages) {
         target: ['chrome110'],
         sourcemap: true,
         logLevel: 'warning',
+        write: false
     });
-    await copyFile(join(srcDir, 'index.html'), join(outDir, 'index.html'));
-    console.log(`built ${join('dist', 'e2e', page)}`);
+    const files = outputs(result);
+    files.set(join(outDir, 'index.html'), await readFile(join(srcDir, 'index.html')));
+    await sync(outDir, files);
+    console.log(`built ${relative(webDir, outDir)}`);
 }
