@@ -7,7 +7,7 @@ use crate::auth::{Access, Caller, Refusal, TokenKind};
 use crate::engine::Engine;
 use crate::error::{ApiError, Kind};
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Path, Query, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -121,6 +121,10 @@ async fn body<T: DeserializeOwned>(engine: &Engine, req: Request) -> Result<T, A
         } else {
             format!("the body is not valid JSON: {detail}")
         }));
+    }
+    // Every body is an object: serde would also fill a struct from an array of its fields.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
     }
     let mut de = serde_json::Deserializer::from_slice(&bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -407,12 +411,31 @@ pub(crate) async fn list_sessions(
     }))
 }
 
+/// The display name of `?name=` in `query`, checked (`rules::display_name`); other parameters
+/// are left to whoever reads them (`?token=` on the event stream).
+pub(crate) fn name_param(query: Option<&str>) -> ApiResult<Option<String>> {
+    let Some(q) = query else {
+        return Ok(None);
+    };
+    let mut names = form_urlencoded::parse(q.as_bytes()).filter(|(k, _)| k == "name");
+    let Some((_, first)) = names.next() else {
+        return Ok(None);
+    };
+    if names.next().is_some() {
+        return Err(ApiError::bad_request("name: give it once"));
+    }
+    crate::rules::display_name(&first).map(Some)
+}
+
 pub(crate) async fn get_session(
     State(engine): E,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> ApiResult<Json<api::Session>> {
-    Ok(Json(engine.session(&caller, &session_id(&id)?).await?))
+    let id = session_id(&id)?;
+    let name = name_param(query.as_deref())?;
+    Ok(Json(engine.session(&caller, &id, name.as_deref()).await?))
 }
 
 pub(crate) async fn delete_session(
@@ -427,4 +450,146 @@ pub(crate) async fn delete_session(
         StatusCode::ACCEPTED
     };
     Ok((status, Json(s)).into_response())
+}
+
+/// Where browsers reach this coordinator's pages: the configured `public_url`, else
+/// `http://<Host>` of the request (a plain `host[:port]`, else 400).
+fn public_base(engine: &Engine, headers: &HeaderMap) -> ApiResult<String> {
+    if let Some(u) = &engine.config.public_url {
+        return Ok(u.clone());
+    }
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| valid_host(h))
+        .map(|h| format!("http://{h}"))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "the Host header is missing or not a host name with an optional port; \
+                 send one, or set public_url in the coordinator's configuration",
+            )
+        })
+}
+
+/// `host[:port]`: a DNS name, an IPv4 address or a bracketed IPv6 address, and digits after
+/// the colon. Nothing that could change the meaning of a URL made from it (`@`, `/`, `#`, ...).
+fn valid_host(h: &str) -> bool {
+    if h.is_empty() || h.len() > 255 {
+        return false;
+    }
+    let (host, port) = match h.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && (!host.contains(':') || host.ends_with(']')) => {
+            (host, Some(port))
+        }
+        _ => (h, None),
+    };
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    let host_ok = match host.strip_prefix('[').and_then(|v| v.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        }
+    };
+    port_ok && host_ok
+}
+
+pub(crate) async fn create_link(
+    State(engine): E,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    let id = session_id(&id)?;
+    // Who asks comes before what they send.
+    engine.check_link_owner(&caller, &id).await?;
+    let base = public_base(&engine, req.headers())?;
+    let new: api::NewLink = body(&engine, req).await?;
+    let link = engine.create_link(&caller, &id, &new, &base).await?;
+    Ok((StatusCode::CREATED, Json(link)).into_response())
+}
+
+pub(crate) async fn list_links(
+    State(engine): E,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<List<api::Link>>> {
+    let id = session_id(&id)?;
+    Ok(Json(List {
+        items: engine.links(&caller, &id).await?,
+    }))
+}
+
+pub(crate) async fn revoke_link(
+    State(engine): E,
+    Extension(caller): Extension<Caller>,
+    Path((id, link_id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let id = session_id(&id)?;
+    engine.revoke_link(&caller, &id, &link_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_headers_make_safe_urls() {
+        for ok in [
+            "localhost",
+            "127.0.0.1:8080",
+            "pxs.example.org",
+            "[::1]:8080",
+            "[2001:db8::1]",
+            "a-b.c:1",
+        ] {
+            assert!(valid_host(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ":8080",
+            "a:",
+            "a:b",
+            "a:123456",
+            "user@evil.example",
+            "evil.example/x",
+            "evil.example#",
+            "a b",
+            "::1",
+            "[::1",
+            "[nothost]:80",
+            "exa\u{e9}mple.org",
+        ] {
+            assert!(!valid_host(bad), "{bad}");
+        }
+        assert!(!valid_host(&"a".repeat(256)));
+    }
+
+    #[test]
+    fn names_come_from_the_query_once_and_checked() {
+        assert_eq!(name_param(None).unwrap(), None);
+        assert_eq!(name_param(Some("token=x")).unwrap(), None);
+        assert_eq!(
+            name_param(Some("token=x&name=%20Ada%20"))
+                .unwrap()
+                .as_deref(),
+            Some("Ada")
+        );
+        assert_eq!(
+            name_param(Some("name=A+B")).unwrap().as_deref(),
+            Some("A B")
+        );
+        for bad in [
+            "name=",
+            "name=%07",
+            "name=a&name=b",
+            &format!("name={}", "x".repeat(41)),
+        ] {
+            assert!(name_param(Some(bad)).is_err(), "{bad}");
+        }
+    }
 }

@@ -129,6 +129,10 @@ async fn run(engine: Arc<Engine>, socket: WebSocket, token: (String, Option<Node
             // Not fatal: the node keeps what it had; an admin's next drain or resume tells it.
             warn!(error = ?e, "node link: could not tell the node its drain");
         }
+        if let Err(e) = engine.tell_revoked_links(&node).await {
+            // The revocations stay stored: the node's next hello tells them.
+            warn!(error = ?e, "node link: could not tell the node its revoked share links");
+        }
         // Writes what the engine sends, then the close frame with the reason the link ended.
         let (stop_tx, mut stop_rx) = oneshot::channel::<(u16, &'static str)>();
         let writer = tokio::spawn(async move {

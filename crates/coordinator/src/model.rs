@@ -112,6 +112,8 @@ pub struct SessionRow {
     /// The key that signs this session's player tokens; shared with its node only.
     pub player_key: String,
     pub owner: crate::auth::Owner,
+    /// Who ended it through the API (`DELETE`), if anyone did.
+    pub ended_by: Option<crate::auth::EndedBy>,
     pub settings: SessionSettings,
     pub updated_at: Millis,
 }
@@ -154,6 +156,7 @@ impl SessionRow {
             // Derived from the session secret, not stored (`Engine::session_key`).
             player_key: String::new(),
             owner,
+            ended_by: None,
             settings: SessionSettings {
                 max_players: title.max_players,
                 idle_timeout: title.idle_timeout,
@@ -485,6 +488,7 @@ mod tests {
             player_url: None,
             player_key: "k".into(),
             owner: crate::auth::Owner::Token("x".into()),
+            ended_by: None,
             settings: SessionSettings::default(),
             updated_at: 0,
         }

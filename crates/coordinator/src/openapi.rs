@@ -97,12 +97,18 @@ fn request_schema(method: &str, path: &str) -> Option<&'static str> {
         ("post", "/api/v1/node-tokens") => Some("NewNodeToken"),
         ("post", "/api/v1/tokens") => Some("NewApiToken"),
         ("post", "/api/v1/nodes/{id}/drain") => Some("NodeDrain"),
+        ("post", "/api/v1/sessions/{id}/links") => Some("NewLink"),
         _ => None,
     }
 }
 
 fn responses(method: &str, path: &str) -> Value {
     let ok = match (method, path) {
+        ("post", "/api/v1/sessions/{id}/links") => json!({"201": body("CreatedLink")}),
+        ("get", "/api/v1/sessions/{id}/links") => json!({"200": body("LinkList")}),
+        ("delete", "/api/v1/sessions/{id}/links/{link_id}") => {
+            json!({"204": {"description": "revoked"}})
+        }
         ("post", "/api/v1/titles") => json!({"201": body("Title")}),
         ("post", "/api/v1/sessions") => json!({"201": body("Session")}),
         ("post", p) if p.ends_with("-tokens") || p.ends_with("/tokens") => {
@@ -180,7 +186,10 @@ fn schemas() -> Value {
         "Session": obj(&["id", "title_id", "state", "created_at"], json!({
             "id": s, "title_id": s, "node_id": ns, "state": states, "queue_position": nn,
             "created_at": s, "start_at": ns, "duration": nn, "ready_at": ns, "ended_at": ns,
-            "end_reason": end_reason, "exit_code": {"type": ["integer", "null"]}, "join_url": ns
+            "end_reason": end_reason, "exit_code": {"type": ["integer", "null"]}, "join_url": ns,
+            "role": {"type": ["string", "null"], "enum": ["owner", "controller", "viewer", null]},
+            "ended_by": {"type": ["string", "null"], "enum": ["owner", "admin", null]},
+            "owner_key": s
         })),
         "SessionList": list("Session"),
         "NewSession": obj(&["title_id"], json!({"title_id": s, "start_at": s, "duration": {"type": "integer", "minimum": 1}})),
@@ -195,6 +204,19 @@ fn schemas() -> Value {
             "deadline": {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "format": "date-time"}]}
         })),
         "NodeList": list("Node"),
+        "NewLink": obj(&["role"], json!({
+            "role": {"type": "string", "enum": ["viewer", "controller"]},
+            "expires_in": {"type": "integer", "minimum": 60, "maximum": 2_592_000}
+        })),
+        "Link": obj(&["id", "role", "created_at"], json!({
+            "id": s, "role": {"type": "string", "enum": ["viewer", "controller"]},
+            "created_at": s, "expires_at": ns, "revoked_at": ns
+        })),
+        "LinkList": list("Link"),
+        "CreatedLink": obj(&["id", "role", "created_at", "url"], json!({
+            "id": s, "role": {"type": "string", "enum": ["viewer", "controller"]},
+            "created_at": s, "expires_at": ns, "url": s, "join_url": ns
+        })),
         "NewNodeToken": obj(&["name"], json!({"name": s, "node": s})),
         "NewApiToken": obj(&["name", "role"], json!({"name": s, "role": {"type": "string", "enum": ["user", "admin"]}})),
         "TokenInfo": obj(&["id", "name", "created_at"], json!({"id": s, "name": s, "role": s, "node": s, "created_at": s})),

@@ -247,6 +247,27 @@ pub static ROUTES: &[Route] = &[
         "The session's changes (SSE)",
         |m| on(m, sse::session_events),
     )),
+    route(
+        Get,
+        "/api/v1/sessions/{id}/links",
+        Anyone,
+        "The session's share links, newest first (its owner; never their secrets)",
+        |m| on(m, api::list_links),
+    ),
+    route(
+        Post,
+        "/api/v1/sessions/{id}/links",
+        Anyone,
+        "Make a share link of the session (its owner; the key is shown once)",
+        |m| on(m, api::create_link),
+    ),
+    route(
+        Delete,
+        "/api/v1/sessions/{id}/links/{link_id}",
+        Anyone,
+        "Revoke a share link (its owner); players who joined with it are closed",
+        |m| on(m, api::revoke_link),
+    ),
     stream(route(
         Get,
         "/api/v1/events",

@@ -89,6 +89,53 @@ pub fn anonymous_quota(live: i64, limit: u32) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A share link lives this long unless its owner asks otherwise (a day).
+pub const LINK_LIFETIME_DEFAULT_S: u64 = 24 * 3600;
+/// The shortest and longest life a share link may be given (a minute, 30 days).
+pub const LINK_LIFETIME_S: std::ops::RangeInclusive<u64> = 60..=30 * 24 * 3600;
+/// Share links a session may have that are not revoked.
+pub const MAX_LINKS: i64 = 100;
+/// The longest display name a join URL may carry, in characters.
+pub const MAX_NAME_CHARS: usize = 40;
+
+/// How long a new share link lives, in seconds: `expires_in` as asked, or a day.
+pub fn link_lifetime(expires_in: Option<u64>) -> Result<u64, ApiError> {
+    let s = expires_in.unwrap_or(LINK_LIFETIME_DEFAULT_S);
+    if !LINK_LIFETIME_S.contains(&s) {
+        return Err(ApiError::bad_request(format!(
+            "expires_in: from {} to {} seconds (30 days)",
+            LINK_LIFETIME_S.start(),
+            LINK_LIFETIME_S.end()
+        )));
+    }
+    Ok(s)
+}
+
+/// A session with `open` share links not revoked may have another one.
+pub fn link_quota(open: i64) -> Result<(), ApiError> {
+    if open >= MAX_LINKS {
+        return Err(ApiError::conflict(format!(
+            "this session has {MAX_LINKS} share links already; revoke one to make another"
+        )));
+    }
+    Ok(())
+}
+
+/// The display name a join URL carries, from `?name=`: control characters removed, surrounding
+/// space trimmed, then 1 to 40 characters.
+pub fn display_name(raw: &str) -> Result<String, ApiError> {
+    let name: String = raw.chars().filter(|c| !c.is_control()).collect();
+    let name = name.trim();
+    let n = name.chars().count();
+    if n == 0 || n > MAX_NAME_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "name: 1 to {MAX_NAME_CHARS} characters, without control characters \
+             (this one has {n} after trimming)"
+        )));
+    }
+    Ok(name.to_owned())
+}
+
 /// The drain deadline an admin asked for, in ms: seconds from now or an RFC 3339 time.
 pub fn drain_deadline(
     d: Option<&api::DrainDeadline>,
@@ -383,6 +430,38 @@ pub fn parse_rfc3339(s: &str) -> Option<Millis> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn share_links_live_a_minute_to_30_days() {
+        assert_eq!(link_lifetime(None).unwrap(), 86_400);
+        assert_eq!(link_lifetime(Some(60)).unwrap(), 60);
+        assert_eq!(link_lifetime(Some(2_592_000)).unwrap(), 2_592_000);
+        for bad in [0, 59, 2_592_001, u64::MAX] {
+            let e = link_lifetime(Some(bad)).unwrap_err();
+            assert_eq!(e.kind, Kind::BadRequest, "{bad}");
+            assert!(e.message.contains("expires_in"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn a_session_has_at_most_100_open_links() {
+        assert!(link_quota(99).is_ok());
+        let e = link_quota(100).unwrap_err();
+        assert_eq!(e.kind, Kind::Conflict);
+        assert!(e.message.contains("100"), "{}", e.message);
+    }
+
+    #[test]
+    fn display_names_are_trimmed_cleaned_and_bounded() {
+        assert_eq!(display_name("  Ada ").unwrap(), "Ada");
+        assert_eq!(display_name("A\u{0}d\ta\n").unwrap(), "Ada");
+        assert_eq!(display_name(&"é".repeat(40)).unwrap(), "é".repeat(40));
+        for bad in ["", "   ", "\u{7}\u{1b}", &"x".repeat(41)] {
+            let e = display_name(bad).unwrap_err();
+            assert_eq!(e.kind, Kind::BadRequest, "{bad:?}");
+            assert!(e.message.starts_with("name:"), "{}", e.message);
+        }
+    }
     use crate::auth::Owner;
     use crate::model::Desired;
     use proptest::prelude::*;

@@ -1,11 +1,11 @@
 //! The event streams (server-sent events): one session's changes for whoever may see it, and
 //! every change for admins. The caller is checked by the route table before a stream starts.
 
-use crate::api::{ApiResult, E, session_id};
+use crate::api::{ApiResult, E, name_param, session_id};
 use crate::auth::Caller;
 use crate::engine::{Change, Engine};
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
@@ -24,12 +24,14 @@ pub(crate) async fn session_events(
     State(engine): E,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
     let id = session_id(&id)?;
+    let name = name_param(query.as_deref())?;
     // Checks access (and existence) before the stream starts.
-    let first = engine.session(&caller, &id).await?;
+    let first = engine.session(&caller, &id, name.as_deref()).await?;
     let rx = engine.subscribe();
-    let stream = session_stream(engine, caller, id, first, rx);
+    let stream = session_stream(engine, caller, name, id, first, rx);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
@@ -38,6 +40,8 @@ pub(crate) async fn session_events(
 struct Watch {
     engine: Arc<Engine>,
     caller: Caller,
+    /// The name its join URLs carry (`?name=`).
+    name: Option<String>,
     id: SessionId,
     rx: broadcast::Receiver<Change>,
     /// The last view sent, without its join URL (which changes at each read).
@@ -63,6 +67,7 @@ fn session_event(s: &api::Session) -> Event {
 fn session_stream(
     engine: Arc<Engine>,
     caller: Caller,
+    name: Option<String>,
     id: SessionId,
     first: api::Session,
     rx: broadcast::Receiver<Change>,
@@ -70,6 +75,7 @@ fn session_stream(
     let w = Watch {
         engine,
         caller,
+        name,
         id,
         rx,
         last: None,
@@ -99,7 +105,11 @@ fn session_stream(
                 _ = tokio::time::sleep(POLL) => true,
             };
             if reread {
-                match w.engine.session(&w.caller, &w.id).await {
+                // A stream opened with a share link ends when the link is revoked or expires.
+                if !w.engine.key_still_valid(&w.caller).await.unwrap_or(true) {
+                    return None;
+                }
+                match w.engine.session(&w.caller, &w.id, w.name.as_deref()).await {
                     Ok(s) => w.pending = Some(s),
                     Err(_) => return None,
                 }
@@ -122,7 +132,7 @@ pub(crate) async fn all_events(State(engine): E) -> ApiResult<Response> {
             };
             let admin = Caller::internal_admin();
             let event = match change {
-                Change::Session(id) => match engine.session(&admin, &id).await {
+                Change::Session(id) => match engine.session(&admin, &id, None).await {
                     Ok(s) => session_event(&s),
                     Err(_) => continue,
                 },

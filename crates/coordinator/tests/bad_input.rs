@@ -25,6 +25,8 @@ struct World {
     node: Arc<FakeNode>,
     beat: tokio::task::JoinHandle<()>,
     user: String,
+    /// The running session.
+    running: pxs_protocol::node::SessionId,
 }
 
 impl World {
@@ -67,6 +69,7 @@ impl World {
             node,
             beat,
             user,
+            running: running.id,
         }
     }
 
@@ -78,7 +81,7 @@ impl World {
 
     /// Everything a bad request could have changed, as admins see it: titles, sessions (without
     /// their join URLs, fresh at each read), nodes (without their last heartbeat) and how many
-    /// tokens exist.
+    /// tokens and session keys (owner keys, share links) exist.
     async fn snapshot(&self) -> Value {
         let c = &self.coord;
         let (s, titles) = c.admin("GET", "/api/v1/titles", None).await;
@@ -95,7 +98,7 @@ impl World {
         }
         let pool = c.engine().store.pool();
         let mut counts = Vec::new();
-        for table in ["api_tokens", "node_tokens"] {
+        for table in ["api_tokens", "node_tokens", "session_keys"] {
             let n: i64 = sqlx::Row::try_get(
                 &sqlx::query(sqlx::AssertSqlSafe(format!(
                     "SELECT COUNT(*) AS n FROM {table}"
@@ -514,6 +517,11 @@ async fn bad_bodies_are_refused(backend: Backend) {
         r#"{"name":"x","role":"user"}"#,
     ));
     cases.extend(body_cases("POST", "/api/v1/node-tokens", r#"{"name":"x"}"#));
+    cases.extend(body_cases(
+        "POST",
+        &format!("/api/v1/sessions/{}/links", w.running),
+        r#"{"role":"viewer"}"#,
+    ));
     w.check_all(&cases).await;
     w.finish().await;
 }

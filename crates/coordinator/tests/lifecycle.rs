@@ -1,6 +1,7 @@
-//! A session's whole life with a real session server and `pxs streamer`: create → ready → the
-//! join URL admits a player (and a tampered one does not) → delete → ended; the event stream
-//! tells each step. On SQLite, and on PostgreSQL when configured.
+//! A session's whole life with a real session server and `pxs streamer`: create (anonymously,
+//! with the owner key that comes back) → ready → the join URL admits a player (and a tampered
+//! one does not) → delete with the owner key → ended; the event stream tells each step. On
+//! SQLite, and on PostgreSQL when configured.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -38,11 +39,20 @@ async fn story(backend: Backend) {
     let created: pxs_protocol::api::Session = serde_json::from_value(v).unwrap();
     assert_eq!(created.state, SessionState::Starting);
     assert_eq!(created.node_id.as_ref().map(|n| n.as_str()), Some("n1"));
+    // The visitor's credential for this session, shown this once.
+    let key = created
+        .owner_key
+        .clone()
+        .expect("an anonymous session has an owner key");
 
-    // The event stream, opened by the same anonymous visitor (the id is the capability).
+    // The event stream, opened by the same anonymous visitor with its owner key (`?token=`,
+    // as a browser's EventSource sends it).
     let mut events = coord
         .http
-        .get(coord.url(&format!("/api/v1/sessions/{}/events", created.id)))
+        .get(coord.url(&format!(
+            "/api/v1/sessions/{}/events?token={key}",
+            created.id
+        )))
         .send()
         .await
         .unwrap()
@@ -81,18 +91,20 @@ async fn story(backend: Backend) {
         .call(
             "DELETE",
             &format!("/api/v1/sessions/{}", created.id),
-            None,
+            Some(&key),
             None,
         )
         .await;
     assert_eq!(status, 202, "{v}");
+    assert_eq!(v["ended_by"], "owner", "{v}");
     let ended = coord
         .wait_state(&created.id, SessionState::Ended, Duration::from_secs(20))
         .await;
     assert_eq!(ended.end_reason.map(|r| r.as_str()), Some("stopped"));
     assert!(ended.join_url.is_none());
 
-    // The stream said starting, ready, ended, in that order, and then ended itself.
+    // The stream said starting, ready, ended, in that order (ready perhaps twice: once more
+    // when the owner asked for the end, with `ended_by`), and then ended itself.
     let mut text = String::new();
     let read = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(chunk) = events.next().await {
@@ -104,17 +116,26 @@ async fn story(backend: Backend) {
         read.is_ok(),
         "the stream did not end after the session did: {text}"
     );
-    let states: Vec<String> = text
+    let seen: Vec<(String, Option<String>)> = text
         .lines()
         .filter_map(|l| l.strip_prefix("data:"))
         .map(|d| {
-            serde_json::from_str::<serde_json::Value>(d.trim()).unwrap()["state"]
-                .as_str()
-                .unwrap()
-                .to_owned()
+            let v = serde_json::from_str::<serde_json::Value>(d.trim()).unwrap();
+            (
+                v["state"].as_str().unwrap().to_owned(),
+                v["ended_by"].as_str().map(str::to_owned),
+            )
         })
         .collect();
+    let mut states: Vec<&str> = seen.iter().map(|(s, _)| s.as_str()).collect();
+    states.dedup();
     assert_eq!(states, ["starting", "ready", "ended"], "{text}");
+    assert_eq!(seen[0].1, None, "{text}");
+    assert_eq!(
+        seen.last().unwrap().1.as_deref(),
+        Some("owner"),
+        "the end says who: {text}"
+    );
 
     // Still the same after a restart of the coordinator: the row is in the database.
     let mut coord = coord;

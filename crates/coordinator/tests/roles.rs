@@ -1,7 +1,7 @@
 //! Who may call what: every endpoint of `routes::ROUTES` called anonymously, with a garbage token,
 //! with a user token and with an admin token, and the answer checked against the route's
 //! `Access`; then what each caller may see (private titles, other users' sessions, anonymous
-//! sessions by id) and the event streams' `?token=`. On SQLite, and on PostgreSQL when
+//! sessions only with their owner key) and the event streams' `?token=`. On SQLite, and on PostgreSQL when
 //! configured.
 #![allow(clippy::unwrap_used)]
 
@@ -103,10 +103,12 @@ struct World {
 impl World {
     async fn new(backend: &Backend, name: &str) -> World {
         let db = fresh_database(backend, name).await;
-        let coord = Coord::start(&db, FAST_TIMING).await;
+        // The table test makes an anonymous session for each route that needs a fresh one.
+        let toml = format!("{FAST_TIMING}[anonymous]\nmax_sessions_per_address = 100\n");
+        let coord = Coord::start(&db, &toml).await;
         coord.title("t1", "demo", json!({})).await;
         // Heartbeats keep the node online for as long as the story takes.
-        let (node, beat) = online_fake_node(&coord, "n1", "demo", 16).await;
+        let (node, beat) = online_fake_node(&coord, "n1", "demo", 32).await;
         let user = mint(&coord, "user", "u").await;
         let user2 = mint(&coord, "user", "u2").await;
         World {
@@ -133,6 +135,59 @@ impl World {
             a.body
         );
         serde_json::from_value(a.body).unwrap()
+    }
+
+    /// A session made by `who`, and the bearer to reach it with: the token, or for an anonymous
+    /// caller the owner key that came back.
+    async fn own_session(&self, who: As<'_>, title: &str) -> (api::Session, String) {
+        let s = self.create_session(who, title).await;
+        let bearer = match who {
+            As::Bearer(t) => {
+                assert_eq!(s.owner_key, None, "a signed-in creator got an owner key");
+                t.to_owned()
+            }
+            _ => s
+                .owner_key
+                .clone()
+                .expect("an anonymous creator gets an owner key"),
+        };
+        (s, bearer)
+    }
+
+    /// A share link of session `id` made by the admin; returns its id.
+    async fn link(&self, id: &SessionId) -> String {
+        let (st, v) = self
+            .coord
+            .admin(
+                "POST",
+                &format!("/api/v1/sessions/{id}/links"),
+                Some(json!({"role": "viewer"})),
+            )
+            .await;
+        assert_eq!(st, 201, "{v}");
+        v["id"].as_str().unwrap().to_owned()
+    }
+
+    /// The session and link a request of `who` to `method route` names: `mine`, or a fresh
+    /// session of `who` where the call ends it; a fresh link where the route names one.
+    async fn target(
+        &self,
+        who: As<'_>,
+        mine: &api::Session,
+        route: &str,
+        method: &str,
+    ) -> (api::Session, String) {
+        let s = if route == "/api/v1/sessions/{id}" && method == "delete" {
+            self.own_session(who, "t1").await.0
+        } else {
+            mine.clone()
+        };
+        let link = if route.contains("{link_id}") {
+            self.link(&s.id).await
+        } else {
+            "lnk_none".to_owned()
+        };
+        (s, link)
     }
 
     async fn finish(mut self) {
@@ -178,12 +233,13 @@ async fn revocable(coord: &Coord, route: &str, tag: &str) -> Option<String> {
 }
 
 /// The request that exercises `(method, route)` for caller `tag`: the route with real ids in
-/// place of `{id}`, and a valid body where the endpoint takes one, so an allowed caller
-/// succeeds.
+/// place of `{id}` (`session` for sessions) and `{link_id}`, and a valid body where the endpoint
+/// takes one, so an allowed caller succeeds.
 fn request_for(
     method: &str,
     route: &str,
     session: &SessionId,
+    link: &str,
     tag: &str,
 ) -> (String, Option<Value>) {
     let id = if route.starts_with("/api/v1/titles/") {
@@ -194,7 +250,10 @@ fn request_for(
     } else {
         session.to_string()
     };
-    let path = route.replace("{id}", &id).replace("{*path}", "app.css");
+    let path = route
+        .replace("{id}", &id)
+        .replace("{link_id}", link)
+        .replace("{*path}", "app.css");
     let body = match (method, route) {
         ("post", "/api/v1/titles") => Some(json!({
             "id": format!("new-{tag}"), "name": "new", "application_id": "demo"
@@ -203,22 +262,30 @@ fn request_for(
         ("post", "/api/v1/node-tokens") => Some(json!({"name": format!("node of {tag}")})),
         ("post", "/api/v1/tokens") => Some(json!({"name": format!("of {tag}"), "role": "user"})),
         ("post", "/api/v1/sessions") => Some(json!({"title_id": "t1"})),
+        ("post", "/api/v1/sessions/{id}/links") => Some(json!({"role": "viewer"})),
         _ => None,
     };
     (path, body)
 }
 
-/// Every route of the table, as each kind of caller.
+/// A path about one session (`/api/v1/sessions/{id}…`): for a session's owner and admins.
+fn about_a_session(route: &str) -> bool {
+    route.starts_with("/api/v1/sessions/{id}")
+}
+
+/// Every route of the table, as each kind of caller. The routes about one session are called on
+/// a session of the caller's own (an anonymous caller with the owner key its session came with),
+/// a fresh one where the call ends it; without its key an anonymous caller finds none.
 async fn every_route_checks_its_role(backend: Backend) {
     let w = World::new(&backend, "roles-table").await;
     let c = &w.coord;
     c.title("gone", "demo", json!({})).await;
-    // An anonymous user's session: reachable by whoever knows its id, so every caller may use
-    // the `sessions/{id}` routes on it.
-    let s = w.create_session(As::Anonymous, "t1").await;
+    let (anon_s, anon_key) = w.own_session(As::Anonymous, "t1").await;
+    let (user_s, _) = w.own_session(As::Bearer(&w.user), "t1").await;
     let admin2 = mint(c, "admin", "a2").await;
     assert!(admin2.starts_with("pxs_adm_"), "{admin2}");
     assert!(w.user.starts_with("pxs_usr_"), "{}", w.user);
+    assert!(anon_key.starts_with("pxs_key_"), "{anon_key}");
 
     let mut checked = 0;
     for r in ROUTES {
@@ -229,16 +296,41 @@ async fn every_route_checks_its_role(backend: Backend) {
             continue; // a WebSocket with node tokens: `the_node_link_takes_node_tokens_only`
         }
 
-        // Anonymous.
-        let (mut path, body) = request_for(method, route, &s.id, "anon");
+        // Anonymous, without a key: nothing about a session is theirs to see.
+        let (s, link) = w.target(As::Anonymous, &anon_s, route, method).await;
+        let (mut path, body) = request_for(method, route, &s.id, &link, "anon");
         if let Some(id) = revocable(c, route, "anon").await {
             path = route.replace("{id}", &id);
         }
-        let a = send(c, &upper, &path, As::Anonymous, body).await;
+        let a = send(c, &upper, &path, As::Anonymous, body.clone()).await;
         match access {
             Access::Admin | Access::User => {
                 assert_eq!(a.status, 401, "{}: {}", what("anonymous"), a.body);
                 assert_error(&a, "unauthorized", &what("anonymous"));
+            }
+            Access::Anyone if about_a_session(route) => {
+                assert_eq!(
+                    a.status,
+                    404,
+                    "{}: {}",
+                    what("anonymous without the key"),
+                    a.body
+                );
+                assert_error(&a, "not_found", &what("anonymous without the key"));
+                // With the owner key the session came with, the same anonymous visitor may.
+                let key = if s.id == anon_s.id {
+                    anon_key.clone()
+                } else {
+                    s.owner_key.clone().unwrap()
+                };
+                let a = send(c, &upper, &path, As::Bearer(&key), body).await;
+                assert!(
+                    (200..300).contains(&a.status),
+                    "{}: {} {}",
+                    what("anonymous with the owner key"),
+                    a.status,
+                    a.body
+                );
             }
             Access::Anyone | Access::Public => {
                 assert!(
@@ -257,12 +349,16 @@ async fn every_route_checks_its_role(backend: Backend) {
                 "a garbage token",
                 As::Bearer("pxs_usr_garbage0000000000000000000000"),
             ),
+            (
+                "a session key nobody minted",
+                As::Bearer("pxs_key_garbage0000000000000000000000"),
+            ),
             ("a token over 256 characters", As::Bearer(&"x".repeat(300))),
             ("basic auth", As::Header("Basic dXNlcjpwYXNz")),
             ("an empty bearer", As::Header("Bearer ")),
             ("the node token", As::Bearer(NODE_TOKEN)),
         ] {
-            let (path, body) = request_for(method, route, &s.id, "garbage");
+            let (path, body) = request_for(method, route, &anon_s.id, &link, "garbage");
             let a = send(c, &upper, &path, who, body).await;
             if access == Access::Public {
                 assert!(
@@ -278,8 +374,9 @@ async fn every_route_checks_its_role(backend: Backend) {
             }
         }
 
-        // A user.
-        let (mut path, body) = request_for(method, route, &s.id, "user");
+        // A user, on a session of theirs.
+        let (s, link) = w.target(As::Bearer(&w.user), &user_s, route, method).await;
+        let (mut path, body) = request_for(method, route, &s.id, &link, "user");
         if let Some(id) = revocable(c, route, "user").await {
             path = route.replace("{id}", &id);
         }
@@ -296,11 +393,18 @@ async fn every_route_checks_its_role(backend: Backend) {
                 a.body
             );
         }
+        if about_a_session(route) {
+            // Not on the anonymous visitor's session: it does not exist for them.
+            let (path, body) = request_for(method, route, &anon_s.id, &link, "user");
+            let a = send(c, &upper, &path, As::Bearer(&w.user), body).await;
+            assert_eq!(a.status, 404, "{}: {}", what("another's user"), a.body);
+        }
 
-        // Admins: the configured token and one minted through the API.
+        // Admins: the configured token and one minted through the API, on anyone's session.
         for (label, token) in [("admin", ADMIN), ("minted admin", admin2.as_str())] {
             let tag = label.replace(' ', "-");
-            let (mut path, body) = request_for(method, route, &s.id, &tag);
+            let (s, link) = w.target(As::Bearer(ADMIN), &anon_s, route, method).await;
+            let (mut path, body) = request_for(method, route, &s.id, &link, &tag);
             if route == "/api/v1/titles/{id}" && method == "delete" && label != "admin" {
                 // The first admin deleted `gone`: make another for the second.
                 c.title("gone2", "demo", json!({})).await;
@@ -763,14 +867,14 @@ async fn private_titles_are_invisible_to_anonymous_callers(backend: Backend) {
     w.finish().await;
 }
 
-/// Users see and end only their own sessions; admins all; an anonymous session is reachable by
-/// its id.
+/// Users see and end only their own sessions; admins all; an anonymous session only with its
+/// owner key.
 async fn users_see_only_their_own_sessions(backend: Backend) {
     let w = World::new(&backend, "roles-owners").await;
     let c = &w.coord;
     let mine = w.create_session(As::Bearer(&w.user), "t1").await;
     let theirs = w.create_session(As::Bearer(&w.user2), "t1").await;
-    let anon = w.create_session(As::Anonymous, "t1").await;
+    let (anon, anon_key) = w.own_session(As::Anonymous, "t1").await;
     let by_admin = w.create_session(As::Bearer(ADMIN), "t1").await;
     let ids = |v: &Value| -> Vec<String> {
         let mut ids: Vec<String> = v["items"]
@@ -817,8 +921,14 @@ async fn users_see_only_their_own_sessions(backend: Backend) {
     let a = send(c, "GET", "/api/v1/sessions", As::Anonymous, None).await;
     assert_eq!(a.status, 401, "{}", a.body);
 
-    // Another user's session does not exist for a user, nor for anonymous callers.
-    for (label, who) in [("user", As::Bearer(&w.user)), ("anonymous", As::Anonymous)] {
+    // Another user's session does not exist for a user, nor for anonymous callers; an
+    // anonymous session does not exist for anyone without its key, not even for the address
+    // that made it; a key opens its own session only.
+    for (label, who) in [
+        ("user", As::Bearer(&w.user)),
+        ("anonymous", As::Anonymous),
+        ("the owner key of another session", As::Bearer(&anon_key)),
+    ] {
         for path in [
             format!("/api/v1/sessions/{}", theirs.id),
             format!("/api/v1/sessions/{}/events", theirs.id),
@@ -841,17 +951,34 @@ async fn users_see_only_their_own_sessions(backend: Backend) {
         let a = send(c, "DELETE", &path, who, None).await;
         assert_eq!(a.status, 404, "DELETE {path} as {label}: {}", a.body);
     }
-    // ...and it still runs.
-    let s = c.session(&theirs.id).await;
-    assert!(!s.state.is_final(), "another user's DELETE ended it: {s:?}");
+    for (label, who) in [
+        ("user", As::Bearer(&w.user)),
+        ("other user", As::Bearer(&w.user2)),
+        ("anonymous", As::Anonymous),
+    ] {
+        for (method, path) in [
+            ("GET", format!("/api/v1/sessions/{}", anon.id)),
+            ("GET", format!("/api/v1/sessions/{}/events", anon.id)),
+            ("GET", format!("/api/v1/sessions/{}/links", anon.id)),
+            ("DELETE", format!("/api/v1/sessions/{}", anon.id)),
+        ] {
+            let a = send(c, method, &path, who, None).await;
+            assert_eq!(a.status, 404, "{method} {path} as {label}: {}", a.body);
+            assert_error(&a, "not_found", &path);
+        }
+    }
+    // ...and they still run.
+    for id in [&theirs.id, &anon.id] {
+        let s = c.session(id).await;
+        assert!(!s.state.is_final(), "a DELETE of another ended it: {s:?}");
+    }
 
-    // Own sessions and anonymous ones (by id) are reachable.
+    // Own sessions are reachable: by the creating token, an anonymous one by its owner key.
     for (label, who, id) in [
         ("owner", As::Bearer(&w.user), &mine.id),
-        ("user on anonymous", As::Bearer(&w.user), &anon.id),
-        ("other user on anonymous", As::Bearer(&w.user2), &anon.id),
-        ("anonymous on anonymous", As::Anonymous, &anon.id),
+        ("owner key on anonymous", As::Bearer(&anon_key), &anon.id),
         ("admin on user", As::Bearer(ADMIN), &theirs.id),
+        ("admin on anonymous", As::Bearer(ADMIN), &anon.id),
     ] {
         let a = send(c, "GET", &format!("/api/v1/sessions/{id}"), who, None).await;
         assert_eq!(a.status, 200, "{label}: {}", a.body);
@@ -867,7 +994,7 @@ async fn users_see_only_their_own_sessions(backend: Backend) {
         assert_eq!(a.status, 200, "{label} (events): {}", a.body);
     }
     // A user's session is not in the anonymous caller's reach even though they share an
-    // address: the id is the capability only for anonymous sessions.
+    // address.
     let a = send(
         c,
         "GET",
@@ -1075,7 +1202,10 @@ async fn the_openapi_document_lists_every_served_route() {
     let unknown = send(&c, "GET", "/api/v1/no-such-thing", As::Anonymous, None).await;
     assert!(fallback(&unknown), "{} {}", unknown.status, unknown.body);
     for (method, path) in &documented {
-        let concrete = path.replace("{id}", "x").replace("{path}", "app.css");
+        let concrete = path
+            .replace("{id}", "x")
+            .replace("{link_id}", "x")
+            .replace("{path}", "app.css");
         let a = send(&c, &method.to_uppercase(), &concrete, As::Anonymous, None).await;
         assert!(
             !fallback(&a),

@@ -74,6 +74,7 @@ fn session(
         player_url: None,
         player_key: "key".into(),
         owner: Owner::Token("tester".into()),
+        ended_by: None,
         settings: SessionSettings {
             max_players: 4,
             idle_timeout: 0,

@@ -421,7 +421,72 @@ pub struct Session {
     /// Why it ended.
     pub end_reason: Option<EndReason>,
     pub exit_code: Option<i32>,
-    /// Only while `ready`: the signalling WebSocket URL with a signed, expiring player token.
+    /// Only while `ready`: the signalling WebSocket URL with a signed, expiring player token,
+    /// made for the caller (its role, its share link, its name).
+    pub join_url: Option<String>,
+    /// The caller's role in this session: `owner` (its creator's token or owner key, and
+    /// admins), `controller` or `viewer` (a share link's key).
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Who ended it through the API: `owner` or `admin`; `None` when it ended by itself.
+    #[serde(default)]
+    pub ended_by: Option<String>,
+    /// Only in the answer to an anonymous `POST /api/v1/sessions`: the session's owner key
+    /// (`pxs_key_…`), shown this once. Without it the session cannot be reached again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_key: Option<String>,
+}
+
+/// The role a share link gives: never `owner`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkRole {
+    /// May control: gets control by asking when nobody has it.
+    Controller,
+    /// Watches and chats.
+    Viewer,
+}
+
+impl LinkRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkRole::Controller => "controller",
+            LinkRole::Viewer => "viewer",
+        }
+    }
+}
+
+/// `POST /api/v1/sessions/{id}/links` (the session's owner): a new share link.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewLink {
+    pub role: LinkRole,
+    /// Seconds until the link stops working: 60 to 2,592,000 (30 days); default 86,400.
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+}
+
+/// `GET /api/v1/sessions/{id}/links`: a share link without its secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Link {
+    pub id: String,
+    pub role: LinkRole,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+/// The answer to `POST /api/v1/sessions/{id}/links`: the only time its secret is shown (in
+/// `url`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CreatedLink {
+    pub id: String,
+    pub role: LinkRole,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    /// The player page with the link's key: `<public_url>/play/<session id>#key=<key>`.
+    pub url: String,
+    /// The signalling URL with a player token of the link's role, while the session is ready.
     pub join_url: Option<String>,
 }
 

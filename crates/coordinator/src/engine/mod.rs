@@ -10,9 +10,9 @@
 //! repeated `start_session`.
 //!
 //! One file per job: `tokens`, `views`, `sessions` (admission, ending, the outbox, the queue),
-//! `titles`, `nodes` (drains, links, events, heartbeats), `timers`.
+//! `links` (share links), `titles`, `nodes` (drains, node links, events, heartbeats), `timers`.
 
-use crate::auth::{self, Caller, TokenKind};
+use crate::auth::{self, Caller, SessionAction, SessionKey, SessionRefusal, TokenKind};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, broadcast, mpsc};
 use tracing::{info, warn};
 
+mod links;
 mod nodes;
 mod sessions;
 mod timers;
@@ -228,4 +229,13 @@ fn no_title(id: &TitleId) -> ApiError {
 
 fn no_session(id: &SessionId) -> ApiError {
     ApiError::not_found(format!("no session `{id}`"))
+}
+
+/// The answer to a caller refused something on session `id`: as if it did not exist when the
+/// session is not theirs to see, else 403 with what to do.
+fn refused(id: &SessionId, r: SessionRefusal) -> ApiError {
+    match r {
+        SessionRefusal::Hidden => no_session(id),
+        SessionRefusal::NotOwner(message) => ApiError::new(crate::error::Kind::Forbidden, message),
+    }
 }

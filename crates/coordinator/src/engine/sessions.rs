@@ -49,7 +49,25 @@ impl Engine {
             row.dispatched_at = Some(now);
         }
         store::insert_session(&mut tx, &row).await?;
-        let view = self.session_view(&mut tx, &row).await?;
+        // An anonymous creator has no token to come back with: the owner key is its credential,
+        // stored (hashed) with the session and shown this once.
+        let owner_key = if caller.is_signed_in() {
+            None
+        } else {
+            let secret = auth::new_token(auth::KEY_PREFIX);
+            let key = store::KeyRow {
+                id: auth::new_id(auth::OWNER_KEY_ID_PREFIX),
+                session_id: row.id.clone(),
+                role: player_token::Role::Owner,
+                created_at: now,
+                expires_at: None,
+                revoked_at: None,
+            };
+            store::insert_key(&mut tx, &key, &auth::hash_token(&secret)).await?;
+            Some(secret)
+        };
+        let mut view = self.session_view(&mut tx, &row).await?;
+        view.owner_key = owner_key;
         tx.commit().await?;
         self.metrics
             .placement
@@ -64,7 +82,9 @@ impl Engine {
     }
 
     /// `DELETE /api/v1/sessions/{id}`: cancels a scheduled or queued session, stops a running
-    /// one (its node confirms with an event). Returns the session and whether it is over.
+    /// one (its node confirms with an event), and records who ended it (its owner, or an
+    /// admin). Only its owner and admins may; a share link's holder gets 403. Returns the
+    /// session.
     pub async fn delete_session(
         &self,
         caller: &Caller,
@@ -74,8 +94,13 @@ impl Engine {
         let mut tx = self.store.begin_placement().await?;
         let mut row = store::get_session(&mut tx, id)
             .await?
-            .filter(|s| caller.may_access(&s.owner))
             .ok_or_else(|| no_session(id))?;
+        caller
+            .check(SessionAction::End, &row.id, &row.owner)
+            .map_err(|r| refused(id, r))?;
+        if !row.state.is_final() && row.desired == Desired::Run {
+            row.ended_by = Some(caller.ended_by(&row.owner));
+        }
         let mut freed = false;
         match row.state {
             SessionState::Scheduled | SessionState::Queued => {

@@ -55,8 +55,16 @@ impl Engine {
         let Some(token) = token else {
             return Ok(Caller::Anonymous {
                 address_key: auth::address_key(ip),
+                key: None,
             });
         };
+        if token.starts_with(auth::KEY_PREFIX) {
+            // A session key: its holder is anonymous, with the key's session and role.
+            return Ok(Caller::Anonymous {
+                address_key: auth::address_key(ip),
+                key: Some(self.session_key_of(token).await?),
+            });
+        }
         let hash = auth::hash_token(token);
         let now = self.now();
         if let Ok(cache) = self.token_cache.lock()
@@ -81,6 +89,37 @@ impl Engine {
             }
             None => Err(ApiError::unauthorized()),
         }
+    }
+
+    /// The session key whose secret is `secret`, if it is in force now. Read at every request,
+    /// never cached: a revocation stops it at once, also through another coordinator.
+    async fn session_key_of(&self, secret: &str) -> Result<SessionKey, ApiError> {
+        let row = {
+            let mut c = self.store.reader().acquire().await?;
+            store::find_key(&mut c, &auth::hash_token(secret)).await?
+        };
+        let refused =
+            |r: auth::KeyRefusal| ApiError::new(crate::error::Kind::Unauthorized, r.message());
+        let row = row.ok_or_else(|| refused(auth::KeyRefusal::Withdrawn))?;
+        auth::key_in_force(row.revoked_at, row.expires_at, self.now()).map_err(refused)?;
+        Ok(SessionKey {
+            id: row.id,
+            session_id: row.session_id,
+            role: row.role,
+            expires_at: row.expires_at,
+        })
+    }
+
+    /// Whether the session key `caller` presented, if any, is still in force (an event stream
+    /// asks before each read: a revoked or expired key ends it).
+    pub async fn key_still_valid(&self, caller: &Caller) -> Result<bool, ApiError> {
+        let Some(key) = caller.key() else {
+            return Ok(true);
+        };
+        let mut c = self.store.reader().acquire().await?;
+        Ok(store::get_key(&mut c, &key.id)
+            .await?
+            .is_some_and(|k| auth::key_in_force(k.revoked_at, k.expires_at, self.now()).is_ok()))
     }
 
     pub async fn create_api_token(

@@ -107,11 +107,25 @@ impl Engine {
         Ok(self.view(s, position))
     }
 
-    /// The session as the API shows it, with the queue position read in the same statement.
+    /// The session as the API shows it to its owner (lists, the admin event stream, the answers
+    /// to a create or a delete), with the queue position read in the same statement.
     pub(super) fn view(&self, s: &SessionRow, position: Option<i64>) -> api::Session {
+        self.view_as(s, position, player_token::Role::Owner, None, None)
+    }
+
+    /// The session as the API shows it to a caller with `role` there, who presented `key` (its
+    /// share link's id and expiry go into the join URL) and wants to be called `name`.
+    pub(super) fn view_as(
+        &self,
+        s: &SessionRow,
+        position: Option<i64>,
+        role: player_token::Role,
+        key: Option<&SessionKey>,
+        name: Option<&str>,
+    ) -> api::Session {
         let queue_position = position.map(|p| u32::try_from(p).unwrap_or(u32::MAX));
         let join_url = match (s.state, &s.player_url) {
-            (SessionState::Ready, Some(url)) => Some(self.join_url(s, url)),
+            (SessionState::Ready, Some(url)) => Some(self.join_url(s, url, role, key, name)),
             _ => None,
         };
         api::Session {
@@ -128,6 +142,9 @@ impl Engine {
             end_reason: s.end_reason,
             exit_code: s.exit_code,
             join_url,
+            role: Some(auth::role_name(role).to_owned()),
+            ended_by: s.ended_by.map(|e| e.as_str().to_owned()),
+            owner_key: None,
         }
     }
 
@@ -146,29 +163,52 @@ impl Engine {
         start_message(s, self.session_key(s))
     }
 
-    /// The player URL with a fresh owner token (the session's own join URL is its creator's),
-    /// valid for `join_token_ttl`.
-    pub(super) fn join_url(&self, s: &SessionRow, player_url: &str) -> String {
+    /// The player URL with a fresh token of `role` (the session's own join URL is its
+    /// owner's), valid for `join_token_ttl` and no longer than `key`, carrying `key`'s id when it
+    /// is a share link, and `name`.
+    pub(super) fn join_url(
+        &self,
+        s: &SessionRow,
+        player_url: &str,
+        role: player_token::Role,
+        key: Option<&SessionKey>,
+        name: Option<&str>,
+    ) -> String {
         let ttl = i64::try_from(self.config.join_token_ttl.as_millis()).unwrap_or(i64::MAX);
+        let mut exp = self.now().saturating_add(ttl);
+        if let Some(until) = key.and_then(|k| k.expires_at) {
+            exp = exp.min(until);
+        }
         let claims = player_token::Claims {
             session_id: s.id.clone(),
-            role: player_token::Role::Owner,
-            exp: u64::try_from(self.now().saturating_add(ttl)).unwrap_or(0),
-            name: None,
-            link: None,
+            role,
+            exp: u64::try_from(exp).unwrap_or(0),
+            name: name.map(str::to_owned),
+            link: key
+                .filter(|k| k.role != player_token::Role::Owner)
+                .map(|k| k.id.clone()),
         };
         let token = player_token::sign(self.session_key(s).as_bytes(), &claims);
         let sep = if player_url.contains('?') { '&' } else { '?' };
         format!("{player_url}{sep}token={token}")
     }
 
-    pub async fn session(&self, caller: &Caller, id: &SessionId) -> Result<api::Session, ApiError> {
+    /// Session `id` as `caller` sees it (404 when it may not), its join URL made for the caller
+    /// and `name`.
+    pub async fn session(
+        &self,
+        caller: &Caller,
+        id: &SessionId,
+        name: Option<&str>,
+    ) -> Result<api::Session, ApiError> {
         let mut c = self.store.reader().acquire().await?;
         let (s, position) = store::get_session_with_position(&mut c, id)
             .await?
-            .filter(|(s, _)| caller.may_access(&s.owner))
             .ok_or_else(|| no_session(id))?;
-        Ok(self.view(&s, position))
+        let role = caller
+            .check(SessionAction::See, &s.id, &s.owner)
+            .map_err(|r| refused(id, r))?;
+        Ok(self.view_as(&s, position, role, caller.key(), name))
     }
 
     pub async fn sessions(

@@ -13,10 +13,11 @@
 //!
 //! One file per job: [`Store`] itself (connection, transactions, errors) and the column helpers
 //! shared by every query are here; the queries are in `titles`, `tokens`, `nodes`, `sessions`
-//! (sessions and the queue) and `placement` (the snapshot placement reads), and the statements
-//! on live sessions in [`sql`]. Every public item is re-exported here, so callers name it
-//! `store::…` whatever file holds it.
+//! (sessions and the queue), `keys` (owner keys and share links) and `placement` (the snapshot
+//! placement reads), and the statements on live sessions in [`sql`]. Every public item is
+//! re-exported here, so callers name it `store::…` whatever file holds it.
 
+mod keys;
 mod nodes;
 mod placement;
 mod sessions;
@@ -24,6 +25,10 @@ pub mod sql;
 mod titles;
 mod tokens;
 
+pub use keys::{
+    KeyRow, count_open_links, find_key, get_key, get_link, insert_key, list_links, revoke_key,
+    revoked_links_on_node,
+};
 pub use nodes::{
     acked_seq, admin_drain, drains_not_reported, expire_nodes, get_node, link_closed, list_nodes,
     node_seen, set_acked, set_admin_drain, set_node_applications, upsert_node_hello,

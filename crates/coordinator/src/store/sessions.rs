@@ -5,7 +5,7 @@ use super::{
     NO_BINDS, Result, StoreError, fetch_all, fetch_one, fetch_optional, n_col, opt_parse_col,
     parse_col, sql,
 };
-use crate::auth::Owner;
+use crate::auth::{EndedBy, Owner};
 use crate::model::{Desired, Observed, SessionRow, SessionSettings};
 use crate::placement::Millis;
 use pxs_protocol::api::{EndReason, SessionState, TitleId};
@@ -43,6 +43,7 @@ fn session_from_row(row: &AnyRow) -> Result<SessionRow> {
         player_url: row.try_get("player_url")?,
         player_key: row.try_get("player_key")?,
         owner: parse_col(row, "owner", Owner::parse)?,
+        ended_by: opt_parse_col(row, "ended_by", EndedBy::parse)?,
         settings: serde_json::from_str::<SessionSettings>(&settings)
             .map_err(|_| StoreError::Corrupt("settings"))?,
         updated_at: row.try_get("updated_at")?,
@@ -56,9 +57,9 @@ async fn write_session(c: &mut AnyConnection, s: &SessionRow) -> Result<()> {
         "INSERT INTO sessions (id, title_id, application_id, node_id, state, desired, observed, \
          queue_seq, created_at, start_at, duration, slot_start, slot_end, dispatched_at, \
          stop_sent_at, ready_at, ended_at, end_reason, stop_reason, exit_code, detail, \
-         player_url, player_key, owner, settings, updated_at) VALUES ($1, $2, $3, $4, $5, $6, \
-         $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, \
-         $25, $26) ON CONFLICT (id) DO UPDATE SET node_id = excluded.node_id, \
+         player_url, player_key, owner, settings, updated_at, ended_by) VALUES ($1, $2, $3, $4, \
+         $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
+         $23, $24, $25, $26, $27) ON CONFLICT (id) DO UPDATE SET node_id = excluded.node_id, \
          state = excluded.state, desired = excluded.desired, observed = excluded.observed, \
          queue_seq = excluded.queue_seq, slot_start = excluded.slot_start, \
          slot_end = excluded.slot_end, dispatched_at = excluded.dispatched_at, \
@@ -68,7 +69,7 @@ async fn write_session(c: &mut AnyConnection, s: &SessionRow) -> Result<()> {
          detail = excluded.detail, player_url = excluded.player_url, \
          player_key = CASE WHEN excluded.state IN ('ended', 'failed') THEN '' \
            ELSE sessions.player_key END, \
-         updated_at = excluded.updated_at",
+         updated_at = excluded.updated_at, ended_by = excluded.ended_by",
     )
     .bind(s.id.as_str())
     .bind(s.title_id.as_str())
@@ -96,6 +97,7 @@ async fn write_session(c: &mut AnyConnection, s: &SessionRow) -> Result<()> {
     .bind(s.owner.to_string())
     .bind(serde_json::to_string(&s.settings).unwrap_or_else(|_| "{}".into()))
     .bind(s.updated_at)
+    .bind(s.ended_by.map(EndedBy::as_str))
     .execute(&mut *c)
     .await?;
     Ok(())

@@ -64,6 +64,11 @@ pub const LIVE_OF_OWNER: &str = "SELECT COUNT(*) AS n FROM sessions WHERE owner 
     AND state IN ('scheduled', 'queued', 'starting', 'ready')";
 pub const LIVE_OF_TITLE: &str = "SELECT COUNT(*) AS n FROM sessions WHERE title_id = $1 \
     AND state IN ('scheduled', 'queued', 'starting', 'ready')";
+/// The revoked share links of the sessions live on a node (told again after its hello).
+pub const REVOKED_LINKS_ON_NODE: &str = "SELECT k.session_id, k.id FROM sessions s \
+    JOIN session_keys k ON k.session_id = s.id \
+    WHERE s.node_id = $1 AND s.state IN ('starting', 'ready') \
+    AND k.revoked_at IS NOT NULL AND k.role <> 'owner' ORDER BY k.session_id, k.id";
 
 /// Every statement above, by name.
 pub const LIVE_SESSION_QUERIES: &[(&str, &str)] = &[
@@ -79,4 +84,5 @@ pub const LIVE_SESSION_QUERIES: &[(&str, &str)] = &[
     ("undelivered", UNDELIVERED),
     ("live_of_owner", LIVE_OF_OWNER),
     ("live_of_title", LIVE_OF_TITLE),
+    ("revoked_links_on_node", REVOKED_LINKS_ON_NODE),
 ];
