@@ -365,7 +365,8 @@ impl Node {
                 | CoordinatorToNode::Ack { .. }
                 | CoordinatorToNode::Drain
                 | CoordinatorToNode::DrainGracefully { .. }
-                | CoordinatorToNode::Resume => {}
+                | CoordinatorToNode::Resume
+                | CoordinatorToNode::RevokeLink { .. } => {}
             }
         }
     }
