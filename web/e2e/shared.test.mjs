@@ -263,6 +263,32 @@ test('two browsers share a session: invitation, enforced control, handoff, chat,
         await chatLine(bob).waitFor({ timeout: 20_000 });
         assert.equal((await me(bob))?.name, 'Bob', 'Bob comes back under his name, without being asked');
 
+        // ---- Alice invites Carol to control, then revokes the link: Carol is out for good
+        alice.on('dialog', (d) => d.accept());
+        await alice.locator('[data-testid="invite-role"]').selectOption('controller');
+        await alice.locator('[data-testid="invite-create"]').click();
+        const link2 = await waitFor('the second link', async () => {
+            const v = await alice.locator('[data-testid="invite-url"]').inputValue();
+            return v && v !== link ? v : null;
+        });
+        await waitFor('two links in Alice\'s list', async () => (await alice.locator('[data-testid="link"]').count()) === 2);
+        const contextC = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+        const carol = await contextC.newPage();
+        recordPage(carol, 'carol', { consoleLines, pageErrors });
+        await carol.goto(link2, { waitUntil: 'load' });
+        await carol.locator('[data-testid="name-input"]').fill('Carol');
+        await carol.locator('[data-testid="name-join"]').click();
+        await waitFor('Carol to join as a controller', async () => (await me(carol))?.role === 'controller');
+        await alice.locator('[data-testid="user-Carol"]').waitFor({ timeout: 10_000 });
+        await alice.locator('[data-testid="link"]', { hasText: 'To control' }).locator('button').click();
+        await waitFor('Carol\'s page to say her invitation was withdrawn', async () =>
+            /invitation you joined with was withdrawn/.test((await carol.locator('[data-testid="overlay"]').textContent()) ?? ''));
+        await alice.locator('[data-testid="user-Carol"]').waitFor({ state: 'detached', timeout: 10_000 });
+        await waitFor('one link left in Alice\'s list', async () => (await alice.locator('[data-testid="link"]').count()) === 1);
+        const revoked = await fetch(new URL(`/api/v1/sessions/${sessionId}`, url), { headers: { Authorization: `Bearer ${new URL(link2).hash.replace('#key=', '')}` } });
+        assert.equal(revoked.status, 401, 'a revoked link opens nothing');
+        await contextC.close();
+
         // ---- nobody moves: warned on both pages, then ended idle on both
         for (const [who, page] of [['Alice', alice], ['Bob', bob]]) {
             await page.locator('[data-testid="warning"]').waitFor({ state: 'visible', timeout: (IDLE_S + 15) * 1000 });
