@@ -92,6 +92,7 @@ pub fn hello(name: &str, application: &ApplicationId, max_sessions: u32) -> anyh
         node: NodeId::parse(name)?,
         version: "pxs-bench".into(),
         public_url: "http://127.0.0.1:9".into(),
+        upstream_url: None,
         capacity: Capacity {
             max_sessions,
             max_sessions_per_gpu: 0,
@@ -102,6 +103,8 @@ pub fn hello(name: &str, application: &ApplicationId, max_sessions: u32) -> anyh
             res_x: 1280,
             res_y: 720,
             max_players: 0,
+            description: String::new(),
+            image_url: None,
         }],
         gpus: Vec::new(),
         sessions: Vec::new(),

@@ -671,6 +671,7 @@ fn hello_as(node: &str) -> NodeToCoordinator {
         node: NodeId::parse(node).unwrap(),
         version: "test".into(),
         public_url: format!("http://{node}.invalid"),
+        upstream_url: None,
         capacity: Capacity {
             max_sessions: 1,
             max_sessions_per_gpu: 0,

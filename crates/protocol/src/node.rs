@@ -230,6 +230,11 @@ pub struct Hello {
     pub version: String,
     /// Where browsers reach this node: players join `<public_url>/sessions/<id>/ws`.
     pub public_url: String,
+    /// Where a reverse proxy in front of the node (NGINX, `pxs nginx-config`) reaches its HTTP
+    /// port, e.g. `http://10.0.0.11:8081`; absent when the node does not know (it listens on
+    /// every address and was not told).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_url: Option<String>,
     pub capacity: Capacity,
     pub applications: Vec<ApplicationInfo>,
     pub gpus: Vec<GpuInfo>,
@@ -258,6 +263,13 @@ pub struct ApplicationInfo {
     pub res_y: u32,
     /// Players per session; 0 = unlimited.
     pub max_players: u32,
+    /// For the catalog: what the application is (the title's description when the coordinator
+    /// makes a title of it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// For the catalog: a picture of it (http(s) URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
 }
 
 /// A GPU found on the node.

@@ -172,6 +172,8 @@ impl Application {
             res_x: self.res_x,
             res_y: self.res_y,
             max_players: self.max_players,
+            description: String::new(),
+            image_url: None,
         }
     }
 }

@@ -318,6 +318,7 @@ impl Shell {
                     node: self.config.node.name.clone(),
                     version: env!("CARGO_PKG_VERSION").to_owned(),
                     public_url: self.config.node.public_url.clone(),
+                    upstream_url: None,
                     capacity: Capacity {
                         max_sessions: self.config.node.max_sessions,
                         max_sessions_per_gpu: self.config.node.max_sessions_per_gpu,

@@ -403,6 +403,7 @@ pub async fn node_link(coord: &Coord, name: &str, app: &str, slots: u32) -> (Nod
         node: NodeId::parse(name).unwrap(),
         version: "test".into(),
         public_url: format!("http://{name}.invalid"),
+        upstream_url: None,
         capacity: Capacity {
             max_sessions: slots,
             max_sessions_per_gpu: 0,
@@ -413,6 +414,8 @@ pub async fn node_link(coord: &Coord, name: &str, app: &str, slots: u32) -> (Nod
             res_x: 64,
             res_y: 64,
             max_players: 0,
+            description: String::new(),
+            image_url: None,
         }],
         gpus: vec![],
         sessions: vec![],
