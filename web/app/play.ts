@@ -34,6 +34,7 @@ declare global {
             readonly activitySent: number;
             readonly room: Room | null;
             framesDecoded(): Promise<number>;
+            remoteAddress(): Promise<string | null>;
         };
     }
 }
@@ -69,6 +70,21 @@ try {
     }
 } catch {
     // Without the wrapper, framesDecoded() reads 0; the stream itself still works.
+}
+
+/** The address the newest open peer connection receives from (the selected candidate pair's
+ *  remote candidate), or null before one is selected. */
+async function remoteAddress(): Promise<string | null> {
+    const pc = [...peerConnections].reverse().find((p) => p.connectionState !== 'closed');
+    if (!pc) return null;
+    const report = await pc.getStats();
+    let pairId: string | null = null;
+    report.forEach((s: any) => {
+        if (s.type === 'transport' && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId;
+    });
+    const pair: any = pairId ? report.get(pairId) : null;
+    const remote: any = pair ? report.get(pair.remoteCandidateId) : null;
+    return remote ? String(remote.address ?? remote.ip ?? '') || null : null;
 }
 
 /** Video frames decoded by the newest open peer connection (inbound-rtp `framesDecoded`). */
@@ -161,6 +177,7 @@ window.pxsPlayer = {
     get room() {
         return room;
     },
+    remoteAddress,
     framesDecoded
 };
 

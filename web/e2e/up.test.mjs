@@ -2,6 +2,10 @@
 // it prints in headless Chromium, launch the demo title, watch the stream play, press Ctrl-C (SIGINT)
 // and check that pxs exits cleanly and leaves no process behind.
 //
+// It runs as for a LAN demo: `--listen 0.0.0.0:<port> --public-url http://127.0.0.2:<port>`. The
+// browser uses only the public address: the pages, the API and the signalling WebSocket on the
+// one port (`/node/local/...`), and the video from the public address's host.
+//
 // Run from web/:  PXS_BIN=../target/debug/pxs npm test      (builds the pages first)
 // Environment:    PXS_BIN        the pxs binary under test (required; scripts/test sets it)
 //                 CHROMIUM_BIN   browser (default /usr/bin/chromium); never downloaded
@@ -17,6 +21,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { WEB_DIR, fatal, launchChromium, recordPage, stamp, startPxs, waitFor } from './harness.mjs';
@@ -122,6 +127,18 @@ async function listLogs(dir) {
     return found;
 }
 
+/** A port free on every address. */
+function freePort() {
+    return new Promise((resolve, reject) => {
+        const s = createServer();
+        s.once('error', reject);
+        s.listen(0, '0.0.0.0', () => {
+            const { port } = s.address();
+            s.close(() => resolve(port));
+        });
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 
 test('pxs up: the catalog launches the demo, it streams, and Ctrl-C stops everything', { timeout: TEST_TIMEOUT_MS }, async () => {
@@ -145,7 +162,9 @@ test('pxs up: the catalog launches the demo, it streams, and Ctrl-C stops everyt
 
     try {
         // ---- pxs up, exactly as a user starts it
-        pxs = startPxs(['up', '--port', '0', '--data-dir', dataDir], { bin: pxsBin });
+        const port = await freePort();
+        const publicUrl = `http://127.0.0.2:${port}`;
+        pxs = startPxs(['up', '--listen', `0.0.0.0:${port}`, '--public-url', publicUrl, '--data-dir', dataDir], { bin: pxsBin });
         const pxsPid = pxs.pid;
         sampler = setInterval(() => {
             try {
@@ -159,6 +178,7 @@ test('pxs up: the catalog launches the demo, it streams, and Ctrl-C stops everyt
             return /pxs up: (http:\/\/\S+)\n/.exec(pxs.stdout)?.[1];
         }, { timeoutMs: URL_TIMEOUT_MS });
         step(`pxs up printed ${url}`);
+        assert.equal(url, `${publicUrl}/`, 'pxs up prints the public URL');
 
         // ---- the catalog
         browser = await launchChromium();
@@ -209,6 +229,11 @@ test('pxs up: the catalog launches the demo, it streams, and Ctrl-C stops everyt
             throw new Error(`${e.message} (decoded so far: ${frames})`);
         });
         assert.equal(await page.evaluate(() => document.body.dataset.state), 'ready');
+        // Everything through the public address: signalling on the one port, video from its host.
+        const joinUrl = await page.evaluate(() => window.pxsPlayer.session?.join_url ?? '');
+        assert.ok(joinUrl.startsWith(`ws://127.0.0.2:${port}/node/local/sessions/`), `join_url ${joinUrl}`);
+        const media = await page.evaluate(() => window.pxsPlayer.remoteAddress());
+        assert.equal(media, '127.0.0.2', 'the video comes from the public address');
         assert.match(await page.locator('[data-testid="status"]').textContent(), /Demo|demo/);
         step(`${frames} frames decoded`);
 

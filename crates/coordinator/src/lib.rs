@@ -67,6 +67,19 @@ impl Coordinator {
         listener: TcpListener,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Coordinator> {
+        Coordinator::start_embedded(config, listener, clock, axum::Router::new()).await
+    }
+
+    /// As [`Coordinator::start_with`], also serving `extra` on the same port: routes outside
+    /// the API for a program that embeds the coordinator (`pxs up` serves its session server's
+    /// player endpoints under `/node/<name>/`, so one port carries everything). `extra`'s paths
+    /// must not overlap the coordinator's.
+    pub async fn start_embedded(
+        config: Config,
+        listener: TcpListener,
+        clock: Arc<dyn Clock>,
+        extra: axum::Router,
+    ) -> anyhow::Result<Coordinator> {
         let store = store::Store::connect(&config.database_url.0, config.database_wait)
             .await
             .with_context(|| {
@@ -85,7 +98,9 @@ impl Coordinator {
         let (stop, stop_rx) = watch::channel(false);
         let serve =
             pxs_net::Serve::new("api", engine.config.http.clone(), pxs_net::coded_error_body);
-        let app = routes::router(engine.clone()).layer(axum::Extension(serve.stats()));
+        let app = routes::router(engine.clone())
+            .merge(extra)
+            .layer(axum::Extension(serve.stats()));
         let mut server_stop = stop_rx.clone();
         let server = tokio::spawn(serve.run(listener, app, async move {
             let _ = server_stop.wait_for(|s| *s).await;

@@ -37,10 +37,28 @@ enum Command {
     SessionServer(SessionServerArgs),
     /// The coordinator: titles, nodes and sessions behind the REST API and the web pages, the
     /// node hub, placement, the queue and scheduling (SQLite or PostgreSQL).
-    Coordinator(pxs_coordinator::Options),
+    Coordinator(CoordinatorArgs),
     /// Everything on one machine: a coordinator (SQLite in the data dir), a session server and
     /// the demo title (`pxs streamer`). Ctrl-C ends every session and process.
     Up(up::UpArgs),
+}
+
+#[derive(clap::Args)]
+struct CoordinatorArgs {
+    #[command(flatten)]
+    opts: pxs_coordinator::Options,
+    #[command(subcommand)]
+    action: Option<CoordinatorAction>,
+}
+
+#[derive(Subcommand)]
+enum CoordinatorAction {
+    /// Copy the SQLite database (database_url) to a new file, consistently, while the
+    /// coordinator runs. For PostgreSQL use pg_dump.
+    Backup {
+        /// The backup file to write; it must not exist.
+        out: std::path::PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -140,7 +158,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn coordinator(opts: pxs_coordinator::Options) -> anyhow::Result<std::process::ExitCode> {
+fn coordinator(args: CoordinatorArgs) -> anyhow::Result<std::process::ExitCode> {
+    let opts = args.opts;
     let config = match pxs_coordinator::Config::load(&opts) {
         Ok(c) => c,
         Err(e) => {
@@ -148,6 +167,21 @@ fn coordinator(opts: pxs_coordinator::Options) -> anyhow::Result<std::process::E
             return Ok(std::process::ExitCode::from(1));
         }
     };
+    if let Some(CoordinatorAction::Backup { out }) = args.action {
+        let url = config.database_url.0.clone();
+        return runtime()?.block_on(async move {
+            match pxs_coordinator::store::backup::backup_sqlite(&url, &out).await {
+                Ok(bytes) => {
+                    println!("backed up to {} ({bytes} bytes)", out.display());
+                    Ok(std::process::ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: backup: {e}");
+                    Ok(std::process::ExitCode::from(1))
+                }
+            }
+        });
+    }
     init_logging("info");
     raise_open_file_limit();
     runtime()?.block_on(async move {

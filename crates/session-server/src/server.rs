@@ -57,6 +57,7 @@ pub struct SessionServer {
     addr: SocketAddr,
     inputs: mpsc::UnboundedSender<Input>,
     task: JoinHandle<anyhow::Result<()>>,
+    player_app: axum::Router,
 }
 
 /// The shell's part of a session.
@@ -138,6 +139,7 @@ impl SessionServer {
         let mut http_stop = stop_rx.clone();
         let http = tokio::spawn(serve("node", &config).run(listener, app, async move {
             let _ = http_stop.wait_for(|s| *s).await;
+        let player_app = app.clone();
         }));
 
         let (inputs, inputs_rx) = mpsc::unbounded_channel();
@@ -195,7 +197,12 @@ impl SessionServer {
             let _ = http.await;
             result
         });
-        Ok(SessionServer { addr, inputs, task })
+        Ok(SessionServer {
+            addr,
+            inputs,
+            task,
+            player_app,
+        })
     }
 
     /// The address of the node's HTTP port.
@@ -206,6 +213,12 @@ impl SessionServer {
     /// Re-reads the applications from the config file (as SIGHUP does).
     pub fn reload(&self) {
         let _ = self.inputs.send(Input::Reload);
+    /// The node's HTTP application (player WebSockets, `/healthz`), for a program that also
+    /// serves it on another port (`pxs up` serves it under `/node/local/` of its one port).
+    pub fn player_app(&self) -> axum::Router {
+        self.player_app.clone()
+    }
+
     }
 
     /// A handle that can ask for reloads after `self` is consumed by `run_until`.

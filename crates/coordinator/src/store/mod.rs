@@ -17,6 +17,7 @@
 //! placement reads), and the statements on live sessions in [`sql`]. Every public item is
 //! re-exported here, so callers name it `store::…` whatever file holds it.
 
+pub mod backup;
 mod keys;
 mod nodes;
 mod placement;
