@@ -6,6 +6,7 @@
 //! (`PXS_WEBRTC_<OPTION>`, e.g. `PXS_WEBRTC_PLAYER_PORT`), command-line flags.
 
 use crate::router::{RateLimit, RouterConfig};
+use crate::turn::{self, TurnConfig};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use serde_json::Value;
@@ -52,6 +53,16 @@ pub struct Options {
     /// A file holding the peer options JSON (preferred over --peer_options).
     #[arg(long, env = "PXS_WEBRTC_PEER_OPTIONS_FILE")]
     pub peer_options_file: Option<PathBuf>,
+    /// Secret shared with the TURN server (coturn's static-auth-secret): every turn:/turns:
+    /// entry of the peer options gets a time-limited username and credential per connection.
+    #[arg(long, env = "PXS_WEBRTC_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<Secret>,
+    /// A file holding the TURN secret (preferred: a command line is visible to other users).
+    #[arg(long, env = "PXS_WEBRTC_TURN_SECRET_FILE")]
+    pub turn_secret_file: Option<PathBuf>,
+    /// Seconds a player's TURN credentials stay valid [default: 86400].
+    #[arg(long, env = "PXS_WEBRTC_TURN_TTL")]
+    pub turn_ttl: Option<u64>,
 
     /// Serve static files from --http_root on the player port.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", env = "PXS_WEBRTC_SERVE")]
@@ -163,6 +174,9 @@ pub struct Options {
     pub public_ip: Option<String>,
 }
 
+/// Options whose values are never shown, not even in an error about them.
+const SECRETS: &[&str] = &["player_token", "streamer_token", "turn_secret"];
+
 /// Option names accepted in a config file and ignored with a notice.
 const IGNORED: &[&str] = &[
     "log_folder",
@@ -190,6 +204,9 @@ const KNOWN: &[&str] = &[
     "max_players",
     "peer_options",
     "peer_options_file",
+    "turn_secret",
+    "turn_secret_file",
+    "turn_ttl",
     "serve",
     "http_root",
     "homepage",
@@ -233,6 +250,9 @@ impl Options {
             max_players,
             peer_options,
             peer_options_file,
+            turn_secret,
+            turn_secret_file,
+            turn_ttl,
             serve,
             http_root,
             homepage,
@@ -307,8 +327,18 @@ pub fn read_file(path: &Path) -> anyhow::Result<(Options, Vec<String>)> {
             ));
         }
     }
-    let opts: Options = serde_path_to_error::deserialize(value)
-        .map_err(|e| anyhow::anyhow!("{}: option `{}`: {}", path.display(), e.path(), e.inner()))?;
+    let opts: Options = serde_path_to_error::deserialize(value).map_err(|e| {
+        let key = e.path().to_string();
+        // serde's message quotes the value it could not take: not for a secret.
+        if SECRETS.contains(&key.as_str()) {
+            anyhow::anyhow!(
+                "{}: option `{key}`: must be a string (the value is not shown)",
+                path.display()
+            )
+        } else {
+            anyhow::anyhow!("{}: option `{key}`: {}", path.display(), e.inner())
+        }
+    })?;
     Ok((opts, notes))
 }
 
@@ -432,6 +462,13 @@ impl Config {
             o.streamer_token_file.as_deref(),
             "streamer_token",
         )?;
+        let turn = turn_config(
+            token(o.turn_secret, o.turn_secret_file.as_deref(), "turn_secret")?,
+            o.turn_ttl,
+            &peer_options,
+            player_token.is_some(),
+            &mut notes,
+        )?;
         let max_message_size = o.max_message_size.unwrap_or(64 * 1024);
         if !(256..=16 * 1024 * 1024).contains(&max_message_size) {
             bail!("max_message_size: {max_message_size} is outside 256..=16777216 bytes");
@@ -504,6 +541,7 @@ impl Config {
                 expected_streamer_id: None,
                 // The standalone server is Epic's: no shared-session users.
                 users: None,
+                turn,
             },
             notes,
         })
@@ -530,19 +568,75 @@ fn parse_peer_options(text: &str) -> anyhow::Result<Value> {
     Ok(v)
 }
 
+/// A secret given as `<name>` or read from `<name>_file` (the value wins when both are set). The
+/// file's surrounding whitespace (its trailing newline) is not part of it; empty is an error.
 fn token(value: Option<Secret>, file: Option<&Path>, name: &str) -> anyhow::Result<Option<Secret>> {
     let t = match (value, file) {
         (Some(v), _) => v.0,
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .with_context(|| format!("{name}_file: cannot read {}", path.display()))?
-            .trim()
-            .to_owned(),
+        (None, Some(path)) => {
+            let t = std::fs::read_to_string(path)
+                .with_context(|| format!("{name}_file: cannot read {}", path.display()))?
+                .trim()
+                .to_owned();
+            if t.is_empty() {
+                bail!("{name}_file: {} is empty", path.display());
+            }
+            t
+        }
         (None, None) => return Ok(None),
     };
     if t.is_empty() {
         bail!("{name}: must not be empty");
     }
     Ok(Some(Secret(t)))
+}
+
+/// The TURN credentials to issue (`turn_secret`, `turn_ttl`), with what the operator should hear
+/// about the peer options they go into. Never says the secret.
+fn turn_config(
+    secret: Option<Secret>,
+    turn_ttl: Option<u64>,
+    peer_options: &Value,
+    player_token: bool,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Option<TurnConfig>> {
+    let ttl = match turn_ttl {
+        None => turn::DEFAULT_TTL,
+        Some(s) if (1..=turn::STREAMER_TTL.as_secs()).contains(&s) => Duration::from_secs(s),
+        Some(_) => bail!(
+            "turn_ttl: must be between 1 and {} seconds (ten years)",
+            turn::STREAMER_TTL.as_secs()
+        ),
+    };
+    let Some(secret) = secret else {
+        if turn_ttl.is_some() {
+            notes
+                .push("turn_ttl is set without turn_secret: no TURN credentials are issued".into());
+        }
+        if turn::has_turn_server_without_credentials(peer_options) {
+            notes.push(
+                "peer_options name a TURN server without a username or credential, and no \
+                 turn_secret is set: clients cannot authenticate with it"
+                    .into(),
+            );
+        }
+        return Ok(None);
+    };
+    if !turn::has_turn_server(peer_options) {
+        notes.push(
+            "turn_secret is set but peer_options name no turn: or turns: server: no TURN \
+             credentials are issued"
+                .into(),
+        );
+    }
+    if !player_token {
+        notes.push(
+            "TURN credentials are issued to anyone who can open a player WebSocket: set \
+             player_token to choose who may"
+                .into(),
+        );
+    }
+    Ok(Some(TurnConfig::new(secret, ttl)))
 }
 
 #[cfg(test)]
@@ -772,9 +866,144 @@ mod tests {
     fn secrets_are_redacted_in_debug_output() {
         let c = Config::from_options(Options {
             player_token: Some(Secret("hunter2".into())),
+            turn_secret: Some(Secret("turn-hunter3".into())),
             ..Default::default()
         })
         .unwrap();
-        assert!(!format!("{c:?}").contains("hunter2"));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("turn-hunter3"));
+        assert!(c.router.turn.is_some());
+    }
+
+    const TURN_PEER_OPTIONS: &str = r#"{"iceServers":[{"urls":["turn:turn.example.org:3478"]}]}"#;
+
+    #[test]
+    fn turn_options_parse_as_epics_with_a_day_by_default() {
+        let c = Config::from_options(parse(&[
+            "--turn_secret",
+            "s3cret",
+            "--peer_options",
+            TURN_PEER_OPTIONS,
+        ]))
+        .unwrap();
+        let t = c.router.turn.as_ref().expect("credentials are issued");
+        assert_eq!(t.secret, Secret("s3cret".into()));
+        assert_eq!(t.ttl, Duration::from_secs(86_400));
+        assert_eq!(t.streamer_ttl, turn::STREAMER_TTL);
+        let c = Config::from_options(parse(&["--turn_secret", "s", "--turn_ttl", "600"])).unwrap();
+        assert_eq!(c.router.turn.unwrap().ttl, Duration::from_secs(600));
+        assert!(
+            Config::from_options(Options::default())
+                .unwrap()
+                .router
+                .turn
+                .is_none(),
+            "no secret, no credentials"
+        );
+    }
+
+    #[test]
+    fn a_secret_of_the_wrong_type_is_not_shown_in_the_error() {
+        let dir = pxs_test_support::scratch_dir("cfg-secret-type");
+        for key in SECRETS {
+            let path = dir.join(format!("{key}.toml"));
+            std::fs::write(&path, format!("{key} = 987654321\n")).unwrap();
+            let err = format!("{:#}", read_file(&path).unwrap_err());
+            assert!(err.contains(key) && !err.contains("987654321"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_turn_secret_file_is_read_at_start_without_its_trailing_newline() {
+        let dir = pxs_test_support::scratch_dir("cfg-turn");
+        let secret = dir.join("turn_secret");
+        std::fs::write(&secret, "from-the-file\n").unwrap();
+        let path = dir.join("config.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "turn_secret_file = {:?}\nturn_ttl = 120\npeer_options = '{TURN_PEER_OPTIONS}'\n",
+                secret.display().to_string()
+            ),
+        )
+        .unwrap();
+        let c = Config::load(Options {
+            config_file: Some(path),
+            ..Default::default()
+        })
+        .unwrap();
+        let t = c.router.turn.unwrap();
+        assert_eq!(t.secret, Secret("from-the-file".into()));
+        assert_eq!(t.ttl, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn a_missing_or_empty_turn_secret_file_or_a_bad_ttl_stops_the_start() {
+        let dir = pxs_test_support::scratch_dir("cfg-turn-bad");
+        let empty = dir.join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        for (opts, says) in [
+            (
+                Options {
+                    turn_secret_file: Some(dir.join("missing")),
+                    ..Default::default()
+                },
+                "turn_secret_file: cannot read",
+            ),
+            (
+                Options {
+                    turn_secret_file: Some(empty),
+                    ..Default::default()
+                },
+                "turn_secret_file",
+            ),
+            (
+                Options {
+                    turn_secret: Some(Secret(String::new())),
+                    ..Default::default()
+                },
+                "turn_secret: must not be empty",
+            ),
+            (
+                Options {
+                    turn_secret: Some(Secret("s".into())),
+                    turn_ttl: Some(0),
+                    ..Default::default()
+                },
+                "turn_ttl",
+            ),
+        ] {
+            let err = format!("{:#}", Config::from_options(opts).unwrap_err());
+            assert!(err.contains(says), "{err} should say {says}");
+        }
+    }
+
+    #[test]
+    fn the_operator_hears_of_turn_settings_that_cannot_work_and_never_the_secret() {
+        let notes = |args: &[&str]| Config::from_options(parse(args)).unwrap().notes;
+        let n = notes(&["--turn_secret", "n0tsaid"]);
+        assert!(
+            n.iter().any(|n| n.contains("no turn: or turns: server")),
+            "{n:?}"
+        );
+        assert!(n.iter().any(|n| n.contains("player_token")), "{n:?}");
+        assert!(n.iter().all(|n| !n.contains("n0tsaid")));
+        let n = notes(&["--peer_options", TURN_PEER_OPTIONS]);
+        assert!(
+            n.iter()
+                .any(|n| n.contains("without a username or credential")),
+            "{n:?}"
+        );
+        let n = notes(&["--turn_ttl", "60"]);
+        assert!(n.iter().any(|n| n.contains("turn_ttl")), "{n:?}");
+        let n = notes(&[
+            "--turn_secret",
+            "s",
+            "--player_token",
+            "p",
+            "--peer_options",
+            TURN_PEER_OPTIONS,
+        ]);
+        assert!(n.is_empty(), "{n:?}");
     }
 }

@@ -3,6 +3,7 @@
 //! unmodified UE apps and Epic's frontend library work with it.
 //!
 //! - [`router`]: the sans-IO routing core; all protocol decisions live there.
+//! - [`turn`]: time-limited TURN credentials per connection (coturn's `use-auth-secret`).
 //! - [`users`]: the sans-IO core of a shared session's users: roles, control, kicks and chat.
 //! - [`session`]: the tokio shell that drives one router and its WebSocket connections; embeddable
 //!   (the session server runs one per session).
@@ -13,6 +14,7 @@ pub mod config;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod turn;
 pub mod users;
 
 pub use config::{Config, Options};

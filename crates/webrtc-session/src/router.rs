@@ -22,6 +22,7 @@
 //! and what differs on purpose), with the routing fix of its PR #920: a streamer can address only
 //! players subscribed to it.
 
+use crate::turn::{self, TurnConfig};
 use crate::users::{self, Command as UserCommand, Joining, Users};
 use pxs_protocol::signalling::{
     Answer, ChatLine, ClientMessage, ControlAction, IceCandidate, MessageError, PROTOCOL_VERSION,
@@ -72,7 +73,8 @@ pub struct RateLimit {
 
 #[derive(Clone, Debug)]
 pub struct RouterConfig {
-    /// Sent as `config.peerConnectionOptions` to every connection.
+    /// Sent as `config.peerConnectionOptions` to every connection (with its own TURN
+    /// credentials when [`RouterConfig::turn`] is set).
     pub peer_connection_options: Value,
     /// Players per streamer; 0 means unlimited (`--max_players`).
     pub max_players: usize,
@@ -90,6 +92,13 @@ pub struct RouterConfig {
     /// ([`Router::connect_player`]) are users of their streamer's session, with roles, control
     /// and chat ([`users`]). `None`: none of it, as Epic's server.
     pub users: Option<UsersConfig>,
+    /// Time-limited TURN credentials (`--turn_secret`): every `config` a connection gets (on
+    /// connect, and again before a shared session's renegotiation) carries, in each TURN entry
+    /// of `peer_connection_options`, a `username` and `credential` minted for that connection
+    /// at that time ([`turn`]): expiring after [`TurnConfig::ttl`] for a player,
+    /// [`TurnConfig::streamer_ttl`] for a streamer or an SFU. STUN entries are left as they
+    /// are. `None`: `peer_connection_options` go out as configured.
+    pub turn: Option<TurnConfig>,
 }
 
 /// The users of shared sessions (see [`RouterConfig::users`]).
@@ -122,6 +131,7 @@ impl Default for RouterConfig {
             streamer_rate: None,
             expected_streamer_id: None,
             users: None,
+            turn: None,
         }
     }
 }
@@ -344,13 +354,8 @@ impl Router {
             }
         }
         self.conns.insert(conn, c);
-        self.send(
-            conn,
-            ServerMessage::Config {
-                peer_connection_options: self.config.peer_connection_options.clone(),
-                protocol_version: Some(PROTOCOL_VERSION.to_owned()),
-            },
-        );
+        let config = self.config_message(now, conn);
+        self.send(conn, config);
         if role != Role::Player {
             self.send(conn, ServerMessage::Identify);
         }
@@ -738,6 +743,32 @@ impl Router {
 
     fn send(&mut self, to: ConnId, msg: ServerMessage) {
         self.outputs.push_back(Output::Send { to, msg });
+    }
+
+    /// The `config` message for `conn` at `now`: the peer connection options, with credentials
+    /// of this connection in their TURN entries when TURN credentials are issued.
+    fn config_message(&self, now: Instant, conn: ConnId) -> ServerMessage {
+        let options = &self.config.peer_connection_options;
+        let peer_connection_options = match (&self.config.turn, self.conns.get(&conn)) {
+            (Some(t), Some(c)) if turn::has_turn_server(options) => {
+                // A player's id names it in the TURN server's log as in ours; a streamer has
+                // none yet (it identifies after `config`).
+                let label = c.player.as_ref().map_or("streamer", |p| p.id.0.as_str());
+                let ttl = match c.role {
+                    Role::Player => t.ttl,
+                    Role::Streamer | Role::Sfu => t.streamer_ttl,
+                };
+                let expiry = t.unix_seconds(now).saturating_add(ttl.as_secs());
+                let cred = turn::credential(&t.secret, expiry, &t.connection_id(label, conn.0));
+                debug!(conn = conn.0, username = %cred.username, "TURN credentials issued");
+                turn::with_credentials(options, &cred)
+            }
+            _ => options.clone(),
+        };
+        ServerMessage::Config {
+            peer_connection_options,
+            protocol_version: Some(PROTOCOL_VERSION.to_owned()),
+        }
     }
 
     /// Closes a connection and forgets it, with the same consequences as the peer leaving.
@@ -1194,16 +1225,8 @@ impl Router {
                         // on it, so the streamer's next offer is not applied to the old one
                         // (which a browser refuses once the input channel's m-line is gone).
                         if let Some(c) = self.subscriber_of(streamer, Some(&pid)) {
-                            self.send(
-                                c,
-                                ServerMessage::Config {
-                                    peer_connection_options: self
-                                        .config
-                                        .peer_connection_options
-                                        .clone(),
-                                    protocol_version: Some(PROTOCOL_VERSION.to_owned()),
-                                },
-                            );
+                            let config = self.config_message(self.users_now().mono, c);
+                            self.send(c, config);
                         }
                         self.send(
                             streamer,

@@ -1576,3 +1576,171 @@ proptest::proptest! {
         }
     }
 }
+
+// ----- TURN credentials per connection -----
+
+const TURN_SECRET: &str = "router-test-secret";
+/// The wall clock when the tests' router starts, in ms since 1970.
+const TURN_EPOCH_MS: u64 = 1_800_000_000_000;
+
+fn turn_options() -> Value {
+    json!({"iceServers": [
+        {"urls": ["stun:stun.example.org:19302"]},
+        {"urls": ["turn:turn.example.org:3478?transport=udp", "turns:turn.example.org:5349"]}
+    ]})
+}
+
+fn with_turn(peer_connection_options: Value, users: Option<users::Limits>) -> H {
+    let now = Instant::now();
+    let mut h = H::with(RouterConfig {
+        peer_connection_options,
+        turn: Some(TurnConfig {
+            secret: pxs_protocol::secret::Secret(TURN_SECRET.into()),
+            ttl: Duration::from_secs(3600),
+            streamer_ttl: turn::STREAMER_TTL,
+            epoch: (now, TURN_EPOCH_MS),
+            seed: 0x5eed,
+        }),
+        users: users.map(|limits| UsersConfig {
+            limits,
+            epoch: (now, TURN_EPOCH_MS),
+        }),
+        ..Default::default()
+    });
+    h.now = now;
+    h
+}
+
+/// The TURN entry's `(username, credential)` of a `config`, after checking that the STUN entry
+/// is untouched and that the credential is the HMAC of the username under the test's secret.
+fn turn_pair(config: &Value) -> (String, String) {
+    assert_eq!(config["type"], "config");
+    let servers = &config["peerConnectionOptions"]["iceServers"];
+    assert_eq!(servers[0], json!({"urls": ["stun:stun.example.org:19302"]}));
+    assert_eq!(servers[1]["urls"], turn_options()["iceServers"][1]["urls"]);
+    let username = servers[1]["username"]
+        .as_str()
+        .expect("a username")
+        .to_owned();
+    let credential = servers[1]["credential"]
+        .as_str()
+        .expect("a credential")
+        .to_owned();
+    let (expiry, id) = username.split_once(':').expect("expiry:id");
+    let again = turn::credential(
+        &pxs_protocol::secret::Secret(TURN_SECRET.into()),
+        expiry.parse().expect("expiry in seconds"),
+        id,
+    );
+    assert_eq!(again.credential, credential, "{username}");
+    (username, credential)
+}
+
+fn expiry_of(username: &str) -> u64 {
+    username.split(':').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn players_get_credentials_of_their_own_that_expire_after_the_ttl() {
+    let mut h = with_turn(turn_options(), None);
+    h.streamer("s");
+    let p0 = h.connect(Role::Player);
+    let p1 = h.connect(Role::Player);
+    let out = h.drain();
+    let (user0, cred0) = turn_pair(&only(&out, p0)[0]);
+    let (user1, cred1) = turn_pair(&only(&out, p1)[0]);
+    let start = TURN_EPOCH_MS / 1000;
+    assert_eq!(expiry_of(&user0), start + 3600);
+    assert_eq!(expiry_of(&user1), start + 3600);
+    assert!(user0.starts_with("1800003600:Player0-"), "{user0}");
+    assert!(user1.starts_with("1800003600:Player1-"), "{user1}");
+    assert_ne!(user0, user1);
+    assert_ne!(cred0, cred1);
+    // Later players' credentials expire later, by the time that passed.
+    h.advance(Duration::from_secs(90));
+    let p2 = h.connect(Role::Player);
+    let (user2, _) = turn_pair(&only(&h.drain(), p2)[0]);
+    assert_eq!(expiry_of(&user2), start + 90 + 3600);
+    h.router.check_invariants();
+}
+
+#[test]
+fn streamers_and_sfus_get_credentials_that_outlive_them() {
+    let mut h = with_turn(turn_options(), None);
+    let s = h.connect(Role::Streamer);
+    let sfu = h.connect(Role::Sfu);
+    let out = h.drain();
+    let streamer_config = only(&out, s);
+    assert_eq!(kinds(&streamer_config), ["config", "identify"]);
+    let (user_s, cred_s) = turn_pair(&streamer_config[0]);
+    let (user_f, cred_f) = turn_pair(&only(&out, sfu)[0]);
+    let ten_years = TURN_EPOCH_MS / 1000 + turn::STREAMER_TTL.as_secs();
+    assert_eq!(expiry_of(&user_s), ten_years);
+    assert_eq!(expiry_of(&user_f), ten_years);
+    assert!(user_s.contains(":streamer-"), "{user_s}");
+    assert!(
+        user_f.contains(":Player0-"),
+        "an SFU is named by its player id: {user_f}"
+    );
+    assert_ne!((user_s, cred_s), (user_f, cred_f));
+}
+
+#[test]
+fn without_a_turn_server_or_without_a_secret_the_options_go_out_as_configured() {
+    let stun_only = json!({"iceServers": [{"urls": ["stun:stun.example.org:19302"]}]});
+    let mut h = with_turn(stun_only.clone(), None);
+    let p = h.connect(Role::Player);
+    assert_eq!(
+        only(&h.drain(), p),
+        [json!({"type":"config","peerConnectionOptions":stun_only,"protocolVersion":"1.3.0"})]
+    );
+    let static_pair = json!({"iceServers": [
+        {"urls": ["stun:stun.example.org:19302"]},
+        {"urls": ["turn:turn.example.org:3478"], "username": "user", "credential": "pass"}
+    ]});
+    let mut h = H::with(RouterConfig {
+        peer_connection_options: static_pair.clone(),
+        ..Default::default()
+    });
+    let p = h.connect(Role::Player);
+    let p2 = h.connect(Role::Player);
+    let s = h.connect(Role::Streamer);
+    let out = h.drain();
+    for c in [p, p2, s] {
+        assert_eq!(only(&out, c)[0]["peerConnectionOptions"], static_pair);
+    }
+}
+
+#[test]
+fn a_handoff_config_carries_fresh_credentials() {
+    let mut h = with_turn(turn_options(), Some(users::Limits::default()));
+    let s = h.streamer("ses_a");
+    let owner = h.user("ses_a", users::Role::Owner, "Alice", None);
+    let viewer = h.user("ses_a", users::Role::Viewer, "Bob", None);
+    let out = h.drain();
+    let (first_owner, _) = turn_pair(&only(&out, owner)[0]);
+    let (first_viewer, _) = turn_pair(&only(&out, viewer)[0]);
+    h.advance(Duration::from_secs(600));
+    h.send(
+        owner,
+        json!({"type":"control","action":"give","playerId":"Player1"}),
+    );
+    let out = h.drain();
+    assert_eq!(to_streamer(&out, s).len(), 4, "both are renegotiated");
+    for (c, first) in [(owner, first_owner), (viewer, first_viewer)] {
+        let msgs = only(&out, c);
+        assert_eq!(kinds(&msgs), ["config", "users"]);
+        let (user, _) = turn_pair(&msgs[0]);
+        assert_eq!(
+            expiry_of(&user),
+            expiry_of(&first) + 600,
+            "dated at the handoff"
+        );
+        assert_eq!(
+            user.split_once(':').map(|x| x.1),
+            first.split_once(':').map(|x| x.1),
+            "the same connection keeps its id"
+        );
+    }
+    h.router.check_invariants();
+}
