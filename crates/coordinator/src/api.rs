@@ -277,6 +277,13 @@ pub(crate) async fn patch_title(
     Ok(Json(engine.update_title(&id, patch).await?))
 }
 
+pub(crate) async fn approve_title(
+    State(engine): E,
+    Path(id): Path<String>,
+) -> ApiResult<Json<api::Title>> {
+    Ok(Json(engine.approve_title(&title_id(&id)?).await?))
+}
+
 pub(crate) async fn delete_title(
     State(engine): E,
     Path(id): Path<String>,

@@ -225,9 +225,11 @@ impl Caller {
         }
     }
 
-    /// May see (and start) a title of this visibility.
-    pub fn may_use(&self, v: Visibility) -> bool {
-        v == Visibility::Public || self.is_signed_in()
+    /// May see (and start) a title of this visibility, approved or waiting for an admin's
+    /// approval (a title made from a node's application under `[titles] approve_new`: admins
+    /// only).
+    pub fn may_use(&self, v: Visibility, approved: bool) -> bool {
+        (approved || self.is_admin()) && (v == Visibility::Public || self.is_signed_in())
     }
 
     /// The caller's role in session `id` created by `owner`, or `None` when the session is not
@@ -436,8 +438,14 @@ mod tests {
             id: "a1".into(),
             role: Role::Admin,
         };
-        assert!(anon.may_use(Visibility::Public) && !anon.may_use(Visibility::Private));
-        assert!(user.may_use(Visibility::Private));
+        assert!(anon.may_use(Visibility::Public, true) && !anon.may_use(Visibility::Private, true));
+        assert!(user.may_use(Visibility::Private, true));
+        // A title waiting for approval: admins only.
+        assert!(!anon.may_use(Visibility::Public, false));
+        assert!(!user.may_use(Visibility::Public, false));
+        assert!(
+            admin.may_use(Visibility::Public, false) && admin.may_use(Visibility::Private, false)
+        );
         let o = |s: &str| Owner::parse(s).unwrap();
         let a = ses("ses_a");
         assert!(user.may_access(&a, &o("tok:u1")) && !user.may_access(&a, &o("tok:u2")));

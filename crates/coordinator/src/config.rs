@@ -50,6 +50,14 @@ struct FileConfig {
     anonymous: FileAnonymous,
     #[serde(default)]
     limits: FileLimits,
+    #[serde(default)]
+    titles: FileTitles,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTitles {
+    approve_new: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +113,9 @@ pub struct Config {
     /// Anonymous users may start public titles.
     pub allow_anonymous: bool,
     pub anonymous_sessions_per_address: u32,
+    /// A title made from a node's application waits for an admin's approval before anyone
+    /// but admins sees it (`titles.approve_new`).
+    pub approve_new_titles: bool,
     /// Largest request body.
     pub max_body_bytes: usize,
     /// Node links held at once.
@@ -135,6 +146,7 @@ impl Default for Config {
             tick: Duration::from_millis(500),
             allow_anonymous: true,
             anonymous_sessions_per_address: 2,
+            approve_new_titles: false,
             max_body_bytes: 64 * 1024,
             max_node_links: 20_000,
             database_wait: Duration::from_secs(5),
@@ -302,6 +314,7 @@ fn validate(f: FileConfig, opts: &Options) -> anyhow::Result<Config> {
             .anonymous
             .max_sessions_per_address
             .unwrap_or(d.anonymous_sessions_per_address),
+        approve_new_titles: f.titles.approve_new.unwrap_or(d.approve_new_titles),
         max_body_bytes,
         max_node_links,
         database_wait: dur(
@@ -381,7 +394,8 @@ mod tests {
     #[test]
     fn the_example_config_parses() {
         let text = include_str!("../../../coordinator.example.toml");
-        Config::from_toml(text, &Options::default()).unwrap();
+        let c = Config::from_toml(text, &Options::default()).unwrap();
+        assert!(!c.approve_new_titles, "the example shows the default");
     }
 
     #[test]

@@ -399,6 +399,11 @@ pub struct TitleRow {
     pub idle_timeout: u64,
     pub empty_timeout: u64,
     pub max_duration: u64,
+    /// Who keeps its catalog data: an admin, or the nodes that advertise its application.
+    pub source: api::TitleSource,
+    /// False while a title made from a node's application waits for an admin's approval: only
+    /// admins see it then.
+    pub approved: bool,
     pub created_at: Millis,
     pub updated_at: Millis,
 }

@@ -170,6 +170,7 @@ fn schemas() -> Value {
             "visibility": {"type": "string", "enum": ["public", "private"]},
             "max_players": n, "idle_timeout": n, "empty_timeout": n, "max_duration": n,
             "availability": {"$ref": "#/components/schemas/Availability"},
+            "source": {"type": "string", "enum": ["admin", "node"]}, "approved": {"type": "boolean"},
             "created_at": s, "updated_at": s
         })),
         "TitleList": list("Title"),

@@ -144,8 +144,15 @@ pub static ROUTES: &[Route] = &[
         Delete,
         "/api/v1/titles/{id}",
         Admin,
-        "Delete a title without live sessions",
+        "Delete a title without live sessions (nodes' applications do not make it again)",
         |m| on(m, api::delete_title),
+    ),
+    route(
+        Post,
+        "/api/v1/titles/{id}/approve",
+        Admin,
+        "Approve a title made from a node's application: show it to users",
+        |m| on(m, api::approve_title),
     ),
     route(Get, "/api/v1/nodes", User, "List nodes", |m| {
         on(m, api::list_nodes)

@@ -10,8 +10,11 @@
 use crate::error::{ApiError, Kind};
 use crate::model::{NodeRow, SessionRow, TitleRow};
 use crate::placement::{self, Interval, Millis, NodeSlots};
-use pxs_protocol::api::{self, EndReason, NewSession, SessionState};
-use pxs_protocol::node::{NodeId, SessionId};
+use pxs_protocol::api::{
+    self, EndReason, MAX_IMAGE_URL, MAX_TITLE_DESCRIPTION, MAX_TITLE_NAME, NewSession,
+    SessionState, TitleId, TitleSource, Visibility,
+};
+use pxs_protocol::node::{ApplicationInfo, NodeId, SessionId};
 
 /// Longest session we accept (a year): keeps arithmetic far from overflow.
 pub const MAX_DURATION_S: u64 = 366 * 24 * 3600;
@@ -209,10 +212,16 @@ fn check_text(
 }
 
 pub fn check_title(t: &TitleRow) -> Result<(), ApiError> {
-    check_text("name", &t.name, 1, 200, false)?;
-    check_text("description", &t.description, 0, 4000, true)?;
+    check_text("name", &t.name, 1, MAX_TITLE_NAME, false)?;
+    check_text(
+        "description",
+        &t.description,
+        0,
+        MAX_TITLE_DESCRIPTION,
+        true,
+    )?;
     if let Some(u) = &t.image_url {
-        check_text("image_url", u, 1, 2000, false)?;
+        check_text("image_url", u, 1, MAX_IMAGE_URL, false)?;
         if !(u.starts_with("https://") || u.starts_with("http://") || u.starts_with('/')) {
             return Err(ApiError::bad_request(
                 "image_url: an http(s) URL or a path starting with /",
@@ -229,6 +238,147 @@ pub fn check_title(t: &TitleRow) -> Result<(), ApiError> {
                 "{key}: at most {MAX_DURATION_S} seconds"
             )));
         }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Titles from the applications nodes advertise
+
+/// The default idle and empty timeouts of a title (seconds), when neither an admin nor the
+/// node says.
+pub const DEFAULT_IDLE_TIMEOUT: u64 = 600;
+pub const DEFAULT_EMPTY_TIMEOUT: u64 = 120;
+
+/// The title the coordinator makes of application `app` a node advertises: its id is the
+/// application's, its catalog data and limits the application's, cut to what a title may hold
+/// (see [`check_title`]); whatever was cut or dropped is said in the notes, for the log. A node
+/// is not trusted to send what its config validation allows: a name is cleaned of control
+/// characters and cut (or the id, when nothing is left), a description cut, an `image_url` that
+/// is not a plain http(s) URL dropped, timeouts capped. `None`: the id cannot be a title's.
+pub fn title_of_application(
+    app: &ApplicationInfo,
+    approved: bool,
+    now: Millis,
+) -> Option<(TitleRow, Vec<String>)> {
+    let id = TitleId::parse(app.id.as_str()).ok()?;
+    let mut notes = Vec::new();
+    let name = clean_text("name", &app.name, MAX_TITLE_NAME, false, &mut notes);
+    let name = name.trim().to_owned();
+    let name = if name.is_empty() {
+        notes.push("name: empty; the application id is used".into());
+        app.id.to_string()
+    } else {
+        name
+    };
+    let description = clean_text(
+        "description",
+        &app.description,
+        MAX_TITLE_DESCRIPTION,
+        true,
+        &mut notes,
+    );
+    let image_url = match app.image_url.as_deref() {
+        None | Some("") => None,
+        Some(u) => match node_image_url(u) {
+            Ok(()) => Some(u.to_owned()),
+            Err(why) => {
+                notes.push(format!("image_url: refused ({why})"));
+                None
+            }
+        },
+    };
+    let mut limit = |key: &str, v: Option<u64>, default: u64| match v {
+        None => default,
+        Some(v) if v > MAX_DURATION_S => {
+            notes.push(format!("{key}: {v} s capped at {MAX_DURATION_S} s"));
+            MAX_DURATION_S
+        }
+        Some(v) => v,
+    };
+    let idle_timeout = limit("idle_timeout", app.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+    let empty_timeout = limit("empty_timeout", app.empty_timeout, DEFAULT_EMPTY_TIMEOUT);
+    let t = TitleRow {
+        id,
+        name,
+        description,
+        image_url,
+        application_id: app.id.clone(),
+        visibility: app.visibility.unwrap_or(Visibility::Public),
+        max_players: app.max_players,
+        idle_timeout,
+        empty_timeout,
+        max_duration: 0,
+        source: TitleSource::Node,
+        approved,
+        created_at: now,
+        updated_at: now,
+    };
+    Some((t, notes))
+}
+
+/// `current`, a title made from a node's application, with the catalog data and limits of
+/// `wanted` (made by [`title_of_application`]) at `now`; `None` when they are the same already.
+/// Its id, approval and creation time stay.
+pub fn refreshed_title(current: &TitleRow, wanted: &TitleRow, now: Millis) -> Option<TitleRow> {
+    let same = current.name == wanted.name
+        && current.description == wanted.description
+        && current.image_url == wanted.image_url
+        && current.visibility == wanted.visibility
+        && current.max_players == wanted.max_players
+        && current.idle_timeout == wanted.idle_timeout
+        && current.empty_timeout == wanted.empty_timeout;
+    (!same).then(|| TitleRow {
+        name: wanted.name.clone(),
+        description: wanted.description.clone(),
+        image_url: wanted.image_url.clone(),
+        visibility: wanted.visibility,
+        max_players: wanted.max_players,
+        idle_timeout: wanted.idle_timeout,
+        empty_timeout: wanted.empty_timeout,
+        updated_at: now,
+        ..current.clone()
+    })
+}
+
+/// `text` without control characters (but newlines and tabs where `multiline`), at most `max`
+/// characters; what was removed goes to `notes`, under `key`.
+fn clean_text(
+    key: &str,
+    text: &str,
+    max: usize,
+    multiline: bool,
+    notes: &mut Vec<String>,
+) -> String {
+    let kept: String = text
+        .chars()
+        .filter(|c| !c.is_control() || (multiline && matches!(c, '\n' | '\t' | '\r')))
+        .collect();
+    if kept.len() != text.len() {
+        notes.push(format!("{key}: control characters removed"));
+    }
+    let n = kept.chars().count();
+    if n > max {
+        notes.push(format!("{key}: {n} characters cut to {max}"));
+        return kept.chars().take(max).collect();
+    }
+    kept
+}
+
+/// An image URL from a node: http:// or https:// with a host, at most [`MAX_IMAGE_URL`]
+/// characters, no spaces or control characters (the session server's config checks the same).
+fn node_image_url(u: &str) -> Result<(), &'static str> {
+    let host = u
+        .strip_prefix("https://")
+        .or_else(|| u.strip_prefix("http://"));
+    if host.is_none_or(|h| h.is_empty() || h.starts_with('/')) {
+        return Err("not an http:// or https:// URL");
+    }
+    if u.chars().count() > MAX_IMAGE_URL {
+        return Err("longer than 2000 characters");
+    }
+    if u.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("spaces or control characters");
     }
     Ok(())
 }
@@ -482,9 +632,139 @@ mod tests {
             idle_timeout: 600,
             empty_timeout: 120,
             max_duration,
+            source: TitleSource::Admin,
+            approved: true,
             created_at: 0,
             updated_at: 0,
         }
+    }
+
+    fn app(name: &str) -> ApplicationInfo {
+        ApplicationInfo {
+            id: ApplicationId::parse("game").unwrap(),
+            name: name.into(),
+            res_x: 64,
+            res_y: 64,
+            max_players: 3,
+            description: "A game.".into(),
+            image_url: Some("https://img.example.org/game.png".into()),
+            visibility: None,
+            idle_timeout: Some(900),
+            empty_timeout: Some(0),
+        }
+    }
+
+    #[test]
+    fn a_title_is_made_of_an_applications_catalog_data() {
+        let (t, notes) = title_of_application(&app("Game"), true, NOW).unwrap();
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(t.id.as_str(), "game");
+        assert_eq!(t.application_id.as_str(), "game");
+        assert_eq!(
+            (t.name.as_str(), t.description.as_str()),
+            ("Game", "A game.")
+        );
+        assert_eq!(
+            t.image_url.as_deref(),
+            Some("https://img.example.org/game.png")
+        );
+        assert_eq!(
+            t.visibility,
+            Visibility::Public,
+            "public when the node does not say"
+        );
+        assert_eq!(
+            (t.max_players, t.idle_timeout, t.empty_timeout),
+            (3, 900, 0)
+        );
+        assert_eq!(
+            (t.source, t.approved, t.max_duration),
+            (TitleSource::Node, true, 0)
+        );
+        check_title(&t).unwrap();
+        let older = ApplicationInfo {
+            idle_timeout: None,
+            empty_timeout: None,
+            ..app("Game")
+        };
+        let (t, _) = title_of_application(&older, false, NOW).unwrap();
+        assert_eq!(
+            (t.idle_timeout, t.empty_timeout, t.approved),
+            (DEFAULT_IDLE_TIMEOUT, DEFAULT_EMPTY_TIMEOUT, false)
+        );
+    }
+
+    #[test]
+    fn hostile_catalog_data_is_cut_or_dropped_and_said() {
+        for (label, a, check) in [
+            (
+                "overlong name",
+                app(&"n".repeat(10_000)),
+                Box::new(|t: &TitleRow| t.name.chars().count() == MAX_TITLE_NAME)
+                    as Box<dyn Fn(&TitleRow) -> bool>,
+            ),
+            (
+                "control characters",
+                app("a\u{0}b\u{1b}[31mc\n"),
+                Box::new(|t: &TitleRow| t.name == "ab[31mc"),
+            ),
+            (
+                "nothing left of the name",
+                app("\u{7}\u{7}  "),
+                Box::new(|t: &TitleRow| t.name == "game"),
+            ),
+            (
+                "javascript image",
+                ApplicationInfo {
+                    image_url: Some("javascript:alert(1)".into()),
+                    ..app("Game")
+                },
+                Box::new(|t: &TitleRow| t.image_url.is_none()),
+            ),
+            (
+                "overlong image",
+                ApplicationInfo {
+                    image_url: Some(format!("https://x.example/{}", "i".repeat(5000))),
+                    ..app("Game")
+                },
+                Box::new(|t: &TitleRow| t.image_url.is_none()),
+            ),
+            (
+                "overlong description",
+                ApplicationInfo {
+                    description: "d\u{0}".repeat(5000),
+                    ..app("Game")
+                },
+                Box::new(|t: &TitleRow| t.description == "d".repeat(MAX_TITLE_DESCRIPTION)),
+            ),
+            (
+                "endless timeouts",
+                ApplicationInfo {
+                    idle_timeout: Some(u64::MAX),
+                    empty_timeout: Some(u64::MAX),
+                    ..app("Game")
+                },
+                Box::new(|t: &TitleRow| {
+                    (t.idle_timeout, t.empty_timeout) == (MAX_DURATION_S, MAX_DURATION_S)
+                }),
+            ),
+        ] {
+            let (t, notes) = title_of_application(&a, true, NOW).unwrap();
+            assert!(check(&t), "{label}: {t:?}");
+            assert!(!notes.is_empty(), "{label}: nothing said");
+            check_title(&t).unwrap_or_else(|e| panic!("{label}: {e:?}"));
+        }
+    }
+
+    #[test]
+    fn a_node_title_is_refreshed_only_when_its_application_changed() {
+        let (t, _) = title_of_application(&app("Game"), false, NOW).unwrap();
+        assert_eq!(refreshed_title(&t, &t, NOW + 1), None);
+        let (wanted, _) = title_of_application(&app("Game 2"), true, NOW + 5).unwrap();
+        let r = refreshed_title(&t, &wanted, NOW + 5).unwrap();
+        assert_eq!(r.name, "Game 2");
+        assert_eq!((r.created_at, r.updated_at), (NOW, NOW + 5));
+        assert!(!r.approved, "a refresh does not approve");
     }
 
     fn session(n: usize, app: &str, duration: Option<u64>) -> SessionRow {

@@ -32,6 +32,29 @@ pub enum Visibility {
     Private,
 }
 
+/// A title's name: 1 to this many characters (not bytes), no control characters.
+pub const MAX_TITLE_NAME: usize = 200;
+/// A title's description: at most this many characters; newlines and tabs allowed.
+pub const MAX_TITLE_DESCRIPTION: usize = 4000;
+/// A title's `image_url`: at most this many characters.
+pub const MAX_IMAGE_URL: usize = 2000;
+
+/// Who keeps a title's catalog data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TitleSource {
+    /// Made with `POST /api/v1/titles`, or changed by an admin since: nodes never change it.
+    #[default]
+    Admin,
+    /// Made by the coordinator from an application a node advertises (the title's id is the
+    /// application's), and kept in step with what nodes advertise until an admin changes it.
+    Node,
+}
+
+fn yes() -> bool {
+    true
+}
+
 /// `GET /api/v1/titles[/{id}]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Title {
@@ -51,6 +74,14 @@ pub struct Title {
     /// Longest session (seconds; 0 = unlimited). Also the default `duration` of a session.
     pub max_duration: u64,
     pub availability: Availability,
+    /// Who keeps its catalog data: `admin`, or `node` (made from a node's application).
+    #[serde(default)]
+    pub source: TitleSource,
+    /// False while a title made from a node's application waits for an admin's
+    /// `POST /api/v1/titles/{id}/approve` (coordinator `[titles] approve_new`): until then only
+    /// admins see it.
+    #[serde(default = "yes")]
+    pub approved: bool,
     pub created_at: String,
     pub updated_at: String,
 }

@@ -270,6 +270,17 @@ pub struct ApplicationInfo {
     /// For the catalog: a picture of it (http(s) URL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_url: Option<String>,
+    /// For the catalog: who may see the title the coordinator makes of it (absent: public).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visibility: Option<crate::api::Visibility>,
+    /// The application's idle timeout in whole seconds (0: never), for the title the
+    /// coordinator makes of it (the title's limits replace the application's in each start).
+    /// Absent: the coordinator's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<u64>,
+    /// The application's empty timeout in whole seconds (0: never); as `idle_timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_timeout: Option<u64>,
 }
 
 /// A GPU found on the node.

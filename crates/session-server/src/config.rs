@@ -6,6 +6,7 @@
 //! (`session-server.toml: applications[1].executable: ...`) and the server does not start.
 
 use anyhow::{Context, anyhow, bail};
+use pxs_protocol::api::{MAX_IMAGE_URL, MAX_TITLE_DESCRIPTION, MAX_TITLE_NAME, Visibility};
 use pxs_protocol::node::{ApplicationId, ApplicationInfo, NodeId};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -126,6 +127,9 @@ struct FileCoordinator {
 struct FileApplication {
     id: String,
     name: Option<String>,
+    description: Option<String>,
+    image_url: Option<String>,
+    visibility: Option<String>,
     executable: PathBuf,
     #[serde(default)]
     args: Vec<String>,
@@ -148,6 +152,12 @@ struct FileApplication {
 pub struct Application {
     pub id: ApplicationId,
     pub name: String,
+    /// For the catalog: what it is (the description of the title the coordinator makes of it).
+    pub description: String,
+    /// For the catalog: a picture of it (http(s) URL).
+    pub image_url: Option<String>,
+    /// For the catalog: who may see the title the coordinator makes of it.
+    pub visibility: Visibility,
     /// Resolved: absolute, or as found on `PATH`.
     pub executable: PathBuf,
     pub args: Vec<String>,
@@ -172,10 +182,70 @@ impl Application {
             res_x: self.res_x,
             res_y: self.res_y,
             max_players: self.max_players,
-            description: String::new(),
-            image_url: None,
+            description: self.description.clone(),
+            image_url: self.image_url.clone(),
+            visibility: Some(self.visibility),
+            idle_timeout: Some(whole_seconds(self.idle_timeout)),
+            empty_timeout: Some(whole_seconds(self.empty_timeout)),
         }
     }
+}
+
+/// A timeout as the node link writes it: whole seconds, rounded up (so 500ms is not 0, which
+/// means never), 0 for never.
+fn whole_seconds(d: Option<Duration>) -> u64 {
+    d.map_or(0, |d| {
+        d.as_millis().div_ceil(1000).try_into().unwrap_or(u64::MAX)
+    })
+}
+
+/// `applications[i].name`, `.description`: at most `max` characters, no control characters
+/// (newlines and tabs in a description); a name is not blank.
+fn catalog_text(key: &str, value: &str, max: usize, multiline: bool) -> anyhow::Result<()> {
+    let n = value.chars().count();
+    if n > max {
+        bail!("{key}: {n} characters; at most {max}");
+    }
+    if !multiline && value.trim().is_empty() {
+        bail!("{key}: must not be blank");
+    }
+    if value
+        .chars()
+        .any(|c| c.is_control() && !(multiline && matches!(c, '\n' | '\t' | '\r')))
+    {
+        bail!("{key}: control characters are not allowed");
+    }
+    Ok(())
+}
+
+/// `applications[i].image_url`: an http:// or https:// URL with a host, at most
+/// [`MAX_IMAGE_URL`] characters, no spaces or control characters.
+fn image_url(key: &str, url: &str) -> anyhow::Result<String> {
+    let host = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    if host.is_none_or(|h| h.is_empty() || h.starts_with('/')) {
+        bail!(
+            "{key}: `{}` is not an http:// or https:// URL",
+            shorten(url)
+        );
+    }
+    if url.chars().count() > MAX_IMAGE_URL {
+        bail!("{key}: at most {MAX_IMAGE_URL} characters");
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        bail!("{key}: spaces and control characters are not allowed (percent-encode them)");
+    }
+    Ok(url.to_owned())
+}
+
+/// At most 60 characters of `s` for an error message.
+fn shorten(s: &str) -> String {
+    let mut out: String = s.chars().filter(|c| !c.is_control()).take(60).collect();
+    if s.chars().count() > 60 {
+        out.push('…');
+    }
+    out
 }
 
 /// Whether to look for GPUs.
@@ -637,8 +707,33 @@ fn validate(file: FileConfig, o: &Options, base: &Path) -> anyhow::Result<Config
                 bail!("{}: an argument contains a NUL byte", key("args"));
             }
         }
+        let name = a.name.unwrap_or_else(|| id.to_string());
+        catalog_text(&key("name"), &name, MAX_TITLE_NAME, false)?;
+        let description = a.description.unwrap_or_default();
+        catalog_text(
+            &key("description"),
+            &description,
+            MAX_TITLE_DESCRIPTION,
+            true,
+        )?;
+        let image_url = match a.image_url.as_deref() {
+            None | Some("") => None,
+            Some(u) => Some(image_url(&key("image_url"), u)?),
+        };
+        let visibility = match a.visibility.as_deref() {
+            None | Some("public") => Visibility::Public,
+            Some("private") => Visibility::Private,
+            Some(other) => bail!(
+                "{}: `{}` is not \"public\" or \"private\"",
+                key("visibility"),
+                shorten(other)
+            ),
+        };
         applications.push(Application {
-            name: a.name.unwrap_or_else(|| id.to_string()),
+            name,
+            description,
+            image_url,
+            visibility,
             id,
             executable,
             args: a.args,
@@ -859,6 +954,56 @@ mod tests {
                 "coordinator.url: not set",
             ),
             (
+                base_toml(&format!("{}name = \"{}\"\n", app("a"), "n".repeat(201))),
+                "applications[0].name: 201 characters; at most 200",
+            ),
+            (
+                base_toml(&format!("{}name = \"  \"\n", app("a"))),
+                "applications[0].name: must not be blank",
+            ),
+            (
+                base_toml(&format!("{}name = \"a\\u0007b\"\n", app("a"))),
+                "applications[0].name: control characters are not allowed",
+            ),
+            (
+                base_toml(&format!(
+                    "{}description = \"{}\"\n",
+                    app("a"),
+                    "d".repeat(4001)
+                )),
+                "applications[0].description: 4001 characters; at most 4000",
+            ),
+            (
+                base_toml(&format!(
+                    "{}image_url = \"javascript:alert(1)\"\n",
+                    app("a")
+                )),
+                "applications[0].image_url: `javascript:alert(1)` is not an http:// or https:// URL",
+            ),
+            (
+                base_toml(&format!("{}image_url = \"https://\"\n", app("a"))),
+                "applications[0].image_url: `https://` is not an http:// or https:// URL",
+            ),
+            (
+                base_toml(&format!(
+                    "{}image_url = \"https://x.example/a b.png\"\n",
+                    app("a")
+                )),
+                "applications[0].image_url: spaces and control characters are not allowed",
+            ),
+            (
+                base_toml(&format!(
+                    "{}image_url = \"https://x.example/{}\"\n",
+                    app("a"),
+                    "i".repeat(2000)
+                )),
+                "applications[0].image_url: at most 2000 characters",
+            ),
+            (
+                base_toml(&format!("{}visibility = \"secret\"\n", app("a"))),
+                "applications[0].visibility: `secret` is not \"public\" or \"private\"",
+            ),
+            (
                 base_toml("").replace("[node]", "[nodes]"),
                 "unknown field `nodes`",
             ),
@@ -871,6 +1016,47 @@ mod tests {
             let e = err(&text);
             assert!(e.contains(expected), "{e}\n  should contain: {expected}");
         }
+    }
+
+    #[test]
+    fn catalog_data_is_advertised_with_the_application() {
+        let c = Config::from_toml(
+            &base_toml(&format!(
+                "{}name = \"Other\"\ndescription = \"Line one.\\nLine two.\"\n\
+                 image_url = \"https://img.example.org/other.png\"\nvisibility = \"private\"\n\
+                 idle_timeout = \"500ms\"\nempty_timeout = \"off\"\n{}",
+                app("other"),
+                app("plain")
+            )),
+            Path::new("."),
+            &Options::default(),
+        )
+        .unwrap();
+        let info = c.applications[0].info();
+        assert_eq!(info.name, "Other");
+        assert_eq!(info.description, "Line one.\nLine two.");
+        assert_eq!(
+            info.image_url.as_deref(),
+            Some("https://img.example.org/other.png")
+        );
+        assert_eq!(info.visibility, Some(Visibility::Private));
+        // 500ms is rounded up to a second (0 would mean never); off is 0.
+        assert_eq!((info.idle_timeout, info.empty_timeout), (Some(1), Some(0)));
+        // Left out: the id as the name, no description or picture, public, the defaults.
+        let plain = c.applications[1].info();
+        assert_eq!(
+            (
+                plain.name.as_str(),
+                plain.description.as_str(),
+                plain.image_url
+            ),
+            ("plain", "", None)
+        );
+        assert_eq!(plain.visibility, Some(Visibility::Public));
+        assert_eq!(
+            (plain.idle_timeout, plain.empty_timeout),
+            (Some(900), Some(300))
+        );
     }
 
     #[test]

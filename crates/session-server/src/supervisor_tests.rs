@@ -17,6 +17,9 @@ fn app(id: &str) -> Application {
     Application {
         id: ApplicationId::parse(id).unwrap(),
         name: id.to_uppercase(),
+        description: String::new(),
+        image_url: None,
+        visibility: pxs_protocol::api::Visibility::Public,
         executable: "/opt/app/run".into(),
         args: vec!["-RenderOffScreen".into()],
         working_dir: None,

@@ -101,8 +101,14 @@ impl Engine {
         };
         let mut tx = self.store.begin_placement().await?;
         store::upsert_node_hello(&mut tx, &row).await?;
+        let titles = self
+            .titles_of_applications(&mut tx, &row.id, &hello.applications, now)
+            .await?;
         let acked = store::acked_seq(&mut tx, &row.id).await?;
         tx.commit().await?;
+        if !titles.is_empty() {
+            self.promote_queue().await;
+        }
         let link_id = self.next_link.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut links) = self.links.lock() {
             // A newer link replaces an older one, which is closed.
@@ -306,6 +312,8 @@ impl Engine {
         let ids: Vec<_> = apps.iter().map(|a| a.id.clone()).collect();
         let mut tx = self.store.begin_placement().await?;
         store::set_node_applications(&mut tx, node, &ids).await?;
+        self.titles_of_applications(&mut tx, node, apps, self.now())
+            .await?;
         tx.commit().await?;
         self.publish(Change::Node(node.clone()));
         self.promote_queue().await;

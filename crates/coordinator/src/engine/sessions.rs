@@ -21,7 +21,7 @@ impl Engine {
         let mut tx = self.store.begin_placement().await?;
         let title = store::get_title(&mut tx, &req.title_id)
             .await?
-            .filter(|t| caller.may_use(t.visibility))
+            .filter(|t| caller.may_use(t.visibility, t.approved))
             .ok_or_else(|| no_title(&req.title_id))?;
         if let Caller::Anonymous { .. } = caller {
             let live = store::count_live_of_owner(&mut tx, &caller.owner()).await?;

@@ -62,6 +62,8 @@ impl Engine {
             empty_timeout: t.empty_timeout,
             max_duration: t.max_duration,
             availability,
+            source: t.source,
+            approved: t.approved,
             created_at: rfc3339(t.created_at),
             updated_at: rfc3339(t.updated_at),
         })
@@ -74,7 +76,7 @@ impl Engine {
         let slots = Self::snapshot(&mut c, now, None).await?;
         let mut out = Vec::new();
         for t in store::list_titles(&mut c).await? {
-            if caller.may_use(t.visibility) {
+            if caller.may_use(t.visibility, t.approved) {
                 out.push(self.title_view(&mut c, &t, &slots, now).await?);
             }
         }
@@ -86,7 +88,7 @@ impl Engine {
         let mut c = self.store.reader().acquire().await?;
         let t = store::get_title(&mut c, id)
             .await?
-            .filter(|t| caller.may_use(t.visibility))
+            .filter(|t| caller.may_use(t.visibility, t.approved))
             .ok_or_else(|| no_title(id))?;
         let slots = Self::snapshot(&mut c, now, None).await?;
         self.title_view(&mut c, &t, &slots, now).await

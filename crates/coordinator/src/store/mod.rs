@@ -42,7 +42,9 @@ pub use sessions::{
     update_session,
 };
 pub use titles::{
-    delete_title, get_title, insert_title, list_titles, update_title, visibility_name,
+    approve_title, delete_title, dismiss_application, get_title, insert_title, is_dismissed,
+    list_titles, refresh_node_title, source_name, titles_of_application, update_title,
+    visibility_name,
 };
 pub use tokens::{
     TokenRow, count_api_tokens, delete_token, find_api_token, find_node_token, insert_api_token,

@@ -390,6 +390,45 @@ pub type NodeSocket =
 /// A node link to `coord` as node `name` with `slots` slots of application `app`, past its
 /// `hello`; returns the socket and the `acked` of the coordinator's welcome.
 pub async fn node_link(coord: &Coord, name: &str, app: &str, slots: u32) -> (NodeSocket, u64) {
+    node_link_with(coord, hello(name, vec![app_info(app)], slots)).await
+}
+
+/// An application as a node advertises it, with no catalog data.
+pub fn app_info(app: &str) -> ApplicationInfo {
+    ApplicationInfo {
+        id: ApplicationId::parse(app).unwrap(),
+        name: app.into(),
+        res_x: 64,
+        res_y: 64,
+        max_players: 0,
+        description: String::new(),
+        image_url: None,
+        visibility: None,
+        idle_timeout: None,
+        empty_timeout: None,
+    }
+}
+
+/// The `hello` of node `name` with `slots` slots of `applications`.
+pub fn hello(name: &str, applications: Vec<ApplicationInfo>, slots: u32) -> Hello {
+    Hello {
+        node: NodeId::parse(name).unwrap(),
+        version: "test".into(),
+        public_url: format!("http://{name}.invalid"),
+        upstream_url: None,
+        capacity: Capacity {
+            max_sessions: slots,
+            max_sessions_per_gpu: 0,
+        },
+        applications,
+        gpus: vec![],
+        sessions: vec![],
+        draining: false,
+    }
+}
+
+/// A node link to `coord` past `hello`; returns the socket and the `acked` of the welcome.
+pub async fn node_link_with(coord: &Coord, hello: Hello) -> (NodeSocket, u64) {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut req = format!("ws://{}/api/v1/nodes/link", coord.addr)
         .into_client_request()
@@ -399,29 +438,9 @@ pub async fn node_link(coord: &Coord, name: &str, app: &str, slots: u32) -> (Nod
         format!("Bearer {NODE_TOKEN}").parse().unwrap(),
     );
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let hello = NodeToCoordinator::Hello(Hello {
-        node: NodeId::parse(name).unwrap(),
-        version: "test".into(),
-        public_url: format!("http://{name}.invalid"),
-        upstream_url: None,
-        capacity: Capacity {
-            max_sessions: slots,
-            max_sessions_per_gpu: 0,
-        },
-        applications: vec![ApplicationInfo {
-            id: ApplicationId::parse(app).unwrap(),
-            name: app.into(),
-            res_x: 64,
-            res_y: 64,
-            max_players: 0,
-            description: String::new(),
-            image_url: None,
-        }],
-        gpus: vec![],
-        sessions: vec![],
-        draining: false,
-    });
-    ws.send(hello.to_json().into()).await.unwrap();
+    ws.send(NodeToCoordinator::Hello(hello).to_json().into())
+        .await
+        .unwrap();
     loop {
         let m = ws.next().await.unwrap().unwrap();
         if m.is_ping() || m.is_pong() {
@@ -439,8 +458,14 @@ impl FakeNode {
     /// Connects to `coord` with `slots` slots of application `app`. With `auto`, it answers
     /// `start_session` with starting + ready and `stop_session` with ended{stopped}.
     pub async fn connect(coord: &Coord, name: &str, app: &str, slots: u32, auto: bool) -> FakeNode {
+        Self::connect_with(coord, hello(name, vec![app_info(app)], slots), auto).await
+    }
+
+    /// As [`FakeNode::connect`], saying `hello`.
+    pub async fn connect_with(coord: &Coord, hello: Hello, auto: bool) -> FakeNode {
+        let name = hello.node.to_string();
         // Number events after what the coordinator already has, as a real node does.
-        let (ws, acked) = node_link(coord, name, app, slots).await;
+        let (ws, acked) = node_link_with(coord, hello).await;
         let (mut sink, mut stream) = ws.split();
         let commands = Arc::new(Mutex::new(Vec::new()));
         let running = Arc::new(Mutex::new(Vec::new()));
@@ -477,7 +502,7 @@ impl FakeNode {
             }
         });
         FakeNode {
-            name: name.into(),
+            name,
             commands,
             out,
             seq,
