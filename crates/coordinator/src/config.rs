@@ -386,6 +386,8 @@ mod tests {
         assert!(e("[limits]\nmax_connections = 0").contains("limits.max_connections"));
         assert!(e("[limits]\nheader_read_timeout = \"0s\"").contains("limits.header_read_timeout"));
         assert!(e("admin_token = \"short\"").contains("admin_token"));
+        assert!(e("[titles]\napprove_new = \"yes\"").contains("titles.approve_new"));
+        assert!(e("[titles]\napprove = true").contains("unknown field `approve`"));
         assert!(
             e("[anonymous]\nmax_sessions_per_address = -1").contains("max_sessions_per_address")
         );
