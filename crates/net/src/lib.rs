@@ -11,6 +11,9 @@
 //! - every error answer is JSON in the server's shape ([`errors`]), also the ones hyper makes
 //!   itself (`400`, `414`, `431`), which would otherwise have an empty body.
 //!
+//! Behind a reverse proxy, [`forwarded`] tells who the client of a request is (the operator's
+//! `trusted_proxies`).
+//!
 //! Upgraded WebSockets keep the connection's slot until they close; their own silence rules live
 //! with the WebSocket code (the signalling server pings, the coordinator's node hub times out
 //! silent links).
@@ -21,8 +24,10 @@
 
 pub mod conn;
 pub mod errors;
+pub mod forwarded;
 
 pub use errors::{ErrorShape, coded_error_body, error_code, json_error};
+pub use forwarded::{Client, TrustedProxies};
 
 use axum::Router;
 use axum::extract::ConnectInfo;

@@ -14,6 +14,7 @@
 //!   it carries (`SessionId`, `NodeId`, `ApplicationId`).
 //! - [`duration`]: durations as configs write them ("90s", "15m").
 //! - [`api`]: the coordinator's REST API v1 bodies and `TitleId`.
+//! - [`upstream`]: the checked URL where a reverse proxy reaches a server (`upstream_url`).
 
 pub mod api;
 pub mod datachannel;
@@ -23,3 +24,4 @@ pub mod player_token;
 pub mod secret;
 pub mod signalling;
 pub mod signalling_api;
+pub mod upstream;
