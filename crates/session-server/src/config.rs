@@ -6,8 +6,10 @@
 //! (`session-server.toml: applications[1].executable: ...`) and the server does not start.
 
 use anyhow::{Context, anyhow, bail};
+use pxs_net::TrustedProxies;
 use pxs_protocol::api::{MAX_IMAGE_URL, MAX_TITLE_DESCRIPTION, MAX_TITLE_NAME, Visibility};
 use pxs_protocol::node::{ApplicationId, ApplicationInfo, NodeId};
+use pxs_protocol::upstream::{self, UpstreamUrl};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -36,6 +38,14 @@ pub struct Options {
     /// node.listen: the HTTP address players connect to [default: 0.0.0.0:8090].
     #[arg(long, global = true, env = "PXS_NODE_LISTEN")]
     pub node_listen: Option<String>,
+    /// node.upstream_url: where a reverse proxy (NGINX) reaches this node's HTTP port, e.g.
+    /// http://10.0.0.11:8090 [default: http://<node.listen> unless it is 0.0.0.0 or ::].
+    #[arg(long, global = true, env = "PXS_NODE_UPSTREAM_URL")]
+    pub node_upstream_url: Option<String>,
+    /// node.trusted_proxies: comma-separated addresses or blocks (127.0.0.1/32,10.0.0.0/8)
+    /// whose X-Forwarded-For is believed [default: none].
+    #[arg(long, global = true, env = "PXS_NODE_TRUSTED_PROXIES")]
+    pub node_trusted_proxies: Option<String>,
     /// node.data_dir: running sessions (for crash recovery) and per-session logs [default: data].
     #[arg(long, global = true, env = "PXS_NODE_DATA_DIR")]
     pub node_data_dir: Option<PathBuf>,
@@ -105,6 +115,8 @@ struct FileNode {
     name: Option<String>,
     public_url: Option<String>,
     listen: Option<String>,
+    upstream_url: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
     data_dir: Option<PathBuf>,
     max_sessions: Option<u32>,
     streamer_ports: Option<String>,
@@ -260,6 +272,10 @@ pub struct NodeConfig {
     pub name: NodeId,
     pub public_url: String,
     pub listen: SocketAddr,
+    /// `node.upstream_url` as set; [`NodeConfig::upstream_for`] adds the default.
+    pub upstream_url: Option<UpstreamUrl>,
+    /// Peers whose `X-Forwarded-For` names the player (`node.trusted_proxies`).
+    pub trusted_proxies: TrustedProxies,
     pub data_dir: PathBuf,
     pub max_sessions: u32,
     pub streamer_ports: RangeInclusive<u16>,
@@ -267,6 +283,26 @@ pub struct NodeConfig {
     pub max_sessions_per_gpu: u32,
     pub heartbeat_interval: Duration,
     pub gpus: GpuDetection,
+}
+
+impl NodeConfig {
+    /// Where a reverse proxy reaches this node, listening on `addr` (`node.listen`, or the
+    /// address it was bound to when its port was 0): `node.upstream_url` if set, else
+    /// `http://<addr>` when `addr` is a specific address; `None` for every address (0.0.0.0,
+    /// ::), which names none a proxy could use.
+    pub fn upstream_for(&self, addr: SocketAddr) -> Option<UpstreamUrl> {
+        upstream_for(self.upstream_url.as_ref(), addr)
+    }
+}
+
+fn upstream_for(set: Option<&UpstreamUrl>, addr: SocketAddr) -> Option<UpstreamUrl> {
+    if set.is_some() {
+        return set.cloned();
+    }
+    if addr.ip().is_unspecified() || addr.port() == 0 {
+        return None;
+    }
+    upstream::parse(&format!("http://{addr}")).ok()
 }
 
 #[derive(Clone, Debug)]
@@ -332,12 +368,14 @@ impl Config {
     pub fn summary(&self) -> String {
         let n = &self.node;
         let mut s = format!(
-            "node {} at {} (listening on {}), data dir {}\n\
+            "node {} at {} (listening on {}, upstream {}), data dir {}\n\
              max_sessions {}, streamer ports {}-{}, kill_grace {:?}, max_sessions_per_gpu {}, gpus {:?}\n\
              coordinator {} (token set)\n{} application(s):\n",
             n.name,
             n.public_url,
             n.listen,
+            n.upstream_for(n.listen)
+                .map_or_else(|| "not set".to_owned(), |u| u.to_string()),
             n.data_dir.display(),
             n.max_sessions,
             n.streamer_ports.start(),
@@ -360,6 +398,50 @@ impl Config {
         }
         s
     }
+}
+
+/// What a reverse proxy needs of a node, from its config file alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeIdentity {
+    pub name: NodeId,
+    /// `node.public_url` as written (`None`: not set).
+    pub public_url: Option<String>,
+    /// [`NodeConfig::upstream_for`] its `node.listen`.
+    pub upstream_url: Option<UpstreamUrl>,
+    /// `node.listen` (or its default), for messages.
+    pub listen: SocketAddr,
+}
+
+/// The `[node]` name, public URL and upstream of the config file at `path`, for
+/// `pxs nginx-config --node-config`: the file must parse (unknown keys are errors), but the rest
+/// of it is not checked (its applications need not exist on the machine that reads it), and no
+/// environment variable or flag applies. A missing `node.name` is this machine's host name, as
+/// for the session server itself.
+pub fn node_identity(path: &Path) -> anyhow::Result<NodeIdentity> {
+    let n = read_file(path)?.node;
+    let origin = path.display();
+    let name_text = n.name.unwrap_or_else(default_name);
+    let name = NodeId::parse(&name_text)
+        .map_err(|e| anyhow!("{origin}: node.name: `{name_text}`: {e}"))?;
+    let listen_text = n.listen.unwrap_or_else(|| "0.0.0.0:8090".into());
+    let listen: SocketAddr = listen_text.parse().map_err(|_| {
+        anyhow!("{origin}: node.listen: `{listen_text}` is not an address like 0.0.0.0:8090")
+    })?;
+    let upstream_url = match n.upstream_url {
+        Some(u) => Some(
+            upstream::parse(u.trim())
+                .map_err(|e| anyhow!("{origin}: node.upstream_url: `{}`: {e}", u.escape_debug()))?,
+        ),
+        None => None,
+    };
+    Ok(NodeIdentity {
+        upstream_url: upstream_for(upstream_url.as_ref(), listen),
+        name,
+        public_url: n
+            .public_url
+            .map(|u| u.trim().trim_end_matches('/').to_owned()),
+        listen,
+    })
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -573,6 +655,20 @@ fn validate(file: FileConfig, o: &Options, base: &Path) -> anyhow::Result<Config
         }
     };
 
+    let upstream_url = match o.node_upstream_url.clone().or(n.upstream_url) {
+        Some(u) => Some(
+            upstream::parse(u.trim())
+                .map_err(|e| anyhow!("node.upstream_url: `{}`: {e}", u.escape_debug()))?,
+        ),
+        None => None,
+    };
+    let trusted_proxies = match (&o.node_trusted_proxies, n.trusted_proxies) {
+        (Some(text), _) => TrustedProxies::parse_list("node.trusted_proxies", text),
+        (None, Some(list)) => TrustedProxies::parse("node.trusted_proxies", &list),
+        (None, None) => Ok(TrustedProxies::default()),
+    }
+    .map_err(|e| anyhow!(e))?;
+
     let data_dir = o
         .node_data_dir
         .clone()
@@ -783,6 +879,8 @@ fn validate(file: FileConfig, o: &Options, base: &Path) -> anyhow::Result<Config
             name,
             public_url,
             listen,
+            upstream_url,
+            trusted_proxies,
             data_dir,
             max_sessions,
             streamer_ports,
@@ -869,6 +967,133 @@ mod tests {
         assert_eq!(c.node.listen.port(), 9999);
         assert_eq!(c.node.max_sessions, 2);
         assert_eq!(c.coordinator.token.0, "other");
+    }
+
+    #[test]
+    fn the_upstream_url_is_set_or_made_from_a_specific_listen_address() {
+        let upstream = |extra: &str, o: &Options| {
+            let n = Config::from_toml(
+                &base_toml("").replace("[node]\n", &format!("[node]\n{extra}")),
+                Path::new("."),
+                o,
+            )
+            .unwrap()
+            .node;
+            n.upstream_for(n.listen).map(|u| u.to_string())
+        };
+        let none = Options::default();
+        assert_eq!(upstream("", &none), None, "0.0.0.0 names no address");
+        assert_eq!(upstream("listen = \"[::]:8090\"\n", &none), None);
+        assert_eq!(
+            upstream("listen = \"127.0.0.1:0\"\n", &none),
+            None,
+            "not bound yet"
+        );
+        assert_eq!(
+            upstream("listen = \"10.0.0.11:8081\"\n", &none).as_deref(),
+            Some("http://10.0.0.11:8081")
+        );
+        assert_eq!(
+            upstream("listen = \"[fd00::11]:8081\"\n", &none).as_deref(),
+            Some("http://[fd00::11]:8081")
+        );
+        assert_eq!(
+            upstream("upstream_url = \"http://gpu-1.internal:8090/\"\n", &none).as_deref(),
+            Some("http://gpu-1.internal:8090")
+        );
+        let flag = Options {
+            node_upstream_url: Some("http://10.9.9.9:1".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            upstream("upstream_url = \"http://x:2\"\n", &flag).as_deref(),
+            Some("http://10.9.9.9:1")
+        );
+        for (value, want) in [
+            (
+                "http://h/sessions",
+                "node.upstream_url: `http://h/sessions`: only a scheme",
+            ),
+            (
+                "http://h;}",
+                "node.upstream_url: `http://h;}`: `;` is not allowed",
+            ),
+            ("10.0.0.1:80", "node.upstream_url: `10.0.0.1:80`: not a URL"),
+        ] {
+            let e = err(&base_toml("").replace(
+                "[node]\n",
+                &format!("[node]\nupstream_url = {}\n", toml::Value::from(value)),
+            ));
+            assert!(e.contains(want), "{e}\n  should contain: {want}");
+        }
+    }
+
+    #[test]
+    fn a_reverse_proxy_reads_the_nodes_name_and_upstream_from_its_file() {
+        let dir = pxs_test_support::scratch_dir("ss-cfg-identity");
+        let path = dir.join("node.toml");
+        // The applications need not exist where the file is read.
+        let text = base_toml("[[applications]]\nid = \"a\"\nexecutable = \"/nonexistent/app\"\n")
+            .replace("[node]\n", "[node]\nlisten = \"10.0.0.11:8081\"\n");
+        std::fs::write(&path, &text).unwrap();
+        let id = node_identity(&path).unwrap();
+        assert_eq!(id.name.as_str(), "n1");
+        assert_eq!(id.public_url.as_deref(), Some("https://n1.example.org"));
+        assert_eq!(
+            id.upstream_url.map(|u| u.to_string()).as_deref(),
+            Some("http://10.0.0.11:8081")
+        );
+        std::fs::write(&path, base_toml("")).unwrap();
+        assert_eq!(node_identity(&path).unwrap().upstream_url, None, "0.0.0.0");
+        std::fs::write(
+            &path,
+            base_toml("").replace("[node]\n", "[node]\nupstream_url = \"http://h/x\"\n"),
+        )
+        .unwrap();
+        let e = format!("{:#}", node_identity(&path).unwrap_err());
+        assert!(
+            e.contains("node.toml: node.upstream_url: `http://h/x`"),
+            "{e}"
+        );
+        std::fs::write(
+            &path,
+            base_toml("").replace("name = \"n1\"", "name = \"a b\""),
+        )
+        .unwrap();
+        let e = format!("{:#}", node_identity(&path).unwrap_err());
+        assert!(e.contains("node.name: `a b`"), "{e}");
+    }
+
+    #[test]
+    fn trusted_proxies_come_from_the_file_or_a_flag() {
+        let c = Config::from_toml(
+            &base_toml("").replace(
+                "[node]\n",
+                "[node]\ntrusted_proxies = [\"127.0.0.1/32\", \"10.0.0.0/8\"]\n",
+            ),
+            Path::new("."),
+            &Options::default(),
+        )
+        .unwrap();
+        assert!(c.node.trusted_proxies.trusts("10.1.2.3".parse().unwrap()));
+        assert!(!c.node.trusted_proxies.trusts("192.0.2.1".parse().unwrap()));
+        let flag = Options {
+            node_trusted_proxies: Some("192.0.2.0/24".into()),
+            ..Default::default()
+        };
+        let c = Config::from_toml(&base_toml(""), Path::new("."), &flag).unwrap();
+        assert!(c.node.trusted_proxies.trusts("192.0.2.1".parse().unwrap()));
+        let c = Config::from_toml(&base_toml(""), Path::new("."), &Options::default()).unwrap();
+        assert!(
+            c.node.trusted_proxies.is_empty(),
+            "nothing is trusted by default"
+        );
+        let e =
+            err(&base_toml("").replace("[node]\n", "[node]\ntrusted_proxies = [\"10.0.0.1/8\"]\n"));
+        assert!(
+            e.contains("node.trusted_proxies[0]: `10.0.0.1/8` has bits set after its prefix"),
+            "{e}"
+        );
     }
 
     #[test]

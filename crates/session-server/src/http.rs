@@ -8,6 +8,7 @@ use axum::extract::{ConnectInfo, FromRequestParts, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use pxs_net::TrustedProxies;
 use pxs_protocol::node::{SessionId, Token, UnixMillis};
 use pxs_protocol::player_token::{self, Claims, TokenError};
 use pxs_webrtc_session::Signalling;
@@ -73,11 +74,18 @@ struct NodeState {
     routes: Routes,
     node: String,
     draining: Arc<AtomicBool>,
+    proxies: TrustedProxies,
 }
 
 /// The node's HTTP application. `draining`: whether the node takes no new sessions (set by the
-/// server loop), shown by `/healthz`.
-pub fn node_app(routes: Routes, node: String, draining: Arc<AtomicBool>) -> axum::Router {
+/// server loop), shown by `/healthz`. `proxies` (`node.trusted_proxies`): peers whose
+/// `X-Forwarded-For` names the player.
+pub fn node_app(
+    routes: Routes,
+    node: String,
+    draining: Arc<AtomicBool>,
+    proxies: TrustedProxies,
+) -> axum::Router {
     axum::Router::new()
         .route("/sessions/{id}/ws", get(player_ws))
         .route("/healthz", get(healthz))
@@ -85,6 +93,7 @@ pub fn node_app(routes: Routes, node: String, draining: Arc<AtomicBool>) -> axum
             routes,
             node,
             draining,
+            proxies,
         })
 }
 
@@ -140,9 +149,11 @@ async fn player_ws(
         Admission::Key => debug!(session = %id, "player connecting with the session key"),
         Admission::Signed(c) => debug!(session = %id, role = ?c.role, "player connecting"),
     }
+    // Behind a trusted proxy (NGINX), the player is the one it forwards for.
+    let player = s.proxies.client(peer.ip(), &parts.headers).ip;
     route
         .signalling
-        .upgrade_player(upgrade, protocol, Some(peer.ip()), identity(&admission))
+        .upgrade_player(upgrade, protocol, Some(player), identity(&admission))
 }
 
 /// Who a player is among the session's users: the role and name its token says; the holder of

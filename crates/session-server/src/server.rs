@@ -98,7 +98,7 @@ fn now() -> Now {
 impl SessionServer {
     /// Opens the data dir (killing whatever a previous run left), binds `node.listen` and starts
     /// serving and linking. Port 0 picks a free port; see [`SessionServer::addr`].
-    pub async fn start(config: Config) -> anyhow::Result<SessionServer> {
+    pub async fn start(mut config: Config) -> anyhow::Result<SessionServer> {
         let data = DataDir::open(&config.node.data_dir)?;
         if cfg!(unix) && config.guard_program.is_none() {
             warn!(
@@ -126,6 +126,8 @@ impl SessionServer {
             .await
             .with_context(|| format!("node.listen: cannot listen on {}", config.node.listen))?;
         let addr = listener.local_addr()?;
+        // What `hello` tells: the bound port, when node.listen asked for any (0).
+        config.node.upstream_url = config.node.upstream_for(addr);
         data.write_pid()
             .with_context(|| format!("node.data_dir: cannot write in {}", data.path.display()))?;
         let routes = Routes::default();
@@ -135,11 +137,12 @@ impl SessionServer {
             routes.clone(),
             config.node.name.to_string(),
             draining.clone(),
+            config.node.trusted_proxies.clone(),
         );
+        let player_app = app.clone();
         let mut http_stop = stop_rx.clone();
         let http = tokio::spawn(serve("node", &config).run(listener, app, async move {
             let _ = http_stop.wait_for(|s| *s).await;
-        let player_app = app.clone();
         }));
 
         let (inputs, inputs_rx) = mpsc::unbounded_channel();
@@ -210,15 +213,15 @@ impl SessionServer {
         self.addr
     }
 
-    /// Re-reads the applications from the config file (as SIGHUP does).
-    pub fn reload(&self) {
-        let _ = self.inputs.send(Input::Reload);
     /// The node's HTTP application (player WebSockets, `/healthz`), for a program that also
     /// serves it on another port (`pxs up` serves it under `/node/local/` of its one port).
     pub fn player_app(&self) -> axum::Router {
         self.player_app.clone()
     }
 
+    /// Re-reads the applications from the config file (as SIGHUP does).
+    pub fn reload(&self) {
+        let _ = self.inputs.send(Input::Reload);
     }
 
     /// A handle that can ask for reloads after `self` is consumed by `run_until`.
@@ -331,7 +334,12 @@ impl Shell {
                     node: self.config.node.name.clone(),
                     version: env!("CARGO_PKG_VERSION").to_owned(),
                     public_url: self.config.node.public_url.clone(),
-                    upstream_url: None,
+                    upstream_url: self
+                        .config
+                        .node
+                        .upstream_url
+                        .as_ref()
+                        .map(ToString::to_string),
                     capacity: Capacity {
                         max_sessions: self.config.node.max_sessions,
                         max_sessions_per_gpu: self.config.node.max_sessions_per_gpu,
