@@ -46,13 +46,27 @@ fn presented_token(
 }
 
 /// What a request says of its caller: the token it presents (`?token=` too where `query_ok`)
-/// and the address it comes from.
+/// and the address it comes from (behind a trusted proxy, the client it forwards for).
 pub(crate) fn credentials(
+    engine: &Engine,
     req: &Request,
     query_ok: bool,
 ) -> Result<(Option<String>, IpAddr), ApiError> {
     let token = presented_token(req.headers(), req.uri().query(), query_ok)?;
-    Ok((token, peer_of(req).ip()))
+    Ok((token, client_of(engine, req.headers(), req.extensions()).ip))
+}
+
+/// Who a request comes from: its peer, or, when the peer is one of `trusted_proxies`, the
+/// client and scheme it forwards (`pxs_net::forwarded`).
+fn client_of(
+    engine: &Engine,
+    headers: &HeaderMap,
+    extensions: &axum::http::Extensions,
+) -> pxs_net::Client {
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
+    engine.config.trusted_proxies.client(peer.ip(), headers)
 }
 
 /// The caller with these credentials, checked against `access` (the route's, from the route
@@ -69,12 +83,6 @@ pub(crate) async fn who(
         Err(Refusal::Unauthorized) => Err(ApiError::unauthorized()),
         Err(Refusal::Forbidden) => Err(ApiError::forbidden()),
     }
-}
-
-fn peer_of(req: &Request) -> SocketAddr {
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0)
 }
 
 /// A JSON body: `application/json`, at most `max_body_bytes`, every field checked; errors name
@@ -460,16 +468,21 @@ pub(crate) async fn delete_session(
 }
 
 /// Where browsers reach this coordinator's pages: the configured `public_url`, else
-/// `http://<Host>` of the request (a plain `host[:port]`, else 400).
-fn public_base(engine: &Engine, headers: &HeaderMap) -> ApiResult<String> {
+/// `<scheme>://<Host>` of the request (a plain `host[:port]`, else 400), the scheme `https`
+/// when a trusted proxy says the client used it (`X-Forwarded-Proto`), else `http`.
+fn public_base(engine: &Engine, req: &Request) -> ApiResult<String> {
     if let Some(u) = &engine.config.public_url {
         return Ok(u.clone());
     }
-    headers
+    let scheme = match client_of(engine, req.headers(), req.extensions()).https {
+        Some(true) => "https",
+        Some(false) | None => "http",
+    };
+    req.headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .filter(|h| valid_host(h))
-        .map(|h| format!("http://{h}"))
+        .map(|h| format!("{scheme}://{h}"))
         .ok_or_else(|| {
             ApiError::bad_request(
                 "the Host header is missing or not a host name with an optional port; \
@@ -513,7 +526,7 @@ pub(crate) async fn create_link(
     let id = session_id(&id)?;
     // Who asks comes before what they send.
     engine.check_link_owner(&caller, &id).await?;
-    let base = public_base(&engine, req.headers())?;
+    let base = public_base(&engine, &req)?;
     let new: api::NewLink = body(&engine, req).await?;
     let link = engine.create_link(&caller, &id, &new, &base).await?;
     Ok((StatusCode::CREATED, Json(link)).into_response())

@@ -41,6 +41,7 @@ struct FileConfig {
     listen: Option<String>,
     database_url: Option<Secret>,
     public_url: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
     admin_token: Option<Secret>,
     node_token: Option<Secret>,
     session_secret: Option<Secret>,
@@ -96,6 +97,9 @@ pub struct Config {
     pub database_url: Secret,
     /// How users reach this coordinator (printed, and used in links); default from `listen`.
     pub public_url: Option<String>,
+    /// Peers (reverse proxies) whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed
+    /// (`trusted_proxies`); empty: none.
+    pub trusted_proxies: pxs_net::TrustedProxies,
     pub admin_token: Option<Secret>,
     pub node_token: Option<Secret>,
     /// Session signing keys are derived from it (`crate::keys`).
@@ -136,6 +140,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             database_url: Secret("sqlite://pxs-coordinator.db".into()),
             public_url: None,
+            trusted_proxies: pxs_net::TrustedProxies::default(),
             admin_token: None,
             node_token: None,
             session_secret: None,
@@ -251,6 +256,11 @@ fn validate(f: FileConfig, opts: &Options) -> anyhow::Result<Config> {
     {
         bail!("public_url: must start with http:// or https://");
     }
+    let trusted_proxies = pxs_net::TrustedProxies::parse(
+        "trusted_proxies",
+        f.trusted_proxies.as_deref().unwrap_or_default(),
+    )
+    .map_err(|e| anyhow!(e))?;
     let t = &f.timing;
     let limits = &f.limits;
     let max_body_bytes = limits.max_body_bytes.unwrap_or(d.max_body_bytes);
@@ -285,6 +295,7 @@ fn validate(f: FileConfig, opts: &Options) -> anyhow::Result<Config> {
         listen,
         database_url,
         public_url: f.public_url.map(|u| u.trim_end_matches('/').to_owned()),
+        trusted_proxies,
         admin_token: opts.admin_token.clone().or(f.admin_token),
         node_token: opts.node_token.clone().or(f.node_token),
         session_secret,
@@ -386,6 +397,11 @@ mod tests {
         assert!(e("[limits]\nmax_connections = 0").contains("limits.max_connections"));
         assert!(e("[limits]\nheader_read_timeout = \"0s\"").contains("limits.header_read_timeout"));
         assert!(e("admin_token = \"short\"").contains("admin_token"));
+        assert!(
+            e("trusted_proxies = [\"127.0.0.1/32\", \"localhost\"]")
+                .contains("trusted_proxies[1]: `localhost` is not an address")
+        );
+        assert!(e("trusted_proxies = \"127.0.0.1\"").contains("trusted_proxies"));
         assert!(e("[titles]\napprove_new = \"yes\"").contains("titles.approve_new"));
         assert!(e("[titles]\napprove = true").contains("unknown field `approve`"));
         assert!(

@@ -414,6 +414,8 @@ pub struct NodeRow {
     pub id: NodeId,
     pub version: String,
     pub public_url: String,
+    /// Where a reverse proxy reaches the node (its hello's `upstream_url`, checked).
+    pub upstream_url: Option<String>,
     pub max_sessions: u32,
     pub max_sessions_per_gpu: u32,
     pub applications: Vec<ApplicationId>,

@@ -196,8 +196,8 @@ fn schemas() -> Value {
         "NewSession": obj(&["title_id"], json!({"title_id": s, "start_at": s, "duration": {"type": "integer", "minimum": 1}})),
         "Node": obj(&["id", "state"], json!({
             "id": s, "state": {"type": "string", "enum": ["online", "offline", "draining", "drained"]},
-            "version": s, "public_url": s, "max_sessions": n, "max_sessions_per_gpu": n,
-            "sessions": n, "reserved": n, "free_slots": n,
+            "version": s, "public_url": s, "upstream_url": ns, "max_sessions": n,
+            "max_sessions_per_gpu": n, "sessions": n, "reserved": n, "free_slots": n,
             "applications": {"type": "array", "items": s}, "gpus": {"type": "array"},
             "last_heartbeat": ns, "drain_deadline": s
         })),

@@ -338,7 +338,7 @@ async fn authorize(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let (token, ip) = match credentials(&req, route.token_in_query) {
+    let (token, ip) = match credentials(&engine, &req, route.token_in_query) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };

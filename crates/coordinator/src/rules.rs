@@ -920,6 +920,7 @@ mod tests {
             id: NodeId::parse("n1").unwrap(),
             version: String::new(),
             public_url: String::new(),
+            upstream_url: None,
             max_sessions: 1,
             max_sessions_per_gpu: 0,
             applications: vec![],

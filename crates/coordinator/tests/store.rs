@@ -18,6 +18,7 @@ fn node(id: &str, apps: &[&str], gpus: u32, max: u32, per_gpu: u32) -> NodeRow {
         id: NodeId::parse(id).unwrap(),
         version: "test".into(),
         public_url: format!("ws://127.0.0.1:1/{id}"),
+        upstream_url: None,
         max_sessions: max,
         max_sessions_per_gpu: per_gpu,
         applications: apps

@@ -202,6 +202,10 @@ pub struct Node {
     pub state: NodeState,
     pub version: String,
     pub public_url: String,
+    /// Where a reverse proxy reaches the node's HTTP port (`pxs nginx-config` reads it), as
+    /// the node said in its last `hello`; null when it did not say.
+    #[serde(default)]
+    pub upstream_url: Option<String>,
     pub max_sessions: u32,
     pub max_sessions_per_gpu: u32,
     /// Sessions placed on the node now (starting or ready).

@@ -85,6 +85,7 @@ impl Engine {
             id: hello.node.clone(),
             version: model::node_text(&hello.version, 64),
             public_url: model::node_text(&hello.public_url, 512),
+            upstream_url: upstream_of(hello),
             max_sessions: hello.capacity.max_sessions,
             max_sessions_per_gpu: hello.capacity.max_sessions_per_gpu,
             applications: hello.applications.iter().map(|a| a.id.clone()).collect(),
@@ -328,5 +329,19 @@ pub(super) fn drain_message(drain: Option<Option<Millis>>, now: Millis) -> Coord
         Some(deadline) => CoordinatorToNode::DrainGracefully {
             stop_after_ms: deadline.map(|d| u64::try_from(d.saturating_sub(now)).unwrap_or(0)),
         },
+    }
+}
+
+/// The hello's `upstream_url` when it is one (`pxs_protocol::upstream`); anything else is
+/// logged (why, not the text) and stored as unknown, so nothing a node makes up reaches the
+/// API's readers (`pxs nginx-config`) as an upstream.
+fn upstream_of(hello: &Hello) -> Option<String> {
+    let text = hello.upstream_url.as_deref()?;
+    match pxs_protocol::upstream::parse(text) {
+        Ok(u) => Some(u.to_string()),
+        Err(e) => {
+            warn!(node = %hello.node, "the node's upstream_url is not usable ({e}); stored as unknown");
+            None
+        }
     }
 }

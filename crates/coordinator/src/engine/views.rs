@@ -282,6 +282,7 @@ pub(super) fn node_view(
         state: n.api_state(sessions),
         version: n.version.clone(),
         public_url: n.public_url.clone(),
+        upstream_url: n.upstream_url.clone(),
         max_sessions: n.max_sessions,
         max_sessions_per_gpu: n.max_sessions_per_gpu,
         sessions: u32::try_from(sessions).unwrap_or(u32::MAX),

@@ -15,6 +15,7 @@ fn node_from_row(row: &AnyRow) -> Result<NodeRow> {
         id: parse_col(row, "id", |s| NodeId::parse(s).ok())?,
         version: row.try_get("version")?,
         public_url: row.try_get("public_url")?,
+        upstream_url: row.try_get("upstream_url")?,
         max_sessions: u32_col(row, "max_sessions")?,
         max_sessions_per_gpu: u32_col(row, "max_sessions_per_gpu")?,
         applications: serde_json::from_str(&apps)
@@ -60,11 +61,12 @@ pub async fn upsert_node_hello(c: &mut AnyConnection, n: &NodeRow) -> Result<()>
     sqlx::query(
         "INSERT INTO nodes (id, version, public_url, max_sessions, max_sessions_per_gpu, \
          applications, gpus, online, admin_drain, node_drain, link_owner, link_since, last_seen, \
-         offline_since, acked_seq, first_seen) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 1, 0, $8, $9, $10, $11, NULL, 0, $11) \
+         offline_since, acked_seq, first_seen, upstream_url) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 1, 0, $8, $9, $10, $11, NULL, 0, $11, $12) \
          ON CONFLICT (id) DO UPDATE SET version = $2, public_url = $3, max_sessions = $4, \
          max_sessions_per_gpu = $5, applications = $6, gpus = $7, online = 1, node_drain = $8, \
-         link_owner = $9, link_since = $10, last_seen = $11, offline_since = NULL",
+         link_owner = $9, link_since = $10, last_seen = $11, offline_since = NULL, \
+         upstream_url = $12",
     )
     .bind(n.id.as_str())
     .bind(&n.version)
@@ -77,6 +79,7 @@ pub async fn upsert_node_hello(c: &mut AnyConnection, n: &NodeRow) -> Result<()>
     .bind(n.link_owner.as_deref())
     .bind(n.link_since)
     .bind(n.last_seen)
+    .bind(n.upstream_url.as_deref())
     .execute(&mut *c)
     .await?;
     Ok(())
