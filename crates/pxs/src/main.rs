@@ -6,6 +6,7 @@ use pxs_webrtc_session::{Config as WebrtcConfig, Options as WebrtcOptions, Serve
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
+mod nginx;
 mod up;
 
 #[derive(Parser)]
@@ -41,6 +42,11 @@ enum Command {
     /// Everything on one machine: a coordinator (SQLite in the data dir), a session server and
     /// the demo title (`pxs streamer`). Ctrl-C ends every session and process.
     Up(up::UpArgs),
+    /// Writes the NGINX configuration of the fleet's front door: TLS, the coordinator at `/`,
+    /// each node's players under `/node/<name>/` (from the coordinator's nodes and/or nodes'
+    /// config files); with --watch, rewrites it and reloads NGINX when the nodes change.
+    #[command(name = "nginx-config")]
+    NginxConfig(nginx::NginxArgs),
 }
 
 #[derive(clap::Args)]
@@ -148,6 +154,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         Command::SessionServer(args) => session_server(args),
         Command::Coordinator(opts) => coordinator(opts),
         Command::Up(args) => up::run(args),
+        Command::NginxConfig(args) => nginx::run(args),
     }
 }
 
