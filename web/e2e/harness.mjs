@@ -233,11 +233,12 @@ export const CHROMIUM_ARGS = [
 ];
 
 /**
- * Headless Chromium with CHROMIUM_ARGS. Playwright's launch() always uses a fresh temporary
- * profile (--user-data-dir) that it deletes on close; it refuses an explicit --user-data-dir.
+ * Headless Chromium with CHROMIUM_ARGS and `extraArgs` (e.g. '--ignore-certificate-errors' for a
+ * test's self-signed certificate). Playwright's launch() always uses a fresh temporary profile
+ * (--user-data-dir) that it deletes on close; it refuses an explicit --user-data-dir.
  */
-export function launchChromium(executablePath = CHROMIUM_BIN) {
-    return chromium.launch({ executablePath, headless: true, args: CHROMIUM_ARGS });
+export function launchChromium(executablePath = CHROMIUM_BIN, extraArgs = []) {
+    return chromium.launch({ executablePath, headless: true, args: [...CHROMIUM_ARGS, ...extraArgs] });
 }
 
 /**
