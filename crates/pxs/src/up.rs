@@ -164,49 +164,6 @@ impl PublicUrl {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn public_urls_are_checked() {
-        let u = PublicUrl::parse("http://192.168.1.20:8080/").unwrap();
-        assert_eq!(
-            (u.url.as_str(), u.host.as_str(), u.port),
-            ("http://192.168.1.20:8080", "192.168.1.20", 8080)
-        );
-        let u = PublicUrl::parse("https://pxs.example.org/base").unwrap();
-        assert_eq!((u.host.as_str(), u.port), ("pxs.example.org", 443));
-        let u = PublicUrl::parse("http://[::1]:9000").unwrap();
-        assert_eq!((u.host.as_str(), u.port), ("::1", 9000));
-        for bad in [
-            "192.168.1.20:8080",
-            "ftp://x",
-            "http://",
-            "http://:80",
-            "http://a:99999",
-            "http://u@h",
-            "http://h/?q",
-            "http://h/#f",
-            "http://h /",
-        ] {
-            assert!(PublicUrl::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn a_loopback_url_offers_video_on_loopback() {
-        let u = PublicUrl::parse("http://127.0.0.1:1").unwrap();
-        assert!(u.is_loopback());
-        assert_eq!(u.local_ip(), Some([127, 0, 0, 1].into()));
-        // Not an address of this machine (TEST-NET-3): nothing to bind.
-        assert_eq!(
-            PublicUrl::parse("http://203.0.113.7").unwrap().local_ip(),
-            None
-        );
-    }
-}
-
 fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
 }
@@ -352,4 +309,47 @@ pub fn run(args: UpArgs) -> anyhow::Result<std::process::ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_urls_are_checked() {
+        let u = PublicUrl::parse("http://192.168.1.20:8080/").unwrap();
+        assert_eq!(
+            (u.url.as_str(), u.host.as_str(), u.port),
+            ("http://192.168.1.20:8080", "192.168.1.20", 8080)
+        );
+        let u = PublicUrl::parse("https://pxs.example.org/base").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("pxs.example.org", 443));
+        let u = PublicUrl::parse("http://[::1]:9000").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 9000));
+        for bad in [
+            "192.168.1.20:8080",
+            "ftp://x",
+            "http://",
+            "http://:80",
+            "http://a:99999",
+            "http://u@h",
+            "http://h/?q",
+            "http://h/#f",
+            "http://h /",
+        ] {
+            assert!(PublicUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_loopback_url_offers_video_on_loopback() {
+        let u = PublicUrl::parse("http://127.0.0.1:1").unwrap();
+        assert!(u.is_loopback());
+        assert_eq!(u.local_ip(), Some([127, 0, 0, 1].into()));
+        // Not an address of this machine (TEST-NET-3): nothing to bind.
+        assert_eq!(
+            PublicUrl::parse("http://203.0.113.7").unwrap().local_ip(),
+            None
+        );
+    }
 }
