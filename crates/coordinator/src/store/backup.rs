@@ -40,8 +40,7 @@ pub async fn backup_sqlite(database_url: &str, out: &Path) -> Result<u64, Backup
         p
     } else if let Some(p) = database_url.strip_prefix("sqlite:") {
         p
-    } else if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")
-    {
+    } else if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
         return Err(BackupError::Postgres(redact_url(database_url)));
     } else {
         return Err(BackupError::BadUrl(redact_url(database_url)));
