@@ -4,6 +4,8 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -266,4 +268,43 @@ export function consoleLine(source, message) {
     let text = message.text();
     if (type !== 'error' && type !== 'warning') text = text.replace(/\nStack:[\s\S]*$/, '');
     return `${stamp()} [${source} ${type}] ${text}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared helpers of the browser tests
+
+/** A TCP port free on `host` now (the caller binds it soon after). */
+export function freePort(host = '127.0.0.1') {
+    return new Promise((resolve, reject) => {
+        const s = createServer();
+        s.once('error', reject);
+        s.listen(0, host, () => {
+            const { port } = s.address();
+            s.close(() => resolve(port));
+        });
+    });
+}
+
+/** The JSON lines of a `pxs streamer --input-log` file; none while it does not exist. */
+export async function readInputLog(file) {
+    let text = '';
+    try {
+        text = await readFile(file, 'utf8');
+    } catch {
+        return [];
+    }
+    return text.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l));
+}
+
+/** Frames decoded by the page, summed over its peer connections (a handoff or a reconnect
+ *  starts a new one whose count starts again at 0). */
+export function frameCounter(page) {
+    let total = 0;
+    let last = 0;
+    return async () => {
+        const now = await page.evaluate(() => (window.pxsPlayer ? window.pxsPlayer.framesDecoded() : 0));
+        if (now < last) total += last;
+        last = now;
+        return total + now;
+    };
 }

@@ -22,11 +22,10 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { PXS_BIN, REPO_DIR, fatal, launchChromium, recordPage, runCleanups, startPxs, waitFor as waitForWithin } from './harness.mjs';
+import { PXS_BIN, REPO_DIR, fatal, launchChromium, recordPage, runCleanups, startPxs, waitFor as waitForWithin, freePort } from './harness.mjs';
 
 const NGINX_BIN = process.env.NGINX_BIN || '/usr/sbin/nginx';
 const artifactsDir = join(REPO_DIR, 'test-artifacts', 'nginx');
@@ -38,16 +37,6 @@ const FRAMES = 30;
 const run = promisify(execFile);
 const waitFor = (what, probe, options = {}) => waitForWithin(what, probe, { timeoutMs: 30_000, intervalMs: 100, ...options });
 
-function freePort() {
-    return new Promise((resolve, reject) => {
-        const s = createServer();
-        s.once('error', reject);
-        s.listen(0, '127.0.0.1', () => {
-            const { port } = s.address();
-            s.close(() => resolve(port));
-        });
-    });
-}
 
 /** One HTTP(S) request: { status, headers, text, json }. Over https, `ca` is the only trusted CA. */
 function fetchWith(url, { ca, method = 'GET', headers = {}, body } = {}) {

@@ -13,11 +13,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PXS_BIN, REPO_DIR, fatal, launchChromium, recordPage, runCleanups, startPxs, waitFor as waitForWithin } from './harness.mjs';
+import { PXS_BIN, REPO_DIR, fatal, launchChromium, recordPage, runCleanups, startPxs, waitFor as waitForWithin, freePort, frameCounter, readInputLog } from './harness.mjs';
 
 const artifactsDir = join(REPO_DIR, 'test-artifacts');
 const ADMIN = 'pxs_adm_shared_e2e_admin_token_0123456789';
@@ -37,38 +36,8 @@ async function holdsFor(what, probe, ms) {
     }
 }
 
-function freePort() {
-    return new Promise((resolve, reject) => {
-        const s = createServer();
-        s.once('error', reject);
-        s.listen(0, '127.0.0.1', () => {
-            const { port } = s.address();
-            s.close(() => resolve(port));
-        });
-    });
-}
 
-async function readInputLog(file) {
-    let text = '';
-    try {
-        text = await readFile(file, 'utf8');
-    } catch {
-        return [];
-    }
-    return text.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l));
-}
 
-/** Frames decoded by the page, summed over its peer connections (a handoff starts a new one). */
-function frameCounter(page) {
-    let total = 0;
-    let last = 0;
-    return async () => {
-        const now = await page.evaluate(() => (window.pxsPlayer ? window.pxsPlayer.framesDecoded() : 0));
-        if (now < last) total += last;
-        last = now;
-        return total + now;
-    };
-}
 
 /** The page position of (fx, fy), fractions of the picture inside the letterboxed video. */
 async function videoPoint(page, fx, fy) {

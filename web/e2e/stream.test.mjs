@@ -23,13 +23,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile, copyFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile, copyFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-    REPO_DIR, WEB_DIR, launchChromium, portsOf, recordPage, runCleanups, startPxs, startSignallingServer,
-    waitFor as waitForWithin
-} from './harness.mjs';
+import { REPO_DIR, WEB_DIR, launchChromium, portsOf, recordPage, runCleanups, startPxs, startSignallingServer, waitFor as waitForWithin, readInputLog } from './harness.mjs';
 
 const httpRoot = join(WEB_DIR, 'dist', 'e2e', 'stream');
 const artifactsDir = join(REPO_DIR, 'test-artifacts');
@@ -45,15 +42,6 @@ const STEP_TIMEOUT_MS = 15_000;
 const waitFor = (what, probe, options = {}) =>
     waitForWithin(what, probe, { timeoutMs: STEP_TIMEOUT_MS, ...options });
 
-async function readInputLog(file) {
-    let text = '';
-    try {
-        text = await readFile(file, 'utf8');
-    } catch {
-        return [];
-    }
-    return text.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l));
-}
 
 async function streamState(page) {
     return page.evaluate(() => window.__stream);

@@ -21,10 +21,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
-import { WEB_DIR, fatal, launchChromium, recordPage, stamp, startPxs, waitFor } from './harness.mjs';
+import { WEB_DIR, fatal, launchChromium, recordPage, stamp, startPxs, waitFor, freePort } from './harness.mjs';
 
 const artifactsDir = join(WEB_DIR, 'test-artifacts');
 
@@ -127,17 +126,6 @@ async function listLogs(dir) {
     return found;
 }
 
-/** A port free on every address. */
-function freePort() {
-    return new Promise((resolve, reject) => {
-        const s = createServer();
-        s.once('error', reject);
-        s.listen(0, '0.0.0.0', () => {
-            const { port } = s.address();
-            s.close(() => resolve(port));
-        });
-    });
-}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -162,7 +150,7 @@ test('pxs up: the catalog launches the demo, it streams, and Ctrl-C stops everyt
 
     try {
         // ---- pxs up, exactly as a user starts it
-        const port = await freePort();
+        const port = await freePort('0.0.0.0');
         const publicUrl = `http://127.0.0.2:${port}`;
         pxs = startPxs(['up', '--listen', `0.0.0.0:${port}`, '--public-url', publicUrl, '--data-dir', dataDir], { bin: pxsBin });
         const pxsPid = pxs.pid;

@@ -12,10 +12,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { copyFile, mkdtemp, rm, writeFile, chmod } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PXS_BIN, fatal, launchChromium, recordPage, runCleanups, startPxs, waitFor as waitForWithin } from './harness.mjs';
+import { PXS_BIN, fatal, launchChromium, recordPage, runCleanups, startPxs, waitFor as waitForWithin, freePort, frameCounter } from './harness.mjs';
 
 const ADMIN = 'pxs_adm_update_e2e_admin_token_0123456789';
 const NODE_TOKEN = 'pxs_node_update_e2e_node_token_0123456789';
@@ -23,28 +22,7 @@ const FRAMES = 30;
 
 const waitFor = (what, probe, options = {}) => waitForWithin(what, probe, { timeoutMs: 30_000, intervalMs: 200, ...options });
 
-function freePort() {
-    return new Promise((resolve, reject) => {
-        const s = createServer();
-        s.once('error', reject);
-        s.listen(0, '127.0.0.1', () => {
-            const { port } = s.address();
-            s.close(() => resolve(port));
-        });
-    });
-}
 
-/** Frames decoded by the page, summed over its peer connections. */
-function frameCounter(page) {
-    let total = 0;
-    let last = 0;
-    return async () => {
-        const now = await page.evaluate(() => (window.pxsPlayer ? window.pxsPlayer.framesDecoded() : 0));
-        if (now < last) total += last;
-        last = now;
-        return total + now;
-    };
-}
 
 test('update: the coordinator restarts under a live session; a drained node is replaced by a new binary', { timeout: 300_000 }, async () => {
     assert.ok(existsSync(PXS_BIN), `PXS_BIN=${PXS_BIN}: no such file`);
