@@ -41,11 +41,10 @@ fn main() {
              and rebuild pxs. The API is at <a href=\"/api/v1/openapi.json\">/api/v1</a>.</p>",
         )
         .expect("write placeholder");
-        std::fs::write(
-            out.join("play.html"),
-            "<!doctype html><p>web pages not built</p>",
-        )
-        .expect("write placeholder");
+        for page in ["play.html", "admin.html", "api.html"] {
+            std::fs::write(out.join(page), "<!doctype html><p>web pages not built</p>")
+                .expect("write placeholder");
+        }
     }
 }
 

@@ -191,23 +191,17 @@ pub(crate) async fn healthz(State(engine): E) -> Response {
     }
 }
 
-pub(crate) async fn metrics(
-    State(engine): E,
-    listener: Option<axum::Extension<Arc<pxs_net::Stats>>>,
-) -> ApiResult<Response> {
+/// Sessions by state (every state) and nodes by state (every state), read now.
+async fn counts(engine: &Engine) -> ApiResult<(Vec<(String, i64)>, Vec<(String, i64)>)> {
     let mut c = engine.store.reader().acquire().await?;
     let mut by_state = crate::store::count_by_state(&mut c).await?;
+    drop(c);
     for s in SessionState::ALL {
         if !by_state.iter().any(|(n, _)| n == s.as_str()) {
             by_state.push((s.as_str().to_owned(), 0));
         }
     }
     by_state.sort();
-    let queued = by_state
-        .iter()
-        .find(|(n, _)| n == "queued")
-        .map_or(0, |(_, v)| *v);
-    drop(c);
     let mut node_states: Vec<(String, i64)> = ["online", "draining", "drained", "offline"]
         .iter()
         .map(|s| (s.to_string(), 0))
@@ -223,6 +217,22 @@ pub(crate) async fn metrics(
             e.1 += 1;
         }
     }
+    Ok((by_state, node_states))
+}
+
+fn queued_of(by_state: &[(String, i64)]) -> i64 {
+    by_state
+        .iter()
+        .find(|(n, _)| n == "queued")
+        .map_or(0, |(_, v)| *v)
+}
+
+pub(crate) async fn metrics(
+    State(engine): E,
+    listener: Option<axum::Extension<Arc<pxs_net::Stats>>>,
+) -> ApiResult<Response> {
+    let (by_state, node_states) = counts(&engine).await?;
+    let queued = queued_of(&by_state);
     let mut out = String::new();
     crate::metrics::render_gauge(
         &mut out,
@@ -250,6 +260,20 @@ pub(crate) async fn metrics(
         pxs_net::render_stats(&mut out, &[stats.as_ref()]);
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+/// The numbers of `/metrics` as JSON, for the admin console's charts.
+pub(crate) async fn metrics_json(State(engine): E) -> ApiResult<Json<api::Metrics>> {
+    let (by_state, node_states) = counts(&engine).await?;
+    Ok(Json(api::Metrics {
+        at: crate::rules::rfc3339(engine.now()),
+        queue_length: queued_of(&by_state),
+        sessions: by_state.into_iter().collect(),
+        nodes: node_states.into_iter().collect(),
+        node_links: u64::try_from(engine.link_count()).unwrap_or(u64::MAX),
+        session_start_seconds: engine.metrics.start.summary(),
+        placement_seconds: engine.metrics.placement.summary(),
+    }))
 }
 
 pub(crate) async fn list_titles(
@@ -397,6 +421,49 @@ pub(crate) async fn create_session(
 struct SessionQuery {
     state: Option<String>,
     title_id: Option<String>,
+    node_id: Option<String>,
+    end_reason: Option<String>,
+    limit: Option<String>,
+}
+
+/// The filters of `GET /api/v1/sessions?state=&title_id=&node_id=&end_reason=&limit=`, checked:
+/// a value that cannot match anything is 400 naming the parameter.
+fn session_query(uri: &axum::http::Uri) -> ApiResult<crate::engine::SessionQuery> {
+    let q: Query<SessionQuery> = Query::try_from_uri(uri)
+        .map_err(|e| ApiError::bad_request(format!("query: {}", e.body_text())))?;
+    let mut out = crate::engine::SessionQuery::default();
+    if let Some(s) = &q.state {
+        out.state = Some(SessionState::parse(s).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "state: `{}` is not one of scheduled, queued, starting, ready, ended, failed",
+                clip(s)
+            ))
+        })?);
+    }
+    if let Some(t) = &q.title_id {
+        out.title =
+            Some(TitleId::parse(t).map_err(|e| ApiError::bad_request(format!("title_id: {e}")))?);
+    }
+    if let Some(n) = &q.node_id {
+        out.node =
+            Some(NodeId::parse(n).map_err(|e| ApiError::bad_request(format!("node_id: {e}")))?);
+    }
+    if let Some(r) = &q.end_reason {
+        out.end_reason = Some(api::EndReason::parse(r).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "end_reason: `{}` is not an end reason (see the Session schema)",
+                clip(r)
+            ))
+        })?);
+    }
+    if let Some(l) = &q.limit {
+        out.limit = l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=1000).contains(l))
+            .ok_or_else(|| ApiError::bad_request("limit: a whole number from 1 to 1000"))?;
+    }
+    Ok(out)
 }
 
 pub(crate) async fn list_sessions(
@@ -404,25 +471,9 @@ pub(crate) async fn list_sessions(
     Extension(caller): Extension<Caller>,
     req: Request,
 ) -> ApiResult<Json<List<api::Session>>> {
-    let q: Query<SessionQuery> = Query::try_from_uri(req.uri())
-        .map_err(|e| ApiError::bad_request(format!("query: {}", e.body_text())))?;
-    let state = match &q.state {
-        None => None,
-        Some(s) => Some(SessionState::parse(s).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "state: `{}` is not one of scheduled, queued, starting, ready, ended, failed",
-                clip(s)
-            ))
-        })?),
-    };
-    let title = match &q.title_id {
-        None => None,
-        Some(t) => {
-            Some(TitleId::parse(t).map_err(|e| ApiError::bad_request(format!("title_id: {e}")))?)
-        }
-    };
+    let q = session_query(req.uri())?;
     Ok(Json(List {
-        items: engine.sessions(&caller, state, title.as_ref()).await?,
+        items: engine.sessions(&caller, &q).await?,
     }))
 }
 

@@ -34,6 +34,17 @@ impl Histogram {
         }
     }
 
+    /// How many were observed and their sum.
+    pub fn summary(&self) -> pxs_protocol::api::SecondsSummary {
+        match self.inner.lock() {
+            Ok(h) => pxs_protocol::api::SecondsSummary {
+                count: h.2,
+                sum: h.1,
+            },
+            Err(_) => pxs_protocol::api::SecondsSummary::default(),
+        }
+    }
+
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let Ok(h) = self.inner.lock() else { return };
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
@@ -106,5 +117,7 @@ mod tests {
         assert!(out.contains("x_bucket{le=\"1\"} 2\n"));
         assert!(out.contains("x_bucket{le=\"+Inf\"} 3\n"));
         assert!(out.contains("x_count 3"));
+        let s = h.summary();
+        assert_eq!((s.count, s.sum), (3, 5.55));
     }
 }

@@ -59,6 +59,8 @@ pub fn document<'a>(operations: impl IntoIterator<Item = Operation<'a>>) -> Valu
             .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
+        let mut params = params;
+        params.extend(query_parameters(method, path));
         if !params.is_empty() {
             op["parameters"] = Value::Array(params);
         }
@@ -87,6 +89,51 @@ pub fn document<'a>(operations: impl IntoIterator<Item = Operation<'a>>) -> Valu
             "schemas": schemas(),
         }
     })
+}
+
+/// The query parameters an operation reads.
+fn query_parameters(method: &str, path: &str) -> Vec<Value> {
+    let q = |name: &str, description: &str, schema: Value| json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema});
+    match (method, path) {
+        ("get", "/api/v1/sessions") => {
+            let mut reasons: Vec<Value> =
+                EndReason::ALL.iter().map(|r| json!(r.as_str())).collect();
+            reasons.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+            vec![
+                q(
+                    "state",
+                    "only sessions in this state",
+                    json!({"type": "string", "enum": SessionState::ALL.map(SessionState::as_str)}),
+                ),
+                q(
+                    "title_id",
+                    "only sessions of this title",
+                    json!({"type": "string"}),
+                ),
+                q(
+                    "node_id",
+                    "only sessions placed on this node",
+                    json!({"type": "string"}),
+                ),
+                q(
+                    "end_reason",
+                    "only sessions that ended for this reason",
+                    json!({"type": "string", "enum": reasons}),
+                ),
+                q(
+                    "limit",
+                    "at most this many, newest first (default 500)",
+                    json!({"type": "integer", "minimum": 1, "maximum": 1000}),
+                ),
+            ]
+        }
+        ("get", "/api/v1/sessions/{id}") => vec![q(
+            "name",
+            "the display name the join URL carries (1 to 40 characters)",
+            json!({"type": "string"}),
+        )],
+        _ => Vec::new(),
+    }
 }
 
 fn request_schema(method: &str, path: &str) -> Option<&'static str> {
@@ -126,6 +173,7 @@ fn responses(method: &str, path: &str) -> Value {
         (_, "/api/v1/sessions") => json!({"200": body("SessionList")}),
         (_, p) if p.starts_with("/api/v1/sessions/") => json!({"200": body("Session")}),
         (_, "/api/v1/nodes") => json!({"200": body("NodeList")}),
+        (_, "/api/v1/metrics") => json!({"200": body("Metrics")}),
         (_, "/api/v1/nodes/link") => json!({"101": {"description": "WebSocket"}}),
         (_, p) if p.starts_with("/api/v1/nodes/") => json!({"200": body("Node")}),
         _ => json!({"200": {"description": "OK"}}),
@@ -190,7 +238,9 @@ fn schemas() -> Value {
             "end_reason": end_reason, "exit_code": {"type": ["integer", "null"]}, "join_url": ns,
             "role": {"type": ["string", "null"], "enum": ["owner", "controller", "viewer", null]},
             "ended_by": {"type": ["string", "null"], "enum": ["owner", "admin", null]},
-            "owner_key": s
+            "owner_key": s,
+            "owner": {"type": "string", "description": "admins' lists: the creator's token id, or `anonymous`"},
+            "players": {"type": "integer", "minimum": 0, "description": "admins' lists, when known: players connected now"}
         })),
         "SessionList": list("Session"),
         "NewSession": obj(&["title_id"], json!({"title_id": s, "start_at": s, "duration": {"type": "integer", "minimum": 1}})),
@@ -222,6 +272,15 @@ fn schemas() -> Value {
         "NewApiToken": obj(&["name", "role"], json!({"name": s, "role": {"type": "string", "enum": ["user", "admin"]}})),
         "TokenInfo": obj(&["id", "name", "created_at"], json!({"id": s, "name": s, "role": s, "node": s, "created_at": s})),
         "TokenList": list("TokenInfo"),
+        "SecondsSummary": obj(&["count", "sum"], json!({"count": n, "sum": {"type": "number", "minimum": 0}})),
+        "Metrics": obj(&["at", "sessions", "nodes", "queue_length", "node_links", "session_start_seconds", "placement_seconds"], json!({
+            "at": s,
+            "sessions": {"type": "object", "additionalProperties": n, "description": "sessions by state"},
+            "nodes": {"type": "object", "additionalProperties": n, "description": "nodes by state"},
+            "queue_length": n, "node_links": n,
+            "session_start_seconds": {"$ref": "#/components/schemas/SecondsSummary"},
+            "placement_seconds": {"$ref": "#/components/schemas/SecondsSummary"}
+        })),
         "CreatedToken": obj(&["id", "name", "token"], json!({"id": s, "name": s, "token": s, "role": s, "node": s})),
     })
 }

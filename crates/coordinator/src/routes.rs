@@ -119,6 +119,13 @@ pub static ROUTES: &[Route] = &[
     }),
     route(
         Get,
+        "/api/v1/metrics",
+        Admin,
+        "The coordinator's numbers as JSON: sessions and nodes by state, the queue, start latency",
+        |m| on(m, api::metrics_json),
+    ),
+    route(
+        Get,
         "/api/v1/openapi.json",
         Public,
         "This document (OpenAPI 3.1)",
@@ -286,6 +293,16 @@ pub static ROUTES: &[Route] = &[
     page("/play/{id}", "The player page of a session", |m| {
         on(m, web::play)
     }),
+    page(
+        "/admin",
+        "The admin console (it asks for an admin token; the API checks every call)",
+        |m| on(m, web::admin),
+    ),
+    page(
+        "/admin/api",
+        "The API reference: this document as a page",
+        |m| on(m, web::api_reference),
+    ),
     page(
         "/assets/{*path}",
         "The pages' scripts, styles and images",

@@ -1,5 +1,6 @@
 //! The web pages, built from `web/app` and embedded in the binary (see `build.rs`): the catalog
-//! at `/`, the player page at `/play/{session id}`, their files under `/assets/`.
+//! at `/`, the player page at `/play/{session id}`, the admin console at `/admin`, the API
+//! reference at `/admin/api`, their files under `/assets/`.
 
 use axum::extract::Path;
 use axum::http::{StatusCode, header};
@@ -16,6 +17,17 @@ pub(crate) async fn index() -> Response {
 /// The player page; the page reads the session id from its address.
 pub(crate) async fn play(_: Path<String>) -> Response {
     file("play.html")
+}
+
+/// The admin console. The page itself is public (it holds nothing); it asks for an admin token
+/// and every call it makes is checked by the API.
+pub(crate) async fn admin() -> Response {
+    file("admin.html")
+}
+
+/// The API reference: `/api/v1/openapi.json` as a page.
+pub(crate) async fn api_reference() -> Response {
+    file("api.html")
 }
 
 /// The pages' files.

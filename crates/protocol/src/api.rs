@@ -470,6 +470,42 @@ pub struct Session {
     /// (`pxs_key_…`), shown this once. Without it the session cannot be reached again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_key: Option<String>,
+    /// Only in an admin's list: who created it, the id of its creator's token (as
+    /// `GET /api/v1/tokens` lists it), or `anonymous`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Only in an admin's list, and only when known: the players connected now, as its node
+    /// said in its last heartbeat to the coordinator that answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub players: Option<u32>,
+}
+
+/// A histogram of seconds, summed up: how many were observed and their sum (both only grow, so
+/// two readings give the mean of what happened in between).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SecondsSummary {
+    pub count: u64,
+    pub sum: f64,
+}
+
+/// `GET /api/v1/metrics`: the coordinator's own numbers as JSON (what `/metrics` says to
+/// Prometheus), for the admin console's charts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// When it was read.
+    pub at: String,
+    /// Sessions by state (every state, 0 included).
+    pub sessions: std::collections::BTreeMap<String, i64>,
+    /// Nodes by state (`online`, `draining`, `drained`, `offline`).
+    pub nodes: std::collections::BTreeMap<String, i64>,
+    /// Requests waiting for a slot.
+    pub queue_length: i64,
+    /// Node links held by the coordinator that answers.
+    pub node_links: u64,
+    /// From `start_session` sent to ready, on the coordinator that answers, since it started.
+    pub session_start_seconds: SecondsSummary,
+    /// The placement transaction of new sessions, on the coordinator that answers.
+    pub placement_seconds: SecondsSummary,
 }
 
 /// The role a share link gives: never `owner`.

@@ -43,6 +43,7 @@ mod timers;
 mod titles;
 mod tokens;
 mod views;
+pub use views::SessionQuery;
 
 /// The clock, so tests can move time.
 pub trait Clock: Send + Sync + 'static {
@@ -154,6 +155,9 @@ pub struct Engine {
     seen: Mutex<HashMap<NodeId, (Millis, bool)>>,
     /// When an admin's drain was last resent to a node that still reports not draining.
     drain_resent: Mutex<HashMap<NodeId, Millis>>,
+    /// The players each session of a node linked here had at its last heartbeat (for admins'
+    /// lists; a session on a node linked to another coordinator is not known here).
+    players: Mutex<HashMap<NodeId, Vec<(SessionId, u32)>>>,
 }
 
 impl Engine {
@@ -178,6 +182,7 @@ impl Engine {
             token_cache: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
             drain_resent: Mutex::new(HashMap::new()),
+            players: Mutex::new(HashMap::new()),
         })
     }
 

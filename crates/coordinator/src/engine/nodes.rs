@@ -150,6 +150,9 @@ impl Engine {
         if let Ok(mut seen) = self.seen.lock() {
             seen.remove(node);
         }
+        if ours && let Ok(mut players) = self.players.lock() {
+            players.remove(node);
+        }
         if !ours || self.store.pool().is_closed() {
             // Replaced by a newer link, or we are shutting down: the node's row stays as the
             // newer link (or the next start, or the heartbeat TTL) leaves it.
@@ -260,6 +263,15 @@ impl Engine {
         first: bool,
     ) -> Result<(), ApiError> {
         let now = self.now();
+        if let Ok(mut players) = self.players.lock() {
+            players.insert(
+                node.clone(),
+                hb.sessions
+                    .iter()
+                    .map(|s| (s.session_id.clone(), s.players))
+                    .collect(),
+            );
+        }
         if !first && hb.sessions.is_empty() {
             // The common case of an idle node: nothing to reconcile; the timer records it.
             if let Ok(mut seen) = self.seen.lock() {

@@ -2,6 +2,29 @@
 
 use super::*;
 
+/// What `GET /api/v1/sessions` asks for: every field that is set must match.
+#[derive(Clone, Debug)]
+pub struct SessionQuery {
+    pub state: Option<SessionState>,
+    pub title: Option<TitleId>,
+    pub node: Option<NodeId>,
+    pub end_reason: Option<EndReason>,
+    /// At most this many, newest first (1 to 1,000).
+    pub limit: i64,
+}
+
+impl Default for SessionQuery {
+    fn default() -> SessionQuery {
+        SessionQuery {
+            state: None,
+            title: None,
+            node: None,
+            end_reason: None,
+            limit: 500,
+        }
+    }
+}
+
 impl Engine {
     /// What placement sees now (optionally without one session, when re-placing it).
     pub(super) async fn snapshot(
@@ -147,6 +170,8 @@ impl Engine {
             role: Some(auth::role_name(role).to_owned()),
             ended_by: s.ended_by.map(|e| e.as_str().to_owned()),
             owner_key: None,
+            owner: None,
+            players: None,
         }
     }
 
@@ -162,7 +187,7 @@ impl Engine {
 
     /// The start message of `s`, with its key.
     pub(super) fn start_of(&self, s: &SessionRow) -> CoordinatorToNode {
-        start_message(s, self.session_key(s))
+        start_message(s, self.session_key(s), self.config.ice.clone())
     }
 
     /// The player URL with a fresh token of `role` (the session's own join URL is its
@@ -213,32 +238,60 @@ impl Engine {
         Ok(self.view_as(&s, position, role, caller.key(), name))
     }
 
+    /// The sessions `caller` may list (admins: all; users: their own) that match `filter`,
+    /// newest first. Admins' lists say who created each session and, where this coordinator
+    /// knows it, how many players it has.
     pub async fn sessions(
         &self,
         caller: &Caller,
-        state: Option<SessionState>,
-        title: Option<&TitleId>,
+        filter: &SessionQuery,
     ) -> Result<Vec<api::Session>, ApiError> {
-        let owner = match caller {
+        let (owner, admin) = match caller {
             Caller::Anonymous { .. } => return Err(ApiError::unauthorized()),
             Caller::Token {
                 role: api::Role::Admin,
                 ..
-            } => None,
-            Caller::Token { .. } => Some(caller.owner()),
+            } => (None, true),
+            Caller::Token { .. } => (Some(caller.owner()), false),
         };
         let mut c = self.store.reader().acquire().await?;
         let rows = store::list_sessions(
             &mut c,
             &store::SessionFilter {
-                state,
-                title,
+                state: filter.state,
+                title: filter.title.as_ref(),
+                node: filter.node.as_ref(),
+                end_reason: filter.end_reason,
                 owner: owner.as_ref(),
-                limit: 500,
+                limit: filter.limit,
             },
         )
         .await?;
-        Ok(rows.iter().map(|(r, p)| self.view(r, *p)).collect())
+        drop(c);
+        let players: HashMap<SessionId, u32> = if admin {
+            self.players
+                .lock()
+                .map(|p| p.values().flatten().cloned().collect())
+                .unwrap_or_default()
+        } else {
+            HashMap::new()
+        };
+        Ok(rows
+            .iter()
+            .map(|(r, p)| {
+                let mut v = self.view(r, *p);
+                if admin {
+                    v.owner = Some(match &r.owner {
+                        auth::Owner::Token(id) => id.clone(),
+                        auth::Owner::Anonymous(_) => "anonymous".to_owned(),
+                    });
+                    if !r.state.is_final() {
+                        v.players = players.get(&r.id).copied();
+                    }
+                }
+                v
+            })
+            .collect())
     }
 
     pub async fn nodes(&self) -> Result<Vec<api::Node>, ApiError> {
@@ -296,7 +349,11 @@ pub(super) fn node_view(
 }
 
 /// The `start_session` for a placed session: its key and the title's limits go with it.
-pub(super) fn start_message(s: &SessionRow, key: String) -> CoordinatorToNode {
+pub(super) fn start_message(
+    s: &SessionRow,
+    key: String,
+    ice: Option<pxs_protocol::ice::IceSettings>,
+) -> CoordinatorToNode {
     CoordinatorToNode::StartSession {
         session_id: s.id.clone(),
         application_id: s.application_id.clone(),
@@ -309,6 +366,8 @@ pub(super) fn start_message(s: &SessionRow, key: String) -> CoordinatorToNode {
             empty_timeout: Some(s.settings.empty_timeout),
             // The coordinator ends the window itself; the node's cap is a backstop.
             max_duration: s.duration.and_then(|d| u64::try_from(d).ok()),
+            // The platform's STUN and TURN servers (`[ice]`); a node's own win there.
+            ice,
         },
     }
 }

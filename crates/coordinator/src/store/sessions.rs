@@ -197,6 +197,8 @@ pub async fn undelivered(c: &mut AnyConnection) -> Result<Vec<SessionRow>> {
 pub struct SessionFilter<'a> {
     pub state: Option<SessionState>,
     pub title: Option<&'a TitleId>,
+    pub node: Option<&'a NodeId>,
+    pub end_reason: Option<EndReason>,
     pub owner: Option<&'a Owner>,
     pub limit: i64,
 }
@@ -218,6 +220,12 @@ pub async fn list_sessions(
     }
     if let Some(t) = f.title {
         add("s.title_id", t.as_str().to_owned());
+    }
+    if let Some(n) = f.node {
+        add("s.node_id", n.as_str().to_owned());
+    }
+    if let Some(r) = f.end_reason {
+        add("s.end_reason", r.as_str().to_owned());
     }
     if let Some(o) = f.owner {
         add("s.owner", o.to_string());
