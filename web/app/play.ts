@@ -14,7 +14,12 @@
 //   guest is asked for a name first (kept as `pxs_name`).
 // - Shared sessions (room.ts): the side panel with the people, control, chat and invitations.
 //   The page sends input only while its user has control (the server enforces it anyway).
-// - For tests: `window.pxsPlayer` (state, session, framesDecoded(), activitySent, room).
+// - Networks: the STUN and TURN servers come from the signalling's `config` (per-connection TURN
+//   credentials included). `?relay=1` in the address, or localStorage `pxs_relay` = `1`, forces
+//   the TURN relay (the library's ForceTURN), to diagnose a network. When no path to the stream
+//   is found the page says so (CONNECT_PATIENCE_MS) and keeps trying.
+// - For tests: `window.pxsPlayer` (state, session, framesDecoded(), selectedPair(),
+//   activitySent, room).
 // - The library logs warnings and errors only; `?debug=1` in the address, or localStorage
 //   `pxs_debug` = `1`, logs everything (without stacks unless `?debug=1`).
 import { Config, Flags, Logger, LogLevel, PixelStreaming, TextParameters } from '@epicgames-ps/lib-pixelstreamingfrontend-ue5.6';
@@ -23,6 +28,16 @@ import { Room, type SessionUser } from './room';
 import { endReasonWords, sessionWords } from './words';
 
 const ACTIVITY_INTERVAL_MS = 10_000;
+/** From the offer and answer to a working connection takes a second or two, even through a
+ *  relay; after this long without one, the page says the stream cannot reach this browser (and
+ *  keeps trying: if it connects later, the stream shows). ICE itself may never say "failed"
+ *  when no candidate pair could even be formed (a relay that refused this browser). */
+const CONNECT_PATIENCE_MS = 15_000;
+/** What the page says when no network path to the stream was found. */
+const UNREACHABLE = {
+    headline: 'The stream could not reach you: your network may block it.',
+    detail: 'A firewall or VPN may be blocking the connection. Try again, try another network, or tell the operator.'
+};
 const EVENTS_RETRY_MIN_MS = 1_000;
 const EVENTS_RETRY_MAX_MS = 30_000;
 
@@ -35,6 +50,7 @@ declare global {
             readonly room: Room | null;
             framesDecoded(): Promise<number>;
             remoteAddress(): Promise<string | null>;
+            selectedPair(): Promise<SelectedPair | null>;
         };
     }
 }
@@ -85,6 +101,37 @@ async function remoteAddress(): Promise<string | null> {
     const pair: any = pairId ? report.get(pairId) : null;
     const remote: any = pair ? report.get(pair.remoteCandidateId) : null;
     return remote ? String(remote.address ?? remote.ip ?? '') || null : null;
+}
+
+/** The candidate pair the newest open peer connection uses, with each side's type (`host`,
+ *  `srflx`, `prflx` or `relay`): whether the stream goes through a TURN relay. */
+interface SelectedPair {
+    local: { type: string; address: string | null; protocol: string | null; relayProtocol: string | null };
+    remote: { type: string; address: string | null; protocol: string | null };
+}
+
+async function selectedPair(): Promise<SelectedPair | null> {
+    const pc = [...peerConnections].reverse().find((p) => p.connectionState !== 'closed');
+    if (!pc) return null;
+    const report = await pc.getStats();
+    let pairId: string | null = null;
+    report.forEach((s: any) => {
+        if (s.type === 'transport' && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId;
+    });
+    const pair: any = pairId ? report.get(pairId) : null;
+    const local: any = pair ? report.get(pair.localCandidateId) : null;
+    const remote: any = pair ? report.get(pair.remoteCandidateId) : null;
+    if (!local || !remote) return null;
+    const text = (v: unknown): string | null => (typeof v === 'string' && v ? v : null);
+    return {
+        local: {
+            type: String(local.candidateType),
+            address: text(local.address ?? local.ip),
+            protocol: text(local.protocol),
+            relayProtocol: text(local.relayProtocol)
+        },
+        remote: { type: String(remote.candidateType), address: text(remote.address ?? remote.ip), protocol: text(remote.protocol) }
+    };
 }
 
 /** Video frames decoded by the newest open peer connection (inbound-rtp `framesDecoded`). */
@@ -178,6 +225,7 @@ window.pxsPlayer = {
         return room;
     },
     remoteAddress,
+    selectedPair,
     framesDecoded
 };
 
@@ -421,6 +469,16 @@ function scheduleEventsRetry(): void {
 // ---------------------------------------------------------------------------------------------
 // The stream (Epic's library)
 
+/** `?relay=1` in the address (or localStorage `pxs_relay` = `1`): force the TURN relay. */
+function forceRelay(): boolean {
+    if (new URLSearchParams(window.location.search).get('relay') === '1') return true;
+    try {
+        return window.localStorage.getItem('pxs_relay') === '1';
+    } catch {
+        return false;
+    }
+}
+
 function startStream(joinUrl: string): void {
     try {
         const inAddress = new URLSearchParams(window.location.search).get('debug') === '1';
@@ -436,10 +494,13 @@ function startStream(joinUrl: string): void {
     }
     let ps: PixelStreaming;
     let config: Config;
+    const relay = forceRelay();
     try {
         config = new Config({
             initialSettings: {
                 ss: joinUrl,
+                // `?relay=1`: every path goes through the TURN relay (diagnosis).
+                [Flags.ForceTURN]: relay,
                 AutoConnect: true,
                 AutoPlayVideo: true,
                 StartVideoMuted: true,
@@ -479,7 +540,26 @@ function startStream(joinUrl: string): void {
             console.warn(`pxs: the library has no ${type} event`, e);
         }
     };
-    on('playStream', () => stage(null));
+    // Between the offer/answer and a working connection: see CONNECT_PATIENCE_MS.
+    let patience: ReturnType<typeof setTimeout> | null = null;
+    const waitForConnection = (): void => {
+        if (patience !== null) clearTimeout(patience);
+        patience = setTimeout(() => {
+            patience = null;
+            if (stream !== s || isFinal(session) || s.closedOut) return;
+            stage({ ...UNREACHABLE, translucent: true, buttons: [button('Try again', reconnect), backLink()] });
+        }, CONNECT_PATIENCE_MS);
+    };
+    const connected = (): void => {
+        if (patience !== null) clearTimeout(patience);
+        patience = null;
+    };
+    on('webRtcSdp', waitForConnection);
+    on('webRtcConnected', connected);
+    on('playStream', () => {
+        connected();
+        stage(null);
+    });
     on('playStreamRejected', () => {
         // The browser refused to autoplay: one click starts it.
         stage({
@@ -501,7 +581,19 @@ function startStream(joinUrl: string): void {
         if (s.overlay !== null) stage({ headline: 'Connecting to the stream…', spinner: true });
     });
     on('webRtcDisconnected', (data) => {
+        connected();
         const reason = typeof data?.eventString === 'string' ? data.eventString : '';
+        if (/TURN cannot be forced/.test(reason)) {
+            // `?relay=1` on a service that hands out no TURN relay.
+            stopStream();
+            stage({
+                headline: 'This service has no TURN relay, so the stream cannot be forced through one.',
+                detail: 'Remove relay=1 from the address to connect directly.',
+                buttons: [backLink()]
+            });
+            s.closedOut = true;
+            return;
+        }
         // The session's own refusals (the users core's words, webrtc-session/src/users.rs):
         // removed by the owner or an invitation withdrawn is final; a full session may have
         // room later.
@@ -531,12 +623,8 @@ function startStream(joinUrl: string): void {
         }
     });
     on('webRtcFailed', () => {
-        stage({
-            headline: 'The stream could not connect.',
-            detail: 'A firewall may be blocking it. Try again, or come back later.',
-            translucent: true,
-            buttons: [button('Try again', reconnect), backLink()]
-        });
+        connected();
+        stage({ ...UNREACHABLE, translucent: true, buttons: [button('Try again', reconnect), backLink()] });
     });
     listenToRoom(ps);
     startActivityReports();

@@ -308,3 +308,23 @@ export function frameCounter(page) {
         return total + now;
     };
 }
+
+/** The page position of (fx, fy), fractions of the picture inside the letterboxed video. */
+export async function videoPoint(page, fx, fy) {
+    return page.evaluate(([fx, fy]) => {
+        const v = document.querySelector('#player video');
+        const r = v.getBoundingClientRect();
+        const aspect = v.videoWidth / v.videoHeight;
+        let { left, top, width, height } = r;
+        if (width / height > aspect) {
+            const w = height * aspect;
+            left += (width - w) / 2;
+            width = w;
+        } else {
+            const h = width / aspect;
+            top += (height - h) / 2;
+            height = h;
+        }
+        return { x: left + fx * width, y: top + fy * height };
+    }, [fx, fy]);
+}

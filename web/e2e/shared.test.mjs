@@ -16,7 +16,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PXS_BIN, REPO_DIR, fatal, launchChromium, recordPage, runCleanups, startPxs, waitFor as waitForWithin, freePort, frameCounter, readInputLog } from './harness.mjs';
+import { PXS_BIN, REPO_DIR, fatal, launchChromium, recordPage, runCleanups, startPxs, waitFor as waitForWithin, freePort, frameCounter, readInputLog, videoPoint } from './harness.mjs';
 
 const artifactsDir = join(REPO_DIR, 'test-artifacts');
 const ADMIN = 'pxs_adm_shared_e2e_admin_token_0123456789';
@@ -38,26 +38,6 @@ async function holdsFor(what, probe, ms) {
 
 
 
-
-/** The page position of (fx, fy), fractions of the picture inside the letterboxed video. */
-async function videoPoint(page, fx, fy) {
-    return page.evaluate(([fx, fy]) => {
-        const v = document.querySelector('#player video');
-        const r = v.getBoundingClientRect();
-        const aspect = v.videoWidth / v.videoHeight;
-        let { left, top, width, height } = r;
-        if (width / height > aspect) {
-            const w = height * aspect;
-            left += (width - w) / 2;
-            width = w;
-        } else {
-            const h = width / aspect;
-            top += (height - h) / 2;
-            height = h;
-        }
-        return { x: left + fx * width, y: top + fy * height };
-    }, [fx, fy]);
-}
 
 const me = (page) => page.evaluate(() => window.pxsPlayer.room?.me ?? null);
 const hasControl = (page) => page.evaluate(() => document.body.dataset.control === 'mine');

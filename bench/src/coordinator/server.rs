@@ -60,6 +60,7 @@ impl InProcess {
             admin_token: Some(Secret(ADMIN_TOKEN.into())),
             node_token: Some(Secret(NODE_TOKEN.into())),
             session_secret: Some(Secret(SESSION_SECRET.into())),
+            ..Options::default()
         };
         let config = Config::from_toml(toml, &opts).context("the coordinator's configuration")?;
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -33,6 +33,16 @@ pub struct Options {
     /// keeps a made one beside the database).
     #[arg(long, env = "PXS_COORDINATOR_SESSION_SECRET", hide_env_values = true)]
     pub session_secret: Option<Secret>,
+    /// ice.urls: comma-separated STUN and TURN URLs every session's players and application get
+    /// (e.g. stun:turn.example.org:3478,turn:turn.example.org:3478).
+    #[arg(long, env = "PXS_COORDINATOR_ICE_URLS")]
+    pub ice_urls: Option<String>,
+    /// ice.turn_secret: the secret shared with the TURN server (coturn's static-auth-secret).
+    #[arg(long, env = "PXS_COORDINATOR_ICE_TURN_SECRET", hide_env_values = true)]
+    pub ice_turn_secret: Option<Secret>,
+    /// ice.turn_secret_file: a file holding it.
+    #[arg(long, env = "PXS_COORDINATOR_ICE_TURN_SECRET_FILE")]
+    pub ice_turn_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -53,6 +63,8 @@ struct FileConfig {
     limits: FileLimits,
     #[serde(default)]
     titles: FileTitles,
+    #[serde(default)]
+    ice: pxs_protocol::ice::IceFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,6 +140,9 @@ pub struct Config {
     /// lock) before it is answered 503: under overload, a quick "try again" rather than a
     /// queue that grows without bound.
     pub database_wait: Duration,
+    /// The STUN and TURN servers of every session (`[ice]`), sent to the node with
+    /// `start_session`. `None`: none (host candidates only, unless a node has its own).
+    pub ice: Option<pxs_protocol::ice::IceSettings>,
     /// The HTTP listener's head and idle timeouts, connection cap and head sizes
     /// (`limits.header_read_timeout`, `limits.idle_timeout`, `limits.max_connections`,
     /// `limits.max_uri_bytes`, `limits.max_header_bytes`).
@@ -155,6 +170,7 @@ impl Default for Config {
             max_body_bytes: 64 * 1024,
             max_node_links: 20_000,
             database_wait: Duration::from_secs(5),
+            ice: None,
             http: pxs_net::Limits {
                 // Above the node links' own cap, with room for users and operators.
                 max_connections: 30_000,
@@ -175,15 +191,27 @@ impl Config {
             ),
             None => (String::new(), "config".to_owned()),
         };
-        Config::from_toml(&text, opts).map_err(|e| anyhow!("{origin}: {e:#}"))
+        let base = opts
+            .config
+            .as_ref()
+            .and_then(|p| p.parent())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        Config::from_toml_at(&text, opts, &base).map_err(|e| anyhow!("{origin}: {e:#}"))
     }
 
+    /// Parses and validates TOML text, with `opts` on top; relative paths (the TURN secret
+    /// file) are against the current directory.
     pub fn from_toml(text: &str, opts: &Options) -> anyhow::Result<Config> {
+        Config::from_toml_at(text, opts, Path::new("."))
+    }
+
+    /// As [`Config::from_toml`], with relative paths against `base`.
+    pub fn from_toml_at(text: &str, opts: &Options, base: &Path) -> anyhow::Result<Config> {
         let value: toml::Value = toml::from_str(text).map_err(|e| anyhow!("invalid TOML: {e}"))?;
         // The path names the key (`timing.tick`), which toml's own message does not always.
         let file: FileConfig = serde_path_to_error::deserialize(value)
             .map_err(|e| anyhow!("{}: {}", e.path(), e.inner()))?;
-        validate(file, opts)
+        validate(file, opts, base)
     }
 }
 
@@ -202,7 +230,7 @@ fn dur(key: &str, v: Option<&String>, default: Duration) -> anyhow::Result<Durat
     }
 }
 
-fn validate(f: FileConfig, opts: &Options) -> anyhow::Result<Config> {
+fn validate(f: FileConfig, opts: &Options, base: &Path) -> anyhow::Result<Config> {
     let d = Config::default();
     let listen_text = opts.listen.clone().or(f.listen);
     let listen = match listen_text {
@@ -333,6 +361,17 @@ fn validate(f: FileConfig, opts: &Options) -> anyhow::Result<Config> {
             limits.database_wait.as_ref(),
             d.database_wait,
         )?,
+        ice: pxs_protocol::ice::resolve(
+            f.ice,
+            &pxs_protocol::ice::IceOverrides {
+                urls: opts.ice_urls.clone(),
+                turn_secret: opts.ice_turn_secret.clone(),
+                turn_secret_file: opts.ice_turn_secret_file.clone(),
+            },
+            base,
+            "ice.",
+        )
+        .map_err(|e| anyhow!(e))?,
         http,
     })
 }

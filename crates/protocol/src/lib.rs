@@ -15,10 +15,12 @@
 //! - [`duration`]: durations as configs write them ("90s", "15m").
 //! - [`api`]: the coordinator's REST API v1 bodies and `TitleId`.
 //! - [`upstream`]: the checked URL where a reverse proxy reaches a server (`upstream_url`).
+//! - [`ice`]: the STUN and TURN servers a session hands its peers, and their checks.
 
 pub mod api;
 pub mod datachannel;
 pub mod duration;
+pub mod ice;
 pub mod node;
 pub mod player_token;
 pub mod secret;

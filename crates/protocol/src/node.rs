@@ -452,6 +452,11 @@ pub struct StartOptions {
     /// shorter of the two applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_duration: Option<u64>,
+    /// The STUN and TURN servers of the session's players and application (the coordinator's
+    /// `[ice]`). A node with its own `[ice]` uses that instead. Carries the TURN secret: never
+    /// logged, never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ice: Option<crate::ice::IceSettings>,
 }
 
 impl NodeToCoordinator {
@@ -578,11 +583,30 @@ mod tests {
                     idle_timeout: Some(5),
                     empty_timeout: Some(0),
                     max_duration: Some(7200),
+                    ice: None,
                 },
             },
             json!({"type":"start_session","session_id":"ses_1","application_id":"demo",
                    "options":{"player_token":"t","max_players":0,"idle_timeout":5,
                               "empty_timeout":0,"max_duration":7200}}),
+        );
+        round_trip_c(
+            CoordinatorToNode::StartSession {
+                session_id: sid("ses_1"),
+                application_id: ApplicationId::parse("demo").unwrap(),
+                options: StartOptions {
+                    ice: Some(crate::ice::IceSettings {
+                        urls: vec!["turn:t.example:3478".into()],
+                        turn_secret: Some(Token("a-secret-of-twenty-chars".into())),
+                        turn_ttl: Some(600),
+                        ..Default::default()
+                    }),
+                    ..StartOptions::default()
+                },
+            },
+            json!({"type":"start_session","session_id":"ses_1","application_id":"demo",
+                   "options":{"player_token":null,"ice":{"urls":["turn:t.example:3478"],
+                              "turn_secret":"a-secret-of-twenty-chars","turn_ttl":600}}}),
         );
         round_trip_c(
             CoordinatorToNode::StopSession {

@@ -41,6 +41,14 @@ pub struct UpArgs {
     /// Resolution of the demo title.
     #[arg(long, default_value = "1280x720")]
     resolution: String,
+    /// STUN and TURN servers for the sessions' players, comma-separated, e.g.
+    /// turn:192.168.1.20:3478 (see docs/turn.md for a coturn to go with it).
+    #[arg(long, env = "PXS_UP_ICE_URLS")]
+    ice_urls: Option<String>,
+    /// The file holding the secret shared with the TURN server (coturn's static-auth-secret):
+    /// each player gets its own short-lived TURN credentials made from it.
+    #[arg(long, env = "PXS_UP_TURN_SECRET_FILE", requires = "ice_urls")]
+    turn_secret_file: Option<PathBuf>,
 }
 
 /// Reads the token kept in `dir/name`, or makes one and keeps it (readable by the owner only).
@@ -231,6 +239,9 @@ pub fn run(args: UpArgs) -> anyhow::Result<std::process::ExitCode> {
             // SQLite: the coordinator keeps its session secret beside the database.
             session_secret: None,
             config: None,
+            ice_urls: args.ice_urls.clone(),
+            ice_turn_secret: None,
+            ice_turn_secret_file: args.turn_secret_file.clone(),
         };
         let config = CoordinatorConfig::from_toml(
             &format!("public_url = {}\n", toml_str(&public.url)),

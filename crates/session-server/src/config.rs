@@ -8,6 +8,7 @@
 use anyhow::{Context, anyhow, bail};
 use pxs_net::TrustedProxies;
 use pxs_protocol::api::{MAX_IMAGE_URL, MAX_TITLE_DESCRIPTION, MAX_TITLE_NAME, Visibility};
+use pxs_protocol::ice::IceSettings;
 use pxs_protocol::node::{ApplicationId, ApplicationInfo, NodeId};
 use pxs_protocol::upstream::{self, UpstreamUrl};
 use serde::Deserialize;
@@ -81,6 +82,21 @@ pub struct Options {
     /// coordinator.token_file: a file holding the node token.
     #[arg(long, global = true, env = "PXS_COORDINATOR_TOKEN_FILE")]
     pub coordinator_token_file: Option<PathBuf>,
+    /// ice.urls: comma-separated STUN and TURN URLs for this node's sessions, instead of the
+    /// coordinator's (e.g. stun:turn.example.org:3478,turn:turn.example.org:3478).
+    #[arg(long, global = true, env = "PXS_ICE_URLS")]
+    pub ice_urls: Option<String>,
+    /// ice.turn_secret: the secret shared with the TURN server (coturn's static-auth-secret).
+    #[arg(
+        long,
+        global = true,
+        env = "PXS_ICE_TURN_SECRET",
+        hide_env_values = true
+    )]
+    pub ice_turn_secret: Option<Secret>,
+    /// ice.turn_secret_file: a file holding it.
+    #[arg(long, global = true, env = "PXS_ICE_TURN_SECRET_FILE")]
+    pub ice_turn_secret_file: Option<PathBuf>,
 }
 
 // ----- the file, as written -----
@@ -96,6 +112,8 @@ struct FileConfig {
     applications: Vec<FileApplication>,
     #[serde(default)]
     limits: FileLimits,
+    #[serde(default)]
+    ice: pxs_protocol::ice::IceFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -325,6 +343,9 @@ pub struct Config {
     /// A player or streamer WebSocket silent this long is closed (`limits.websocket_idle_timeout`).
     pub websocket_idle_timeout: Duration,
     pub applications: Vec<Application>,
+    /// This node's own STUN and TURN servers (`[ice]`): its sessions use them instead of the
+    /// coordinator's. `None`: the coordinator's, if it sends any.
+    pub ice: Option<IceSettings>,
     /// Things worth telling the operator at start.
     pub notes: Vec<String>,
     /// What it was loaded from (flags and environment), for reloads.
@@ -396,8 +417,29 @@ impl Config {
                 a.res_y
             ));
         }
+        s.push_str(&ice_summary(self.ice.as_ref()));
         s
     }
+}
+
+/// One line on STUN and TURN for `check-config`: the URLs and how clients authenticate, never
+/// the secret or a credential.
+fn ice_summary(ice: Option<&IceSettings>) -> String {
+    let Some(ice) = ice else {
+        return "ice: the coordinator's STUN and TURN servers (none on this node)\n".into();
+    };
+    let auth = if ice.turn_secret.is_some() {
+        format!(
+            "credentials made per connection from turn_secret, valid {}s",
+            ice.turn_ttl
+                .unwrap_or(pxs_webrtc_session::turn::DEFAULT_TTL.as_secs())
+        )
+    } else if ice.username.is_some() {
+        "a fixed username and credential".into()
+    } else {
+        "no TURN".into()
+    };
+    format!("ice: {} ({auth})\n", ice.urls.join(", "))
 }
 
 /// What a reverse proxy needs of a node, from its config file alone.
@@ -873,6 +915,17 @@ fn validate(file: FileConfig, o: &Options, base: &Path) -> anyhow::Result<Config
     if websocket_idle_timeout < Duration::from_millis(30) {
         bail!("limits.websocket_idle_timeout: at least 30ms");
     }
+    let ice = pxs_protocol::ice::resolve(
+        file.ice,
+        &pxs_protocol::ice::IceOverrides {
+            urls: o.ice_urls.clone(),
+            turn_secret: o.ice_turn_secret.clone(),
+            turn_secret_file: o.ice_turn_secret_file.clone(),
+        },
+        base,
+        "ice.",
+    )
+    .map_err(|e| anyhow!(e))?;
     Ok(Config {
         file: None,
         node: NodeConfig {
@@ -893,6 +946,7 @@ fn validate(file: FileConfig, o: &Options, base: &Path) -> anyhow::Result<Config
         http,
         websocket_idle_timeout,
         applications,
+        ice,
         notes,
         options: Options::default(),
         guard_program: None,

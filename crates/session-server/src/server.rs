@@ -580,7 +580,8 @@ impl Shell {
                 },
                 epoch: (Instant::now(), crate::http::now_millis()),
             }),
-            ..Default::default()
+            // The node's own STUN and TURN servers win over the coordinator's.
+            ..ice_router_config(self.config.ice.as_ref().or(spec.ice.as_ref()))
         };
         let limits = Limits {
             idle_timeout: self.config.websocket_idle_timeout,
@@ -685,5 +686,23 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The signalling's `peer_connection_options` and TURN credentials for a session with these
+/// STUN and TURN servers (none: an empty configuration, host candidates only).
+fn ice_router_config(ice: Option<&pxs_protocol::ice::IceSettings>) -> RouterConfig {
+    let Some(ice) = ice else {
+        return RouterConfig::default();
+    };
+    RouterConfig {
+        peer_connection_options: ice.peer_connection_options(),
+        turn: ice.turn_secret.clone().map(|secret| {
+            let ttl = ice
+                .turn_ttl
+                .map_or(pxs_webrtc_session::turn::DEFAULT_TTL, Duration::from_secs);
+            pxs_webrtc_session::turn::TurnConfig::new(secret, ttl)
+        }),
+        ..RouterConfig::default()
     }
 }

@@ -32,6 +32,7 @@
 //! ```
 
 use crate::config::Application;
+use pxs_protocol::ice::IceSettings;
 use pxs_protocol::node::{
     ApplicationId, ApplicationInfo, EndReason, Ended, GpuUse, Heartbeat, NodeToCoordinator,
     ObservedState, SequencedEvent, SessionEvent, SessionEventKind, SessionId, SessionStatus,
@@ -113,6 +114,9 @@ pub struct Spawn {
     /// Players per streamer; 0 = unlimited.
     pub max_players: u32,
     pub gpu: Option<u32>,
+    /// The STUN and TURN servers the coordinator gave (`start_session.options.ice`); the node's
+    /// own `[ice]`, if set, is used instead. Holds the TURN secret: never logged.
+    pub ice: Option<IceSettings>,
 }
 
 impl std::fmt::Debug for Spawn {
@@ -126,6 +130,7 @@ impl std::fmt::Debug for Spawn {
             .field("log", &self.log)
             .field("port", &self.port)
             .field("player_token", &self.player_token)
+            .field("ice", &self.ice.as_ref().map(|i| &i.urls))
             .field("streamer_credential", &self.streamer_credential)
             .field("max_players", &self.max_players)
             .field("gpu", &self.gpu)
@@ -260,6 +265,8 @@ impl Limits {
 #[derive(Debug)]
 struct Session {
     app: Arc<Application>,
+    /// From `start_session`; not persisted (a restarted node ends its sessions).
+    ice: Option<IceSettings>,
     limits: Limits,
     state: State,
     port: u16,
@@ -553,6 +560,7 @@ impl Supervisor {
             port,
             gpu,
             token: options.player_token,
+            ice: options.ice,
             credential,
             res,
             process: None,
@@ -1098,6 +1106,7 @@ impl Supervisor {
             streamer_credential: s.credential.clone(),
             max_players: s.limits.max_players,
             gpu: s.gpu,
+            ice: s.ice.clone(),
         }
     }
 

@@ -131,6 +131,7 @@ impl Coord {
                 .starts_with("postgres")
                 .then(|| Secret(SESSION_SECRET.into())),
             config: None,
+            ..Options::default()
         };
         let config = Config::from_toml(extra_toml, &opts).unwrap();
         let listener = TcpListener::bind(config.listen).await.unwrap();
