@@ -1,5 +1,5 @@
-// TURN with the real parts: Debian's coturn in `use-auth-secret` mode on loopback (allowed to
-// relay to loopback peers, for this test only), `pxs coordinator` with `[ice]` naming it and the
+// TURN with the real parts: Debian's coturn with the sample deploy/turnserver.conf
+// (`use-auth-secret`), moved onto loopback and allowed to relay to loopback peers for this test, `pxs coordinator` with `[ice]` naming it and the
 // shared secret, two `pxs session-server`s running `pxs streamer --input-log`, and headless
 // Chromium forcing the relay (`?relay=1`: the library's ForceTURN, iceTransportPolicy 'relay').
 //
@@ -16,7 +16,7 @@ import assert from 'node:assert/strict';
 import { createSocket } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PXS_BIN, REPO_DIR, fatal, launchChromium, recordPage, runCleanups, startPxs, waitFor as waitForWithin, freePort, frameCounter, readInputLog, videoPoint } from './harness.mjs';
@@ -75,23 +75,33 @@ test('players reach the stream through a TURN relay with per-connection credenti
     const wrongSecret = `pxs-turn-e2e-wrong-${randomBytes(8).toString('hex')}`;
     const inputLog = join(dir, 'input.jsonl');
     try {
-        // ---- coturn, on loopback, relaying to loopback peers
+        // ---- coturn with the sample config (deploy/turnserver.conf), moved onto loopback: free
+        // ports, the test's secret, no TLS (no certificate here), logs to stdout, and the
+        // "GPU machines' network" it may relay to is 127.0.0.1
         const turnPort = await freePort();
         const relayPorts = 50000 + (turnPort % 700) * 20;
-        const coturn = startPxs([
-            '-n', '--listening-ip=127.0.0.1', '--relay-ip=127.0.0.1', `--listening-port=${turnPort}`,
-            `--min-port=${relayPorts}`, `--max-port=${relayPorts + 19}`,
-            '--use-auth-secret', `--static-auth-secret=${secret}`, '--realm=pxs.test',
-            '--allow-loopback-peers', '--no-cli', '--no-tls', '--no-dtls', '--fingerprint',
-            '--log-file=stdout', '--simple-log', '--verbose',
-            `--pidfile=${join(dir, 'turnserver.pid')}`, `--userdb=${join(dir, 'turndb')}`
-        ], { bin: TURNSERVER, name: 'coturn' });
+        const set = {
+            'listening-port': turnPort, 'tls-listening-port': await freePort(), 'min-port': relayPorts, 'max-port': relayPorts + 19,
+            'static-auth-secret': secret, 'log-file': 'stdout'
+        };
+        const sample = await readFile(join(REPO_DIR, 'deploy', 'turnserver.conf'), 'utf8');
+        const conf = sample.split('\n').flatMap((line) => {
+            const key = /^([a-z0-9-]+)(=|$)/.exec(line)?.[1];
+            if (key === 'cert' || key === 'pkey') return [];
+            return key in set ? [`${key}=${set[key]}`] : [line];
+        });
+        assert.equal(conf.filter((l) => /^(static-auth-secret|listening-port|min-port)=/.test(l)).length, 3, 'the sample names its secret and ports');
+        conf.push('listening-ip=127.0.0.1', 'relay-ip=127.0.0.1', 'allowed-peer-ip=127.0.0.1', 'allow-loopback-peers', 'no-tls', 'no-dtls',
+            'verbose', `pidfile=${join(dir, 'turnserver.pid')}`, `userdb=${join(dir, 'turndb')}`);
+        await writeFile(join(dir, 'turnserver.conf'), conf.join('\n'));
+        const coturn = startPxs(['-c', join(dir, 'turnserver.conf')], { bin: TURNSERVER, name: 'coturn' });
         procs.push(coturn);
         cleanups.push(() => coturn.stop('SIGTERM', { killAfterMs: 5_000 }));
         await waitFor('coturn to answer STUN', async () => {
             if (coturn.exit) throw fatal(`coturn exited: ${coturn.output()}`);
             return stunAnswers(turnPort);
         });
+        assert.doesNotMatch(coturn.stdout + coturn.stderr, /Bad configuration|ERROR/, 'coturn takes the sample config as it is');
         const turnUrl = `turn:127.0.0.1:${turnPort}?transport=udp`;
 
         // ---- the coordinator, with the TURN server and its secret (from a file)

@@ -394,6 +394,34 @@ mod tests {
     }
 
     #[test]
+    fn ice_from_the_file_a_secret_file_beside_it_or_the_environment() {
+        let dir = std::env::temp_dir().join(format!("pxs-coord-ice-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("turn.secret"), "coordinator-turn-secret-01\n").unwrap();
+        let text = "[ice]\nurls = [\"turn:t.example.org:3478\"]\nturn_secret_file = \"turn.secret\"\n";
+        let c = Config::from_toml_at(text, &Options::default(), &dir).unwrap();
+        let ice = c.ice.clone().unwrap();
+        assert_eq!(ice.turn_secret.unwrap().0, "coordinator-turn-secret-01");
+        assert!(!format!("{c:?}").contains("coordinator-turn-secret"));
+        let env = Options {
+            ice_turn_secret: Some(Secret("environment-turn-secret-01".into())),
+            ..Default::default()
+        };
+        let c = Config::from_toml_at(text, &env, &dir).unwrap();
+        assert_eq!(
+            c.ice.unwrap().turn_secret.unwrap().0,
+            "environment-turn-secret-01"
+        );
+        assert!(Config::from_toml("", &Options::default()).unwrap().ice.is_none());
+        let e = format!(
+            "{:#}",
+            Config::from_toml("[ice]\nurls = [\"http://x\"]", &Options::default()).unwrap_err()
+        );
+        assert!(e.starts_with("ice.urls:"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn flags_win_over_the_file() {
         let opts = Options {
             listen: Some("127.0.0.1:0".into()),

@@ -456,7 +456,7 @@ pub struct StartOptions {
     /// `[ice]`). A node with its own `[ice]` uses that instead. Carries the TURN secret: never
     /// logged, never stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ice: Option<crate::ice::IceSettings>,
+    pub ice: Option<Box<crate::ice::IceSettings>>,
 }
 
 impl NodeToCoordinator {
@@ -595,12 +595,12 @@ mod tests {
                 session_id: sid("ses_1"),
                 application_id: ApplicationId::parse("demo").unwrap(),
                 options: StartOptions {
-                    ice: Some(crate::ice::IceSettings {
+                    ice: Some(Box::new(crate::ice::IceSettings {
                         urls: vec!["turn:t.example:3478".into()],
                         turn_secret: Some(Token("a-secret-of-twenty-chars".into())),
                         turn_ttl: Some(600),
                         ..Default::default()
-                    }),
+                    })),
                     ..StartOptions::default()
                 },
             },

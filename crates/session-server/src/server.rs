@@ -706,3 +706,37 @@ fn ice_router_config(ice: Option<&pxs_protocol::ice::IceSettings>) -> RouterConf
         ..RouterConfig::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pxs_protocol::ice::IceSettings;
+    use pxs_protocol::secret::Secret;
+
+    #[test]
+    fn a_sessions_signalling_gets_the_servers_and_mints_turn_credentials_from_the_secret() {
+        let ice = IceSettings {
+            urls: vec!["stun:t.example.org".into(), "turn:t.example.org".into()],
+            turn_secret: Some(Secret("a-secret-of-twenty-chars".into())),
+            turn_ttl: Some(600),
+            ..Default::default()
+        };
+        let r = ice_router_config(Some(&ice));
+        assert_eq!(r.peer_connection_options, ice.peer_connection_options());
+        let turn = r.turn.expect("credentials are minted");
+        assert_eq!(turn.ttl, Duration::from_secs(600));
+        assert_eq!(turn.secret.0, "a-secret-of-twenty-chars");
+        // Fixed credentials, or STUN only: nothing to mint.
+        let fixed = IceSettings {
+            turn_secret: None,
+            turn_ttl: None,
+            username: Some("u".into()),
+            credential: Some(Secret("c".into())),
+            ..ice
+        };
+        assert!(ice_router_config(Some(&fixed)).turn.is_none());
+        let none = ice_router_config(None);
+        assert!(none.turn.is_none());
+        assert_eq!(none.peer_connection_options, serde_json::json!({}));
+    }
+}

@@ -560,7 +560,7 @@ impl Supervisor {
             port,
             gpu,
             token: options.player_token,
-            ice: options.ice,
+            ice: options.ice.map(|b| *b),
             credential,
             res,
             process: None,

@@ -187,7 +187,7 @@ impl Engine {
 
     /// The start message of `s`, with its key.
     pub(super) fn start_of(&self, s: &SessionRow) -> CoordinatorToNode {
-        start_message(s, self.session_key(s), self.config.ice.clone())
+        start_message(s, self.session_key(s), self.config.ice.clone().map(Box::new))
     }
 
     /// The player URL with a fresh token of `role` (the session's own join URL is its
@@ -352,7 +352,7 @@ pub(super) fn node_view(
 pub(super) fn start_message(
     s: &SessionRow,
     key: String,
-    ice: Option<pxs_protocol::ice::IceSettings>,
+    ice: Option<Box<pxs_protocol::ice::IceSettings>>,
 ) -> CoordinatorToNode {
     CoordinatorToNode::StartSession {
         session_id: s.id.clone(),
