@@ -87,7 +87,8 @@ pub struct Options {
     #[arg(long, env = "PXS_WEBRTC_SSL_CERT_PATH")]
     pub ssl_cert_path: Option<PathBuf>,
 
-    /// Serve the read-only REST API under /api on the player port.
+    /// Serve the read-only REST API under /api, and Prometheus metrics at /metrics, on the
+    /// player port.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", env = "PXS_WEBRTC_REST_API")]
     pub rest_api: Option<bool>,
     /// Console log level: debug, info, warning, error [default: info].
@@ -109,9 +110,14 @@ pub struct Options {
     /// WebSocket connections per client IP address, 0 = unlimited [default: 0].
     #[arg(long, env = "PXS_WEBRTC_MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<usize>,
-    /// Largest accepted WebSocket message, in bytes [default: 65536].
+    /// Largest accepted WebSocket message, in bytes [default: 65536]. A player's larger message
+    /// closes it (1009); a streamer's is logged and dropped.
     #[arg(long, env = "PXS_WEBRTC_MAX_MESSAGE_SIZE")]
     pub max_message_size: Option<usize>,
+    /// Largest WebSocket message a streamer or an SFU may send before it is closed (1009), in
+    /// bytes [default: 1048576]; between max_message_size and this it is logged and dropped.
+    #[arg(long, env = "PXS_WEBRTC_STREAMER_MAX_MESSAGE_SIZE")]
+    pub streamer_max_message_size: Option<usize>,
     /// Messages a player may send per second on average, 0 = unlimited [default: 100].
     #[arg(long, env = "PXS_WEBRTC_PLAYER_MESSAGE_RATE")]
     pub player_message_rate: Option<f64>,
@@ -222,6 +228,7 @@ const KNOWN: &[&str] = &[
     "streamer_token_file",
     "max_connections_per_ip",
     "max_message_size",
+    "streamer_max_message_size",
     "player_message_rate",
     "player_message_burst",
     "send_queue",
@@ -268,6 +275,7 @@ impl Options {
             streamer_token_file,
             max_connections_per_ip,
             max_message_size,
+            streamer_max_message_size,
             player_message_rate,
             player_message_burst,
             send_queue,
@@ -473,6 +481,15 @@ impl Config {
         if !(256..=16 * 1024 * 1024).contains(&max_message_size) {
             bail!("max_message_size: {max_message_size} is outside 256..=16777216 bytes");
         }
+        let streamer_max_message_size = o
+            .streamer_max_message_size
+            .unwrap_or((1024 * 1024).max(max_message_size));
+        if !(max_message_size..=64 * 1024 * 1024).contains(&streamer_max_message_size) {
+            bail!(
+                "streamer_max_message_size: {streamer_max_message_size} is outside \
+                 max_message_size ({max_message_size})..=67108864 bytes"
+            );
+        }
         let send_queue = o.send_queue.unwrap_or(1024);
         if send_queue == 0 {
             bail!("send_queue: must be at least 1");
@@ -524,6 +541,7 @@ impl Config {
             max_connections_per_ip: o.max_connections_per_ip.unwrap_or(0),
             limits: crate::session::Limits {
                 max_message_size,
+                streamer_max_message_size,
                 send_queue,
                 idle_timeout: websocket_idle_timeout,
                 ..Default::default()
@@ -667,6 +685,14 @@ mod tests {
         assert_eq!(c.router.peer_connection_options, serde_json::json!({}));
         assert!(c.serve.is_none() && c.https.is_none() && !c.rest_api);
         assert_eq!(c.limits.max_message_size, 65536);
+        assert_eq!(c.limits.streamer_max_message_size, 1024 * 1024);
+        // A larger message limit raises the streamers' with it.
+        let big = Config::from_options(Options {
+            max_message_size: Some(2 * 1024 * 1024),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(big.limits.streamer_max_message_size, 2 * 1024 * 1024);
     }
 
     #[test]
@@ -763,6 +789,13 @@ mod tests {
                     ..Default::default()
                 },
                 "max_message_size",
+            ),
+            (
+                Options {
+                    streamer_max_message_size: Some(1024),
+                    ..Default::default()
+                },
+                "streamer_max_message_size",
             ),
             (
                 Options {

@@ -22,6 +22,7 @@
 //! and what differs on purpose), with the routing fix of its PR #920: a streamer can address only
 //! players subscribed to it.
 
+use crate::metrics::LogGate;
 use crate::turn::{self, TurnConfig};
 use crate::users::{self, Command as UserCommand, Joining, Users};
 use pxs_protocol::signalling::{
@@ -51,11 +52,12 @@ pub enum Role {
 pub mod close_code {
     /// `disconnectPlayer` from the streamer (as Epic's server).
     pub const KICKED: u16 = 1011;
-    /// Policy violation: unparsable frames, message flood.
+    /// Policy violation: a player's unparsable frames, message flood.
     pub const POLICY: u16 = 1008;
     /// A frame over the size limit.
     pub const TOO_BIG: u16 = 1009;
-    /// Try again later: nothing to talk to yet, or the server is full.
+    /// Try again later: nothing to talk to yet, the server is full, or the streamer is too far
+    /// behind to take a player's message (see [`crate::backpressure`]).
     pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
@@ -250,6 +252,23 @@ pub struct Router {
     activity_interval: Duration,
     /// The time of the input being handled (the users' rate limits read it).
     now: Option<Instant>,
+    stats: RouterStats,
+    logs: RouterLogs,
+}
+
+/// What the router counts (see [`crate::metrics::Stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouterStats {
+    /// Unparsable messages from streamers and SFUs, dropped.
+    pub streamer_invalid_dropped: u64,
+    /// Messages from streamers and SFUs over the message size limit, dropped.
+    pub streamer_oversized_dropped: u64,
+}
+
+#[derive(Debug, Default)]
+struct RouterLogs {
+    streamer_invalid: LogGate,
+    streamer_oversized: LogGate,
 }
 
 impl Router {
@@ -268,6 +287,8 @@ impl Router {
             events: None,
             activity_interval: Duration::ZERO,
             now: None,
+            stats: RouterStats::default(),
+            logs: RouterLogs::default(),
         }
     }
 
@@ -442,28 +463,40 @@ impl Router {
         }
     }
 
-    /// A frame that is not a message we can act on.
+    /// A frame that is not a message we can act on. A player's unparsable frame closes it
+    /// (1008); a streamer's (or an SFU's) is logged (at most once per
+    /// [`crate::metrics::LOG_INTERVAL`]), counted and dropped: the application is the whole
+    /// session, and Epic's server ignores such a message too.
     pub fn invalid(&mut self, conn: ConnId, error: &MessageError) {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
+        let role = c.role;
         match error {
             MessageError::UnknownType(kind) => {
-                debug!(conn = conn.0, role = ?c.role, kind, "unhandled message type dropped");
+                debug!(conn = conn.0, ?role, kind, "unhandled message type dropped");
+            }
+            _ if role != Role::Player => {
+                self.stats.streamer_invalid_dropped += 1;
+                if let Some(suppressed) = self.logs.streamer_invalid.admit(self.log_now()) {
+                    warn!(conn = conn.0, ?role, %error, suppressed, "invalid message from the application dropped");
+                }
             }
             MessageError::InvalidFields { .. } => {
-                warn!(conn = conn.0, role = ?c.role, %error, "invalid message dropped");
+                warn!(conn = conn.0, ?role, %error, "invalid message dropped");
             }
             MessageError::InvalidJson(_)
             | MessageError::NotAnObject
             | MessageError::MissingType => {
-                warn!(conn = conn.0, role = ?c.role, %error, "closing connection");
+                warn!(conn = conn.0, ?role, %error, "closing connection");
                 self.close(conn, Some(close_code::POLICY), &format!("{error}"));
             }
         }
     }
 
-    /// A frame over the size limit arrived; the connection is closed with 1009.
+    /// A frame over the size limit arrived and could not be read; the connection is closed with
+    /// 1009. (For a streamer or an SFU the limit is its own, larger one; see
+    /// [`Router::oversized`].)
     pub fn too_big(&mut self, conn: ConnId, limit: usize) {
         if self.conns.contains_key(&conn) {
             warn!(conn = conn.0, limit, "frame over the size limit, closing");
@@ -473,6 +506,42 @@ impl Router {
                 &format!("message larger than {limit} bytes"),
             );
         }
+    }
+
+    /// A message of `size` bytes, over the message size `limit`, was read whole. A streamer's
+    /// (or an SFU's) is logged (at most once per [`crate::metrics::LOG_INTERVAL`]), counted and
+    /// dropped; a player's closes it with 1009, as [`Router::too_big`].
+    pub fn oversized(&mut self, conn: ConnId, size: usize, limit: usize) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let role = c.role;
+        if role == Role::Player {
+            self.too_big(conn, limit);
+            return;
+        }
+        self.stats.streamer_oversized_dropped += 1;
+        if let Some(suppressed) = self.logs.streamer_oversized.admit(self.log_now()) {
+            warn!(
+                conn = conn.0,
+                ?role,
+                size,
+                limit,
+                suppressed,
+                "message from the application over max_message_size dropped"
+            );
+        }
+    }
+
+    /// What the router counts.
+    pub fn stats(&self) -> RouterStats {
+        self.stats
+    }
+
+    /// The time a log gate goes by: the last input's (the router reads no clock; every known
+    /// connection came with a `connect`, which set it).
+    fn log_now(&self) -> Instant {
+        self.now.unwrap_or_else(Instant::now)
     }
 
     /// A parsed message from a connection.

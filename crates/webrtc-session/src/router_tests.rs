@@ -924,6 +924,72 @@ fn invalid_json_closes_the_connection_with_1008() {
 }
 
 #[test]
+fn a_streamers_unparsable_message_is_counted_and_dropped_not_a_reason_to_close_it() {
+    for role in [Role::Streamer, Role::Sfu] {
+        let mut h = H::new();
+        let s = h.connect(role);
+        h.send(s, json!({"type":"endpointId","id":"S"}));
+        h.drain();
+        let p = h.player("S");
+        let garbage = ["{not json", "[1]", "{}", r#"{"type":7}"#, "\u{0}\u{1}"];
+        for text in garbage {
+            h.send_text(s, text);
+        }
+        // A known type with wrong fields is malformed too: counted with them.
+        h.send_text(s, r#"{"type":"offer","sdp":12}"#);
+        assert_eq!(h.drain(), vec![], "{role:?}: nothing closed, nothing sent");
+        assert_eq!(
+            h.router.stats().streamer_invalid_dropped,
+            garbage.len() as u64 + 1
+        );
+        assert!(h.router.streamer("S").is_some());
+        // It still routes.
+        h.send(s, json!({"type":"ping","time":3}));
+        assert_eq!(h.drain(), vec![(s, json!({"type":"pong","time":3}))]);
+        if role == Role::Streamer {
+            h.send(s, json!({"type":"offer","sdp":"v=0","playerId":"Player0"}));
+            assert_eq!(only(&h.drain(), p)[0]["sdp"], "v=0");
+        }
+    }
+    // A player's garbage is not counted as the application's.
+    let mut h = H::new();
+    h.streamer("S");
+    let p = h.player("S");
+    h.send_text(p, "{not json");
+    assert_eq!(h.router.stats().streamer_invalid_dropped, 0);
+}
+
+#[test]
+fn a_streamers_oversized_message_is_dropped_a_players_closes_it_with_1009() {
+    let mut h = H::new();
+    let s = h.streamer("S");
+    let p = h.player("S");
+    h.router.oversized(s, 200 * 1024, 65536);
+    assert_eq!(h.drain(), vec![]);
+    assert_eq!(h.router.stats().streamer_oversized_dropped, 1);
+    assert!(h.router.streamer("S").is_some());
+    h.router.oversized(p, 70_000, 65536);
+    let out = h.drain();
+    assert_eq!(
+        out[0],
+        (
+            p,
+            json!({"close":1009,"reason":"message larger than 65536 bytes"})
+        )
+    );
+    assert_eq!(h.router.stats().streamer_oversized_dropped, 1);
+    // Past the streamer's own limit the shell cannot read the frame: closed as anyone.
+    h.router.too_big(s, 1024 * 1024);
+    assert_eq!(
+        h.drain()[0],
+        (
+            s,
+            json!({"close":1009,"reason":"message larger than 1048576 bytes"})
+        )
+    );
+}
+
+#[test]
 fn unknown_types_and_bad_fields_are_dropped_and_the_connection_stays() {
     let mut h = H::new();
     let s = h.streamer("S");

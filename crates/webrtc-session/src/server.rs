@@ -196,7 +196,8 @@ fn player_app(state: AppState, rest_api: bool) -> axum::Router {
             .route("/api/streamers", get(api_streamers))
             .route("/api/streamers/{id}", get(api_streamer))
             .route("/api/players", get(api_players))
-            .route("/api/players/{id}", get(api_player));
+            .route("/api/players/{id}", get(api_player))
+            .route("/metrics", get(metrics));
     }
     app.fallback(player_fallback).with_state(state)
 }
@@ -290,9 +291,12 @@ async fn accept(state: AppState, peer: SocketAddr, req: Request, role: Role) -> 
     };
     let limits = state.signalling.limits().clone();
     let signalling = state.signalling.clone();
+    // A streamer's (or an SFU's) limit is larger: between the two its message is read and
+    // dropped, not a reason to close the application (see `Limits::frame_limit`).
+    let frame_limit = limits.frame_limit(role);
     upgrade
-        .max_message_size(limits.max_message_size)
-        .max_frame_size(limits.max_message_size)
+        .max_message_size(frame_limit)
+        .max_frame_size(frame_limit)
         // Small buffers: most connections are idle players, who send little (an answer, a few
         // candidates); streamers send every offer. Writes are batched by the connection task and
         // flushed explicitly, so the write buffer is only a threshold.
@@ -513,6 +517,22 @@ async fn api_player(
     match s.signalling.inspect(move |r| r.player(&id)).await {
         Some(Some(info)) => Json(info).into_response(),
         Some(None) => not_found(format!("No player with id {shown}")),
+        None => unavailable(),
+    }
+}
+
+/// The session's counters in Prometheus' text format (`crate::metrics::Stats`), guarded as the
+/// REST API.
+async fn metrics(State(s): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
+    if let Some(denied) = api_guard(&s, &headers, &uri) {
+        return denied;
+    }
+    match s.signalling.stats().await {
+        Some(stats) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            stats.render_prometheus(),
+        )
+            .into_response(),
         None => unavailable(),
     }
 }

@@ -5,9 +5,15 @@
 //!  connection task ──Event (parsed message)──▶ router task ──Outbound (bounded queue)──▶ connection task
 //! ```
 //!
-//! A connection whose queue is full (a client that does not read) is dropped, not buffered: its
-//! queue sender is discarded, which ends its task, and the router treats it as gone.
+//! A player whose queue is full (a client that does not read) is dropped, not buffered: its
+//! queue sender is discarded, which ends its task, and the router treats it as gone. A streamer
+//! (or an SFU) whose queue is full is never dropped for it: its messages are held in order by the
+//! [`Backlog`] and the players whose messages are held stop being read (an
+//! `Outbound::Pause` through their own queue) until it has taken them (see
+//! [`crate::backpressure`]).
 
+use crate::backpressure::{Action, Backlog, BacklogLimits};
+use crate::metrics::{LogGate, Stats};
 use crate::router::{
     ConnId, Output, PlayerIdentity, Role, Router, RouterConfig, SessionEvent, close_code,
 };
@@ -16,9 +22,12 @@ use axum::response::Response;
 use futures_util::SinkExt;
 use pxs_protocol::signalling::{ClientMessage, MessageError, ServerMessage};
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info_span, warn};
@@ -26,15 +35,26 @@ use tracing::{Instrument, debug, info_span, warn};
 /// Per-connection limits of the shell.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Largest WebSocket message (and frame) accepted, in bytes.
+    /// Largest WebSocket message acted on, in bytes. A player's larger message (and frame) closes
+    /// it with 1009; a streamer's (or an SFU's) is read, logged and dropped, up to
+    /// [`Limits::streamer_max_message_size`].
     pub max_message_size: usize,
-    /// Messages queued to one connection before it is dropped as a slow reader.
+    /// Largest WebSocket message (and frame) a streamer or an SFU may send without being closed
+    /// (1009): a larger one cannot be skipped without reading it whole.
+    pub streamer_max_message_size: usize,
+    /// Messages queued to one connection. A player whose queue is full is dropped as a slow
+    /// reader; a streamer's (or an SFU's) messages are then held ([`Limits::backlog`]).
     pub send_queue: usize,
-    /// A single write that takes longer than this drops the connection.
+    /// What may be held for a streamer whose queue is full (see [`crate::backpressure`]).
+    pub backlog: BacklogLimits,
+    /// A single write to a player that takes longer than this drops the connection. A streamer
+    /// (or an SFU) gets [`Limits::idle_timeout`] if that is longer: one that takes no byte for as
+    /// long would be closed as silent anyway, and a short stall must not end its session.
     pub write_timeout: Duration,
     /// A peer from which no frame (a message, or the pong to our ping) has arrived for this long
     /// is closed with 1001: a vanished client must not hold its socket. The server pings every
     /// third of it, so a live peer (browsers and UE answer pings) is never silent that long.
+    /// A player paused for its streamer is not read, so not held to it while paused.
     pub idle_timeout: Duration,
 }
 
@@ -42,9 +62,29 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_message_size: 64 * 1024,
+            streamer_max_message_size: 1024 * 1024,
             send_queue: 1024,
+            backlog: BacklogLimits::default(),
             write_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Limits {
+    /// The largest message (and frame) a connection of `role` may send before it is closed.
+    pub fn frame_limit(&self, role: Role) -> usize {
+        match role {
+            Role::Player => self.max_message_size,
+            Role::Streamer | Role::Sfu => self.streamer_max_message_size.max(self.max_message_size),
+        }
+    }
+
+    /// How long one write to a connection of `role` may take.
+    pub fn write_timeout(&self, role: Role) -> Duration {
+        match role {
+            Role::Player => self.write_timeout,
+            Role::Streamer | Role::Sfu => self.write_timeout.max(self.idle_timeout),
         }
     }
 }
@@ -54,6 +94,9 @@ impl Default for Limits {
 enum Outbound {
     Msg(Box<ServerMessage>),
     Close(Box<(Option<u16>, String)>),
+    /// Stop (`true`) or start again (`false`) reading the peer: a player feeding a stalled
+    /// streamer.
+    Pause(bool),
 }
 
 type Inspect = Box<dyn FnOnce(&Router) + Send>;
@@ -79,10 +122,17 @@ enum Event {
         conn: ConnId,
         limit: usize,
     },
+    /// A message over `max_message_size` read whole (a streamer's; see [`Router::oversized`]).
+    Oversized {
+        conn: ConnId,
+        size: usize,
+        limit: usize,
+    },
     Disconnect {
         conn: ConnId,
     },
     Inspect(Inspect),
+    Stats(oneshot::Sender<Stats>),
     /// See [`Signalling::revoke_link`].
     RevokeLink(String),
     /// See [`Signalling::announce`].
@@ -103,7 +153,7 @@ impl Signalling {
     /// Starts the router task on the current tokio runtime.
     pub fn spawn(config: RouterConfig, limits: Limits) -> Signalling {
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(run_router(Router::new(config), rx, None));
+        tokio::spawn(run_router(Router::new(config), rx, None, limits.backlog));
         Signalling {
             events: tx,
             next_conn: Arc::new(AtomicU64::new(0)),
@@ -125,7 +175,7 @@ impl Signalling {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let mut router = Router::new(config);
         router.enable_events(activity_interval);
-        tokio::spawn(run_router(router, rx, Some(events_tx)));
+        tokio::spawn(run_router(router, rx, Some(events_tx), limits.backlog));
         let signalling = Signalling {
             events: tx,
             next_conn: Arc::new(AtomicU64::new(0)),
@@ -174,9 +224,10 @@ impl Signalling {
             None => upgrade,
         };
         let signalling = self.clone();
+        let frame_limit = self.limits.frame_limit(role);
         upgrade
-            .max_message_size(self.limits.max_message_size)
-            .max_frame_size(self.limits.max_message_size)
+            .max_message_size(frame_limit)
+            .max_frame_size(frame_limit)
             .read_buffer_size(match role {
                 Role::Player => 1024,
                 Role::Streamer | Role::Sfu => 8192,
@@ -206,6 +257,13 @@ impl Signalling {
             let _ = tx.send(f(r));
         });
         self.events.send(Event::Inspect(job)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// The session's counters (see [`Stats`]); `None` if the session has shut down.
+    pub async fn stats(&self) -> Option<Stats> {
+        let (tx, rx) = oneshot::channel();
+        self.events.send(Event::Stats(tx)).await.ok()?;
         rx.await.ok()
     }
 
@@ -266,17 +324,21 @@ impl Signalling {
             return;
         }
         debug!("connected");
-        let write_timeout = self.limits.write_timeout;
+        let write_timeout = self.limits.write_timeout(role);
         let idle_timeout = self.limits.idle_timeout;
+        let max_message_size = self.limits.max_message_size;
         let mut pings = tokio::time::interval(idle_timeout / 3);
         pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         pings.reset();
         let mut last_heard = Instant::now();
         let mut tell_router = true;
+        // A player feeding a stalled streamer is not read (see `crate::backpressure`).
+        let mut paused = false;
         loop {
             tokio::select! {
                 _ = pings.tick() => {
-                    if last_heard.elapsed() >= idle_timeout {
+                    // A paused peer is not read, so its pongs are not seen: it is not silent.
+                    if !paused && last_heard.elapsed() >= idle_timeout {
                         debug!(?idle_timeout, "peer silent (no answer to pings): closing");
                         let frame = CloseFrame {
                             code: axum::extract::ws::close_code::AWAY,
@@ -291,7 +353,13 @@ impl Signalling {
                 }
                 out = outbound.recv() => match out {
                     Some(Outbound::Msg(msg)) => {
-                        match Box::pin(write_burst(&mut ws, msg, &mut outbound, write_timeout)).await {
+                        let was_paused = paused;
+                        let burst = write_burst(&mut ws, msg, &mut outbound, &mut paused, write_timeout);
+                        let burst = Box::pin(burst).await;
+                        if was_paused && !paused {
+                            last_heard = Instant::now();
+                        }
+                        match burst {
                             Burst::Written => {}
                             Burst::Failed => break,
                             Burst::ThenClose(frame) => {
@@ -300,6 +368,12 @@ impl Signalling {
                                 break;
                             }
                         }
+                    }
+                    Some(Outbound::Pause(p)) => {
+                        if paused && !p {
+                            last_heard = Instant::now();
+                        }
+                        paused = p;
                     }
                     Some(Outbound::Close(close)) => {
                         let (code, reason) = *close;
@@ -314,9 +388,15 @@ impl Signalling {
                         break;
                     }
                 },
-                incoming = ws.recv() => {
+                incoming = ws.recv(), if !paused => {
                     last_heard = Instant::now();
                     let event = match incoming {
+                        Some(Ok(Message::Text(text))) if text.len() > max_message_size => {
+                            Event::Oversized { conn, size: text.len(), limit: max_message_size }
+                        }
+                        Some(Ok(Message::Binary(bytes))) if bytes.len() > max_message_size => {
+                            Event::Oversized { conn, size: bytes.len(), limit: max_message_size }
+                        }
                         Some(Ok(Message::Text(text))) => parse(conn, text.as_str()),
                         Some(Ok(Message::Binary(bytes))) => match std::str::from_utf8(&bytes) {
                             Ok(text) => parse(conn, text),
@@ -333,10 +413,10 @@ impl Signalling {
                         }
                         None => break,
                         Some(Err(err)) if is_too_big(&err) => {
-                            let reason = format!("message larger than {} bytes", self.limits.max_message_size);
+                            let limit = self.limits.frame_limit(role);
+                            let reason = format!("message larger than {limit} bytes");
                             let frame = CloseFrame { code: close_code::TOO_BIG, reason: reason.into() };
                             Box::pin(close_gracefully(&mut ws, Some(frame), write_timeout)).await;
-                            let limit = self.limits.max_message_size;
                             let _ = self.events.send(Event::TooBig { conn, limit }).await;
                             tell_router = false;
                             break;
@@ -375,11 +455,12 @@ enum Burst {
 }
 
 /// Writes `first` and whatever else is already queued, then flushes once: a burst costs one
-/// system call instead of one per message.
+/// system call instead of one per message. A pause met on the way is applied to `paused`.
 async fn write_burst(
     ws: &mut WebSocket,
     first: Box<ServerMessage>,
     outbound: &mut mpsc::Receiver<Outbound>,
+    paused: &mut bool,
     limit: Duration,
 ) -> Burst {
     let mut next = Some(first);
@@ -392,16 +473,23 @@ async fn write_burst(
         ) {
             return Burst::Failed;
         }
-        match outbound.try_recv() {
-            Ok(Outbound::Msg(m)) => next = Some(m),
-            Ok(Outbound::Close(close)) => {
-                let (code, reason) = *close;
-                then = Burst::ThenClose(code.map(|code| CloseFrame {
-                    code,
-                    reason: reason.into(),
-                }));
+        loop {
+            match outbound.try_recv() {
+                Ok(Outbound::Msg(m)) => next = Some(m),
+                Ok(Outbound::Pause(p)) => {
+                    *paused = p;
+                    continue;
+                }
+                Ok(Outbound::Close(close)) => {
+                    let (code, reason) = *close;
+                    then = Burst::ThenClose(code.map(|code| CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    }));
+                }
+                Err(_) => {}
             }
-            Err(_) => {}
+            break;
         }
     }
     if !matches!(tokio::time::timeout(limit, ws.flush()).await, Ok(Ok(()))) {
@@ -445,26 +533,88 @@ fn is_too_big(err: &axum::Error) -> bool {
     false
 }
 
+/// One connection as the router task knows it.
+struct Peer {
+    queue: mpsc::Sender<Outbound>,
+    role: Role,
+}
+
+/// Resolves when a stalled streamer's queue has room for one more message.
+type Room = Pin<
+    Box<
+        dyn Future<Output = Result<mpsc::OwnedPermit<Outbound>, mpsc::error::SendError<()>>> + Send,
+    >,
+>;
+
+/// The router task's state besides the router: the connections' queues, the messages held for
+/// stalled streamers and the wake-ups that say when those have room.
+struct Shell {
+    peers: HashMap<ConnId, Peer>,
+    backlog: Backlog,
+    rooms: HashMap<ConnId, Room>,
+    slow_players_closed: u64,
+    slow_log: LogGate,
+}
+
+enum Wake {
+    Events(usize),
+    Timer,
+    Room(ConnId, Option<mpsc::OwnedPermit<Outbound>>),
+}
+
+/// The first stalled streamer with room in its queue.
+async fn any_room(
+    rooms: &mut HashMap<ConnId, Room>,
+) -> (ConnId, Option<mpsc::OwnedPermit<Outbound>>) {
+    std::future::poll_fn(|cx| {
+        for (conn, room) in rooms.iter_mut() {
+            if let Poll::Ready(r) = room.as_mut().poll(cx) {
+                return Poll::Ready((*conn, r.ok()));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
 async fn run_router(
     mut router: Router,
     mut events: mpsc::Receiver<Event>,
     observer: Option<mpsc::UnboundedSender<SessionEvent>>,
+    limits: BacklogLimits,
 ) {
-    let mut queues: HashMap<ConnId, mpsc::Sender<Outbound>> = HashMap::new();
+    let mut shell = Shell {
+        peers: HashMap::new(),
+        backlog: Backlog::new(limits),
+        rooms: HashMap::new(),
+        slow_players_closed: 0,
+        slow_log: LogGate::default(),
+    };
     let mut batch = Vec::with_capacity(256);
     loop {
         let deadline = router.poll_timeout();
-        let closed = tokio::select! {
-            // recv_many returns 0 only once every sender is gone: nobody is left to serve.
-            n = events.recv_many(&mut batch, 256) => n == 0,
-            _ = sleep_until(deadline) => false,
+        let wake = tokio::select! {
+            n = events.recv_many(&mut batch, 256) => Wake::Events(n),
+            _ = sleep_until(deadline) => Wake::Timer,
+            (conn, permit) = any_room(&mut shell.rooms), if !shell.rooms.is_empty() => {
+                Wake::Room(conn, permit)
+            }
         };
-        if closed {
-            break;
-        }
         let now = Instant::now();
+        match wake {
+            // recv_many returns 0 only once every sender is gone: nobody is left to serve.
+            Wake::Events(0) => break,
+            Wake::Events(_) => {}
+            Wake::Timer => {}
+            Wake::Room(conn, permit) => {
+                shell.rooms.remove(&conn);
+                shell.room(&mut router, now, conn, permit);
+            }
+        }
         router.handle_timeout(now);
+        deliver(&mut router, &mut shell, now, None);
         for event in batch.drain(..) {
+            let mut origin = None;
             match event {
                 Event::Connect {
                     conn,
@@ -473,7 +623,7 @@ async fn run_router(
                     identity,
                     queue,
                 } => {
-                    queues.insert(conn, queue);
+                    shell.peers.insert(conn, Peer { queue, role });
                     match identity {
                         Some(id) if role == Role::Player => {
                             router.connect_player(now, conn, remote, id)
@@ -481,22 +631,35 @@ async fn run_router(
                         _ => router.connect(now, conn, role, remote),
                     }
                 }
-                Event::Message { conn, msg } => router.message(now, conn, msg),
+                Event::Message { conn, msg } => {
+                    origin = Some(conn);
+                    router.message(now, conn, msg)
+                }
                 Event::Invalid { conn, error } => router.invalid(conn, &error),
                 Event::TooBig { conn, limit } => {
-                    queues.remove(&conn);
+                    shell.forget(conn);
                     router.too_big(conn, limit);
                 }
+                Event::Oversized { conn, size, limit } => router.oversized(conn, size, limit),
                 Event::Disconnect { conn } => {
-                    queues.remove(&conn);
+                    shell.forget(conn);
                     router.disconnect(conn);
                 }
                 Event::Inspect(f) => f(&router),
+                Event::Stats(tx) => {
+                    let r = router.stats();
+                    let _ = tx.send(Stats {
+                        backlog: shell.backlog.stats(),
+                        slow_players_closed: shell.slow_players_closed,
+                        streamer_invalid_dropped: r.streamer_invalid_dropped,
+                        streamer_oversized_dropped: r.streamer_oversized_dropped,
+                    });
+                }
                 Event::RevokeLink(link) => router.revoke_link(&link),
                 Event::Announce(msg) => router.announce(&msg),
                 Event::Shutdown => {
-                    for (_, q) in queues.drain() {
-                        let _ = q.try_send(Outbound::Close(Box::new((
+                    for (_, p) in shell.peers.drain() {
+                        let _ = p.queue.try_send(Outbound::Close(Box::new((
                             Some(1001),
                             "server shutting down".into(),
                         ))));
@@ -504,7 +667,7 @@ async fn run_router(
                     return;
                 }
             }
-            deliver(&mut router, &mut queues);
+            deliver(&mut router, &mut shell, now, origin);
         }
         if let Some(observer) = &observer {
             while let Some(e) = router.poll_event() {
@@ -522,34 +685,167 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Hands the router's outputs to the connections. A full queue means the client is not reading:
-/// it is dropped, and the router told.
-fn deliver(router: &mut Router, queues: &mut HashMap<ConnId, mpsc::Sender<Outbound>>) {
-    while let Some(out) = router.poll_output() {
-        match out {
-            Output::Send { to, msg } => {
-                let Some(q) = queues.get(&to) else { continue };
-                match q.try_send(Outbound::Msg(Box::new(msg))) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        warn!(
-                            conn = to.0,
-                            "send queue full (client not reading), dropping connection"
-                        );
-                        queues.remove(&to);
-                        router.disconnect(to);
+/// Hands the router's outputs to the connections. `origin`: the connection whose message the
+/// router was handling, if any. A player whose queue is full is not reading: it is dropped, and
+/// the router told. A streamer's (or an SFU's) message that does not fit is held, and the player
+/// that sent it paused (see [`Backlog`]).
+fn deliver(router: &mut Router, shell: &mut Shell, now: Instant, origin: Option<ConnId>) {
+    loop {
+        while let Some(out) = router.poll_output() {
+            match out {
+                Output::Send { to, msg } => {
+                    let Some(role) = shell.peers.get(&to).map(|p| p.role) else {
+                        continue;
+                    };
+                    let msg = Box::new(msg);
+                    if role == Role::Player {
+                        shell.send_player(router, now, to, Outbound::Msg(msg));
+                    } else {
+                        shell.send_streamer(router, now, to, msg, origin);
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
-                        queues.remove(&to);
-                        router.disconnect(to);
+                }
+                Output::Close { conn, code, reason } => {
+                    if let Some(p) = shell.forget(conn) {
+                        let _ = p.queue.try_send(Outbound::Close(Box::new((code, reason))));
                     }
                 }
             }
-            Output::Close { conn, code, reason } => {
-                if let Some(q) = queues.remove(&conn) {
-                    let _ = q.try_send(Outbound::Close(Box::new((code, reason))));
+        }
+        // What the backlog asks may make the router speak again (a player closed).
+        let mut acted = false;
+        while let Some(action) = shell.backlog.poll_action() {
+            acted = true;
+            match action {
+                Action::Pause(p) => shell.send_player(router, now, p, Outbound::Pause(true)),
+                Action::Resume(p) => shell.send_player(router, now, p, Outbound::Pause(false)),
+                Action::Close(p) => {
+                    if let Some(peer) = shell.forget(p) {
+                        let _ = peer.queue.try_send(Outbound::Close(Box::new((
+                            Some(close_code::TRY_AGAIN_LATER),
+                            "the application is busy; try again".into(),
+                        ))));
+                    }
+                    router.disconnect(p);
                 }
             }
+        }
+        if !acted {
+            return;
+        }
+    }
+}
+
+impl Shell {
+    /// Forgets a connection: its queue (returned), and what the backlog held for it or paused on
+    /// its account.
+    fn forget(&mut self, conn: ConnId) -> Option<Peer> {
+        self.rooms.remove(&conn);
+        self.backlog.forget(conn);
+        self.peers.remove(&conn)
+    }
+
+    /// Queues `out` to a player; one that does not read (its queue is full) is dropped.
+    fn send_player(&mut self, router: &mut Router, now: Instant, to: ConnId, out: Outbound) {
+        let Some(peer) = self.peers.get(&to) else {
+            return;
+        };
+        match peer.queue.try_send(out) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.slow_players_closed += 1;
+                if let Some(suppressed) = self.slow_log.admit(now) {
+                    warn!(
+                        conn = to.0,
+                        suppressed, "send queue full (player not reading), dropping connection"
+                    );
+                }
+                self.forget(to);
+                router.disconnect(to);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.forget(to);
+                router.disconnect(to);
+            }
+        }
+    }
+
+    /// Queues `msg` to a streamer or an SFU, or holds it there while it is stalled. `origin`:
+    /// the connection whose message the router was handling. A player's message is held on its
+    /// account (the player is paused); the router's own, an SFU's or the streamer's own (a
+    /// pong) are held without pausing anyone.
+    fn send_streamer(
+        &mut self,
+        router: &mut Router,
+        now: Instant,
+        to: ConnId,
+        msg: Box<ServerMessage>,
+        origin: Option<ConnId>,
+    ) {
+        let from = origin.filter(|o| self.peers.get(o).is_some_and(|p| p.role == Role::Player));
+        if self.backlog.is_stalled(to) {
+            self.backlog.hold(now, to, msg, from);
+            return;
+        }
+        let Some(peer) = self.peers.get(&to) else {
+            return;
+        };
+        match peer.queue.try_send(Outbound::Msg(msg)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(Outbound::Msg(msg))) => {
+                let room: Room = Box::pin(peer.queue.clone().reserve_owned());
+                self.rooms.insert(to, room);
+                self.backlog.hold(now, to, msg, from);
+            }
+            Err(_) => {
+                self.forget(to);
+                router.disconnect(to);
+            }
+        }
+    }
+
+    /// A stalled streamer's queue has room (`permit`; `None`: the connection is gone): its held
+    /// messages go out in order, as many as fit. With nothing left held and half its queue free,
+    /// the stall ends and its players are read again.
+    fn room(
+        &mut self,
+        router: &mut Router,
+        now: Instant,
+        conn: ConnId,
+        permit: Option<mpsc::OwnedPermit<Outbound>>,
+    ) {
+        let (Some(permit), Some(peer)) = (permit, self.peers.get(&conn)) else {
+            self.forget(conn);
+            router.disconnect(conn);
+            deliver(router, self, now, None);
+            return;
+        };
+        let queue = peer.queue.clone();
+        match self.backlog.pop(conn) {
+            Some(msg) => {
+                permit.send(Outbound::Msg(msg));
+            }
+            None => drop(permit),
+        }
+        while let Some(msg) = self.backlog.pop(conn) {
+            match queue.try_send(Outbound::Msg(msg)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(Outbound::Msg(msg))) => {
+                    self.backlog.unpop(conn, msg);
+                    break;
+                }
+                Err(_) => {
+                    self.forget(conn);
+                    router.disconnect(conn);
+                    deliver(router, self, now, None);
+                    return;
+                }
+            }
+        }
+        if self.backlog.held(conn) == 0 && queue.capacity() * 2 >= queue.max_capacity() {
+            self.backlog.resume(now, conn);
+            deliver(router, self, now, None);
+        } else {
+            self.rooms.insert(conn, Box::pin(queue.reserve_owned()));
         }
     }
 }

@@ -88,6 +88,55 @@ async fn unknown_types_and_wrong_fields_are_dropped_and_the_connection_kept() {
 }
 
 #[tokio::test]
+async fn a_streamers_malformed_or_oversized_message_is_dropped_and_the_streamer_kept() {
+    let server = start(options()).await;
+    let (mut s, mut p) = session(&server).await;
+    let sig = server.signalling().clone();
+    // Unparsable, binary garbage, and 200 KiB (over max_message_size, within the streamer's
+    // 1 MiB): each logged, counted and dropped; the streamer and its player carry on.
+    s.send_raw(Message::Text("{not json".into())).await;
+    s.send_raw(Message::Binary(vec![0xff, 0xfe, 0x00].into()))
+        .await;
+    let big = json!({"type":"offer","sdp":"x".repeat(200 * 1024),"playerId":"Player0"});
+    s.send(big).await;
+    still_works(&mut s, &mut p).await;
+    let stats = sig.stats().await.unwrap();
+    assert_eq!(
+        (
+            stats.streamer_invalid_dropped,
+            stats.streamer_oversized_dropped
+        ),
+        (2, 1)
+    );
+    // Over the streamer's own limit (2 MiB) the frame cannot be skipped: closed with 1009, and
+    // its player with it. The client may see the close frame or, having sent data the server
+    // never read, a reset; either way the server has let it go.
+    let huge = json!({"type":"offer","sdp":"x".repeat(2 * 1024 * 1024),"playerId":"Player0"});
+    let _ = futures_util::SinkExt::send(&mut s.ws, Message::Text(huge.to_string().into())).await;
+    match tokio::time::timeout(WAIT, s.ws.next()).await.unwrap() {
+        Some(Ok(Message::Close(frame))) => assert_eq!(frame.unwrap().code, CloseCode::Size),
+        Some(Err(_)) | None => {}
+        Some(Ok(other)) => panic!("expected the close, got {other:?}"),
+    }
+    wait_until(WAIT, || {
+        let sig = sig.clone();
+        async move {
+            match sig.inspect(|r| r.streamer("S").is_none()).await {
+                Some(true) => Ok(()),
+                _ => Err("the streamer is still listed".to_owned()),
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        p.closed().await,
+        None,
+        "its player is closed as for any streamer leaving"
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_frame_over_the_size_limit_is_closed_with_1009() {
     let server = start(Options {
         max_message_size: Some(4096),

@@ -1,0 +1,396 @@
+//! What becomes of messages for a streamer (or an SFU) that is not reading: a sans-IO core the
+//! shell ([`crate::session`]) asks when a streamer's send queue is full.
+//!
+//! A player that does not read is closed (its queue is bounded, it is one browser). A streamer is
+//! the whole session: closing it would close every player with it, so it is never closed for
+//! being slow. Instead:
+//!
+//! ```text
+//!  send queue full ──▶ stalled: the message and every later one for it are held here, in order;
+//!        │             the players whose messages are held are paused (the shell stops reading
+//!        │             their sockets, so TCP slows them down)
+//!        │             held ≥ ice limit: players' ICE candidates for it are dropped and counted
+//!        │             held ≥ limit:     a player whose message would go past it is closed (1013)
+//!        ▼
+//!  the queue has room again ──▶ held messages go out in order ──▶ empty, queue half free:
+//!                                                                 resumed, players unpaused
+//! ```
+//!
+//! Offers, answers and the router's own messages (`playerConnected`, `playerDisconnected`) are
+//! never dropped: while players are paused, what can be held is bounded by what was already in
+//! flight, and the hard limit closes a player rather than lose one of its messages.
+
+use crate::metrics::LogGate;
+use crate::router::ConnId;
+use pxs_protocol::signalling::ServerMessage;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::Instant;
+use tracing::{info, warn};
+
+/// How much a stalled streamer may have held for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BacklogLimits {
+    /// From this many held messages on, players' ICE candidates for the streamer are dropped.
+    pub ice: usize,
+    /// At this many held messages, a player whose message would be held is closed instead. The
+    /// router's own messages (and an SFU's) are held past it.
+    pub max: usize,
+}
+
+impl Default for BacklogLimits {
+    fn default() -> Self {
+        BacklogLimits {
+            ice: 1024,
+            max: 16 * 1024,
+        }
+    }
+}
+
+/// What the shell must do for the backlog.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Stop reading this player.
+    Pause(ConnId),
+    /// Read this player again.
+    Resume(ConnId),
+    /// Close this player (1013): its streamer's backlog is full.
+    Close(ConnId),
+}
+
+/// The backlog's counters; see [`crate::metrics::Stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BacklogStats {
+    /// Stalls begun.
+    pub stalls: u64,
+    /// Streamers stalled now.
+    pub stalled: u64,
+    /// Messages ever held.
+    pub held_total: u64,
+    /// Messages held now.
+    pub held: u64,
+    /// Times a player was paused.
+    pub players_paused: u64,
+    /// Players' ICE candidates dropped.
+    pub ice_dropped: u64,
+    /// Players closed at the hard limit.
+    pub players_closed: u64,
+}
+
+#[derive(Debug)]
+struct Stall {
+    since: Instant,
+    queue: VecDeque<Box<ServerMessage>>,
+    /// Players paused on this streamer's account.
+    paused: BTreeSet<ConnId>,
+    held: u64,
+    ice_dropped: u64,
+}
+
+#[derive(Debug, Default)]
+struct Logs {
+    stalled: LogGate,
+    ice: LogGate,
+    closed: LogGate,
+    resumed: LogGate,
+}
+
+/// The held messages of every stalled streamer of a session.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    limits: BacklogLimits,
+    stalls: HashMap<ConnId, Stall>,
+    actions: VecDeque<Action>,
+    stats: BacklogStats,
+    logs: Logs,
+}
+
+impl Backlog {
+    pub fn new(limits: BacklogLimits) -> Self {
+        Backlog {
+            limits,
+            ..Default::default()
+        }
+    }
+
+    /// Messages for `streamer` are being held: every new one must go through [`Backlog::hold`]
+    /// too, to keep their order.
+    pub fn is_stalled(&self, streamer: ConnId) -> bool {
+        self.stalls.contains_key(&streamer)
+    }
+
+    /// `msg` for `streamer` could not be queued (its queue is full), or `streamer` is stalled.
+    /// `from`: the player whose message this is, if it is a player's.
+    pub fn hold(
+        &mut self,
+        now: Instant,
+        streamer: ConnId,
+        msg: Box<ServerMessage>,
+        from: Option<ConnId>,
+    ) {
+        let stall = self.stalls.entry(streamer).or_insert_with(|| {
+            self.stats.stalls += 1;
+            self.stats.stalled += 1;
+            if let Some(suppressed) = self.logs.stalled.admit(now) {
+                warn!(
+                    conn = streamer.0,
+                    suppressed,
+                    "streamer not reading (send queue full): holding its messages and pausing the players who feed it"
+                );
+            }
+            Stall {
+                since: now,
+                queue: VecDeque::new(),
+                paused: BTreeSet::new(),
+                held: 0,
+                ice_dropped: 0,
+            }
+        });
+        let held = stall.queue.len();
+        if let Some(player) = from {
+            if held >= self.limits.max && !matches!(*msg, ServerMessage::IceCandidate(_)) {
+                self.stats.players_closed += 1;
+                if let Some(suppressed) = self.logs.closed.admit(now) {
+                    warn!(
+                        conn = streamer.0,
+                        player = player.0,
+                        held,
+                        suppressed,
+                        "player closed: its message would pass the stalled streamer's backlog limit"
+                    );
+                }
+                stall.paused.remove(&player);
+                self.actions.push_back(Action::Close(player));
+                return;
+            }
+            if stall.paused.insert(player) {
+                self.stats.players_paused += 1;
+                self.actions.push_back(Action::Pause(player));
+            }
+            if held >= self.limits.ice && matches!(*msg, ServerMessage::IceCandidate(_)) {
+                self.stats.ice_dropped += 1;
+                stall.ice_dropped += 1;
+                if let Some(suppressed) = self.logs.ice.admit(now) {
+                    warn!(
+                        conn = streamer.0,
+                        player = player.0,
+                        held,
+                        suppressed,
+                        "ICE candidate for a stalled streamer dropped"
+                    );
+                }
+                return;
+            }
+        }
+        stall.queue.push_back(msg);
+        stall.held += 1;
+        self.stats.held_total += 1;
+        self.stats.held += 1;
+    }
+
+    /// The next held message for `streamer`, to send now there is room.
+    pub fn pop(&mut self, streamer: ConnId) -> Option<Box<ServerMessage>> {
+        let msg = self.stalls.get_mut(&streamer)?.queue.pop_front()?;
+        self.stats.held -= 1;
+        Some(msg)
+    }
+
+    /// A popped message that did not fit after all: first again.
+    pub fn unpop(&mut self, streamer: ConnId, msg: Box<ServerMessage>) {
+        if let Some(s) = self.stalls.get_mut(&streamer) {
+            s.queue.push_front(msg);
+            self.stats.held += 1;
+        }
+    }
+
+    /// Messages held for `streamer` now.
+    pub fn held(&self, streamer: ConnId) -> usize {
+        self.stalls.get(&streamer).map_or(0, |s| s.queue.len())
+    }
+
+    /// `streamer` has nothing held and room in its queue: the stall ends and its players are
+    /// resumed (those not paused for another stalled streamer too). Call only with nothing held.
+    pub fn resume(&mut self, now: Instant, streamer: ConnId) {
+        let Some(stall) = self.stalls.remove(&streamer) else {
+            return;
+        };
+        debug_assert!(stall.queue.is_empty(), "resumed with messages held");
+        self.stats.stalled -= 1;
+        self.stats.held -= stall.queue.len() as u64;
+        if let Some(suppressed) = self.logs.resumed.admit(now) {
+            info!(
+                conn = streamer.0,
+                stalled_ms = now.saturating_duration_since(stall.since).as_millis() as u64,
+                held = stall.held,
+                ice_dropped = stall.ice_dropped,
+                players = stall.paused.len(),
+                suppressed,
+                "streamer reading again: held messages delivered, players resumed"
+            );
+        }
+        self.release(stall.paused);
+    }
+
+    /// A connection is gone. A stalled streamer's held messages are dropped with it, and its
+    /// players resumed; a player is forgotten.
+    pub fn forget(&mut self, conn: ConnId) {
+        if let Some(stall) = self.stalls.remove(&conn) {
+            self.stats.stalled -= 1;
+            self.stats.held -= stall.queue.len() as u64;
+            self.release(stall.paused);
+        }
+        for s in self.stalls.values_mut() {
+            s.paused.remove(&conn);
+        }
+    }
+
+    fn release(&mut self, paused: BTreeSet<ConnId>) {
+        for p in paused {
+            if !self.stalls.values().any(|s| s.paused.contains(&p)) {
+                self.actions.push_back(Action::Resume(p));
+            }
+        }
+    }
+
+    /// The next thing for the shell to do.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    pub fn stats(&self) -> BacklogStats {
+        self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pxs_protocol::signalling::{IceCandidate, Offer, PlayerId};
+
+    fn offer(n: usize) -> Box<ServerMessage> {
+        let v = serde_json::json!({"type":"offer","sdp":format!("o{n}"),"playerId":"Player0"});
+        Box::new(serde_json::from_value::<ServerMessage>(v).unwrap())
+    }
+
+    fn ice() -> Box<ServerMessage> {
+        let v = serde_json::json!({"type":"iceCandidate","candidate":{"candidate":"c"},"playerId":"Player0"});
+        Box::new(serde_json::from_value::<ServerMessage>(v).unwrap())
+    }
+
+    fn actions(b: &mut Backlog) -> Vec<Action> {
+        std::iter::from_fn(|| b.poll_action()).collect()
+    }
+
+    fn sdp(m: &ServerMessage) -> String {
+        match m {
+            ServerMessage::Offer(Offer { sdp, .. }) => sdp.clone(),
+            other => panic!("not an offer: {other:?}"),
+        }
+    }
+
+    const S: ConnId = ConnId(1);
+    const P: ConnId = ConnId(2);
+    const Q: ConnId = ConnId(3);
+
+    #[test]
+    fn held_messages_come_out_in_order_and_their_senders_are_paused_once() {
+        let now = Instant::now();
+        let mut b = Backlog::new(BacklogLimits::default());
+        assert!(!b.is_stalled(S));
+        b.hold(now, S, offer(0), Some(P));
+        b.hold(now, S, offer(1), Some(P));
+        b.hold(now, S, offer(2), Some(Q));
+        b.hold(now, S, offer(3), None);
+        assert!(b.is_stalled(S));
+        assert_eq!(actions(&mut b), vec![Action::Pause(P), Action::Pause(Q)]);
+        let st = b.stats();
+        assert_eq!(
+            (st.stalls, st.stalled, st.held, st.held_total),
+            (1, 1, 4, 4)
+        );
+        assert_eq!(st.players_paused, 2);
+        let first = b.pop(S).unwrap();
+        assert_eq!(sdp(&first), "o0");
+        // It did not fit after all: it stays first.
+        b.unpop(S, first);
+        let out: Vec<String> = std::iter::from_fn(|| b.pop(S)).map(|m| sdp(&m)).collect();
+        assert_eq!(out, ["o0", "o1", "o2", "o3"]);
+        b.resume(now, S);
+        assert!(!b.is_stalled(S));
+        assert_eq!(actions(&mut b), vec![Action::Resume(P), Action::Resume(Q)]);
+        let st = b.stats();
+        assert_eq!((st.stalled, st.held, st.held_total), (0, 0, 4));
+    }
+
+    #[test]
+    fn past_the_ice_limit_ice_candidates_are_dropped_and_offers_kept() {
+        let now = Instant::now();
+        let mut b = Backlog::new(BacklogLimits { ice: 2, max: 100 });
+        b.hold(now, S, ice(), Some(P));
+        b.hold(now, S, ice(), Some(P));
+        b.hold(now, S, ice(), Some(P));
+        b.hold(now, S, offer(0), Some(P));
+        b.hold(now, S, ice(), Some(P));
+        assert_eq!(b.held(S), 3);
+        assert_eq!(b.stats().ice_dropped, 2);
+        assert_eq!(actions(&mut b), vec![Action::Pause(P)]);
+        let kinds: Vec<bool> = std::iter::from_fn(|| b.pop(S))
+            .map(|m| matches!(*m, ServerMessage::IceCandidate(IceCandidate { .. })))
+            .collect();
+        assert_eq!(kinds, [true, true, false]);
+    }
+
+    #[test]
+    fn at_the_hard_limit_a_players_message_closes_the_player_and_the_routers_own_are_kept() {
+        let now = Instant::now();
+        let mut b = Backlog::new(BacklogLimits { ice: 1, max: 2 });
+        b.hold(now, S, offer(0), Some(P));
+        b.hold(now, S, offer(1), Some(P));
+        b.hold(now, S, offer(2), Some(Q));
+        assert_eq!(actions(&mut b), vec![Action::Pause(P), Action::Close(Q)]);
+        // The router's own (a playerDisconnected for Q) is held past the limit.
+        let gone = ServerMessage::PlayerDisconnected {
+            player_id: PlayerId("Player1".into()),
+        };
+        b.hold(now, S, Box::new(gone), None);
+        assert_eq!(b.held(S), 3);
+        assert_eq!(b.stats().players_closed, 1);
+        // An ICE candidate at the limit is dropped, its sender kept.
+        b.hold(now, S, ice(), Some(P));
+        assert_eq!(actions(&mut b), vec![]);
+        assert_eq!(b.stats().ice_dropped, 1);
+    }
+
+    #[test]
+    fn a_player_paused_for_two_streamers_resumes_when_both_have() {
+        let now = Instant::now();
+        let t = ConnId(9);
+        let mut b = Backlog::new(BacklogLimits::default());
+        b.hold(now, S, offer(0), Some(P));
+        b.hold(now, t, offer(1), Some(P));
+        assert_eq!(actions(&mut b), vec![Action::Pause(P), Action::Pause(P)]);
+        b.pop(S).unwrap();
+        b.resume(now, S);
+        assert_eq!(actions(&mut b), vec![]);
+        // A streamer that goes away drops what it had held and frees its players.
+        b.forget(t);
+        assert_eq!(actions(&mut b), vec![Action::Resume(P)]);
+        let st = b.stats();
+        assert_eq!(
+            (st.stalls, st.stalled, st.held, st.held_total),
+            (2, 0, 0, 2)
+        );
+    }
+
+    #[test]
+    fn a_player_that_leaves_is_not_resumed() {
+        let now = Instant::now();
+        let mut b = Backlog::new(BacklogLimits::default());
+        b.hold(now, S, offer(0), Some(P));
+        b.hold(now, S, offer(1), Some(Q));
+        actions(&mut b);
+        b.forget(P);
+        while b.pop(S).is_some() {}
+        b.resume(now, S);
+        assert_eq!(actions(&mut b), vec![Action::Resume(Q)]);
+    }
+}

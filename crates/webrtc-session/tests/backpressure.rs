@@ -1,0 +1,223 @@
+#![allow(clippy::unwrap_used)]
+//! A streamer that stops reading while its players flood it (issue 15): it is kept, the players
+//! who feed it are paused (TCP slows them down) and their excess ICE candidates dropped, and once
+//! it reads again every offer and answer it was sent arrives, in order; the players were never
+//! closed. The real server over real sockets; the streamer's socket has a small receive buffer so
+//! that the server's queue fills quickly.
+
+mod common;
+use common::*;
+use pxs_webrtc_session::backpressure::BacklogLimits;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use tokio::net::TcpSocket;
+use tokio_tungstenite::MaybeTlsStream;
+
+const PLAYERS: usize = 40;
+/// Offers of 60 KB each player sends at first: 40 x 4 x 60 KB is about 10 MB, more than the
+/// server's socket buffer towards the streamer can grow to (4 MiB), so the streamer's queue fills
+/// and stays full while it does not read.
+const OFFERS: usize = 4;
+const ICE_PER_OFFER: usize = 10;
+
+/// A streamer whose socket takes little: its kernel receive buffer is 4 KiB.
+async fn tight_streamer(addr: SocketAddr, id: &str) -> Client {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let (ws, _) =
+        tokio_tungstenite::client_async(format!("ws://{addr}/"), MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
+    let mut s = Client {
+        ws,
+        response_protocol: None,
+    };
+    assert_eq!(s.recv().await["type"], "config");
+    assert_eq!(s.recv().await["type"], "identify");
+    s.send(json!({"type":"endpointId","id":id})).await;
+    assert_eq!(s.recv().await["committedId"], id);
+    s
+}
+
+/// The server's counters, from `/metrics`.
+async fn metrics(server: &Server) -> HashMap<String, u64> {
+    let text = reqwest::get(format!("http://{}/metrics", server.addrs().player))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(name, v)| (name.to_owned(), v.parse().unwrap()))
+        .collect()
+}
+
+fn candidate(player: usize, n: usize) -> Value {
+    // About 1 KiB each, as a candidate with a long foundation would not be, but the volume is the
+    // point: the players together send ~2 MiB while the streamer reads nothing.
+    json!({"type":"iceCandidate","candidate":{
+        "candidate": format!("candidate:{player}-{n} 1 udp 2122260223 10.0.0.1 50000 typ host {}", "x".repeat(1000)),
+        "sdpMid":"0","sdpMLineIndex":0}})
+}
+
+#[tokio::test]
+async fn a_streamer_that_stops_reading_is_kept_and_gets_every_offer_and_answer_once_it_reads() {
+    let mut config = Config::from_options(Options {
+        send_queue: Some(8),
+        rest_api: Some(true),
+        ..options()
+    })
+    .unwrap();
+    // Drop ICE candidates early so that this test sees it happen; keep every offer and answer.
+    config.limits.backlog = BacklogLimits {
+        ice: 64,
+        max: 100_000,
+    };
+    let server = Server::start(config).await.unwrap();
+    let a = server.addrs();
+    let mut s = tight_streamer(a.streamer, "S").await;
+
+    // The players subscribe; from here on the streamer reads nothing.
+    let mut players = Vec::new();
+    for _ in 0..PLAYERS {
+        let mut p = connect(a.player, "/").await;
+        assert_eq!(p.recv().await["type"], "config");
+        p.send(json!({"type":"subscribe","streamerId":"S"})).await;
+        players.push(p);
+    }
+    // Each floods at once (within its rate limit: players keep theirs) from its own task, as a
+    // paused player's sends block once its socket buffers are full. Once the stall is seen, each
+    // sends an offer, a candidate and an answer more.
+    let (stalled_tx, stalled_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for (k, mut p) in players.into_iter().enumerate() {
+        let mut stalled = stalled_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ice = 0;
+            for i in 0..OFFERS {
+                p.send(
+                    json!({"type":"offer","sdp":format!("before-{k}-{i} {}", "v".repeat(60_000))}),
+                )
+                .await;
+                for n in 0..ICE_PER_OFFER {
+                    p.send(candidate(k, i * ICE_PER_OFFER + n)).await;
+                    ice += 1;
+                }
+            }
+            stalled.wait_for(|s| *s).await.unwrap();
+            p.send(json!({"type":"offer","sdp":format!("during-{k}")}))
+                .await;
+            p.send(candidate(k, 999)).await;
+            p.send(json!({"type":"answer","sdp":format!("answer-{k}")}))
+                .await;
+            (p, ice + 1)
+        }));
+    }
+    // The streamer's queue fills: it is stalled, not dropped, and players are paused.
+    let m = wait_until(WAIT, || async {
+        let m = metrics(&server).await;
+        if m["pxs_signalling_streamers_stalled"] == 1
+            && m["pxs_signalling_players_paused_total"] > 0
+        {
+            Ok(m)
+        } else {
+            Err(format!("not stalled yet: {m:?}"))
+        }
+    })
+    .await;
+    assert_eq!(m["pxs_signalling_slow_players_closed_total"], 0);
+    stalled_tx.send(true).unwrap();
+    let sig = server.signalling().clone();
+    assert!(
+        sig.inspect(|r| r.streamer("S").is_some()).await.unwrap(),
+        "the stalled streamer is still listed"
+    );
+
+    // The streamer reads again: everything it was sent arrives, each player's in order.
+    let mut seen: HashMap<String, Vec<String>> = HashMap::new();
+    let mut ice_arrived = 0;
+    let mut connected = 0;
+    let done = |seen: &HashMap<String, Vec<String>>| {
+        (0..PLAYERS).all(|k| {
+            seen.get(&format!("Player{k}"))
+                .is_some_and(|v| v.last().is_some_and(|l| l == &format!("answer-{k}")))
+        })
+    };
+    while !done(&seen) {
+        let v = s.recv().await;
+        let pid = v["playerId"].as_str().unwrap_or_default().to_owned();
+        match v["type"].as_str().unwrap() {
+            "playerConnected" => connected += 1,
+            "iceCandidate" => ice_arrived += 1,
+            "offer" | "answer" => {
+                let sdp = v["sdp"].as_str().unwrap();
+                let tag = sdp.split(' ').next().unwrap().to_owned();
+                seen.entry(pid).or_default().push(tag);
+            }
+            other => panic!("unexpected {other}: {v}"),
+        }
+    }
+    assert_eq!(connected, PLAYERS);
+    for k in 0..PLAYERS {
+        let mut expected: Vec<String> = (0..OFFERS).map(|i| format!("before-{k}-{i}")).collect();
+        expected.extend([format!("during-{k}"), format!("answer-{k}")]);
+        assert_eq!(
+            seen[&format!("Player{k}")],
+            expected,
+            "Player{k}'s offers and answer, in order"
+        );
+    }
+    let mut players = Vec::new();
+    let mut ice_sent = 0;
+    for t in tasks {
+        let (p, ice) = t.await.unwrap();
+        players.push(p);
+        ice_sent += ice;
+    }
+    // The held messages are all out and the players read again; no player was closed.
+    let m = wait_until(WAIT, || async {
+        let m = metrics(&server).await;
+        if m["pxs_signalling_streamers_stalled"] == 0 {
+            Ok(m)
+        } else {
+            Err(format!("still stalled: {m:?}"))
+        }
+    })
+    .await;
+    assert!(m["pxs_signalling_streamer_stalls_total"] >= 1, "{m:?}");
+    assert_eq!(m["pxs_signalling_streamer_held_messages"], 0);
+    assert!(m["pxs_signalling_streamer_held_messages_total"] > 0);
+    // Every candidate either arrived or was counted as dropped.
+    let dropped = m["pxs_signalling_streamer_ice_dropped_total"];
+    assert!(dropped > 0, "the ICE limit was passed: {m:?}");
+    assert_eq!(ice_arrived + dropped, ice_sent, "{m:?}");
+    assert_eq!(m["pxs_signalling_slow_players_closed_total"], 0);
+    assert_eq!(m["pxs_signalling_players_closed_streamer_busy_total"], 0);
+    assert_eq!(sig.inspect(|r| r.player_count()).await.unwrap(), PLAYERS);
+
+    // After it resumed: a new offer from each player arrives, and the answer path works both
+    // ways (the streamer's answer reaches each player).
+    for (k, p) in players.iter_mut().enumerate() {
+        p.send(json!({"type":"offer","sdp":format!("after-{k}")}))
+            .await;
+    }
+    let mut after = std::collections::BTreeSet::new();
+    while after.len() < PLAYERS {
+        let v = s.recv_type("offer").await;
+        let pid = v["playerId"].as_str().unwrap().to_owned();
+        assert_eq!(v["sdp"], format!("after-{}", &pid["Player".len()..]));
+        after.insert(pid);
+    }
+    for k in 0..PLAYERS {
+        s.send(json!({"type":"answer","sdp":format!("to-{k}"),"playerId":format!("Player{k}")}))
+            .await;
+    }
+    for (k, p) in players.iter_mut().enumerate() {
+        assert_eq!(p.recv_type("answer").await["sdp"], format!("to-{k}"));
+    }
+    server.shutdown().await.unwrap();
+}
