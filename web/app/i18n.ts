@@ -11,11 +11,14 @@
 //   `data-i18n-aria-label` are filled by `applyTranslations(root)`, which the switch calls.
 //
 // To move a page onto it: add its keys under its own prefix (`catalog.`, `play.`) to both
-// dictionaries, replace literal strings with t(...) or data-i18n, put `languageSwitch()` in its
+// dictionaries of its own module (words-catalog.ts, words-play.ts), replace literal strings with t(...) or data-i18n, put `languageSwitch()` in its
 // header, and redraw what it rendered in `onLangChange`.
 //
 // Nothing here touches the DOM, navigator or storage when the module loads, so tests can import
 // the dictionaries (`messages`) outside a browser.
+
+import * as catalogWords from './words-catalog';
+import * as playWords from './words-play';
 
 export type Lang = 'en' | 'ru';
 export const LANGS: readonly Lang[] = ['en', 'ru'];
@@ -28,9 +31,9 @@ export interface Plural {
     many?: string;
     other: string;
 }
-type Entry = string | Plural;
+export type Entry = string | Plural;
 
-const en = {
+const core = {
     // ---- shared
     'lang.label': 'Language',
     'state.scheduled': 'scheduled',
@@ -261,10 +264,14 @@ const en = {
     'apiref.back': 'Admin console'
 } satisfies Record<string, Entry>;
 
+// Each page's own words live in a module of their own (`words-<page>.ts`: an `en` object and a
+// `ru` typed against it), merged here, so that pages can gain words without touching this file.
+const en = { ...core, ...catalogWords.en, ...playWords.en };
+
 export type Key = keyof typeof en;
 export type Messages = { [K in Key]: Entry };
 
-const ru: Messages = {
+const coreRu: { [K in keyof typeof core]: Entry } = {
     'lang.label': 'Язык',
     'state.scheduled': 'забронирована',
     'state.queued': 'в очереди',
@@ -491,6 +498,8 @@ const ru: Messages = {
     'apiref.properties': 'Поля',
     'apiref.back': 'Консоль администратора'
 };
+
+const ru: Messages = { ...coreRu, ...catalogWords.ru, ...playWords.ru };
 
 /** Every string, by language (for tests and tools). */
 export const messages: Record<Lang, Messages> = { en, ru };
