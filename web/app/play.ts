@@ -22,7 +22,7 @@
 //   activitySent, room).
 // - The library logs warnings and errors only; `?debug=1` in the address, or localStorage
 //   `pxs_debug` = `1`, logs everything (without stacks unless `?debug=1`).
-import { Config, Flags, Logger, LogLevel, PixelStreaming, TextParameters } from '@epicgames-ps/lib-pixelstreamingfrontend-ue5.6';
+import { Config, Flags, Logger, LogLevel, PixelStreaming, TextParameters, type AggregatedStats } from '@epicgames-ps/lib-pixelstreamingfrontend-ue5.7';
 import { ApiError, api, errorMessage, getName, getSessionKey, getToken, setName, setSessionKey, type Session, type Title } from './api';
 import { Room, type SessionUser } from './room';
 import { endReasonWords, sessionWords } from './words';
@@ -68,82 +68,45 @@ const detailEl = document.getElementById('detail') as HTMLElement;
 const buttonsEl = document.getElementById('buttons') as HTMLElement;
 
 // ---------------------------------------------------------------------------------------------
-// Peer connections: the library creates them with `new RTCPeerConnection`; keep a reference to
-// each (installed before the library starts) so getStats() needs none of its internals.
+// Statistics: the library's own (`statsReceived`, once a second, an AggregatedStats per peer
+// connection); nothing here wraps RTCPeerConnection or reads the library's private fields.
 
-const peerConnections: RTCPeerConnection[] = [];
-try {
-    const Native = window.RTCPeerConnection;
-    if (typeof Native === 'function') {
-        class TrackedPeerConnection extends Native {
-            constructor(configuration?: RTCConfiguration) {
-                super(configuration);
-                peerConnections.push(this);
-                if (peerConnections.length > 8) peerConnections.shift();
-            }
-        }
-        window.RTCPeerConnection = TrackedPeerConnection as typeof RTCPeerConnection;
-    }
-} catch {
-    // Without the wrapper, framesDecoded() reads 0; the stream itself still works.
-}
+/** The newest statistics of the current stream's peer connection, or null before any. */
+let latestStats: AggregatedStats | null = null;
 
-/** The address the newest open peer connection receives from (the selected candidate pair's
- *  remote candidate), or null before one is selected. */
-async function remoteAddress(): Promise<string | null> {
-    const pc = [...peerConnections].reverse().find((p) => p.connectionState !== 'closed');
-    if (!pc) return null;
-    const report = await pc.getStats();
-    let pairId: string | null = null;
-    report.forEach((s: any) => {
-        if (s.type === 'transport' && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId;
-    });
-    const pair: any = pairId ? report.get(pairId) : null;
-    const remote: any = pair ? report.get(pair.remoteCandidateId) : null;
-    return remote ? String(remote.address ?? remote.ip ?? '') || null : null;
-}
-
-/** The candidate pair the newest open peer connection uses, with each side's type (`host`,
- *  `srflx`, `prflx` or `relay`): whether the stream goes through a TURN relay. */
+/** The candidate pair the stream uses, with each side's type (`host`, `srflx`, `prflx` or
+ *  `relay`): whether the stream goes through a TURN relay. */
 interface SelectedPair {
     local: { type: string; address: string | null; protocol: string | null; relayProtocol: string | null };
     remote: { type: string; address: string | null; protocol: string | null };
 }
 
-async function selectedPair(): Promise<SelectedPair | null> {
-    const pc = [...peerConnections].reverse().find((p) => p.connectionState !== 'closed');
-    if (!pc) return null;
-    const report = await pc.getStats();
-    let pairId: string | null = null;
-    report.forEach((s: any) => {
-        if (s.type === 'transport' && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId;
-    });
-    const pair: any = pairId ? report.get(pairId) : null;
-    const local: any = pair ? report.get(pair.localCandidateId) : null;
-    const remote: any = pair ? report.get(pair.remoteCandidateId) : null;
+function selectedPairNow(): SelectedPair | null {
+    const st = latestStats;
+    const pair = st?.getActiveCandidatePair();
+    if (!st || !pair) return null;
+    const local = st.localCandidates.find((c) => c.id === pair.localCandidateId);
+    const remote = st.remoteCandidates.find((c) => c.id === pair.remoteCandidateId);
     if (!local || !remote) return null;
     const text = (v: unknown): string | null => (typeof v === 'string' && v ? v : null);
     return {
-        local: {
-            type: String(local.candidateType),
-            address: text(local.address ?? local.ip),
-            protocol: text(local.protocol),
-            relayProtocol: text(local.relayProtocol)
-        },
-        remote: { type: String(remote.candidateType), address: text(remote.address ?? remote.ip), protocol: text(remote.protocol) }
+        local: { type: String(local.candidateType), address: text(local.address), protocol: text(local.protocol), relayProtocol: text(local.relayProtocol) },
+        remote: { type: String(remote.candidateType), address: text(remote.address), protocol: text(remote.protocol) }
     };
 }
 
-/** Video frames decoded by the newest open peer connection (inbound-rtp `framesDecoded`). */
+async function selectedPair(): Promise<SelectedPair | null> {
+    return selectedPairNow();
+}
+
+/** The address the stream comes from (the selected pair's remote candidate), or null. */
+async function remoteAddress(): Promise<string | null> {
+    return selectedPairNow()?.remote.address ?? null;
+}
+
+/** Video frames decoded by the current peer connection (a new one starts again at 0). */
 async function framesDecoded(): Promise<number> {
-    const pc = [...peerConnections].reverse().find((p) => p.connectionState !== 'closed');
-    if (!pc) return 0;
-    let frames = 0;
-    const report = await pc.getStats();
-    report.forEach((s: any) => {
-        if (s.type === 'inbound-rtp' && (s.kind ?? s.mediaType) === 'video') frames += Number(s.framesDecoded ?? 0);
-    });
-    return frames;
+    return Number(latestStats?.inboundVideoStats?.framesDecoded ?? 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -312,6 +275,10 @@ function render(): void {
     titleNameEl.textContent = titleLabel();
     document.title = `${titleLabel()} — pxs`;
     endButton.hidden = isFinal(s) || stream?.closedOut === true;
+    if (isFinal(s) || !stream || stream.closedOut) {
+        toolbarEl.hidden = true;
+        statsEl.hidden = true;
+    }
     if (!endButton.disabled) endButton.textContent = endButtonText(s);
 
     switch (s.state) {
@@ -503,7 +470,8 @@ function startStream(joinUrl: string): void {
                 [Flags.ForceTURN]: relay,
                 AutoConnect: true,
                 AutoPlayVideo: true,
-                StartVideoMuted: true,
+                // Browsers let a page play sound only after a click: muted until Unmute.
+                StartVideoMuted: muted,
                 HoveringMouse: true,
                 // Input goes on once this user has control (see Room).
                 [Flags.MouseInput]: false,
@@ -554,11 +522,18 @@ function startStream(joinUrl: string): void {
         if (patience !== null) clearTimeout(patience);
         patience = null;
     };
+    latestStats = null;
+    on('statsReceived', (data) => {
+        latestStats = (data?.aggregatedStats as AggregatedStats | undefined) ?? null;
+        renderStats();
+    });
     on('webRtcSdp', waitForConnection);
     on('webRtcConnected', connected);
     on('playStream', () => {
         connected();
         stage(null);
+        applySound();
+        toolbarEl.hidden = false;
     });
     on('playStreamRejected', () => {
         // The browser refused to autoplay: one click starts it.
@@ -638,7 +613,7 @@ function listenToRoom(ps: PixelStreaming): void {
         send: (message) => {
             const send = signallingSender();
             if (!send) return false;
-            send(JSON.stringify(message));
+            send(message);
             return true;
         },
         credential,
@@ -649,9 +624,11 @@ function listenToRoom(ps: PixelStreaming): void {
         }
     });
     const r = room;
-    let protocol: any;
+    let protocol: { addListener(type: string, f: (msg: unknown) => void): unknown } | null;
     try {
-        protocol = (ps as any).signallingProtocol;
+        // The library's EventEmitter types its events by the library's own messages; pxs's are
+        // others.
+        protocol = ps.signallingProtocol as unknown as typeof protocol;
     } catch {
         protocol = null;
     }
@@ -675,7 +652,7 @@ function listenToRoom(ps: PixelStreaming): void {
         }
     });
     // A new connection announces its user again.
-    ps.addEventListener('webRtcDisconnected' as any, () => r.reset());
+    ps.addEventListener('webRtcDisconnected', () => r.reset());
 }
 
 const hintEl = document.getElementById('control-hint') as HTMLElement;
@@ -684,7 +661,7 @@ const hintRequest = document.getElementById('control-hint-request') as HTMLButto
 hintRequest.addEventListener('click', () => {
     const send = signallingSender();
     const action = room?.me?.role === 'owner' ? 'take' : 'request';
-    if (send) send(JSON.stringify({ type: 'control', action }));
+    if (send) send({ type: 'control', action });
 });
 
 /** Input to the application only while this user has control; the stage says who has it. */
@@ -709,6 +686,8 @@ function setInput(mine: boolean, holder: SessionUser | null): void {
         if (self?.requested) hintTextEl.textContent += ' — you asked for it';
     }
     document.body.dataset.control = mine ? 'mine' : 'other';
+    qualitySelect.disabled = !mine;
+    qualitySelect.title = mine ? '' : 'Only the person in control can change the picture size';
 }
 
 function updateJoinUrl(joinUrl: string): void {
@@ -744,24 +723,145 @@ function stopStream(): void {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The stream's own controls: sound, picture size, statistics, fullscreen
+
+const toolbarEl = document.getElementById('toolbar') as HTMLElement;
+const muteButton = document.getElementById('mute') as HTMLButtonElement;
+const volumeInput = document.getElementById('volume') as HTMLInputElement;
+const qualitySelect = document.getElementById('quality') as HTMLSelectElement;
+const statsButton = document.getElementById('stats-toggle') as HTMLButtonElement;
+const statsEl = document.getElementById('stats') as HTMLElement;
+const fullscreenButton = document.getElementById('fullscreen') as HTMLButtonElement;
+
+/** Muted until the user unmutes (a browser plays sound only after a gesture on the page). */
+let muted = true;
+let volume = (() => {
+    try {
+        const v = Number(window.localStorage.getItem('pxs_volume'));
+        return Number.isFinite(v) && v > 0 && v <= 1 ? v : 1;
+    } catch {
+        return 1;
+    }
+})();
+volumeInput.value = String(volume);
+
+/** The sound of every media element of the stream (the library plays audio in the video
+ *  element, or in an audio element of its own when the audio comes as a stream of its own). */
+function applySound(): void {
+    for (const el of playerEl.querySelectorAll<HTMLMediaElement>('video, audio')) {
+        el.muted = muted;
+        el.volume = volume;
+        if (!muted && el.paused) void el.play().catch(() => undefined);
+    }
+    try {
+        stream?.config.setFlagEnabled(Flags.StartVideoMuted, muted);
+    } catch {
+        // Only what a reconnect starts with.
+    }
+    muteButton.textContent = muted ? 'Unmute' : 'Mute';
+    muteButton.setAttribute('aria-pressed', String(muted));
+    document.body.dataset.muted = String(muted);
+}
+muteButton.addEventListener('click', () => {
+    muted = !muted;
+    applySound();
+});
+volumeInput.addEventListener('input', () => {
+    volume = Math.min(1, Math.max(0, Number(volumeInput.value) || 0));
+    if (volume > 0 && muted) muted = false;
+    try {
+        window.localStorage.setItem('pxs_volume', String(volume));
+    } catch {
+        // Not kept.
+    }
+    applySound();
+});
+
+/** The picture size the application sends: its own, the window's, or a preset. Asked of the
+ *  application with UE's `Resolution.Width/Height` command, which only the user in control can
+ *  send (the others have no input channel). */
+let appResolution: { w: number; h: number } | null = null;
+function applyQuality(): void {
+    const s = stream;
+    if (!s) return;
+    const choice = qualitySelect.value;
+    const fit = choice === 'fit';
+    try {
+        if (s.config.isFlagEnabled(Flags.MatchViewportResolution) !== fit) s.config.setFlagEnabled(Flags.MatchViewportResolution, fit);
+    } catch (e) {
+        console.warn('pxs: MatchViewportResolution', e);
+    }
+    let size: { w: number; h: number } | null = null;
+    if (fit) {
+        const r = playerEl.getBoundingClientRect();
+        size = { w: Math.round(r.width * window.devicePixelRatio), h: Math.round(r.height * window.devicePixelRatio) };
+    } else if (choice === 'app') {
+        size = appResolution;
+    } else {
+        const m = /^(\d+)x(\d+)$/.exec(choice);
+        if (m) size = { w: Number(m[1]), h: Number(m[2]) };
+    }
+    if (!size) return;
+    try {
+        s.ps.emitCommand({ 'Resolution.Width': size.w & ~1, 'Resolution.Height': size.h & ~1 });
+    } catch (e) {
+        console.warn('pxs: the resolution command', e);
+    }
+}
+qualitySelect.addEventListener('change', applyQuality);
+
+/** What the statistics box shows, from the library's newest statistics. */
+function renderStats(): void {
+    const st = latestStats;
+    const video = playerEl.querySelector('video');
+    if (st && video && !appResolution && video.videoWidth > 0) appResolution = { w: video.videoWidth, h: video.videoHeight };
+    if (statsEl.hidden || !st) return;
+    const v = st.inboundVideoStats;
+    const set = (id: string, text: string): void => {
+        const el = statsEl.querySelector(`[data-testid="stats-${id}"]`);
+        if (el) el.textContent = text;
+    };
+    const w = v.frameWidth ?? video?.videoWidth;
+    const h = v.frameHeight ?? video?.videoHeight;
+    set('resolution', w && h ? `${w}×${h}` : '–');
+    set('fps', v.framesPerSecond !== undefined ? String(Math.round(v.framesPerSecond)) : '–');
+    set('bitrate', v.bitrate !== undefined ? `${(v.bitrate / 1000).toFixed(1)} Mbit/s` : '–');
+    const pair = st.getActiveCandidatePair();
+    set('rtt', pair && Number.isFinite(pair.currentRoundTripTime) ? `${Math.round(pair.currentRoundTripTime * 1000)} ms` : '–');
+    const received = v.packetsReceived ?? 0;
+    const lost = v.packetsLost ?? 0;
+    set('loss', received + lost > 0 ? `${((100 * lost) / (received + lost)).toFixed(1)} %` : '–');
+    const path = selectedPairNow();
+    set('path', path ? (path.local.type === 'relay' || path.remote.type === 'relay' ? 'relayed (TURN)' : 'direct') : '–');
+}
+statsButton.addEventListener('click', () => {
+    statsEl.hidden = !statsEl.hidden;
+    statsButton.setAttribute('aria-pressed', String(!statsEl.hidden));
+    renderStats();
+});
+
+fullscreenButton.addEventListener('click', () => {
+    const request = document.fullscreenElement ? document.exitFullscreen() : stageEl.requestFullscreen({ navigationUI: 'hide' });
+    void request.catch((e: unknown) => console.warn('pxs: fullscreen', e));
+});
+document.addEventListener('fullscreenchange', () => {
+    const on = document.fullscreenElement !== null;
+    fullscreenButton.textContent = on ? 'Exit fullscreen' : 'Fullscreen';
+    fullscreenButton.setAttribute('aria-pressed', String(on));
+    document.body.dataset.fullscreen = String(on);
+});
+if (!document.fullscreenEnabled) fullscreenButton.hidden = true;
+
+// ---------------------------------------------------------------------------------------------
 // Activity for the idle policy
 
-/** The library's open signalling WebSocket (or its transport), found through its public objects. */
-function signallingSender(): ((text: string) => void) | null {
-    try {
-        const ps: any = stream?.ps;
-        const transport: any = ps?.signallingProtocol?.transport ?? ps?.webRtcController?.protocol?.transport;
-        const socket: any = transport?.webSocket;
-        if (socket && typeof socket.send === 'function' && socket.readyState === WebSocket.OPEN) {
-            return (text) => socket.send(text);
-        }
-        if (transport && typeof transport.sendMessage === 'function' && transport.isConnected?.() === true) {
-            return (text) => transport.sendMessage(text);
-        }
-    } catch {
-        // A library change: no activity reports rather than a broken page.
-    }
-    return null;
+/** Sends a pxs message (an object) on the library's signalling connection, through its public
+ *  `signallingProtocol`; null while it is not connected. */
+function signallingSender(): ((message: object) => void) | null {
+    const protocol = stream?.ps.signallingProtocol;
+    if (!protocol || !protocol.isConnected()) return null;
+    // pxs's own messages are not the library's types; it serializes whatever it is given.
+    return (message) => protocol.sendMessage(message as Parameters<typeof protocol.sendMessage>[0]);
 }
 
 function userActive(): void {
@@ -771,7 +871,7 @@ function userActive(): void {
     const send = signallingSender();
     if (!send) return;
     try {
-        send(JSON.stringify({ type: 'activity' }));
+        send({ type: 'activity' });
         lastActivityAt = now;
         activitySent += 1;
     } catch (e) {

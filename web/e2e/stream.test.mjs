@@ -9,7 +9,7 @@
 // Artifacts:      <repo>/test-artifacts/stream-browser*.png, stream-browser*-console.log,
 //                 stream-server*.log, stream-streamer*.log, stream-input*.jsonl
 //
-// How the library's input reaches the streamer (lib-pixelstreamingfrontend-ue5.6 0.3.1):
+// How the library's input reaches the streamer (lib-pixelstreamingfrontend-ue5.7 0.3.1):
 // - Mouse (HoveringMouse): listeners on the <video>'s parent, registered after the WebRTC
 //   negotiation; events are ignored until the <video> has metadata. The position is offsetX/Y in
 //   the parent, normalised to the video rectangle inside it (InputCoordTranslator, configured from

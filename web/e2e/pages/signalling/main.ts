@@ -5,7 +5,7 @@
 //   window.__events      library events, in order ({ type, t, data })
 //   window.__signalling  every signalling message in/out, plus websocket open/close events
 // Optional URL parameters: StreamerId, MaxReconnectAttempts, KeepaliveDelay.
-import { Config, PixelStreaming } from '@epicgames-ps/lib-pixelstreamingfrontend-ue5.6';
+import { Config, PixelStreaming } from '@epicgames-ps/lib-pixelstreamingfrontend-ue5.7';
 
 type Json = Record<string, unknown>;
 interface RecordedEvent {

@@ -15,7 +15,7 @@
 // strip (canvas, the default: drawImage + getImageData; videoframe: copy the luma plane of the
 // strip out of a VideoFrame; 0: do not read), stage=WxH (size of the video's box in CSS pixels,
 // default 960x540).
-import { Config, PixelStreaming } from '@epicgames-ps/lib-pixelstreamingfrontend-ue5.6';
+import { Config, PixelStreaming } from '@epicgames-ps/lib-pixelstreamingfrontend-ue5.7';
 
 type Json = Record<string, unknown>;
 
