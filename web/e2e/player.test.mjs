@@ -10,11 +10,14 @@
 // - Picture size: 480p asks the application for 854×480 (the demo honours UE's
 //   Resolution.Width/Height command) and the video becomes 854×480; "Application's size" brings
 //   back 1280×720.
+// - A network blip (the kernel tears down the browser's TCP connections to pxs, `ss -K`): the
+//   library reconnects and the page keeps its place: the same session, still in control, video.
 // - A phone (390×844, touch): the header keeps the title's name, the End button and the
 //   stream's controls stay reachable.
 // Screenshots to test-artifacts/.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -107,6 +110,26 @@ test('the player: sound, fullscreen, statistics, picture size, and a phone layou
             const m = await media(page);
             return m.width === 1280 && m.height === 720;
         }, { timeoutMs: 30_000 });
+
+        // A network blip: every TCP connection of the browser to pxs (the signalling WebSocket,
+        // the session's events) is torn down by the kernel. The library reconnects; the page
+        // keeps its place: the same session, the same user in control, video again.
+        const sessionId = page.url().split('/play/')[1];
+        const before = await page.evaluate(() => window.pxsPlayer.room?.me ?? null);
+        const frames = frameCounter(page);
+        const kill = spawnSync('ss', ['-K', 'dst', '127.0.0.1', 'dport', '=', `:${port}`], { encoding: 'utf8' });
+        assert.equal(kill.status, 0, `ss -K: ${kill.stderr}`);
+        assert.match(kill.stdout, new RegExp(`127\\.0\\.0\\.1:${port}`), 'the browser\'s connections were torn down');
+        await waitFor('the stream to come back', async () => {
+            const me = await page.evaluate(() => window.pxsPlayer.room?.me ?? null);
+            return me && me.playerId !== before.playerId && (await page.locator('[data-testid="overlay"]').isHidden()) ? me : null;
+        }, { timeoutMs: 30_000 });
+        const start = await frames();
+        await waitFor('frames after the blip', async () => (await frames()) >= start + 30, { timeoutMs: 30_000 });
+        assert.equal(page.url().split('/play/')[1], sessionId, 'the same session');
+        assert.equal(await page.evaluate(() => window.pxsPlayer.session?.state), 'ready');
+        assert.equal(await page.evaluate(() => document.body.dataset.control), 'mine', 'still in control');
+
         await page.locator('[data-testid="end-session"]').click();
         await waitFor('the session to end', async () => /ended/.test(await page.locator('[data-testid="status"]').textContent()));
         await context.close();
