@@ -14,6 +14,8 @@
 //   library reconnects and the page keeps its place: the same session, still in control, video.
 // - A phone (390×844, touch): the header keeps the title's name, the End button and the
 //   stream's controls stay reachable.
+// - `?relay=1` on this service, which has no TURN server: the page says the relay cannot be
+//   forced.
 // Screenshots to test-artifacts/.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -148,6 +150,16 @@ test('the player: sound, fullscreen, statistics, picture size, and a phone layou
         }
         await mobile.screenshot({ path: join(artifactsDir, 'player-phone.png') });
         await mobile.locator('[data-testid="end-session"]').click();
+        await waitFor('the phone\'s session to end', async () => /ended/.test(await mobile.locator('[data-testid="status"]').textContent()));
+
+        // ---- the relay forced (?relay=1, kept as localStorage pxs_relay) on a service without
+        // TURN: the page says so rather than trying forever
+        await mobile.evaluate(() => localStorage.setItem('pxs_relay', '1'));
+        await mobile.goto(url, { waitUntil: 'load' });
+        await mobile.locator('[data-testid="launch-demo"]').click();
+        await mobile.waitForURL(/\/play\/[^/?#]+$/, { timeout: 15_000 });
+        await waitFor('the page to say there is no relay', async () =>
+            /This service has no TURN relay/.test((await mobile.locator('[data-testid="overlay"]').textContent()) ?? ''));
         assert.deepEqual(pageErrors, []);
     } catch (e) {
         console.error(consoleLines.slice(-120).join('\n'));
