@@ -3,8 +3,11 @@
 // end. It reads pxs's messages on the signalling socket (`you`, `users`, `chat`, `chatHistory`,
 // `refused`, `warning`, `warningCleared`; docs/shared-sessions.md) and sends its commands there.
 // The server decides everything: a button here only asks, and a refused command comes back as
-// `refused` with words for the person.
+// `refused` with words for the person. Its words are `room.*` in words-play.ts; it draws them
+// again when the language changes.
 import { api, errorMessage, type ShareLink } from './api';
+import { onLangChange, t, type Key } from './i18n';
+import { timeLocale } from './words';
 
 export interface SessionUser {
     playerId: string;
@@ -57,12 +60,9 @@ function smallButton(text: string, testid: string, onClick: () => void, classNam
     return b;
 }
 
-const ROLE_WORDS: Record<string, string> = { owner: 'owner', controller: 'may control', viewer: 'watching' };
+const ROLE_WORDS: Record<string, Key> = { owner: 'room.role.owner', controller: 'room.role.controller', viewer: 'room.role.viewer' };
 
-const WARNING_WORDS: Record<string, string> = {
-    idle: 'because nobody is using it. Move the mouse or press a key to stay.',
-    max_duration: 'because it reached its time limit.'
-};
+const WARNING_WORDS: Record<string, Key> = { idle: 'room.warning.idle', max_duration: 'room.warning.max_duration' };
 
 /** "1:05" for 65 seconds. */
 export function clock(seconds: number): string {
@@ -76,6 +76,12 @@ export class Room {
     chat: ChatLine[] = [];
     warning: Warning | null = null;
     private warningTimer: number | undefined;
+    /** The owner's live links, as last listed (drawn again in another language). */
+    private links: ShareLink[] = [];
+    /** The refusal shown with the control status until the next change. */
+    private refusal: string | null = null;
+    /** The session is over: the panel's controls stay disabled, whatever is drawn again. */
+    private stopped = false;
     private readonly panel = el<HTMLElement>('panel');
     private readonly controlStatus = el<HTMLElement>('control-status');
     private readonly controlButtons = el<HTMLElement>('control-buttons');
@@ -105,6 +111,18 @@ export class Room {
         }
         this.inviteCreate.addEventListener('click', () => void this.createLink());
         this.inviteCopy.addEventListener('click', () => void this.copyLink());
+        this.controlStatus.textContent = t('room.joining');
+        onLangChange(() => this.redraw());
+    }
+
+    /** Draws every text of the panel again, in the current language. */
+    private redraw(): void {
+        if (!this.me) this.controlStatus.textContent = t('room.joining');
+        else this.render(true);
+        this.renderChat();
+        this.renderLinks();
+        if (this.warning) this.showWarning(this.warning);
+        if (this.stopped) this.disableControls();
     }
 
     /** Handles one pxs message from the signalling socket; false if it is not one of the room's. */
@@ -135,7 +153,7 @@ export class Room {
                 this.renderChat();
                 return true;
             case 'refused':
-                this.refused(String(msg.command ?? ''), String(msg.message ?? 'refused'));
+                this.refused(String(msg.command ?? ''), typeof msg.message === 'string' ? msg.message : t('room.refused'));
                 return true;
             case 'warning':
                 if (typeof msg.endsAt !== 'number') return true;
@@ -166,12 +184,17 @@ export class Room {
     }
 
     stop(): void {
+        this.stopped = true;
         this.setWarning(null);
+        this.disableControls();
+    }
+
+    private disableControls(): void {
         this.panel.querySelectorAll('button, input, select').forEach((e) => ((e as HTMLButtonElement).disabled = true));
     }
 
     private command(message: object, errorEl: HTMLElement = this.chatError): void {
-        if (!this.host.send(message)) errorEl.textContent = 'Not connected to the session right now; try again in a moment.';
+        if (!this.host.send(message)) errorEl.textContent = t('room.notConnected');
     }
 
     private control(action: string, playerId?: string): void {
@@ -180,34 +203,38 @@ export class Room {
 
     private refused(command: string, message: string): void {
         if (command === 'chat') this.chatError.textContent = message;
-        else this.controlStatus.dataset.refused = message;
-        if (command !== 'chat') this.render();
+        else {
+            this.refusal = message;
+            this.render();
+        }
     }
 
     // ---- rendering
 
-    private render(): void {
+    /** Draws the control status, its buttons and the people; `sameState`: only the language
+     *  changed (a refusal stays, the page is not told again). */
+    private render(sameState = false): void {
         const me = this.me;
         const holder = this.holder();
         const mine = this.hasControl();
         const self = me ? this.users.find((u) => u.playerId === me.playerId) : undefined;
         let words: string;
-        if (!me) words = 'Joining…';
-        else if (mine) words = 'You have control.';
-        else if (holder) words = `${holder.name} has control.`;
-        else words = 'Nobody has control.';
-        const refused = this.controlStatus.dataset.refused;
-        delete this.controlStatus.dataset.refused;
-        this.controlStatus.textContent = refused ? `${words} (${refused})` : words;
+        if (!me) words = t('room.joining');
+        else if (mine) words = t('room.controlMine');
+        else if (holder) words = t('room.controlOf', { name: holder.name });
+        else words = t('room.controlNobody');
+        const refused = this.refusal;
+        if (!sameState) this.refusal = null;
+        this.controlStatus.textContent = refused ? t('room.refusedSuffix', { words, refused }) : words;
 
         const buttons: HTMLButtonElement[] = [];
         if (me && !mine) {
             // The owner takes control; the others ask for it (granted at once when free).
-            if (me.role === 'owner') buttons.push(smallButton('Take control', 'control-take', () => this.control('take'), 'small'));
-            else if (self?.requested) buttons.push(smallButton('Cancel request', 'control-cancel', () => this.control('release')));
-            else buttons.push(smallButton('Request control', 'control-request', () => this.control('request'), 'small'));
+            if (me.role === 'owner') buttons.push(smallButton(t('room.take'), 'control-take', () => this.control('take'), 'small'));
+            else if (self?.requested) buttons.push(smallButton(t('room.cancelRequest'), 'control-cancel', () => this.control('release')));
+            else buttons.push(smallButton(t('room.request'), 'control-request', () => this.control('request'), 'small'));
         }
-        if (me && mine) buttons.push(smallButton('Release control', 'control-release', () => this.control('release')));
+        if (me && mine) buttons.push(smallButton(t('room.release'), 'control-release', () => this.control('release')));
         this.controlButtons.replaceChildren(...buttons);
 
         const may_give = me !== null && (me.role === 'owner' || mine);
@@ -216,19 +243,20 @@ export class Room {
                 const li = make('li');
                 li.dataset.testid = `user-${u.name}`;
                 li.dataset.playerId = u.playerId;
-                const who = make('span', u.playerId === me?.playerId ? `${u.name} (you)` : u.name, 'name');
-                const role = make('span', ROLE_WORDS[u.role] ?? u.role, 'role');
+                const who = make('span', u.playerId === me?.playerId ? t('room.you', { name: u.name }) : u.name, 'name');
+                const roleKey = ROLE_WORDS[u.role];
+                const role = make('span', roleKey ? t(roleKey) : u.role, 'role');
                 li.append(who, role);
-                if (u.control) li.append(make('span', 'has control', 'badge control'));
-                if (u.requested) li.append(make('span', 'asks for control', 'badge asks'));
+                if (u.control) li.append(make('span', t('room.badge.control'), 'badge control'));
+                if (u.requested) li.append(make('span', t('room.badge.asks'), 'badge asks'));
                 if (u.playerId !== me?.playerId) {
                     if (may_give && !u.control) {
-                        li.append(smallButton('Give control', `give-${u.name}`, () => this.control('give', u.playerId)));
+                        li.append(smallButton(t('room.give'), `give-${u.name}`, () => this.control('give', u.playerId)));
                     }
                     if (me?.role === 'owner' && u.role !== 'owner') {
                         li.append(
-                            smallButton('Remove', `kick-${u.name}`, () => {
-                                if (window.confirm(`Remove ${u.name} from the session?`)) this.command({ type: 'kick', playerId: u.playerId });
+                            smallButton(t('room.kick'), `kick-${u.name}`, () => {
+                                if (window.confirm(t('room.confirmKick', { name: u.name }))) this.command({ type: 'kick', playerId: u.playerId });
                             }, 'secondary small danger-text')
                         );
                     }
@@ -236,7 +264,7 @@ export class Room {
                 return li;
             })
         );
-        this.host.controlChanged(mine, holder);
+        if (!sameState) this.host.controlChanged(mine, holder);
     }
 
     private renderChat(): void {
@@ -244,7 +272,7 @@ export class Room {
             ...this.chat.map((l) => {
                 const li = make('li');
                 li.dataset.testid = 'chat-line';
-                const time = new Date(l.at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+                const time = new Date(l.at).toLocaleTimeString(timeLocale(), { hour: '2-digit', minute: '2-digit' });
                 li.append(make('span', l.name, 'from'), make('time', time), make('p', l.text, 'text'));
                 return li;
             })
@@ -257,7 +285,7 @@ export class Room {
         if (!text) return;
         this.chatError.textContent = '';
         if (this.host.send({ type: 'chat', text })) this.chatInput.value = '';
-        else this.chatError.textContent = 'Not connected to the session right now; try again in a moment.';
+        else this.chatError.textContent = t('room.notConnected');
     }
 
     // ---- the coming-end warning
@@ -267,15 +295,15 @@ export class Room {
         window.clearInterval(this.warningTimer);
         this.warningEl.hidden = w === null;
         if (w) {
-            const tick = () => {
-                const left = (w.endsAt - Date.now()) / 1000;
-                const why = WARNING_WORDS[w.reason] ?? '';
-                this.warningEl.textContent = `The session ends in ${clock(left)} ${why}`;
-            };
-            tick();
-            this.warningTimer = window.setInterval(tick, 250);
+            this.showWarning(w);
+            this.warningTimer = window.setInterval(() => this.showWarning(w), 250);
         }
         this.host.warningChanged(w);
+    }
+
+    private showWarning(w: Warning): void {
+        const left = (w.endsAt - Date.now()) / 1000;
+        this.warningEl.textContent = t(WARNING_WORDS[w.reason] ?? 'room.warning.other', { time: clock(left) });
     }
 
     // ---- invitations (the owner)
@@ -305,13 +333,13 @@ export class Room {
         const text = this.inviteUrl.value;
         try {
             await navigator.clipboard.writeText(text);
-            this.inviteCopy.textContent = 'Copied';
+            this.inviteCopy.textContent = t('room.copied');
         } catch {
             // No clipboard permission: the link is selected for a manual copy.
             this.inviteUrl.select();
-            this.inviteCopy.textContent = 'Press Ctrl+C';
+            this.inviteCopy.textContent = t('room.pressCopy');
         }
-        window.setTimeout(() => (this.inviteCopy.textContent = 'Copy'), 2000);
+        window.setTimeout(() => (this.inviteCopy.textContent = t('play.invite.copy')), 2000);
     }
 
     private async loadLinks(): Promise<void> {
@@ -323,25 +351,29 @@ export class Room {
                 this.host.credential()
             );
             const links = Array.isArray(answer?.items) ? answer.items : [];
-            const live = links.filter((l) => !l.revoked_at && (!l.expires_at || Date.parse(l.expires_at) > Date.now()));
-            this.linksList.replaceChildren(
-                ...live.map((l) => {
-                    const li = make('li');
-                    li.dataset.testid = 'link';
-                    const what = l.role === 'controller' ? 'To control' : 'To watch';
-                    const until = l.expires_at ? `, until ${new Date(l.expires_at).toLocaleString([], { dateStyle: 'short', timeStyle: 'short' })}` : '';
-                    li.append(make('span', what + until));
-                    li.append(smallButton('Revoke', `revoke-${l.id}`, () => void this.revoke(l)));
-                    return li;
-                })
-            );
+            this.links = links.filter((l) => !l.revoked_at && (!l.expires_at || Date.parse(l.expires_at) > Date.now()));
+            this.renderLinks();
         } catch (e) {
             this.inviteError.textContent = errorMessage(e);
         }
     }
 
+    private renderLinks(): void {
+        this.linksList.replaceChildren(
+            ...this.links.map((l) => {
+                const li = make('li');
+                li.dataset.testid = 'link';
+                const what = t(l.role === 'controller' ? 'room.link.control' : 'room.link.watch');
+                const time = l.expires_at ? new Date(l.expires_at).toLocaleString(timeLocale(), { dateStyle: 'short', timeStyle: 'short' }) : null;
+                li.append(make('span', time ? t('room.link.until', { what, time }) : what));
+                li.append(smallButton(t('room.revoke'), `revoke-${l.id}`, () => void this.revoke(l)));
+                return li;
+            })
+        );
+    }
+
     private async revoke(link: ShareLink): Promise<void> {
-        if (!window.confirm('Revoke this link? Whoever joined with it leaves the session.')) return;
+        if (!window.confirm(t('room.confirmRevoke'))) return;
         try {
             await api('DELETE', `/api/v1/sessions/${encodeURIComponent(this.host.sessionId)}/links/${encodeURIComponent(link.id)}`, undefined, this.host.credential());
             await this.loadLinks();

@@ -1,5 +1,7 @@
-// What the pages say about titles and sessions, in plain words. Pure functions, no DOM.
+// What the pages say about titles and sessions, in plain words, in the page's language (i18n.ts).
+// Pure functions, no DOM.
 import type { Availability, Session } from './api';
+import { getLang, messages, t, type Key } from './i18n';
 
 export type Tone = 'ok' | 'busy' | 'off';
 
@@ -13,43 +15,39 @@ export function availabilityWords(a: Availability | undefined): { text: string; 
     return { text: 'all busy — nobody waiting', tone: 'busy' };
 }
 
-const END_REASONS: Record<string, string> = {
-    cancelled: 'cancelled before it started',
-    stopped: 'it was stopped',
-    window_end: 'its booked time is over',
-    window_missed: 'its booked time passed before it could start',
-    node_lost: 'the server running it went offline',
-    no_capacity: 'no server could take it',
-    idle: 'nobody used it for a while',
-    empty: 'nobody was connected for a while',
-    max_duration: 'it reached its time limit',
-    exited: 'the application quit',
-    crashed: 'the application crashed',
-    start_timeout: 'the application took too long to start',
-    spawn_failed: 'the application could not be started',
-    rejected: 'the server refused to start it',
-    drained: 'the server is being taken out of service',
-    node_shutdown: 'the server shut down',
-    node_restart: 'the server restarted'
-};
+/** Who ended a session, for the words of a `stopped` end: the session's `ended_by` (`owner`,
+ *  `admin`, or none) and the caller's `role` in it (`owner` for its creator). */
+export type EndedBy = Pick<Session, 'ended_by' | 'role'>;
 
-/** Why a session ended, in words: "the application crashed", "ended on request". */
-export function endReasonWords(reason: string | null, exitCode: number | null): string {
-    if (!reason) return 'no reason given';
-    let words = END_REASONS[reason] ?? reason.replace(/_/g, ' ');
+/** Why a session ended, in words: "the application crashed", "you ended it". With `who` (the
+ *  Session itself will do), a `stopped` end says who stopped it. */
+export function endReasonWords(reason: string | null, exitCode: number | null, who?: EndedBy | null): string {
+    if (!reason) return t('play.reason.none');
+    if (reason === 'stopped' && who?.ended_by === 'owner') return t(who.role === 'owner' ? 'play.reason.byYou' : 'play.reason.byOwner');
+    if (reason === 'stopped' && who?.ended_by === 'admin') return t('play.reason.byAdmin');
+    const key = `reason.${reason}`;
+    const words = key in messages.en ? t(key as Key) : reason.replace(/_/g, ' ');
     if ((reason === 'exited' || reason === 'crashed') && exitCode !== null && exitCode !== 0) {
-        words += `, exit code ${exitCode}`;
+        return t('play.reason.withExit', { reason: words, code: exitCode });
     }
     return words;
 }
 
+/** The locale for dates and times: the browser's own tag when it speaks the page's language
+ *  (en-GB keeps its 24-hour clock), else the page's language. */
+export function timeLocale(): string {
+    const lang = getLang();
+    const tags = typeof navigator === 'undefined' ? [] : (navigator.languages ?? [navigator.language]);
+    return tags.find((tag) => tag.toLowerCase().split('-')[0] === lang) ?? lang;
+}
+
 /** A start time as the user's local time: "14:05" today, "Wed 26 Nov, 14:05" another day. */
 export function localTime(rfc3339: string, now: Date = new Date()): string {
-    const t = new Date(rfc3339);
-    if (Number.isNaN(t.getTime())) return rfc3339;
-    const time = t.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
-    if (t.toDateString() === now.toDateString()) return time;
-    const day = t.toLocaleDateString([], { weekday: 'short', day: 'numeric', month: 'short' });
+    const at = new Date(rfc3339);
+    if (Number.isNaN(at.getTime())) return rfc3339;
+    const time = at.toLocaleTimeString(timeLocale(), { hour: '2-digit', minute: '2-digit' });
+    if (at.toDateString() === now.toDateString()) return time;
+    const day = at.toLocaleDateString(timeLocale(), { weekday: 'short', day: 'numeric', month: 'short' });
     return `${day}, ${time}`;
 }
 
@@ -57,21 +55,17 @@ export function localTime(rfc3339: string, now: Date = new Date()): string {
 export function sessionWords(s: Session, titleName: string): string {
     switch (s.state) {
         case 'queued':
-            return s.queue_position ? `You are number ${s.queue_position} in line` : 'You are in line';
+            return s.queue_position ? t('play.status.queuedAt', { n: s.queue_position }) : t('play.status.queued');
         case 'scheduled':
-            return s.start_at ? `Starts at ${localTime(s.start_at)}` : 'Scheduled';
+            return s.start_at ? t('play.status.startsAt', { time: localTime(s.start_at) }) : t('play.status.scheduled');
         case 'starting':
-            return `Starting ${titleName}…`;
+            return t('play.status.starting', { title: titleName });
         case 'ready':
-            return `Playing ${titleName}`;
+            return t('play.status.ready', { title: titleName });
         case 'ended':
-        case 'failed': {
-            let why = endReasonWords(s.end_reason, s.exit_code);
-            if (s.end_reason === 'stopped' && s.ended_by === 'owner') why = 'its owner ended it';
-            if (s.end_reason === 'stopped' && s.ended_by === 'admin') why = 'an operator ended it';
-            return `The session has ended (${why})`;
-        }
+        case 'failed':
+            return t('play.status.ended', { why: endReasonWords(s.end_reason, s.exit_code, s) });
         default:
-            return `Session is ${String(s.state)}`;
+            return t('play.status.other', { state: String(s.state) });
     }
 }
