@@ -60,6 +60,16 @@ impl Routes {
             .cloned()
     }
 
+    /// Every session's id and signalling, for `/metrics`.
+    fn signallings(&self) -> Vec<(SessionId, Signalling)> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, r)| (id.clone(), r.signalling.clone()))
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.0.read().unwrap_or_else(|e| e.into_inner()).len()
     }
@@ -89,6 +99,7 @@ pub fn node_app(
     axum::Router::new()
         .route("/sessions/{id}/ws", get(player_ws))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .with_state(NodeState {
             routes,
             node,
@@ -104,6 +115,81 @@ async fn healthz(State(s): State<NodeState>) -> Response {
         "draining": s.draining.load(Ordering::Relaxed),
     }))
     .into_response()
+}
+
+/// `GET /metrics`: the node's sessions, and each running session's signalling counters
+/// (a streamer that stopped reading, players paused, messages dropped: see webrtc-session's
+/// `metrics`) labelled with its session id, in Prometheus' text format. Public, as the
+/// coordinator's: counts only, no names, tokens or addresses.
+async fn metrics(State(s): State<NodeState>) -> Response {
+    let sessions = s.routes.signallings();
+    let mut per_session = Vec::with_capacity(sessions.len());
+    for (id, signalling) in sessions {
+        // A session that shut down in between has nothing more to say.
+        if let Some(stats) = signalling.stats().await {
+            per_session.push((id, stats.render_prometheus()));
+        }
+    }
+    let mut out = format!(
+        "# HELP pxs_node_sessions Sessions on this node now (starting, ready or ending).
+         # TYPE pxs_node_sessions gauge
+pxs_node_sessions {}
+         # HELP pxs_node_draining Whether the node takes no new sessions (1) or does (0).
+         # TYPE pxs_node_draining gauge
+pxs_node_draining {}
+",
+        s.routes.len(),
+        u8::from(s.draining.load(Ordering::Relaxed)),
+    );
+    out.push_str(&labelled(&per_session));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// Several sessions' Prometheus text as one: each metric's HELP and TYPE once, then its samples
+/// from every session with a `session` label added (a counter then only ever grows, for as
+/// long as its session runs).
+fn labelled(per_session: &[(SessionId, String)]) -> String {
+    // Metric name → (HELP and TYPE lines, samples), in the order first seen.
+    let mut order: Vec<String> = Vec::new();
+    let mut metrics: HashMap<String, (Vec<String>, Vec<String>)> = HashMap::new();
+    for (id, text) in per_session {
+        for line in text.lines() {
+            let (name, is_header) = match line.strip_prefix("# ") {
+                Some(rest) => (rest.split_whitespace().nth(1).unwrap_or_default(), true),
+                None => (line.split(['{', ' ']).next().unwrap_or_default(), false),
+            };
+            if name.is_empty() {
+                continue;
+            }
+            let entry = metrics.entry(name.to_owned()).or_insert_with(|| {
+                order.push(name.to_owned());
+                (Vec::new(), Vec::new())
+            });
+            if is_header {
+                if !entry.0.iter().any(|h| h == line) {
+                    entry.0.push(line.to_owned());
+                }
+            } else {
+                // Session ids are letters, digits and `_`: nothing to escape.
+                let rest = &line[name.len()..];
+                let sample = match rest.strip_prefix('{') {
+                    Some(labels) => format!("{name}{{session=\"{id}\",{labels}"),
+                    None => format!("{name}{{session=\"{id}\"}}{rest}"),
+                };
+                entry.1.push(sample);
+            }
+        }
+    }
+    let mut out = String::new();
+    for name in order {
+        if let Some((headers, samples)) = metrics.remove(&name) {
+            for l in headers.iter().chain(samples.iter()) {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 async fn player_ws(
@@ -313,6 +399,22 @@ async fn streamer_ws(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_sessions_counters_are_labelled_and_each_metric_is_declared_once() {
+        let a = SessionId::parse("ses_a").unwrap();
+        let b = SessionId::parse("ses_b").unwrap();
+        let text = "# HELP m_total Things.\n# TYPE m_total counter\nm_total 3\n\
+                    # HELP g A gauge.\n# TYPE g gauge\ng{kind=\"x\"} 1\n";
+        let out = labelled(&[(a, text.to_owned()), (b, text.replace(" 3", " 5"))]);
+        assert_eq!(
+            out,
+            "# HELP m_total Things.\n# TYPE m_total counter\nm_total{session=\"ses_a\"} 3\n\
+             m_total{session=\"ses_b\"} 5\n# HELP g A gauge.\n# TYPE g gauge\n\
+             g{session=\"ses_a\",kind=\"x\"} 1\ng{session=\"ses_b\",kind=\"x\"} 1\n"
+        );
+        assert_eq!(labelled(&[]), "");
+    }
     use pxs_protocol::player_token::{Role, sign};
 
     const NOW: UnixMillis = 1_764_039_000_000;
