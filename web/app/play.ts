@@ -24,6 +24,7 @@
 //   `pxs_debug` = `1`, logs everything (without stacks unless `?debug=1`).
 import { Config, Flags, Logger, LogLevel, PixelStreaming, TextParameters, type AggregatedStats } from '@epicgames-ps/lib-pixelstreamingfrontend-ue5.7';
 import { ApiError, api, errorMessage, getName, getSessionKey, getToken, setName, setSessionKey, type Session, type Title } from './api';
+import { applyTranslations, languageSwitch, onLangChange, t } from './i18n';
 import { Room, type SessionUser } from './room';
 import { endReasonWords, sessionWords } from './words';
 
@@ -34,10 +35,9 @@ const ACTIVITY_INTERVAL_MS = 10_000;
  *  when no candidate pair could even be formed (a relay that refused this browser). */
 const CONNECT_PATIENCE_MS = 15_000;
 /** What the page says when no network path to the stream was found. */
-const UNREACHABLE = {
-    headline: 'The stream could not reach you: your network may block it.',
-    detail: 'A firewall or VPN may be blocking the connection. Try again, try another network, or tell the operator.'
-};
+function unreachable(): { headline: string; detail: string } {
+    return { headline: t('play.unreachable'), detail: t('play.unreachableDetail') };
+}
 const EVENTS_RETRY_MIN_MS = 1_000;
 const EVENTS_RETRY_MAX_MS = 30_000;
 
@@ -199,10 +199,10 @@ function isOwner(s: Session | null): boolean {
 
 /** The End button's words: a queued or scheduled session is left or cancelled, not ended. */
 function endButtonText(s: Session | null): string {
-    if (!isOwner(s)) return left ? 'Rejoin' : 'Leave';
-    if (s?.state === 'queued') return 'Leave the line';
-    if (s?.state === 'scheduled') return 'Cancel';
-    return 'End session for everyone';
+    if (!isOwner(s)) return left ? t('play.rejoin') : t('play.leave');
+    if (s?.state === 'queued') return t('play.leaveLine');
+    if (s?.state === 'scheduled') return t('play.cancel');
+    return t('play.endForEveryone');
 }
 
 function isFinal(s: Session | null): boolean {
@@ -227,7 +227,7 @@ function backLink(): HTMLAnchorElement {
     const a = document.createElement('a');
     a.href = '/';
     a.className = 'button';
-    a.textContent = 'Back to the titles';
+    a.textContent = t('play.backToTitles');
     a.dataset.testid = 'back-to-catalog';
     return a;
 }
@@ -245,7 +245,7 @@ function showOverlay(overlay: Overlay | null): void {
 }
 
 function titleLabel(): string {
-    return titleName ?? session?.title_id ?? 'the session';
+    return titleName ?? (session ? t('play.yourSession') : t('play.theSession'));
 }
 
 /** The title's display name, once; the title id until it arrives (or if it cannot be read). */
@@ -285,32 +285,32 @@ function render(): void {
         case 'queued':
             showOverlay({
                 headline: words,
-                detail: 'Your session starts as soon as a server is free. Keep this page open.',
+                detail: t('play.queuedDetail'),
                 spinner: true
             });
             break;
         case 'scheduled':
-            showOverlay({ headline: words, detail: 'Keep this page open: the session starts by itself.', spinner: true });
+            showOverlay({ headline: words, detail: t('play.scheduledDetail'), spinner: true });
             break;
         case 'starting':
-            showOverlay({ headline: words, detail: 'This usually takes a few seconds.', spinner: true });
+            showOverlay({ headline: words, detail: t('play.startingDetail'), spinner: true });
             break;
         case 'ready':
             if (endingReason !== null) {
-                showOverlay({ headline: `The session is ending: ${endReasonWords(endingReason, null)}.`, spinner: true });
+                showOverlay({ headline: t('play.ending', { why: endReasonWords(endingReason, null, session) }), spinner: true });
             } else if (left) {
-                showOverlay({ headline: 'You left the session.', detail: 'The others are still in it.', buttons: [button('Rejoin', rejoin), backLink()] });
+                showOverlay({ headline: t('play.left'), detail: t('play.leftDetail'), buttons: [button(t('play.rejoin'), rejoin), backLink()] });
             } else if (streamFailure !== null) {
-                showOverlay({ headline: 'The stream could not start in this browser.', detail: streamFailure, buttons: [backLink()] });
+                showOverlay({ headline: t('play.noLibrary'), detail: streamFailure, buttons: [backLink()] });
             } else if (!stream) {
-                showOverlay({ headline: `Starting ${titleLabel()}…`, detail: 'Waiting for the stream address.', spinner: true });
+                showOverlay({ headline: t('play.startingTitle', { title: titleLabel() }), detail: t('play.waitingAddress'), spinner: true });
             } else {
                 showOverlay(stream.overlay);
             }
             break;
         case 'ended':
         case 'failed': {
-            const again = button('Start again', () => void startAgain(again));
+            const again = button(t('play.startAgain'), () => void startAgain(again));
             again.className = 'secondary';
             again.dataset.testid = 'start-again';
             showOverlay({ headline: words, buttons: [backLink(), again] });
@@ -398,7 +398,7 @@ function openEvents(): void {
             void diagnose();
         } else if (session && session.state !== 'ready') {
             // The browser reconnects by itself; say so while it does.
-            statusEl.textContent = `${sessionWords(session, titleLabel())} — reconnecting to the server…`;
+            statusEl.textContent = t('play.reconnectingServer', { words: sessionWords(session, titleLabel()) });
         }
     });
 }
@@ -414,15 +414,17 @@ async function diagnose(): Promise<void> {
         if (e instanceof ApiError && e.status >= 400 && e.status < 500 && e.status !== 408 && e.status !== 429) {
             const hint =
                 e.status === 404 && !credential()
-                    ? ' To join someone else\'s session, open the invitation link they sent you.'
+                    ? t('play.hintInvitation')
                     : e.status === 401 || e.status === 403
-                      ? ' (Is the right access token stored on the titles page?)'
+                      ? t('play.hintToken')
                       : '';
-            showFatal(`This session cannot be shown: ${e.message}${hint}`);
+            // The server's own words only when they are not about an id the user never saw.
+            const why = e.status === 404 ? t('play.notFound') : e.message;
+            showFatal(t('play.cannotShow', { why, hint }));
             return;
         }
         if (session) statusEl.textContent = `${sessionWords(session, titleLabel())} — ${errorMessage(e)}`;
-        else showOverlay({ headline: 'Connecting to the server…', detail: errorMessage(e), spinner: true });
+        else showOverlay({ headline: t('play.connectingServer'), detail: errorMessage(e), spinner: true });
         scheduleEventsRetry();
     }
 }
@@ -487,7 +489,7 @@ function startStream(joinUrl: string): void {
         streamFailure = errorMessage(e);
         return;
     }
-    const s: Stream = { ps, config, joinUrl, overlay: { headline: 'Connecting to the stream…', spinner: true }, closedOut: false };
+    const s: Stream = { ps, config, joinUrl, overlay: { headline: t('play.connectingStream'), spinner: true }, closedOut: false };
     stream = s;
     const stage = (overlay: Overlay | null): void => {
         s.overlay = overlay;
@@ -515,7 +517,7 @@ function startStream(joinUrl: string): void {
         patience = setTimeout(() => {
             patience = null;
             if (stream !== s || isFinal(session) || s.closedOut) return;
-            stage({ ...UNREACHABLE, translucent: true, buttons: [button('Try again', reconnect), backLink()] });
+            stage({ ...unreachable(), translucent: true, buttons: [button(t('play.tryAgain'), reconnect), backLink()] });
         }, CONNECT_PATIENCE_MS);
     };
     const connected = (): void => {
@@ -538,10 +540,10 @@ function startStream(joinUrl: string): void {
     on('playStreamRejected', () => {
         // The browser refused to autoplay: one click starts it.
         stage({
-            headline: 'Ready to play',
+            headline: t('play.readyToPlay'),
             translucent: true,
             buttons: [
-                button('Play', () => {
+                button(t('play.play'), () => {
                     try {
                         ps.play();
                     } catch (e) {
@@ -553,7 +555,7 @@ function startStream(joinUrl: string): void {
         });
     });
     on('webRtcConnecting', () => {
-        if (s.overlay !== null) stage({ headline: 'Connecting to the stream…', spinner: true });
+        if (s.overlay !== null) stage({ headline: t('play.connectingStream'), spinner: true });
     });
     on('webRtcDisconnected', (data) => {
         connected();
@@ -562,8 +564,8 @@ function startStream(joinUrl: string): void {
             // `?relay=1` on a service that hands out no TURN relay.
             stopStream();
             stage({
-                headline: 'This service has no TURN relay, so the stream cannot be forced through one.',
-                detail: 'Remove relay=1 from the address to connect directly.',
+                headline: t('play.noRelay'),
+                detail: t('play.noRelayDetail'),
                 buttons: [backLink()]
             });
             s.closedOut = true;
@@ -582,24 +584,24 @@ function startStream(joinUrl: string): void {
         }
         if (/the session is full/.test(reason)) {
             stopStream();
-            stage({ headline: reason.replace(/ Reconnecting\.$/, ''), detail: 'Try again when someone leaves.', buttons: [button('Try again', reconnect), backLink()] });
+            stage({ headline: reason.replace(/ Reconnecting\.$/, ''), detail: t('play.fullDetail'), buttons: [button(t('play.tryAgain'), reconnect), backLink()] });
             return;
         }
         const canClick = data?.allowClickToReconnect !== false;
         if (canClick) {
             stage({
-                headline: 'The stream was interrupted.',
+                headline: t('play.interrupted'),
                 detail: typeof data?.eventString === 'string' && data.eventString ? data.eventString : undefined,
                 translucent: true,
-                buttons: [button('Reconnect', reconnect), backLink()]
+                buttons: [button(t('play.reconnect'), reconnect), backLink()]
             });
         } else {
-            stage({ headline: 'The stream was interrupted. Reconnecting…', spinner: true, translucent: true });
+            stage({ headline: t('play.interruptedReconnecting'), spinner: true, translucent: true });
         }
     });
     on('webRtcFailed', () => {
         connected();
-        stage({ ...UNREACHABLE, translucent: true, buttons: [button('Try again', reconnect), backLink()] });
+        stage({ ...unreachable(), translucent: true, buttons: [button(t('play.tryAgain'), reconnect), backLink()] });
     });
     listenToRoom(ps);
     startActivityReports();
@@ -665,7 +667,11 @@ hintRequest.addEventListener('click', () => {
 });
 
 /** Input to the application only while this user has control; the stage says who has it. */
+/** The last control state setInput was given, to word it again in another language. */
+let lastControl: { mine: boolean; holder: SessionUser | null } | null = null;
+
 function setInput(mine: boolean, holder: SessionUser | null): void {
+    lastControl = { mine, holder };
     const config = stream?.config;
     if (config) {
         for (const flag of [Flags.MouseInput, Flags.KeyboardInput, Flags.TouchInput, Flags.GamepadInput]) {
@@ -680,14 +686,14 @@ function setInput(mine: boolean, holder: SessionUser | null): void {
     hintEl.hidden = mine || !me;
     if (!mine && me) {
         const self = room?.users.find((u) => u.playerId === me.playerId);
-        hintTextEl.textContent = holder ? `${holder.name} has control` : 'Nobody has control';
+        hintTextEl.textContent = holder ? t('play.hint.holder', { name: holder.name }) : t('play.hint.nobody');
         hintRequest.hidden = self?.requested === true;
-        hintRequest.textContent = me.role === 'owner' ? 'Take control' : 'Request control';
-        if (self?.requested) hintTextEl.textContent += ' — you asked for it';
+        hintRequest.textContent = me.role === 'owner' ? t('room.take') : t('room.request');
+        if (self?.requested) hintTextEl.textContent += t('play.hint.asked');
     }
     document.body.dataset.control = mine ? 'mine' : 'other';
     qualitySelect.disabled = !mine;
-    qualitySelect.title = mine ? '' : 'Only the person in control can change the picture size';
+    qualitySelect.title = mine ? '' : t('play.qualityOnlyControl');
 }
 
 function updateJoinUrl(joinUrl: string): void {
@@ -703,7 +709,7 @@ function updateJoinUrl(joinUrl: string): void {
 function reconnect(): void {
     if (!stream || isFinal(session)) return;
     updateJoinUrl(stream.joinUrl);
-    stream.overlay = { headline: 'Connecting to the stream…', spinner: true };
+    stream.overlay = { headline: t('play.connectingStream'), spinner: true };
     render();
     try {
         stream.ps.reconnect();
@@ -758,7 +764,7 @@ function applySound(): void {
     } catch {
         // Only what a reconnect starts with.
     }
-    muteButton.textContent = muted ? 'Unmute' : 'Mute';
+    muteButton.textContent = muted ? t('play.unmute') : t('play.mute');
     muteButton.setAttribute('aria-pressed', String(muted));
     document.body.dataset.muted = String(muted);
 }
@@ -825,14 +831,14 @@ function renderStats(): void {
     const h = v.frameHeight ?? video?.videoHeight;
     set('resolution', w && h ? `${w}×${h}` : '–');
     set('fps', v.framesPerSecond !== undefined ? String(Math.round(v.framesPerSecond)) : '–');
-    set('bitrate', v.bitrate !== undefined ? `${(v.bitrate / 1000).toFixed(1)} Mbit/s` : '–');
+    set('bitrate', v.bitrate !== undefined ? t('play.stats.mbits', { n: (v.bitrate / 1000).toFixed(1) }) : '–');
     const pair = st.getActiveCandidatePair();
-    set('rtt', pair && Number.isFinite(pair.currentRoundTripTime) ? `${Math.round(pair.currentRoundTripTime * 1000)} ms` : '–');
+    set('rtt', pair && Number.isFinite(pair.currentRoundTripTime) ? t('play.stats.ms', { n: Math.round(pair.currentRoundTripTime * 1000) }) : '–');
     const received = v.packetsReceived ?? 0;
     const lost = v.packetsLost ?? 0;
     set('loss', received + lost > 0 ? `${((100 * lost) / (received + lost)).toFixed(1)} %` : '–');
     const path = selectedPairNow();
-    set('path', path ? (path.local.type === 'relay' || path.remote.type === 'relay' ? 'relayed (TURN)' : 'direct') : '–');
+    set('path', path ? (path.local.type === 'relay' || path.remote.type === 'relay' ? t('play.stats.relayed') : t('play.stats.direct')) : '–');
 }
 statsButton.addEventListener('click', () => {
     statsEl.hidden = !statsEl.hidden;
@@ -846,7 +852,7 @@ fullscreenButton.addEventListener('click', () => {
 });
 document.addEventListener('fullscreenchange', () => {
     const on = document.fullscreenElement !== null;
-    fullscreenButton.textContent = on ? 'Exit fullscreen' : 'Fullscreen';
+    fullscreenButton.textContent = on ? t('play.exitFullscreen') : t('play.fullscreen');
     fullscreenButton.setAttribute('aria-pressed', String(on));
     document.body.dataset.fullscreen = String(on);
 });
@@ -917,7 +923,7 @@ endButton.addEventListener('click', async () => {
         return;
     }
     endButton.disabled = true;
-    endButton.textContent = session?.state === 'queued' || session?.state === 'scheduled' ? 'Cancelling…' : 'Ending…';
+    endButton.textContent = session?.state === 'queued' || session?.state === 'scheduled' ? t('play.cancelling') : t('play.ending…');
     endErrorEl.textContent = '';
     try {
         const answer = await api<Session | undefined>('DELETE', `/api/v1/sessions/${encodeURIComponent(sessionId)}`, undefined, credential());
@@ -934,13 +940,13 @@ endButton.addEventListener('click', async () => {
 async function startAgain(b: HTMLButtonElement): Promise<void> {
     if (!session) return;
     b.disabled = true;
-    b.textContent = 'Starting…';
+    b.textContent = t('play.startingShort');
     try {
         const next = await api<Session>('POST', '/api/v1/sessions', { title_id: session.title_id });
         window.location.assign(`/play/${encodeURIComponent(next.id)}`);
     } catch (e) {
         b.disabled = false;
-        b.textContent = 'Start again';
+        b.textContent = t('play.startAgain');
         detailEl.textContent = errorMessage(e);
         detailEl.hidden = false;
     }
@@ -955,13 +961,13 @@ function askName(then: () => void): void {
     const input = document.createElement('input');
     input.maxLength = 40;
     input.required = true;
-    input.placeholder = 'Your name';
+    input.placeholder = t('play.name');
     input.setAttribute('autocomplete', 'nickname');
     input.dataset.testid = 'name-input';
-    input.setAttribute('aria-label', 'Your name');
+    input.setAttribute('aria-label', t('play.name'));
     const join = document.createElement('button');
     join.type = 'submit';
-    join.textContent = 'Join';
+    join.textContent = t('play.join');
     join.dataset.testid = 'name-join';
     form.append(input, join);
     form.addEventListener('submit', (e) => {
@@ -972,18 +978,37 @@ function askName(then: () => void): void {
         then();
     });
     setPageState('name');
-    showOverlay({ headline: 'You are invited to a session', detail: 'The others see this name.', buttons: [form] });
+    showOverlay({ headline: t('play.invited'), detail: t('play.invitedDetail'), buttons: [form] });
     input.focus();
 }
+
+// The page's language: the static markup now, everything drawn so far again on a switch.
+applyTranslations(document);
+{
+    const langSwitch = languageSwitch();
+    langSwitch.classList.add('small');
+    endButton.before(langSwitch);
+}
+muteButton.textContent = t('play.unmute');
+fullscreenButton.textContent = t('play.fullscreen');
+onLangChange(() => {
+    applyTranslations(document);
+    muteButton.textContent = muted ? t('play.unmute') : t('play.mute');
+    fullscreenButton.textContent = document.fullscreenElement ? t('play.exitFullscreen') : t('play.fullscreen');
+    if (lastControl) setInput(lastControl.mine, lastControl.holder);
+    render();
+    renderStats();
+    if (stream?.overlay) showOverlay(stream.overlay);
+});
 
 if (sessionId) {
     const start = (): void => {
         setPageState('loading');
-        showOverlay({ headline: 'Loading the session…', spinner: true });
+        showOverlay({ headline: t('play.loadingSession'), spinner: true });
         openEvents();
     };
     if (fromAddress?.guest && !getName()) askName(start);
     else start();
 } else {
-    showFatal('This address names no session.');
+    showFatal(t('play.noSessionInAddress'));
 }

@@ -23,6 +23,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { dictionaries, englishFragments, englishIn, visibleText } from './i18n-check.mjs';
 import { REPO_DIR, fatal, launchChromium, recordPage, runCleanups, startPxs, waitFor as waitForWithin, freePort, frameCounter } from './harness.mjs';
 
 const artifactsDir = join(REPO_DIR, 'test-artifacts');
@@ -151,6 +152,32 @@ test('the player: sound, fullscreen, statistics, picture size, and a phone layou
         await mobile.screenshot({ path: join(artifactsDir, 'player-phone.png') });
         await mobile.locator('[data-testid="end-session"]').click();
         await waitFor('the phone\'s session to end', async () => /ended/.test(await mobile.locator('[data-testid="status"]').textContent()));
+
+        // ---- in Russian: a browser that prefers it gets the player with no English left on it
+        const messages = await dictionaries();
+        const english = englishFragments(messages);
+        const ru = await browser.newContext({ viewport: { width: 1280, height: 720 }, locale: 'ru-RU' });
+        const russian = await ru.newPage();
+        recordPage(russian, 'russian', { consoleLines, pageErrors });
+        await russian.goto(url, { waitUntil: 'load' });
+        await russian.evaluate(() => localStorage.setItem('pxs_name', 'Pat'));
+        await russian.locator('[data-testid="launch-demo"]').click();
+        await russian.waitForURL(/\/play\/[^/?#]+$/, { timeout: 15_000 });
+        const ruFrames = frameCounter(russian);
+        await waitFor('30 frames in Russian', async () => (await ruFrames()) >= 30, { timeoutMs: 60_000 });
+        await russian.locator('[data-testid="stats-toggle"]').click();
+        await waitFor('statistics in Russian', async () => Number(await statText(russian, 'fps')) > 0);
+        assert.equal((await russian.locator('[data-testid="mute"]').textContent()).trim(), 'Включить звук');
+        assert.deepEqual(englishIn(await visibleText(russian), english), [], 'English on the Russian player');
+        await russian.screenshot({ path: join(artifactsDir, 'player-ru.png') });
+        // The switch turns it into English at once, and back.
+        await russian.locator('[data-testid="lang"]').selectOption('en');
+        await waitFor('the player in English', async () => (await russian.locator('[data-testid="mute"]').textContent()).trim() === 'Unmute');
+        await russian.locator('[data-testid="lang"]').selectOption('ru');
+        await russian.locator('[data-testid="end-session"]').click();
+        await waitFor('the Russian session to end', async () => (await russian.locator('body').getAttribute('data-state')) === 'ended');
+        assert.deepEqual(englishIn(await visibleText(russian), english), [], 'English on the ended Russian player');
+        await ru.close();
 
         // ---- the relay forced (?relay=1, kept as localStorage pxs_relay) on a service without
         // TURN: the page says so rather than trying forever
