@@ -993,13 +993,18 @@ mod tests {
         let c = Config::from_toml(&toml, Path::new("."), &Options::default()).unwrap();
         let ice = c.ice.as_ref().unwrap();
         assert_eq!(ice.turn_ttl, Some(7200));
-        assert_eq!(ice.turn_secret.as_ref().unwrap().0, "node-turn-secret-0123456789");
+        assert_eq!(
+            ice.turn_secret.as_ref().unwrap().0,
+            "node-turn-secret-0123456789"
+        );
         let summary = c.summary();
         assert!(
             summary.contains("ice: stun:t.example.org:3478, turn:t.example.org:3478?transport=udp (credentials made per connection from turn_secret, valid 7200s)"),
             "{summary}"
         );
-        assert!(!summary.contains("node-turn-secret") && !format!("{c:?}").contains("node-turn-secret"));
+        assert!(
+            !summary.contains("node-turn-secret") && !format!("{c:?}").contains("node-turn-secret")
+        );
         // Flags and the environment (PXS_ICE_*) win over the file.
         let flags = Options {
             ice_urls: Some("turn:other.example.org:3478".into()),
@@ -1011,7 +1016,8 @@ mod tests {
         assert_eq!(ice.urls, ["turn:other.example.org:3478"]);
         assert_eq!(ice.turn_secret.unwrap().0, "flag-turn-secret-0123456789");
         // None: the coordinator's.
-        let c = Config::from_toml(&base_toml(&app("a")), Path::new("."), &Options::default()).unwrap();
+        let c =
+            Config::from_toml(&base_toml(&app("a")), Path::new("."), &Options::default()).unwrap();
         assert!(c.ice.is_none());
         assert!(c.summary().contains("ice: the coordinator's"));
         // Bad [ice] is refused with the key named, and the secret is not in the error.
@@ -1020,7 +1026,10 @@ mod tests {
             base_toml(&app("a"))
         ));
         assert!(e.contains("ice.turn_secret: must be at least 16"), "{e}");
-        let e = err(&format!("{}[ice]\nurl = [\"turn:x\"]\n", base_toml(&app("a"))));
+        let e = err(&format!(
+            "{}[ice]\nurl = [\"turn:x\"]\n",
+            base_toml(&app("a"))
+        ));
         assert!(e.contains("ice") && e.contains("url"), "{e}");
     }
 
