@@ -693,6 +693,8 @@ function setInput(mine: boolean, holder: SessionUser | null): void {
     }
     document.body.dataset.control = mine ? 'mine' : 'other';
     qualitySelect.disabled = !mine;
+    pointerLockButton.hidden = !mine;
+    labelPointerLock();
     qualitySelect.title = mine ? '' : t('play.qualityOnlyControl');
 }
 
@@ -738,6 +740,33 @@ const qualitySelect = document.getElementById('quality') as HTMLSelectElement;
 const statsButton = document.getElementById('stats-toggle') as HTMLButtonElement;
 const statsEl = document.getElementById('stats') as HTMLElement;
 const fullscreenButton = document.getElementById('fullscreen') as HTMLButtonElement;
+const pointerLockButton = document.getElementById('pointer-lock') as HTMLButtonElement;
+
+/** Locked mouse (games: the pointer is captured on a click, Esc frees it) or hovering (the
+ *  default: the pointer moves over the picture). An application that says which it wants in
+ *  its InitialSettings (`ConfigOptions.DefaultToHover`) gets it from the library; the button
+ *  lets the user in control change it. */
+function pointerLocked(): boolean {
+    try {
+        return stream ? !stream.config.isFlagEnabled(Flags.HoveringMouseMode) : false;
+    } catch {
+        return false;
+    }
+}
+function labelPointerLock(): void {
+    const on = pointerLocked();
+    pointerLockButton.textContent = on ? t('play.pointerFree') : t('play.pointerLock');
+    pointerLockButton.setAttribute('aria-pressed', String(on));
+}
+pointerLockButton.addEventListener('click', () => {
+    if (!stream) return;
+    try {
+        stream.config.setFlagEnabled(Flags.HoveringMouseMode, pointerLocked());
+    } catch (e) {
+        console.warn('pxs: the mouse mode', e);
+    }
+    labelPointerLock();
+});
 
 /** Muted until the user unmutes (a browser plays sound only after a gesture on the page). */
 let muted = true;
@@ -995,6 +1024,7 @@ onLangChange(() => {
     applyTranslations(document);
     muteButton.textContent = muted ? t('play.unmute') : t('play.mute');
     fullscreenButton.textContent = document.fullscreenElement ? t('play.exitFullscreen') : t('play.fullscreen');
+    labelPointerLock();
     if (lastControl) setInput(lastControl.mine, lastControl.holder);
     render();
     renderStats();

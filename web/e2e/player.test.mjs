@@ -7,6 +7,7 @@
 // - Fullscreen: the button puts the stage in fullscreen and takes it out again.
 // - Statistics: the box shows the picture size the application sends, a frame rate above zero,
 //   a bitrate, the round trip and the path (direct here).
+// - Pointer lock: the button makes a click on the picture capture the pointer, and frees it.
 // - Picture size: 480p asks the application for 854×480 (the demo honours UE's
 //   Resolution.Width/Height command) and the video becomes 854×480; "Application's size" brings
 //   back 1280×720.
@@ -24,7 +25,7 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dictionaries, englishFragments, englishIn, visibleText } from './i18n-check.mjs';
-import { REPO_DIR, fatal, launchChromium, recordPage, runCleanups, startPxs, waitFor as waitForWithin, freePort, frameCounter } from './harness.mjs';
+import { REPO_DIR, fatal, launchChromium, recordPage, runCleanups, startPxs, waitFor as waitForWithin, freePort, frameCounter, videoPoint } from './harness.mjs';
 
 const artifactsDir = join(REPO_DIR, 'test-artifacts');
 const waitFor = (what, probe, options = {}) => waitForWithin(what, probe, { timeoutMs: 20_000, intervalMs: 100, ...options });
@@ -101,6 +102,18 @@ test('the player: sound, fullscreen, statistics, picture size, and a phone layou
         assert.match(await statText(page, 'path'), /^direct$/);
         await waitFor('a round trip', async () => /^\d+ ms$/.test(await statText(page, 'rtt')));
         await page.screenshot({ path: join(artifactsDir, 'player-desktop.png') });
+
+        // Pointer lock (the owner has control): a click on the picture captures the pointer
+        await page.locator('[data-testid="pointer-lock"]').click();
+        assert.equal((await page.locator('[data-testid="pointer-lock"]').textContent()).trim(), 'Free pointer');
+        const centre = await videoPoint(page, 0.5, 0.5);
+        await page.mouse.click(centre.x, centre.y);
+        await waitFor('the pointer captured', () => page.evaluate(() => document.pointerLockElement !== null));
+        await page.evaluate(() => document.exitPointerLock());
+        await page.locator('[data-testid="pointer-lock"]').click();
+        assert.equal((await page.locator('[data-testid="pointer-lock"]').textContent()).trim(), 'Lock pointer');
+        await page.mouse.click(centre.x, centre.y);
+        assert.equal(await page.evaluate(() => document.pointerLockElement), null, 'hovering: a click captures nothing');
 
         // Picture size (the owner has control)
         await page.locator('[data-testid="quality"]').selectOption('854x480');
