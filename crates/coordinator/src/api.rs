@@ -151,7 +151,7 @@ fn title_id(s: &str) -> Result<TitleId, ApiError> {
 }
 
 pub(crate) fn session_id(s: &str) -> Result<SessionId, ApiError> {
-    SessionId::parse(s).map_err(|_| ApiError::not_found(format!("no session `{}`", clip(s))))
+    SessionId::parse(s).map_err(|_| ApiError::not_found(crate::engine::NO_SESSION))
 }
 
 fn node_id(s: &str) -> Result<NodeId, ApiError> {

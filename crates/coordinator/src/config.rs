@@ -81,6 +81,7 @@ struct FileTiming {
     schedule_lead: Option<String>,
     join_token_ttl: Option<String>,
     tick: Option<String>,
+    booking_empty_grace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,6 +89,7 @@ struct FileTiming {
 struct FileAnonymous {
     allow: Option<bool>,
     max_sessions_per_address: Option<u32>,
+    max_waiting_per_address: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,9 +128,18 @@ pub struct Config {
     pub join_token_ttl: Duration,
     /// How often timers (heartbeat TTL, schedules, windows, queue) are checked.
     pub tick: Duration,
+    /// A booking nobody joins ends `empty` this long after its `start_at` (its title's
+    /// `empty_timeout` at the least) (`timing.booking_empty_grace`); `None`: never before the end
+    /// of its window.
+    pub booking_empty_grace: Option<Duration>,
     /// Anonymous users may start public titles.
     pub allow_anonymous: bool,
+    /// Sessions an anonymous client address may run or have booked at once
+    /// (`anonymous.max_sessions_per_address`); past it, a request for now waits in the queue.
     pub anonymous_sessions_per_address: u32,
+    /// Requests an anonymous client address may have waiting in queues at once
+    /// (`anonymous.max_waiting_per_address`); past it, 429.
+    pub anonymous_waiting_per_address: u32,
     /// A title made from a node's application waits for an admin's approval before anyone
     /// but admins sees it (`titles.approve_new`).
     pub approve_new_titles: bool,
@@ -164,8 +175,10 @@ impl Default for Config {
             schedule_lead: Duration::from_secs(30),
             join_token_ttl: Duration::from_secs(600),
             tick: Duration::from_millis(500),
+            booking_empty_grace: None,
             allow_anonymous: true,
             anonymous_sessions_per_address: 2,
+            anonymous_waiting_per_address: 4,
             approve_new_titles: false,
             max_body_bytes: 64 * 1024,
             max_node_links: 20_000,
@@ -348,11 +361,24 @@ fn validate(f: FileConfig, opts: &Options, base: &Path) -> anyhow::Result<Config
             d.join_token_ttl,
         )?,
         tick: dur("timing.tick", t.tick.as_ref(), d.tick)?,
+        booking_empty_grace: match t.booking_empty_grace.as_ref() {
+            None => None,
+            Some(text) if text == "window" => None,
+            Some(text) => Some(dur(
+                "timing.booking_empty_grace",
+                Some(text),
+                Duration::ZERO,
+            )?),
+        },
         allow_anonymous: f.anonymous.allow.unwrap_or(d.allow_anonymous),
         anonymous_sessions_per_address: f
             .anonymous
             .max_sessions_per_address
             .unwrap_or(d.anonymous_sessions_per_address),
+        anonymous_waiting_per_address: f
+            .anonymous
+            .max_waiting_per_address
+            .unwrap_or(d.anonymous_waiting_per_address),
         approve_new_titles: f.titles.approve_new.unwrap_or(d.approve_new_titles),
         max_body_bytes,
         max_node_links,
@@ -398,7 +424,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("pxs-coord-ice-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("turn.secret"), "coordinator-turn-secret-01\n").unwrap();
-        let text = "[ice]\nurls = [\"turn:t.example.org:3478\"]\nturn_secret_file = \"turn.secret\"\n";
+        let text =
+            "[ice]\nurls = [\"turn:t.example.org:3478\"]\nturn_secret_file = \"turn.secret\"\n";
         let c = Config::from_toml_at(text, &Options::default(), &dir).unwrap();
         let ice = c.ice.clone().unwrap();
         assert_eq!(ice.turn_secret.unwrap().0, "coordinator-turn-secret-01");
@@ -412,7 +439,12 @@ mod tests {
             c.ice.unwrap().turn_secret.unwrap().0,
             "environment-turn-secret-01"
         );
-        assert!(Config::from_toml("", &Options::default()).unwrap().ice.is_none());
+        assert!(
+            Config::from_toml("", &Options::default())
+                .unwrap()
+                .ice
+                .is_none()
+        );
         let e = format!(
             "{:#}",
             Config::from_toml("[ice]\nurls = [\"http://x\"]", &Options::default()).unwrap_err()

@@ -240,7 +240,10 @@ fn schemas() -> Value {
             "ended_by": {"type": ["string", "null"], "enum": ["owner", "admin", null]},
             "owner_key": s,
             "owner": {"type": "string", "description": "admins' lists: the creator's token id, or `anonymous`"},
-            "players": {"type": "integer", "minimum": 0, "description": "admins' lists, when known: players connected now"}
+            "players": {"type": "integer", "minimum": 0, "description": "admins' lists, when known: players connected now"},
+            "estimated_wait_s": {"type": "integer", "minimum": 0, "description": "queued, when it can be guessed: about how many seconds until it starts"},
+            "queue_reason": {"type": "string", "enum": ["slot", "address_limit"], "description": "queued: what it waits for, a free slot or its anonymous address's limit"},
+            "address_limit": {"type": "integer", "minimum": 0, "description": "with queue_reason address_limit: the sessions an anonymous address may run at once"}
         })),
         "SessionList": list("Session"),
         "NewSession": obj(&["title_id"], json!({"title_id": s, "start_at": s, "duration": {"type": "integer", "minimum": 1}})),

@@ -81,15 +81,63 @@ pub fn duration(wanted: &Wanted, title: &TitleRow) -> Result<Option<u64>, ApiErr
     Ok(d)
 }
 
-/// An anonymous address with `live` sessions not over may start another one.
-pub fn anonymous_quota(live: i64, limit: u32) -> Result<(), ApiError> {
-    if live >= i64::from(limit) {
+/// What an anonymous client address's limit says of its new request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddressCheck {
+    /// Under the limit: admitted as anyone's.
+    Free,
+    /// At the limit: it waits in the queue until one of the address's sessions ends.
+    Wait,
+}
+
+/// An anonymous address that `holding` sessions (booked, starting or ready) asks for one more,
+/// now or booked (`booking`). At `limit` sessions a request for now waits (colleagues behind
+/// one office address queue rather than being refused); a booking cannot wait: 429, saying the
+/// limit.
+pub fn anonymous_admission(
+    holding: i64,
+    limit: u32,
+    booking: bool,
+) -> Result<AddressCheck, ApiError> {
+    if holding < i64::from(limit) {
+        return Ok(AddressCheck::Free);
+    }
+    if booking {
         return Err(ApiError::new(
             Kind::TooManyRequests,
-            format!("anonymous users may have {limit} sessions at once; end one first"),
+            format!(
+                "users without an access token may have {limit} sessions running or booked at \
+                 once from one network address, and yours has {holding}; end or cancel one first"
+            ),
+        ));
+    }
+    Ok(AddressCheck::Wait)
+}
+
+/// An anonymous address with `waiting` requests in queues may queue one more while it has
+/// fewer than `max_waiting`; else 429, saying the limit.
+pub fn anonymous_may_wait(waiting: i64, max_waiting: u32) -> Result<(), ApiError> {
+    if waiting >= i64::from(max_waiting) {
+        return Err(ApiError::new(
+            Kind::TooManyRequests,
+            format!(
+                "users without an access token may have {max_waiting} requests waiting at once \
+                 from one network address; cancel one first"
+            ),
         ));
     }
     Ok(())
+}
+
+/// A queued session waits for its address rather than for a slot: its owner is anonymous and
+/// its address holds `limit` sessions already (`holding`, by owner).
+pub fn held_by_address(
+    s: &SessionRow,
+    holding: &std::collections::HashMap<String, i64>,
+    limit: u32,
+) -> bool {
+    matches!(s.owner, crate::auth::Owner::Anonymous(_))
+        && holding.get(&s.owner.to_string()).copied().unwrap_or(0) >= i64::from(limit)
 }
 
 /// A share link lives this long unless its owner asks otherwise (a day).
@@ -444,6 +492,29 @@ pub fn admit(
     )
 }
 
+/// The window a Launch asks for (`POST /api/v1/sessions {title_id}`, nothing else): from now, as
+/// long as the title's `max_duration`, or without end.
+pub fn launch_window(title: &TitleRow, now: Millis) -> Interval {
+    window(now, (title.max_duration > 0).then_some(title.max_duration))
+}
+
+/// The free slots the catalog shows for `title`: how many Launches, one after another, would
+/// start now rather than queue. The same rule as [`admit`]: nobody overtakes the `waiting`
+/// requests of the title's queue (those waiting for a slot, not for their address), and a slot
+/// counts only when it is free over the whole [`launch_window`], so a reservation later on takes
+/// it from an open-ended title now.
+pub fn launch_slots(slots: &[NodeSlots], title: &TitleRow, waiting: i64, now: Millis) -> u32 {
+    if waiting > 0 {
+        return 0;
+    }
+    let want = launch_window(title, now);
+    slots
+        .iter()
+        .filter(|n| n.applications.contains(&title.application_id))
+        .map(|n| placement::free_slots(n, &want))
+        .sum()
+}
+
 /// A queued session that starts now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Promoted {
@@ -455,10 +526,23 @@ pub struct Promoted {
 /// Which queued sessions start now: each title's queue in order, its head first, as long as a
 /// node has a slot; a head that finds none keeps the rest of its queue waiting (nobody overtakes
 /// it). `slots` gains the windows given out, so one call never promises a slot twice.
-pub fn promote(queues: &[Vec<SessionRow>], slots: &mut [NodeSlots], now: Millis) -> Vec<Promoted> {
+///
+/// A session held by its address (see [`held_by_address`]; `holding` counts each anonymous
+/// owner's sessions, `limit` the address limit) is passed over without holding up the others:
+/// it waits for its own address, not for a slot. `holding` gains the sessions started.
+pub fn promote(
+    queues: &[Vec<SessionRow>],
+    slots: &mut [NodeSlots],
+    now: Millis,
+    holding: &mut std::collections::HashMap<String, i64>,
+    limit: u32,
+) -> Vec<Promoted> {
     let mut out = Vec::new();
     for queue in queues {
         for s in queue {
+            if held_by_address(s, holding, limit) {
+                continue;
+            }
             let want = Interval::new(
                 now,
                 s.duration
@@ -469,6 +553,9 @@ pub fn promote(queues: &[Vec<SessionRow>], slots: &mut [NodeSlots], now: Millis)
             };
             if let Some(n) = slots.iter_mut().find(|n| n.id == node) {
                 n.busy.push(want);
+            }
+            if matches!(s.owner, crate::auth::Owner::Anonymous(_)) {
+                *holding.entry(s.owner.to_string()).or_default() += 1;
             }
             out.push(Promoted {
                 session: s.id.clone(),
@@ -536,6 +623,103 @@ pub fn ending(reason: EndReason) -> SessionState {
         EndReason::WindowMissed | EndReason::NoCapacity => SessionState::Failed,
         _ => SessionState::Ended,
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The estimated wait
+
+/// How long a session of a title typically lasts, from the lengths (ms, ready to end) of its
+/// recent sessions: their median. `None` without any.
+pub fn typical_length(lengths: &[Millis]) -> Option<Millis> {
+    let mut l: Vec<Millis> = lengths.iter().copied().filter(|l| *l > 0).collect();
+    if l.is_empty() {
+        return None;
+    }
+    l.sort_unstable();
+    Some(l[l.len() / 2])
+}
+
+/// About how long (ms) until the session at `position` of a queue of `application`, which
+/// wants `want` from now, starts: a slot of the available nodes with the application is free
+/// now when placement would give it for `want` (so not one a reservation takes), else it frees
+/// at the end of the session that holds it (its window's end, else its start plus the
+/// `typical` length, else, when it has run longer than that already, half a typical length
+/// from now); each queued session ahead takes the next slot to free for a typical length.
+/// `None` when it cannot be guessed (no typical length and not enough windows, or no node).
+pub fn estimated_wait(
+    position: u32,
+    slots: &[NodeSlots],
+    application: &pxs_protocol::node::ApplicationId,
+    want: &Interval,
+    typical: Option<Millis>,
+    now: Millis,
+) -> Option<Millis> {
+    let mut frees: std::collections::BinaryHeap<std::cmp::Reverse<Millis>> =
+        std::collections::BinaryHeap::new();
+    for n in slots
+        .iter()
+        .filter(|n| n.available && n.applications.contains(application))
+    {
+        let running: Vec<&Interval> = n
+            .busy
+            .iter()
+            .filter(|b| b.start <= now && b.end.is_none_or(|e| e > now))
+            .collect();
+        let free_now = placement::free_slots(n, want);
+        for _ in 0..free_now.min(position) {
+            frees.push(std::cmp::Reverse(now));
+        }
+        for b in running {
+            let end = match (b.end, typical) {
+                (Some(e), _) => Some(e),
+                (None, Some(t)) if b.start.saturating_add(t) > now => Some(b.start + t),
+                (None, Some(t)) => Some(now.saturating_add(t / 2)),
+                (None, None) => None,
+            };
+            if let Some(e) = end {
+                frees.push(std::cmp::Reverse(e));
+            }
+        }
+    }
+    for k in 1..=position {
+        let std::cmp::Reverse(t) = frees.pop()?;
+        if k == position {
+            return Some(t.saturating_sub(now).max(0));
+        }
+        frees.push(std::cmp::Reverse(t.saturating_add(typical?)));
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bookings
+
+/// The empty timeout (seconds) a session's node gets with its start at `now`. A session for now
+/// gets its title's. A booking (one with a `start_at`) must not be ended `empty` because its
+/// user is late: with `grace` (`timing.booking_empty_grace`) its node counts from the booked
+/// start plus the grace (the title's timeout at the least); without, by default, its node waits
+/// until the end of its window, where the coordinator stops it anyway (`window_end`). A title
+/// whose empty timeout is off (0) keeps it off.
+pub fn empty_timeout(s: &SessionRow, grace: Option<Millis>, now: Millis) -> u64 {
+    let title = s.settings.empty_timeout;
+    let Some(start_at) = s.start_at else {
+        return title;
+    };
+    if title == 0 {
+        return 0;
+    }
+    let until = match grace {
+        Some(g) => start_at.saturating_add(g),
+        None => match s.slot_end {
+            Some(end) => end,
+            None => return title,
+        },
+    };
+    // Whole seconds, rounded up, so the node never ends it a moment early.
+    let left = u64::try_from(until.saturating_sub(now).max(0))
+        .unwrap_or(0)
+        .div_ceil(1000);
+    title.max(left).min(MAX_DURATION_S)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -858,10 +1042,163 @@ mod tests {
     }
 
     #[test]
-    fn anonymous_addresses_have_a_quota() {
-        assert!(anonymous_quota(1, 2).is_ok());
-        let e = anonymous_quota(2, 2).unwrap_err();
+    fn an_address_at_its_limit_waits_rather_than_being_refused() {
+        assert_eq!(
+            anonymous_admission(1, 2, false).unwrap(),
+            AddressCheck::Free
+        );
+        assert_eq!(
+            anonymous_admission(2, 2, false).unwrap(),
+            AddressCheck::Wait,
+            "a third colleague behind one office address waits"
+        );
+        assert_eq!(anonymous_admission(1, 2, true).unwrap(), AddressCheck::Free);
+        let e = anonymous_admission(2, 2, true).unwrap_err();
+        assert_eq!(e.kind, Kind::TooManyRequests, "a booking cannot wait");
+        assert!(e.message.contains("network address"), "{}", e.message);
+        assert!(anonymous_may_wait(3, 4).is_ok());
+        let e = anonymous_may_wait(4, 4).unwrap_err();
         assert_eq!(e.kind, Kind::TooManyRequests);
+        assert!(e.message.contains("4 requests waiting"), "{}", e.message);
+    }
+
+    fn anonymous(n: usize, address: &str) -> SessionRow {
+        SessionRow {
+            owner: Owner::Anonymous(address.into()),
+            ..session(n, "demo", None)
+        }
+    }
+
+    #[test]
+    fn a_session_held_by_its_address_does_not_hold_up_the_queue() {
+        let mut slots = [slots_of("n1", 3, &["demo"], vec![])];
+        // Office's two sessions run; its third waits; a colleague elsewhere starts, and the
+        // office's next one too once the first of its three is started.
+        let mut holding = std::collections::HashMap::from([("anon:office".to_owned(), 2)]);
+        let queue = vec![
+            anonymous(1, "office"),
+            anonymous(2, "home"),
+            session(3, "demo", None),
+        ];
+        let promoted = promote(&[queue], &mut slots, NOW, &mut holding, 2);
+        let started: Vec<&str> = promoted.iter().map(|p| p.session.as_str()).collect();
+        assert_eq!(started, ["ses_2", "ses_3"]);
+        assert_eq!(holding["anon:home"], 1);
+    }
+
+    #[test]
+    fn the_catalog_counts_the_slots_a_launch_gets() {
+        let open = title("demo", 0);
+        let timed = title("demo", 600);
+        // One slot, reserved an hour from now.
+        let reserved = [slots_of(
+            "n1",
+            1,
+            &["demo"],
+            vec![Interval::new(NOW + 3_600_000, Some(NOW + 7_200_000))],
+        )];
+        assert_eq!(
+            launch_slots(&reserved, &open, 0, NOW),
+            0,
+            "open-ended runs into it"
+        );
+        assert_eq!(
+            launch_slots(&reserved, &timed, 0, NOW),
+            1,
+            "10 min end before it"
+        );
+        assert_eq!(
+            launch_slots(&reserved, &timed, 1, NOW),
+            0,
+            "a queue goes first"
+        );
+        assert_eq!(
+            admit(&reserved, &open, None, None, 0, NOW).unwrap(),
+            Admission::Queue
+        );
+    }
+
+    #[test]
+    fn the_wait_is_guessed_from_windows_and_typical_lengths() {
+        let app = ApplicationId::parse("demo").unwrap();
+        let min = 60_000;
+        let want = Interval::new(NOW, None);
+        // Two slots: one ends its window in 5 min, one started 2 min ago, typically 10 min.
+        let slots = [slots_of(
+            "n1",
+            2,
+            &["demo"],
+            vec![
+                Interval::new(NOW - min, Some(NOW + 5 * min)),
+                Interval::new(NOW - 2 * min, None),
+            ],
+        )];
+        assert_eq!(
+            estimated_wait(1, &slots, &app, &want, Some(10 * min), NOW),
+            Some(5 * min)
+        );
+        assert_eq!(
+            estimated_wait(2, &slots, &app, &want, Some(10 * min), NOW),
+            Some(8 * min)
+        );
+        assert_eq!(
+            estimated_wait(3, &slots, &app, &want, Some(10 * min), NOW),
+            Some(15 * min)
+        );
+        // Without history, only what windows say.
+        assert_eq!(
+            estimated_wait(1, &slots, &app, &want, None, NOW),
+            Some(5 * min)
+        );
+        assert_eq!(estimated_wait(2, &slots, &app, &want, None, NOW), None);
+        // A session past its typical length: half of one more.
+        assert_eq!(
+            estimated_wait(1, &slots, &app, &want, Some(min), NOW),
+            Some(min / 2)
+        );
+        assert_eq!(
+            estimated_wait(2, &slots, &app, &want, Some(min), NOW),
+            Some(3 * min / 2)
+        );
+        assert_eq!(estimated_wait(1, &[], &app, &want, Some(min), NOW), None);
+        // A slot free now, but booked in an hour: free for a short session, not an open one.
+        let booked = [slots_of(
+            "n1",
+            1,
+            &["demo"],
+            vec![Interval::new(NOW + 60 * min, Some(NOW + 120 * min))],
+        )];
+        assert_eq!(
+            estimated_wait(1, &booked, &app, &want, Some(min), NOW),
+            None
+        );
+        let short = Interval::new(NOW, Some(NOW + min));
+        assert_eq!(
+            estimated_wait(1, &booked, &app, &short, Some(min), NOW),
+            Some(0)
+        );
+        assert_eq!(typical_length(&[5, 1, 9, 0]), Some(5));
+        assert_eq!(typical_length(&[]), None);
+    }
+
+    #[test]
+    fn a_late_user_still_finds_the_booking_they_made() {
+        let start = NOW + 60_000;
+        let mut b = session(1, "demo", Some(3600));
+        b.start_at = Some(start);
+        b.slot_start = Some(start);
+        b.slot_end = Some(start + 3_600_000);
+        // Started 30 s ahead of its window: the node waits until the window's end...
+        assert_eq!(empty_timeout(&b, None, start - 30_000), 3630);
+        // ...or, with a grace, until 10 min after the start.
+        assert_eq!(empty_timeout(&b, Some(600_000), start - 30_000), 630);
+        // The title's own timeout at the least; off stays off.
+        assert_eq!(empty_timeout(&b, Some(0), start), 120);
+        b.settings.empty_timeout = 0;
+        assert_eq!(empty_timeout(&b, None, start), 0);
+        // A session for now: its title's.
+        let now = session(2, "demo", Some(3600));
+        assert_eq!(empty_timeout(&now, None, NOW), 120);
     }
 
     #[test]
@@ -1043,7 +1380,7 @@ mod tests {
         #[test]
         fn promotion_keeps_queue_order_and_capacity(queues in queues(), fleet in fleet()) {
             let mut slots = fleet.clone();
-            let promoted = promote(&queues, &mut slots, NOW);
+            let promoted = promote(&queues, &mut slots, NOW, &mut Default::default(), 2);
             for q in &queues {
                 let started: Vec<bool> =
                     q.iter().map(|s| promoted.iter().any(|p| p.session == s.id)).collect();
@@ -1098,6 +1435,30 @@ mod tests {
                     prop_assert!(queued > 0 || placed.is_none());
                 }
                 (other, at) => prop_assert!(false, "{other:?} for start_at {at:?}"),
+            }
+        }
+
+        /// The catalog never promises a slot that Launch cannot give: with the free slots it
+        /// shows, exactly that many Launches in a row start and the next one queues.
+        #[test]
+        fn the_catalog_agrees_with_launch(
+            fleet in fleet(),
+            waiting in 0i64..2,
+            max_duration in prop::sample::select(vec![0u64, 60, 3600]),
+        ) {
+            let t = title("a", max_duration);
+            let shown = launch_slots(&fleet, &t, waiting, NOW);
+            let mut slots = fleet.clone();
+            let d = duration(&Wanted { start_at: None, duration: None }, &t).unwrap();
+            for i in 0..=shown {
+                match admit(&slots, &t, None, d, waiting, NOW).unwrap() {
+                    Admission::Start { node, window: w } => {
+                        prop_assert!(i < shown, "launch {} started past the {shown} shown", i + 1);
+                        slots.iter_mut().find(|n| n.id == node).unwrap().busy.push(w);
+                    }
+                    Admission::Queue => prop_assert_eq!(i, shown, "queued with slots shown"),
+                    other => prop_assert!(false, "{other:?}"),
+                }
             }
         }
     }

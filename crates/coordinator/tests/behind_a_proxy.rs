@@ -12,6 +12,11 @@ use common::*;
 use pxs_protocol::api;
 use serde_json::{Value, json};
 
+/// These stories have no node, so every request waits for a slot: the address's limit they key
+/// is the one on requests waiting (`tests/anonymous_limits.rs` has the one on running sessions,
+/// which queues rather than refuses).
+const WAITING_LIMIT: &str = "[anonymous]\nmax_waiting_per_address = 2\n";
+
 /// `POST /api/v1/sessions` for title `demo`, anonymously, with `headers`; the status and body.
 async fn create(coord: &Coord, headers: &[(&str, &str)]) -> (u16, Value) {
     let mut r = coord
@@ -54,9 +59,11 @@ async fn session_count(coord: &Coord) -> usize {
 /// NGINX on this machine is trusted: each forwarded client has its own anonymous limit.
 async fn a_trusted_proxy_names_the_client(backend: Backend) {
     let db = fresh_database(&backend, "proxy-trusted").await;
-    let toml = format!("trusted_proxies = [\"127.0.0.1/32\", \"10.0.0.0/8\"]\n{FAST_TIMING}");
+    let toml = format!(
+        "trusted_proxies = [\"127.0.0.1/32\", \"10.0.0.0/8\"]\n{FAST_TIMING}{WAITING_LIMIT}"
+    );
     let coord = Coord::start(&db, &toml).await;
-    // No node: the sessions queue, and count towards the limit all the same.
+    // No node: the sessions wait for a slot, and count towards the address's waiting limit.
     coord.title("demo", "demo", json!({})).await;
     let alice = [("x-forwarded-for", "203.0.113.1")];
     let (st, first) = create(&coord, &alice).await;
@@ -104,7 +111,8 @@ async fn a_trusted_proxy_names_the_client(backend: Backend) {
 /// request is the peer's, whatever address or scheme it claims.
 async fn spoofed_headers_from_an_untrusted_peer_change_nothing(backend: Backend) {
     let db = fresh_database(&backend, "proxy-untrusted").await;
-    let coord = Coord::start(&db, FAST_TIMING).await;
+    let toml = format!("{FAST_TIMING}{WAITING_LIMIT}");
+    let coord = Coord::start(&db, &toml).await;
     coord.title("demo", "demo", json!({})).await;
     let (st, first) = create(&coord, &[("x-forwarded-for", "203.0.113.1")]).await;
     assert_eq!(st, 201, "{first}");
@@ -127,7 +135,7 @@ async fn spoofed_headers_from_an_untrusted_peer_change_nothing(backend: Backend)
 
     // Trusting another network is not trusting this peer.
     let db = fresh_database(&backend, "proxy-other").await;
-    let toml = format!("trusted_proxies = [\"10.0.0.0/8\"]\n{FAST_TIMING}");
+    let toml = format!("trusted_proxies = [\"10.0.0.0/8\"]\n{FAST_TIMING}{WAITING_LIMIT}");
     let coord = Coord::start(&db, &toml).await;
     coord.title("demo", "demo", json!({})).await;
     for (i, spoof) in ["203.0.113.1", "203.0.113.2", "203.0.113.3"]

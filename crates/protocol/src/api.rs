@@ -89,7 +89,10 @@ pub struct Title {
 /// A title's capacity right now.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Availability {
-    /// Sessions that could start now, summed over the online nodes that have the application.
+    /// Launches (`POST /api/v1/sessions` with the title alone) that would start now, one after
+    /// another, rather than queue: slots free for the title's `max_duration` (or without end)
+    /// from now, past every reservation, summed over the online nodes that have the
+    /// application; 0 while others wait for a slot of the title.
     pub free_slots: u32,
     /// Online, not draining nodes that have the application.
     pub nodes: u32,
@@ -478,6 +481,19 @@ pub struct Session {
     /// said in its last heartbeat to the coordinator that answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub players: Option<u32>,
+    /// Only while `queued`, and only when it can be guessed: about how many seconds until it
+    /// starts, from the slots its title runs on, the windows of the sessions holding them and how
+    /// long the title's recent sessions lasted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_wait_s: Option<u64>,
+    /// Only while `queued`: what it waits for, `slot` (a free slot of its title) or
+    /// `address_limit` (an anonymous client address runs `address_limit` sessions already: it
+    /// starts after one of them ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_reason: Option<String>,
+    /// With `queue_reason: address_limit`: the sessions an anonymous address may run at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_limit: Option<u32>,
 }
 
 /// A histogram of seconds, summed up: how many were observed and their sum (both only grow, so

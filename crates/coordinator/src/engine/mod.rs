@@ -232,8 +232,13 @@ fn no_title(id: &TitleId) -> ApiError {
     ApiError::not_found(format!("no title `{id}`"))
 }
 
-fn no_session(id: &SessionId) -> ApiError {
-    ApiError::not_found(format!("no session `{id}`"))
+/// The answer for a session the caller may not see, or that does not exist (the same, so that
+/// nothing leaks): plain words for a person, without the id they already have.
+pub(crate) const NO_SESSION: &str = "There is no session here, or it is not yours to open: \
+    ask its owner for an invitation link.";
+
+fn no_session(_id: &SessionId) -> ApiError {
+    ApiError::not_found(NO_SESSION)
 }
 
 /// The answer to a caller refused something on session `id`: as if it did not exist when the

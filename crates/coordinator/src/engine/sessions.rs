@@ -23,20 +23,37 @@ impl Engine {
             .await?
             .filter(|t| caller.may_use(t.visibility, t.approved))
             .ok_or_else(|| no_title(&req.title_id))?;
-        if let Caller::Anonymous { .. } = caller {
-            let live = store::count_live_of_owner(&mut tx, &caller.owner()).await?;
-            rules::anonymous_quota(live, self.config.anonymous_sessions_per_address)?;
-        }
+        let address = if let Caller::Anonymous { .. } = caller {
+            let owner = caller.owner();
+            rules::anonymous_admission(
+                store::holding_of_owner(&mut tx, &owner).await?,
+                self.config.anonymous_sessions_per_address,
+                wanted.start_at.is_some(),
+            )?
+        } else {
+            rules::AddressCheck::Free
+        };
         let duration = rules::duration(&wanted, &title)?;
         let id = SessionId::from_random(auth::random_bytes::<16>());
         let mut row = SessionRow::new(id, &title, caller.owner(), wanted.start_at, duration, now);
         let slots = Self::snapshot(&mut tx, now, None).await?;
         let queued = if wanted.start_at.is_none() {
-            store::queue_length(&mut tx, &title.id).await?
+            self.waiting_for_slot(&mut tx, &title.id).await?
         } else {
             0
         };
-        match rules::admit(&slots, &title, wanted.start_at, duration, queued, now)? {
+        let admission = match address {
+            // At its address's limit, a request for now waits whatever the slots say.
+            rules::AddressCheck::Wait => Admission::Queue,
+            rules::AddressCheck::Free => {
+                rules::admit(&slots, &title, wanted.start_at, duration, queued, now)?
+            }
+        };
+        if admission == Admission::Queue && !caller.is_signed_in() {
+            let waiting = store::waiting_of_owner(&mut tx, &caller.owner()).await?;
+            rules::anonymous_may_wait(waiting, self.config.anonymous_waiting_per_address)?;
+        }
+        match admission {
             Admission::Scheduled { node, window } => row.schedule(node, window),
             Admission::Start { node, window } => row.start_on(node, window, now),
             Admission::Queue => row.queue_seq = Some(store::next_queue_seq(&mut tx).await?),
@@ -215,7 +232,14 @@ impl Engine {
         for title in &titles {
             queues.push(store::queue_of(&mut tx, title).await?);
         }
-        let promoted = rules::promote(&queues, &mut slots, now);
+        let mut holding = store::holding_of_anonymous(&mut tx).await?;
+        let promoted = rules::promote(
+            &queues,
+            &mut slots,
+            now,
+            &mut holding,
+            self.config.anonymous_sessions_per_address,
+        );
         for p in &promoted {
             let Some(mut s) = queues.iter().flatten().find(|s| s.id == p.session).cloned() else {
                 continue;
@@ -237,5 +261,25 @@ impl Engine {
             self.publish(Change::Session(id));
         }
         Ok(started)
+    }
+
+    /// The requests in `title`'s queue that wait for a slot (not for their address's limit):
+    /// the ones a new request must not overtake.
+    pub(super) async fn waiting_for_slot(
+        &self,
+        c: &mut AnyConnection,
+        title: &TitleId,
+    ) -> Result<i64, ApiError> {
+        let queue = store::queue_of(c, title).await?;
+        if queue.is_empty() {
+            return Ok(0);
+        }
+        let holding = store::holding_of_anonymous(c).await?;
+        let limit = self.config.anonymous_sessions_per_address;
+        let n = queue
+            .iter()
+            .filter(|s| !rules::held_by_address(s, &holding, limit))
+            .count();
+        Ok(i64::try_from(n).unwrap_or(i64::MAX))
     }
 }

@@ -61,15 +61,13 @@ impl Engine {
         slots: &[NodeSlots],
         now: Millis,
     ) -> Result<api::Title, ApiError> {
-        let want = Interval::new(now, Some(now + 1));
         let with_app = slots
             .iter()
             .filter(|n| n.available && n.applications.contains(&t.application_id));
+        // What a Launch would get, by admission's own rule (reservations and the queue count).
+        let waiting = self.waiting_for_slot(c, &t.id).await?;
         let availability = api::Availability {
-            free_slots: with_app
-                .clone()
-                .map(|n| placement::free_slots(n, &want))
-                .sum(),
+            free_slots: rules::launch_slots(slots, t, waiting, now),
             nodes: u32::try_from(with_app.count()).unwrap_or(u32::MAX),
             queued: u32::try_from(store::queue_length(c, &t.id).await?).unwrap_or(u32::MAX),
         };
@@ -172,6 +170,9 @@ impl Engine {
             owner_key: None,
             owner: None,
             players: None,
+            estimated_wait_s: None,
+            queue_reason: None,
+            address_limit: None,
         }
     }
 
@@ -187,7 +188,17 @@ impl Engine {
 
     /// The start message of `s`, with its key.
     pub(super) fn start_of(&self, s: &SessionRow) -> CoordinatorToNode {
-        start_message(s, self.session_key(s), self.config.ice.clone().map(Box::new))
+        let mut msg = start_message(
+            s,
+            self.session_key(s),
+            self.config.ice.clone().map(Box::new),
+        );
+        // A booking is not ended `empty` because its user is late (`rules::empty_timeout`).
+        if let CoordinatorToNode::StartSession { options, .. } = &mut msg {
+            let grace = self.config.booking_empty_grace.map(ms);
+            options.empty_timeout = Some(rules::empty_timeout(s, grace, self.now()));
+        }
+        msg
     }
 
     /// The player URL with a fresh token of `role` (the session's own join URL is its
@@ -235,7 +246,39 @@ impl Engine {
         let role = caller
             .check(SessionAction::See, &s.id, &s.owner)
             .map_err(|r| refused(id, r))?;
-        Ok(self.view_as(&s, position, role, caller.key(), name))
+        let mut view = self.view_as(&s, position, role, caller.key(), name);
+        if s.state == SessionState::Queued {
+            self.explain_wait(&mut c, &s, &mut view).await?;
+        }
+        Ok(view)
+    }
+
+    /// What a queued session waits for, and about how long: `queue_reason`, `address_limit`,
+    /// `estimated_wait_s` (see `rules::estimated_wait`).
+    async fn explain_wait(
+        &self,
+        c: &mut AnyConnection,
+        s: &SessionRow,
+        view: &mut api::Session,
+    ) -> Result<(), ApiError> {
+        let limit = self.config.anonymous_sessions_per_address;
+        if let auth::Owner::Anonymous(_) = s.owner
+            && store::holding_of_owner(c, &s.owner).await? >= i64::from(limit)
+        {
+            view.queue_reason = Some("address_limit".to_owned());
+            view.address_limit = Some(limit);
+            return Ok(());
+        }
+        view.queue_reason = Some("slot".to_owned());
+        let now = self.now();
+        let slots = Self::snapshot(c, now, None).await?;
+        let typical = rules::typical_length(&store::recent_lengths(c, &s.title_id).await?);
+        let position = view.queue_position.unwrap_or(1).max(1);
+        let want = rules::window(now, s.duration.and_then(|d| u64::try_from(d).ok()));
+        view.estimated_wait_s =
+            rules::estimated_wait(position, &slots, &s.application_id, &want, typical, now)
+                .map(|ms| u64::try_from(ms).unwrap_or(0).div_ceil(1000));
+        Ok(())
     }
 
     /// The sessions `caller` may list (admins: all; users: their own) that match `filter`,

@@ -37,9 +37,9 @@ pub use nodes::{
 pub use placement::{HeldSlot, PlacementNode, held_slots, placement_nodes};
 pub use sessions::{
     SessionFilter, active_on_node, count_by_state, count_live_of_owner, count_sessions_of_title,
-    get_session, get_session_with_position, insert_session, list_sessions, next_queue_seq,
-    queue_length, queue_of, queued_titles, scheduled_due, sessions_to_end, undelivered,
-    update_session,
+    get_session, get_session_with_position, holding_of_anonymous, holding_of_owner, insert_session,
+    list_sessions, next_queue_seq, queue_length, queue_of, queued_titles, recent_lengths,
+    scheduled_due, sessions_to_end, undelivered, update_session, waiting_of_owner,
 };
 pub use titles::{
     approve_title, delete_title, dismiss_application, get_title, insert_title, is_dismissed,

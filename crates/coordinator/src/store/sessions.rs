@@ -255,3 +255,31 @@ pub async fn count_live_of_owner(c: &mut AnyConnection, owner: &Owner) -> Result
 pub async fn count_sessions_of_title(c: &mut AnyConnection, title: &TitleId) -> Result<i64> {
     fetch_one(c, sql::LIVE_OF_TITLE, [title.as_str()], n_col).await
 }
+
+/// The sessions (booked, starting, ready) each anonymous owner holds, by stored owner
+/// (`anon:<address key>`).
+pub async fn holding_of_anonymous(
+    c: &mut AnyConnection,
+) -> Result<std::collections::HashMap<String, i64>> {
+    Ok(fetch_all(c, sql::HOLDING_OF_ANONYMOUS, NO_BINDS, |r| {
+        Ok((r.try_get::<String, _>("owner")?, n_col(r)?))
+    })
+    .await?
+    .into_iter()
+    .collect())
+}
+
+/// The sessions (booked, starting, ready) `owner` holds.
+pub async fn holding_of_owner(c: &mut AnyConnection, owner: &Owner) -> Result<i64> {
+    fetch_one(c, sql::HOLDING_OF_OWNER, [owner.to_string()], n_col).await
+}
+
+/// The requests `owner` has waiting in queues.
+pub async fn waiting_of_owner(c: &mut AnyConnection, owner: &Owner) -> Result<i64> {
+    fetch_one(c, sql::WAITING_OF_OWNER, [owner.to_string()], n_col).await
+}
+
+/// How long (ms) the latest sessions of `title` that ran lasted, newest first (at most 20).
+pub async fn recent_lengths(c: &mut AnyConnection, title: &TitleId) -> Result<Vec<Millis>> {
+    fetch_all(c, sql::RECENT_LENGTHS, [title.as_str()], n_col).await
+}

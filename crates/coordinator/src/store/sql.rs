@@ -64,6 +64,21 @@ pub const LIVE_OF_OWNER: &str = "SELECT COUNT(*) AS n FROM sessions WHERE owner 
     AND state IN ('scheduled', 'queued', 'starting', 'ready')";
 pub const LIVE_OF_TITLE: &str = "SELECT COUNT(*) AS n FROM sessions WHERE title_id = $1 \
     AND state IN ('scheduled', 'queued', 'starting', 'ready')";
+/// The sessions each anonymous address holds against its limit (booked, starting, ready).
+pub const HOLDING_OF_ANONYMOUS: &str = "SELECT owner, COUNT(*) AS n FROM sessions \
+    WHERE state IN ('scheduled', 'starting', 'ready') AND owner LIKE 'anon:%' GROUP BY owner";
+/// The sessions one owner holds against the anonymous limit.
+pub const HOLDING_OF_OWNER: &str = "SELECT COUNT(*) AS n FROM sessions WHERE owner = $1 \
+    AND state IN ('scheduled', 'starting', 'ready')";
+/// The requests one owner has waiting in queues.
+pub const WAITING_OF_OWNER: &str =
+    "SELECT COUNT(*) AS n FROM sessions WHERE owner = $1 AND state = 'queued'";
+/// How long a title's latest sessions that ran lasted (ms), newest first: through the index of
+/// migration 0010, so the history of a busy title costs 20 rows, not all of them. Not a live
+/// query: it reads ended sessions on purpose.
+pub const RECENT_LENGTHS: &str = "SELECT ended_at - ready_at AS n FROM sessions \
+    WHERE title_id = $1 AND state = 'ended' AND ready_at IS NOT NULL AND ended_at IS NOT NULL \
+    ORDER BY ended_at DESC LIMIT 20";
 /// The revoked share links of the sessions live on a node (told again after its hello).
 pub const REVOKED_LINKS_ON_NODE: &str = "SELECT k.session_id, k.id FROM sessions s \
     JOIN session_keys k ON k.session_id = s.id \
@@ -84,5 +99,8 @@ pub const LIVE_SESSION_QUERIES: &[(&str, &str)] = &[
     ("undelivered", UNDELIVERED),
     ("live_of_owner", LIVE_OF_OWNER),
     ("live_of_title", LIVE_OF_TITLE),
+    ("holding_of_anonymous", HOLDING_OF_ANONYMOUS),
+    ("holding_of_owner", HOLDING_OF_OWNER),
+    ("waiting_of_owner", WAITING_OF_OWNER),
     ("revoked_links_on_node", REVOKED_LINKS_ON_NODE),
 ];
