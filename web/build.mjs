@@ -1,9 +1,10 @@
 // Bundles the browser code with esbuild:
-// - app/ (the coordinator's web pages) into dist/app/: index.html, play.html, admin.html, api.html
-//   and assets/ (catalog.js, play.js, admin.js, apiref.js, app.css, console.css and their
-//   sourcemaps). The coordinator embeds dist/app/ at compile time and serves / → index.html,
-//   /play/<id> → play.html, /admin → admin.html, /admin/api → api.html, /assets/<file> → the
-//   file; the HTML refers to /assets/... by absolute path.
+// - app/ (the coordinator's web pages) into dist/app/: index.html, play.html, admin.html, api.html,
+//   book.html, my.html and assets/ (catalog.js, play.js, admin.js, apiref.js, book.js, my.js,
+//   app.css, console.css, pages.css and their sourcemaps). The coordinator embeds dist/app/ at
+//   compile time and serves / → index.html, /play/<id> → play.html, /book/<id> → book.html,
+//   /my → my.html, /admin → admin.html, /admin/api → api.html, /assets/<file> → the file; the
+//   HTML refers to /assets/... by absolute path.
 // - the browser test pages under e2e/pages/ into dist/e2e/.
 // A file is written only when its content changed, and files no longer made are removed: the
 // coordinator's build script watches dist/app, so an unchanged build must leave it untouched
@@ -69,7 +70,10 @@ const app = await build({
         play: join(appDir, 'play.ts'),
         admin: join(appDir, 'admin.ts'),
         apiref: join(appDir, 'apiref.ts'),
+        book: join(appDir, 'book.ts'),
+        my: join(appDir, 'my.ts'),
         app: join(appDir, 'app.css'),
+        pages: join(appDir, 'pages.css'),
         console: join(appDir, 'console.css')
     },
     outdir: join(appOut, 'assets'),
@@ -83,7 +87,7 @@ const app = await build({
     write: false
 });
 const appFiles = outputs(app);
-for (const html of ['index.html', 'play.html', 'admin.html', 'api.html']) {
+for (const html of ['index.html', 'play.html', 'admin.html', 'api.html', 'book.html', 'my.html']) {
     appFiles.set(join(appOut, html), await readFile(join(appDir, html)));
 }
 const appChanged = await sync(appOut, appFiles);

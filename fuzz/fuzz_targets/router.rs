@@ -93,7 +93,12 @@ fuzz_target!(|ops: Vec<Op>| {
         }
         while let Some(out) = router.poll_output() {
             match out {
-                Output::Send { to, .. } => assert!(!closed.contains(&to), "sent to a closed connection"),
+                Output::Send { to, msg } => {
+                    assert!(!closed.contains(&to), "sent to a closed connection");
+                    let v: serde_json::Value =
+                        serde_json::from_str(&msg.to_json()).expect("what is sent is JSON");
+                    assert!(v["type"].is_string(), "what is sent has a type: {v}");
+                }
                 Output::Close { conn, reason, .. } => {
                     assert!(reason.len() <= 123);
                     assert!(closed.insert(conn), "closed twice");
@@ -107,7 +112,8 @@ fuzz_target!(|ops: Vec<Op>| {
 
 fn feed(router: &mut Router, now: Instant, c: ConnId, text: &str) {
     match ClientMessage::from_json(text) {
-        Ok(m) => router.message(now, c, m),
+        // As the shell does: with the text, so that relayed messages go out as it.
+        Ok(m) => router.message_text(now, c, m, text.into()),
         Err(e) => router.invalid(c, &e),
     }
 }

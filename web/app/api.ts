@@ -45,6 +45,12 @@ export interface Session {
     ended_by?: string | null;
     /** Only in the answer that created an anonymous user's session: its owner key (shown once). */
     owner_key?: string | null;
+    /** Only while queued, when it can be guessed: about how many seconds until it starts. */
+    estimated_wait_s?: number | null;
+    /** Only while queued: what it waits for, a free `slot` or its anonymous `address_limit`. */
+    queue_reason?: 'slot' | 'address_limit' | null;
+    /** With `queue_reason: address_limit`: the sessions an anonymous address may run at once. */
+    address_limit?: number | null;
 }
 
 /** A share link of a session (its secret only in the answer that created it). */

@@ -27,6 +27,7 @@ import { ApiError, api, errorMessage, getName, getSessionKey, getToken, setName,
 import { applyTranslations, languageSwitch, onLangChange, t } from './i18n';
 import { Room, type SessionUser } from './room';
 import { endReasonWords, sessionWords } from './words';
+import { waitText } from './waiting';
 
 const ACTIVITY_INTERVAL_MS = 10_000;
 /** From the offer and answer to a working connection takes a second or two, even through a
@@ -285,7 +286,8 @@ function render(): void {
         case 'queued':
             showOverlay({
                 headline: words,
-                detail: t('play.queuedDetail'),
+                // Why it waits and about how long (waiting.ts, the catalog's words).
+                detail: [t('play.queuedDetail'), waitText(s)].join(' '),
                 spinner: true
             });
             break;

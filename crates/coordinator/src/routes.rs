@@ -294,6 +294,16 @@ pub static ROUTES: &[Route] = &[
         on(m, web::play)
     }),
     page(
+        "/book/{id}",
+        "The booking page of a scheduled session: a countdown to its start",
+        |m| on(m, web::book),
+    ),
+    page(
+        "/my",
+        "My sessions: running, waiting, booked and recent, of this browser's user",
+        |m| on(m, web::my_sessions),
+    ),
+    page(
         "/admin",
         "The admin console (it asks for an admin token; the API checks every call)",
         |m| on(m, web::admin),

@@ -1,5 +1,6 @@
 //! The web pages, built from `web/app` and embedded in the binary (see `build.rs`): the catalog
-//! at `/`, the player page at `/play/{session id}`, the admin console at `/admin`, the API
+//! at `/`, the player page at `/play/{session id}`, the booking page at `/book/{session id}`,
+//! "My sessions" at `/my`, the admin console at `/admin`, the API
 //! reference at `/admin/api`, their files under `/assets/`.
 
 use axum::extract::Path;
@@ -17,6 +18,17 @@ pub(crate) async fn index() -> Response {
 /// The player page; the page reads the session id from its address.
 pub(crate) async fn play(_: Path<String>) -> Response {
     file("play.html")
+}
+
+/// The booking page of a scheduled session; the page reads the session id from its address.
+pub(crate) async fn book(_: Path<String>) -> Response {
+    file("book.html")
+}
+
+/// "My sessions": the sessions of this browser's user (the page reads them with the keys and
+/// token the browser holds).
+pub(crate) async fn my_sessions() -> Response {
+    file("my.html")
 }
 
 /// The admin console. The page itself is public (it holds nothing); it asks for an admin token

@@ -21,8 +21,7 @@
 //! flight, and the hard limit closes a player rather than lose one of its messages.
 
 use crate::metrics::LogGate;
-use crate::router::ConnId;
-use pxs_protocol::signalling::ServerMessage;
+use crate::router::{ConnId, Payload};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
 use tracing::{info, warn};
@@ -79,7 +78,7 @@ pub struct BacklogStats {
 #[derive(Debug)]
 struct Stall {
     since: Instant,
-    queue: VecDeque<Box<ServerMessage>>,
+    queue: VecDeque<Box<Payload>>,
     /// Players paused on this streamer's account.
     paused: BTreeSet<ConnId>,
     held: u64,
@@ -119,16 +118,12 @@ impl Backlog {
     }
 
     /// `msg` for `streamer` could not be queued (its queue is full), or `streamer` is stalled.
-    /// `from`: the player whose message the router was handling, if any; it is paused. Only a
-    /// relay of that player's own message ([`Held::is_relay`]) may be dropped (a candidate past
-    /// the ICE limit) or close it (at the hard limit): what the router itself tells the streamer
-    /// meanwhile (`playerConnected`, `playerDisconnected`, of that player or of another one) is
-    /// held whatever the count.
+    /// `from`: the player whose message this is, if it is a player's.
     pub fn hold(
         &mut self,
         now: Instant,
         streamer: ConnId,
-        msg: Box<ServerMessage>,
+        msg: Box<Payload>,
         from: Option<ConnId>,
     ) {
         let stall = self.stalls.entry(streamer).or_insert_with(|| {
@@ -150,18 +145,8 @@ impl Backlog {
             }
         });
         let held = stall.queue.len();
-        let from = match from {
-            Some(player) if !msg.is_relay() => {
-                if stall.paused.insert(player) {
-                    self.stats.players_paused += 1;
-                    self.actions.push_back(Action::Pause(player));
-                }
-                None
-            }
-            from => from,
-        };
         if let Some(player) = from {
-            if held >= self.limits.max && !matches!(*msg, ServerMessage::IceCandidate(_)) {
+            if held >= self.limits.max && !msg.is_ice_candidate() {
                 self.stats.players_closed += 1;
                 if let Some(suppressed) = self.logs.closed.admit(now) {
                     warn!(
@@ -180,7 +165,7 @@ impl Backlog {
                 self.stats.players_paused += 1;
                 self.actions.push_back(Action::Pause(player));
             }
-            if held >= self.limits.ice && matches!(*msg, ServerMessage::IceCandidate(_)) {
+            if held >= self.limits.ice && msg.is_ice_candidate() {
                 self.stats.ice_dropped += 1;
                 stall.ice_dropped += 1;
                 if let Some(suppressed) = self.logs.ice.admit(now) {
@@ -202,14 +187,14 @@ impl Backlog {
     }
 
     /// The next held message for `streamer`, to send now there is room.
-    pub fn pop(&mut self, streamer: ConnId) -> Option<Box<ServerMessage>> {
+    pub fn pop(&mut self, streamer: ConnId) -> Option<Box<Payload>> {
         let msg = self.stalls.get_mut(&streamer)?.queue.pop_front()?;
         self.stats.held -= 1;
         Some(msg)
     }
 
     /// A popped message that did not fit after all: first again.
-    pub fn unpop(&mut self, streamer: ConnId, msg: Box<ServerMessage>) {
+    pub fn unpop(&mut self, streamer: ConnId, msg: Box<Payload>) {
         if let Some(s) = self.stalls.get_mut(&streamer) {
             s.queue.push_front(msg);
             self.stats.held += 1;
@@ -275,54 +260,40 @@ impl Backlog {
     }
 }
 
-/// What the backlog reads of a message it holds.
-pub trait Held {
-    /// A relay of a peer's own message (an offer, an answer, a candidate, a data channel or layer
-    /// message), as opposed to one the router says itself (`playerConnected`,
-    /// `playerDisconnected`, `pong`, ...). The router sends a streamer these kinds only to relay
-    /// the message it is handling.
-    fn is_relay(&self) -> bool;
-}
-
-impl Held for pxs_protocol::signalling::ServerMessage {
-    fn is_relay(&self) -> bool {
-        use pxs_protocol::signalling::ServerMessage as M;
-        matches!(
-            self,
-            M::Offer(_)
-                | M::Answer(_)
-                | M::IceCandidate(_)
-                | M::LayerPreference(_)
-                | M::DataChannelRequest(_)
-                | M::PeerDataChannelsReady(_)
-                | M::PeerDataChannels(_)
-                | M::StreamerDataChannels(_)
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pxs_protocol::signalling::{IceCandidate, Offer, PlayerId};
+    use crate::router::RelayKind;
+    use axum::extract::ws::Utf8Bytes;
+    use pxs_protocol::signalling::{Offer, PlayerId, ServerMessage};
 
-    fn offer(n: usize) -> Box<ServerMessage> {
+    fn offer(n: usize) -> Box<Payload> {
         let v = serde_json::json!({"type":"offer","sdp":format!("o{n}"),"playerId":"Player0"});
-        Box::new(serde_json::from_value::<ServerMessage>(v).unwrap())
+        Box::new(Payload::Msg(serde_json::from_value(v).unwrap()))
     }
 
-    fn ice() -> Box<ServerMessage> {
+    fn ice() -> Box<Payload> {
         let v = serde_json::json!({"type":"iceCandidate","candidate":{"candidate":"c"},"playerId":"Player0"});
-        Box::new(serde_json::from_value::<ServerMessage>(v).unwrap())
+        Box::new(Payload::Msg(serde_json::from_value(v).unwrap()))
+    }
+
+    /// An ICE candidate relayed as its sender's text.
+    fn ice_text() -> Box<Payload> {
+        Box::new(Payload::Text {
+            kind: RelayKind::IceCandidate,
+            text: Utf8Bytes::from_static(
+                r#"{"playerId":"Player0","type":"iceCandidate","candidate":{"candidate":"c"}}"#,
+            ),
+        })
     }
 
     fn actions(b: &mut Backlog) -> Vec<Action> {
         std::iter::from_fn(|| b.poll_action()).collect()
     }
 
-    fn sdp(m: &ServerMessage) -> String {
+    fn sdp(m: &Payload) -> String {
         match m {
-            ServerMessage::Offer(Offer { sdp, .. }) => sdp.clone(),
+            Payload::Msg(ServerMessage::Offer(Offer { sdp, .. })) => sdp.clone(),
             other => panic!("not an offer: {other:?}"),
         }
     }
@@ -366,15 +337,15 @@ mod tests {
         let now = Instant::now();
         let mut b = Backlog::new(BacklogLimits { ice: 2, max: 100 });
         b.hold(now, S, ice(), Some(P));
-        b.hold(now, S, ice(), Some(P));
+        b.hold(now, S, ice_text(), Some(P));
         b.hold(now, S, ice(), Some(P));
         b.hold(now, S, offer(0), Some(P));
-        b.hold(now, S, ice(), Some(P));
+        b.hold(now, S, ice_text(), Some(P));
         assert_eq!(b.held(S), 3);
         assert_eq!(b.stats().ice_dropped, 2);
         assert_eq!(actions(&mut b), vec![Action::Pause(P)]);
         let kinds: Vec<bool> = std::iter::from_fn(|| b.pop(S))
-            .map(|m| matches!(*m, ServerMessage::IceCandidate(IceCandidate { .. })))
+            .map(|m| m.is_ice_candidate())
             .collect();
         assert_eq!(kinds, [true, true, false]);
     }
@@ -391,58 +362,13 @@ mod tests {
         let gone = ServerMessage::PlayerDisconnected {
             player_id: PlayerId("Player1".into()),
         };
-        b.hold(now, S, Box::new(gone), None);
+        b.hold(now, S, Box::new(Payload::Msg(gone)), None);
         assert_eq!(b.held(S), 3);
         assert_eq!(b.stats().players_closed, 1);
         // An ICE candidate at the limit is dropped, its sender kept.
         b.hold(now, S, ice(), Some(P));
         assert_eq!(actions(&mut b), vec![]);
         assert_eq!(b.stats().ice_dropped, 1);
-    }
-
-    /// The `type` of each message held for `streamer`, in order, taking them out.
-    fn drain(b: &mut Backlog, streamer: ConnId) -> Vec<String> {
-        std::iter::from_fn(|| b.pop(streamer))
-            .map(|m| {
-                let v: serde_json::Value = serde_json::from_str(&m.to_json()).unwrap();
-                v["type"].as_str().unwrap().to_owned()
-            })
-            .collect()
-    }
-
-    /// A player's `unsubscribe` (or a control change, a kick) makes the router tell the stalled
-    /// streamer `playerDisconnected` (of it or of another player) while it handles that player's
-    /// message: the router's own, held past the hard limit; the player is paused, not closed.
-    #[test]
-    fn the_routers_own_messages_on_a_players_account_are_held_past_the_limit() {
-        let now = Instant::now();
-        let mut b = Backlog::new(BacklogLimits { ice: 1, max: 2 });
-        b.hold(now, S, offer(0), Some(Q));
-        b.hold(now, S, offer(1), Some(Q));
-        actions(&mut b);
-        let gone = |n: &str| ServerMessage::PlayerDisconnected {
-            player_id: PlayerId(n.into()),
-        };
-        let back = ServerMessage::PlayerConnected {
-            player_id: PlayerId("Player3".into()),
-            data_channel: true,
-            sfu: false,
-        };
-        b.hold(now, S, Box::new(gone("Player2").into()), Some(P));
-        b.hold(now, S, Box::new(gone("Player3").into()), Some(P));
-        b.hold(now, S, Box::new(back.into()), Some(P));
-        assert_eq!(actions(&mut b), vec![Action::Pause(P)]);
-        assert_eq!(b.stats().players_closed, 0);
-        assert_eq!(
-            drain(&mut b, S),
-            [
-                "offer",
-                "offer",
-                "playerDisconnected",
-                "playerDisconnected",
-                "playerConnected"
-            ]
-        );
     }
 
     #[test]

@@ -25,6 +25,7 @@
 use crate::metrics::LogGate;
 use crate::turn::{self, TurnConfig};
 use crate::users::{self, Command as UserCommand, Joining, Users};
+use axum::extract::ws::Utf8Bytes;
 use pxs_protocol::signalling::{
     Answer, ChatLine, ClientMessage, ControlAction, IceCandidate, MessageError, PROTOCOL_VERSION,
     PlayerId, Relay, ServerMessage, SessionUser,
@@ -143,7 +144,7 @@ impl Default for RouterConfig {
 pub enum Output {
     Send {
         to: ConnId,
-        msg: ServerMessage,
+        msg: Payload,
     },
     /// Close the connection. `code: None` sends a close frame without a status (the peer sees
     /// 1005), as Epic's server does when a streamer goes away. The router has already forgotten
@@ -153,6 +154,61 @@ pub enum Output {
         code: Option<u16>,
         reason: String,
     },
+}
+
+/// A message for a connection, as the router hands it to the shell.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Payload {
+    /// A message the router built, or changed on its way.
+    Msg(ServerMessage),
+    /// A relayed message that goes out as its sender wrote it: the router changed nothing in it,
+    /// or only added the sender's `playerId` in front (see [`Router::message_text`]). Nothing
+    /// is parsed back or serialized again: the 3 KB of an SDP are not escaped once more.
+    Text { kind: RelayKind, text: Utf8Bytes },
+}
+
+/// What a [`Payload::Text`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayKind {
+    Offer,
+    Answer,
+    IceCandidate,
+}
+
+impl Payload {
+    /// An ICE candidate (the one kind of message a stalled streamer may lose; see
+    /// [`crate::backpressure`]).
+    pub fn is_ice_candidate(&self) -> bool {
+        matches!(
+            self,
+            Payload::Msg(ServerMessage::IceCandidate(_))
+                | Payload::Text {
+                    kind: RelayKind::IceCandidate,
+                    ..
+                }
+        )
+    }
+
+    /// The frame's text.
+    pub fn into_text(self) -> Utf8Bytes {
+        match self {
+            Payload::Msg(m) => Utf8Bytes::from(m.to_json()),
+            Payload::Text { text, .. } => text,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        match self {
+            Payload::Msg(m) => m.to_json(),
+            Payload::Text { text, .. } => text.as_str().to_owned(),
+        }
+    }
+}
+
+impl From<ServerMessage> for Payload {
+    fn from(m: ServerMessage) -> Self {
+        Payload::Msg(m)
+    }
 }
 
 /// What happened in the session, for a program that embeds it and watches (the session server
@@ -546,6 +602,24 @@ impl Router {
 
     /// A parsed message from a connection.
     pub fn message(&mut self, now: Instant, conn: ConnId, msg: ClientMessage) {
+        self.handle(now, conn, msg, None)
+    }
+
+    /// As [`Router::message`], with the text `msg` was parsed from. An offer, answer or ICE
+    /// candidate that the router relays unchanged (a streamer's to its player), or changes only
+    /// by adding the sender's `playerId` (a player's to its streamer), then goes out as this
+    /// text ([`Payload::Text`]) instead of being serialized again.
+    pub fn message_text(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        msg: ClientMessage,
+        text: Utf8Bytes,
+    ) {
+        self.handle(now, conn, msg, Some(text))
+    }
+
+    fn handle(&mut self, now: Instant, conn: ConnId, msg: ClientMessage, text: Option<Utf8Bytes>) {
         self.now = Some(now);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
@@ -597,15 +671,26 @@ impl Router {
                 self.user_command(conn, "kick", UserCommand::Kick(player_id))
             }
 
-            // A streamer talks to one of its players.
+            // A streamer talks to one of its players, as it wrote (`playerId` kept, as Epic's
+            // server does).
             (Role::Streamer, ClientMessage::Offer(m)) => {
-                self.send_to_player(conn, m.player_id.clone(), ServerMessage::Offer(m))
+                let pid = m.player_id.clone();
+                let msg = unchanged(ServerMessage::Offer(m), RelayKind::Offer, text);
+                self.send_to_player(conn, pid, msg)
             }
             (Role::Streamer, ClientMessage::Answer(m)) => {
-                self.send_to_player(conn, m.player_id.clone(), ServerMessage::Answer(m))
+                let pid = m.player_id.clone();
+                let msg = unchanged(ServerMessage::Answer(m), RelayKind::Answer, text);
+                self.send_to_player(conn, pid, msg)
             }
             (Role::Streamer, ClientMessage::IceCandidate(m)) => {
-                self.send_to_player(conn, m.player_id.clone(), ServerMessage::IceCandidate(m))
+                let pid = m.player_id.clone();
+                let msg = unchanged(
+                    ServerMessage::IceCandidate(m),
+                    RelayKind::IceCandidate,
+                    text,
+                );
+                self.send_to_player(conn, pid, msg)
             }
             (Role::Streamer, ClientMessage::DisconnectPlayer { player_id, reason }) => {
                 self.kick(conn, &player_id, reason.as_deref().unwrap_or(""))
@@ -637,20 +722,29 @@ impl Router {
             // A player talks to its streamer (auto-subscribing in browser-offer mode).
             (Role::Player, ClientMessage::Offer(mut m)) => {
                 if let Some((to, pid)) = self.player_target(conn, true) {
-                    m.player_id = Some(pid);
-                    self.send(to, ServerMessage::Offer(m));
+                    let msg = stamped(text, &pid, RelayKind::Offer).unwrap_or_else(|| {
+                        m.player_id = Some(pid);
+                        Payload::Msg(ServerMessage::Offer(m))
+                    });
+                    self.send(to, msg);
                 }
             }
             (Role::Player, ClientMessage::Answer(mut m)) => {
                 if let Some((to, pid)) = self.player_target(conn, true) {
-                    m.player_id = Some(pid);
-                    self.send(to, ServerMessage::Answer(m));
+                    let msg = stamped(text, &pid, RelayKind::Answer).unwrap_or_else(|| {
+                        m.player_id = Some(pid);
+                        Payload::Msg(ServerMessage::Answer(m))
+                    });
+                    self.send(to, msg);
                 }
             }
             (Role::Player, ClientMessage::IceCandidate(mut m)) => {
                 if let Some((to, pid)) = self.player_target(conn, true) {
-                    m.player_id = Some(pid);
-                    self.send(to, ServerMessage::IceCandidate(m));
+                    let msg = stamped(text, &pid, RelayKind::IceCandidate).unwrap_or_else(|| {
+                        m.player_id = Some(pid);
+                        Payload::Msg(ServerMessage::IceCandidate(m))
+                    });
+                    self.send(to, msg);
                 }
             }
             (Role::Player, ClientMessage::LayerPreference(mut m)) => {
@@ -810,8 +904,11 @@ impl Router {
 
     // ----- internals -----
 
-    fn send(&mut self, to: ConnId, msg: ServerMessage) {
-        self.outputs.push_back(Output::Send { to, msg });
+    fn send(&mut self, to: ConnId, msg: impl Into<Payload>) {
+        self.outputs.push_back(Output::Send {
+            to,
+            msg: msg.into(),
+        });
     }
 
     /// The `config` message for `conn` at `now`: the peer connection options, with credentials
@@ -876,7 +973,7 @@ impl Router {
     }
 
     /// Streamer (or SFU) → one of its players.
-    fn send_to_player(&mut self, from: ConnId, pid: Option<PlayerId>, msg: ServerMessage) {
+    fn send_to_player(&mut self, from: ConnId, pid: Option<PlayerId>, msg: impl Into<Payload>) {
         match self.subscriber_of(from, pid.as_ref()) {
             Some(p) => self.send(p, msg),
             None => debug!(
@@ -1390,6 +1487,39 @@ fn chat_line(l: users::ChatLine) -> ChatLine {
         text: l.text,
         at: l.at_ms,
     }
+}
+
+/// A relayed message that goes out unchanged: as its sender's `text` when there is one.
+fn unchanged(msg: ServerMessage, kind: RelayKind, text: Option<Utf8Bytes>) -> Payload {
+    match text {
+        Some(text) => Payload::Text { kind, text },
+        None => Payload::Msg(msg),
+    }
+}
+
+/// A player's relayed message with its `playerId` added: its `text` with `"playerId":"<pid>",`
+/// spliced in after the opening brace. `None` (serialize the message instead) when there is no
+/// text, or when the text may already name a `playerId` at any depth, even with a null value or
+/// spelled with `\u` escapes: a receiver's `JSON.parse` keeps the last of two equal keys, so
+/// the one we add would not be the one read.
+fn stamped(text: Option<Utf8Bytes>, pid: &PlayerId, kind: RelayKind) -> Option<Payload> {
+    let text = text?;
+    let s = text.as_str();
+    if s.contains("playerId") || s.contains("\\u") {
+        return None;
+    }
+    let body = s.trim_start().strip_prefix('{')?;
+    // A relayed message has at least its `type`: something follows the brace.
+    let pid = serde_json::to_string(pid.as_str()).expect("a string serializes");
+    let mut out = String::with_capacity(s.len() + pid.len() + 13);
+    out.push_str("{\"playerId\":");
+    out.push_str(&pid);
+    out.push(',');
+    out.push_str(body);
+    Some(Payload::Text {
+        kind,
+        text: Utf8Bytes::from(out),
+    })
 }
 
 fn stamp(mut m: Relay, pid: PlayerId) -> Relay {

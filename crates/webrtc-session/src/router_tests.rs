@@ -10,6 +10,9 @@ struct H {
     router: Router,
     now: Instant,
     next: u64,
+    /// Messages go in with their text, as the shell gives them ([`Router::message_text`]);
+    /// `false`: parsed only ([`Router::message`]), so every relayed message is serialized.
+    texts: bool,
 }
 
 impl H {
@@ -22,6 +25,7 @@ impl H {
             router: Router::new(config),
             now: Instant::now(),
             next: 0,
+            texts: true,
         }
     }
 
@@ -50,14 +54,12 @@ impl H {
     }
 
     fn send(&mut self, conn: ConnId, v: Value) {
-        match ClientMessage::from_json(&v.to_string()) {
-            Ok(msg) => self.router.message(self.now, conn, msg),
-            Err(e) => self.router.invalid(conn, &e),
-        }
+        self.send_text(conn, &v.to_string())
     }
 
     fn send_text(&mut self, conn: ConnId, text: &str) {
         match ClientMessage::from_json(text) {
+            Ok(msg) if self.texts => self.router.message_text(self.now, conn, msg, text.into()),
             Ok(msg) => self.router.message(self.now, conn, msg),
             Err(e) => self.router.invalid(conn, &e),
         }
@@ -318,6 +320,112 @@ fn the_default_player_flow_relays_offer_answer_and_candidates() {
             json!({"type":"iceCandidate","candidate":cand,"playerId":"Player0"})
         )]
     );
+}
+
+#[test]
+fn relayed_messages_go_out_as_their_senders_text_with_a_players_id_added() {
+    let mut h = H::new();
+    let s = h.streamer("S");
+    let p = h.player("S");
+    let raw = |h: &mut H| -> Vec<(ConnId, Payload)> {
+        std::iter::from_fn(|| h.router.poll_output())
+            .map(|o| match o {
+                Output::Send { to, msg } => (to, msg),
+                other => panic!("not a send: {other:?}"),
+            })
+            .collect()
+    };
+    // A streamer's offer goes out byte for byte, spacing, escapes and field order included.
+    let offer = "{ \"sdp\" : \"v=0\\r\\n\\u0041\", \"type\":\"offer\",\"playerId\":\"Player0\",\"x\":[1.50]}";
+    h.send_text(s, offer);
+    assert_eq!(
+        raw(&mut h),
+        vec![(
+            p,
+            Payload::Text {
+                kind: RelayKind::Offer,
+                text: offer.into()
+            }
+        )]
+    );
+    // A player's candidate gets its id in front, and is otherwise as sent.
+    let cand = r#"{"type":"iceCandidate","candidate":{"candidate":"c","sdpMid":"0"},"at":7}"#;
+    h.send_text(p, cand);
+    let out = raw(&mut h);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, s);
+    assert!(out[0].1.is_ice_candidate());
+    assert_eq!(
+        out[0].1.to_json(),
+        format!(r#"{{"playerId":"Player0",{}"#, &cand[1..])
+    );
+}
+
+#[test]
+fn a_players_message_that_may_name_a_player_id_gets_ours_alone() {
+    // Null, escaped or nested: the text could make a receiver read another `playerId` than
+    // ours, so the message is serialized instead, with ours.
+    for text in [
+        r#"{"type":"iceCandidate","candidate":{"candidate":"c"},"playerId":null}"#,
+        r#"{"type":"iceCandidate","candidate":{"candidate":"c"},"player\u0049d":"Player9"}"#,
+        r#"{"type":"iceCandidate","candidate":{"candidate":"c","playerId":"Player9"}}"#,
+        r#"{"type":"answer","sdp":"s","playerId":"Player9"}"#,
+    ] {
+        let mut h = H::new();
+        let s = h.streamer("S");
+        let p = h.player("S");
+        h.send_text(p, text);
+        let out = h.drain();
+        assert_eq!(out.len(), 1, "{text}: {out:?}");
+        assert_eq!(out[0].0, s);
+        assert_eq!(out[0].1["playerId"], "Player0", "{text}: {out:?}");
+    }
+}
+
+#[test]
+fn relayed_messages_read_the_same_as_text_or_serialized() {
+    let run = |texts: bool| {
+        let mut h = H::new();
+        h.texts = texts;
+        let s = h.streamer("S");
+        let p = h.player("S");
+        let mut seen = Vec::new();
+        let cand = json!({"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"u"});
+        for (from, v) in [
+            (
+                s,
+                json!({"type":"offer","sdp":"v=0\r\n\"q\"\u{e9}","playerId":"Player0","sfu":false,"x":{"y":[1,"z"]}}),
+            ),
+            (
+                s,
+                json!({"type":"iceCandidate","candidate":cand,"playerId":"Player0","bt":12}),
+            ),
+            (
+                s,
+                json!({"type":"answer","sdp":"a","playerId":"Player0","minBitrateBps":1}),
+            ),
+            (
+                s,
+                json!({"type":"offer","sdp":"to nobody","playerId":"Player7"}),
+            ),
+            (
+                p,
+                json!({"type":"answer","sdp":"v=0\r\n","minBitrateBps":0,"maxBitrateBps":0}),
+            ),
+            (
+                p,
+                json!({"type":"iceCandidate","candidate":cand,"at":1,"bt":2}),
+            ),
+            (p, json!({"type":"offer","sdp":"o","multiplex":true})),
+        ] {
+            h.send(from, v);
+            seen.extend(h.drain());
+        }
+        seen
+    };
+    let text = run(true);
+    assert_eq!(text.len(), 6);
+    assert_eq!(text, run(false));
 }
 
 #[test]

@@ -15,7 +15,7 @@
 use crate::backpressure::{Action, Backlog, BacklogLimits};
 use crate::metrics::{LogGate, Stats};
 use crate::router::{
-    ConnId, Output, PlayerIdentity, Role, Router, RouterConfig, SessionEvent, close_code,
+    ConnId, Output, Payload, PlayerIdentity, Role, Router, RouterConfig, SessionEvent, close_code,
 };
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
@@ -92,7 +92,7 @@ impl Limits {
 /// What the router hands a connection. Boxed so that the queue's slots stay small: tokio
 /// allocates a block of them per idle connection.
 enum Outbound {
-    Msg(Box<ServerMessage>),
+    Msg(Box<Payload>),
     Close(Box<(Option<u16>, String)>),
     /// Stop (`true`) or start again (`false`) reading the peer: a player feeding a stalled
     /// streamer.
@@ -113,6 +113,8 @@ enum Event {
     Message {
         conn: ConnId,
         msg: ClientMessage,
+        /// The frame's text, for a message the router may relay as it came.
+        text: Option<Utf8Bytes>,
     },
     Invalid {
         conn: ConnId,
@@ -397,8 +399,8 @@ impl Signalling {
                         Some(Ok(Message::Binary(bytes))) if bytes.len() > max_message_size => {
                             Event::Oversized { conn, size: bytes.len(), limit: max_message_size }
                         }
-                        Some(Ok(Message::Text(text))) => parse(conn, text.as_str()),
-                        Some(Ok(Message::Binary(bytes))) => match std::str::from_utf8(&bytes) {
+                        Some(Ok(Message::Text(text))) => parse(conn, text),
+                        Some(Ok(Message::Binary(bytes))) => match Utf8Bytes::try_from(bytes) {
                             Ok(text) => parse(conn, text),
                             Err(_) => Event::Invalid {
                                 conn,
@@ -440,9 +442,21 @@ impl Signalling {
     }
 }
 
-fn parse(conn: ConnId, text: &str) -> Event {
-    match ClientMessage::from_json(text) {
-        Ok(msg) => Event::Message { conn, msg },
+/// Parses a frame. The text of a message the router may relay (an offer, an answer, an ICE
+/// candidate) goes along: it is sent on as it came, without serializing the message again.
+fn parse(conn: ConnId, text: Utf8Bytes) -> Event {
+    match ClientMessage::from_json(text.as_str()) {
+        Ok(msg) => {
+            let relayed = matches!(
+                msg,
+                ClientMessage::Offer(_) | ClientMessage::Answer(_) | ClientMessage::IceCandidate(_)
+            );
+            Event::Message {
+                conn,
+                msg,
+                text: relayed.then_some(text),
+            }
+        }
         Err(error) => Event::Invalid { conn, error },
     }
 }
@@ -458,7 +472,7 @@ enum Burst {
 /// system call instead of one per message. A pause met on the way is applied to `paused`.
 async fn write_burst(
     ws: &mut WebSocket,
-    first: Box<ServerMessage>,
+    first: Box<Payload>,
     outbound: &mut mpsc::Receiver<Outbound>,
     paused: &mut bool,
     limit: Duration,
@@ -466,7 +480,7 @@ async fn write_burst(
     let mut next = Some(first);
     let mut then = Burst::Written;
     while let Some(msg) = next.take() {
-        let text = Utf8Bytes::from(msg.to_json());
+        let text = (*msg).into_text();
         if !matches!(
             tokio::time::timeout(limit, ws.feed(Message::Text(text))).await,
             Ok(Ok(()))
@@ -631,9 +645,12 @@ async fn run_router(
                         _ => router.connect(now, conn, role, remote),
                     }
                 }
-                Event::Message { conn, msg } => {
+                Event::Message { conn, msg, text } => {
                     origin = Some(conn);
-                    router.message(now, conn, msg)
+                    match text {
+                        Some(text) => router.message_text(now, conn, msg, text),
+                        None => router.message(now, conn, msg),
+                    }
                 }
                 Event::Invalid { conn, error } => router.invalid(conn, &error),
                 Event::TooBig { conn, limit } => {
@@ -778,7 +795,7 @@ impl Shell {
         router: &mut Router,
         now: Instant,
         to: ConnId,
-        msg: Box<ServerMessage>,
+        msg: Box<Payload>,
         origin: Option<ConnId>,
     ) {
         let from = origin.filter(|o| self.peers.get(o).is_some_and(|p| p.role == Role::Player));
