@@ -1,19 +1,7 @@
 // What the pages say about titles and sessions, in plain words, in the page's language (i18n.ts).
 // Pure functions, no DOM.
-import type { Availability, Session } from './api';
+import type { Session } from './api';
 import { getLang, messages, t, type Key } from './i18n';
-
-export type Tone = 'ok' | 'busy' | 'off';
-
-/** "2 free slots", "all busy — 3 waiting", "no server online". */
-export function availabilityWords(a: Availability | undefined): { text: string; tone: Tone } {
-    if (!a || a.nodes <= 0) return { text: 'no server online', tone: 'off' };
-    if (a.free_slots > 0) {
-        return { text: `${a.free_slots} free slot${a.free_slots === 1 ? '' : 's'}`, tone: 'ok' };
-    }
-    if (a.queued > 0) return { text: `all busy — ${a.queued} waiting`, tone: 'busy' };
-    return { text: 'all busy — nobody waiting', tone: 'busy' };
-}
 
 /** Who ended a session, for the words of a `stopped` end: the session's `ended_by` (`owner`,
  *  `admin`, or none) and the caller's `role` in it (`owner` for its creator). */
