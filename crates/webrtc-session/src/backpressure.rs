@@ -118,7 +118,11 @@ impl Backlog {
     }
 
     /// `msg` for `streamer` could not be queued (its queue is full), or `streamer` is stalled.
-    /// `from`: the player whose message this is, if it is a player's.
+    /// `from`: the player whose message the router was handling, if any; it is paused. Only a
+    /// relay of that player's own message ([`Held::is_relay`]) may be dropped (a candidate past
+    /// the ICE limit) or close it (at the hard limit): what the router itself tells the streamer
+    /// meanwhile (`playerConnected`, `playerDisconnected`, of that player or of another one) is
+    /// held whatever the count.
     pub fn hold(
         &mut self,
         now: Instant,
@@ -145,6 +149,16 @@ impl Backlog {
             }
         });
         let held = stall.queue.len();
+        let from = match from {
+            Some(player) if !msg.is_relay() => {
+                if stall.paused.insert(player) {
+                    self.stats.players_paused += 1;
+                    self.actions.push_back(Action::Pause(player));
+                }
+                None
+            }
+            from => from,
+        };
         if let Some(player) = from {
             if held >= self.limits.max && !msg.is_ice_candidate() {
                 self.stats.players_closed += 1;
@@ -260,6 +274,42 @@ impl Backlog {
     }
 }
 
+/// What the backlog reads of a message it holds.
+pub trait Held {
+    /// A relay of a peer's own message (an offer, an answer, a candidate, a data channel or layer
+    /// message), as opposed to one the router says itself (`playerConnected`,
+    /// `playerDisconnected`, `pong`, ...). The router sends a streamer these kinds only to relay
+    /// the message it is handling.
+    fn is_relay(&self) -> bool;
+}
+
+impl Held for pxs_protocol::signalling::ServerMessage {
+    fn is_relay(&self) -> bool {
+        use pxs_protocol::signalling::ServerMessage as M;
+        matches!(
+            self,
+            M::Offer(_)
+                | M::Answer(_)
+                | M::IceCandidate(_)
+                | M::LayerPreference(_)
+                | M::DataChannelRequest(_)
+                | M::PeerDataChannelsReady(_)
+                | M::PeerDataChannels(_)
+                | M::StreamerDataChannels(_)
+        )
+    }
+}
+
+impl Held for Payload {
+    fn is_relay(&self) -> bool {
+        match self {
+            Payload::Msg(m) => m.is_relay(),
+            // Only offers, answers and candidates go as text, and only as relays.
+            Payload::Text { .. } => true,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,6 +419,51 @@ mod tests {
         b.hold(now, S, ice(), Some(P));
         assert_eq!(actions(&mut b), vec![]);
         assert_eq!(b.stats().ice_dropped, 1);
+    }
+
+    /// The `type` of each message held for `streamer`, in order, taking them out.
+    fn drain(b: &mut Backlog, streamer: ConnId) -> Vec<String> {
+        std::iter::from_fn(|| b.pop(streamer))
+            .map(|m| {
+                let v: serde_json::Value = serde_json::from_str(&m.to_json()).unwrap();
+                v["type"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    }
+
+    /// A player's `unsubscribe` (or a control change, a kick) makes the router tell the stalled
+    /// streamer `playerDisconnected` (of it or of another player) while it handles that player's
+    /// message: the router's own, held past the hard limit; the player is paused, not closed.
+    #[test]
+    fn the_routers_own_messages_on_a_players_account_are_held_past_the_limit() {
+        let now = Instant::now();
+        let mut b = Backlog::new(BacklogLimits { ice: 1, max: 2 });
+        b.hold(now, S, offer(0), Some(Q));
+        b.hold(now, S, offer(1), Some(Q));
+        actions(&mut b);
+        let gone = |n: &str| ServerMessage::PlayerDisconnected {
+            player_id: PlayerId(n.into()),
+        };
+        let back = ServerMessage::PlayerConnected {
+            player_id: PlayerId("Player3".into()),
+            data_channel: true,
+            sfu: false,
+        };
+        b.hold(now, S, Box::new(gone("Player2").into()), Some(P));
+        b.hold(now, S, Box::new(gone("Player3").into()), Some(P));
+        b.hold(now, S, Box::new(back.into()), Some(P));
+        assert_eq!(actions(&mut b), vec![Action::Pause(P)]);
+        assert_eq!(b.stats().players_closed, 0);
+        assert_eq!(
+            drain(&mut b, S),
+            [
+                "offer",
+                "offer",
+                "playerDisconnected",
+                "playerDisconnected",
+                "playerConnected"
+            ]
+        );
     }
 
     #[test]
