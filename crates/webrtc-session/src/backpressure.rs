@@ -17,11 +17,16 @@
 //! ```
 //!
 //! Offers, answers and the router's own messages (`playerConnected`, `playerDisconnected`) are
-//! never dropped: while players are paused, what can be held is bounded by what was already in
-//! flight, and the hard limit closes a player rather than lose one of its messages.
+//! not dropped, with one exception: a `playerDisconnected` of a player whose `playerConnected` is
+//! still held takes that and the player's held messages away with it (the streamer never knew of
+//! it). The players and SFUs feeding a stalled streamer are paused, so little more than what was
+//! already in flight is held on their account, and the hard limit closes a player rather than lose
+//! one of its messages; the rest (the router's own, churning players' connections) is bounded by
+//! the total limit, past which the streamer is closed as gone.
 
 use crate::metrics::LogGate;
 use crate::router::{ConnId, Payload};
+use pxs_protocol::signalling::PlayerId;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
 use tracing::{info, warn};
@@ -34,6 +39,10 @@ pub struct BacklogLimits {
     /// At this many held messages, a player whose message would be held is closed instead. The
     /// router's own messages (and an SFU's) are held past it.
     pub max: usize,
+    /// At this many held messages in all, the streamer is closed as gone (1001): one that takes
+    /// nothing while that much piles up for it is not coming back, and the server's memory is not
+    /// its buffer.
+    pub total: usize,
 }
 
 impl Default for BacklogLimits {
@@ -41,6 +50,7 @@ impl Default for BacklogLimits {
         BacklogLimits {
             ice: 1024,
             max: 16 * 1024,
+            total: 32 * 1024,
         }
     }
 }
@@ -54,6 +64,8 @@ pub enum Action {
     Resume(ConnId),
     /// Close this player (1013): its streamer's backlog is full.
     Close(ConnId),
+    /// Close this stalled streamer as gone (1001): its backlog reached the total limit.
+    CloseStreamer(ConnId),
 }
 
 /// The backlog's counters; see [`crate::metrics::Stats`].
@@ -73,6 +85,8 @@ pub struct BacklogStats {
     pub ice_dropped: u64,
     /// Players closed at the hard limit.
     pub players_closed: u64,
+    /// Stalled streamers closed at the total limit.
+    pub streamers_closed: u64,
 }
 
 #[derive(Debug)]
@@ -91,6 +105,7 @@ struct Logs {
     ice: LogGate,
     closed: LogGate,
     resumed: LogGate,
+    gone: LogGate,
 }
 
 /// The held messages of every stalled streamer of a session.
@@ -149,6 +164,22 @@ impl Backlog {
             }
         });
         let held = stall.queue.len();
+        // A player that came and went while the streamer was not reading: the streamer never
+        // heard of it, so it hears nothing of it.
+        if let Some((pid, false)) = msg.presence()
+            && let Some(at) = stall
+                .queue
+                .iter()
+                .rposition(|m| m.presence() == Some((pid, true)))
+        {
+            let tail = stall.queue.split_off(at);
+            let before = tail.len();
+            stall
+                .queue
+                .extend(tail.into_iter().skip(1).filter(|m| !m.concerns(pid)));
+            self.stats.held -= (before - (stall.queue.len() - at)) as u64;
+            return;
+        }
         let from = match from {
             Some(player) if !msg.is_relay() => {
                 if stall.paused.insert(player) {
@@ -198,6 +229,30 @@ impl Backlog {
         stall.held += 1;
         self.stats.held_total += 1;
         self.stats.held += 1;
+        if stall.queue.len() == self.limits.total {
+            self.stats.streamers_closed += 1;
+            if let Some(suppressed) = self.logs.gone.admit(now) {
+                warn!(
+                    conn = streamer.0,
+                    held = self.limits.total,
+                    stalled_ms = now.saturating_duration_since(stall.since).as_millis() as u64,
+                    suppressed,
+                    "stalled streamer closed as gone: it took nothing while its backlog reached the total limit"
+                );
+            }
+            self.actions.push_back(Action::CloseStreamer(streamer));
+        }
+    }
+
+    /// `conn` (an SFU) sent what was just held for `streamer`: it is paused like a player, but
+    /// its messages are neither dropped nor refused (it carries many players).
+    pub fn pause_for(&mut self, streamer: ConnId, conn: ConnId) {
+        if let Some(stall) = self.stalls.get_mut(&streamer)
+            && stall.paused.insert(conn)
+        {
+            self.stats.players_paused += 1;
+            self.actions.push_back(Action::Pause(conn));
+        }
     }
 
     /// The next held message for `streamer`, to send now there is room.
@@ -281,6 +336,10 @@ pub trait Held {
     /// `playerDisconnected`, `pong`, ...). The router sends a streamer these kinds only to relay
     /// the message it is handling.
     fn is_relay(&self) -> bool;
+    /// `playerConnected` (`true`) or `playerDisconnected` (`false`) of a player.
+    fn presence(&self) -> Option<(&PlayerId, bool)>;
+    /// Whether the message is about player `pid` (its relayed message, its presence).
+    fn concerns(&self, pid: &PlayerId) -> bool;
 }
 
 impl Held for pxs_protocol::signalling::ServerMessage {
@@ -298,6 +357,30 @@ impl Held for pxs_protocol::signalling::ServerMessage {
                 | M::StreamerDataChannels(_)
         )
     }
+
+    fn presence(&self) -> Option<(&PlayerId, bool)> {
+        use pxs_protocol::signalling::ServerMessage as M;
+        match self {
+            M::PlayerConnected { player_id, .. } => Some((player_id, true)),
+            M::PlayerDisconnected { player_id } => Some((player_id, false)),
+            _ => None,
+        }
+    }
+
+    fn concerns(&self, pid: &PlayerId) -> bool {
+        use pxs_protocol::signalling::ServerMessage as M;
+        let of = match self {
+            M::Offer(m) => m.player_id.as_ref(),
+            M::Answer(m) => m.player_id.as_ref(),
+            M::IceCandidate(m) => m.player_id.as_ref(),
+            M::LayerPreference(m) => m.player_id.as_ref(),
+            M::DataChannelRequest(m) | M::PeerDataChannelsReady(m) => m.player_id.as_ref(),
+            M::PeerDataChannels(m) => Some(&m.player_id),
+            M::StreamerDataChannels(m) => m.sfu_id.as_ref(),
+            _ => self.presence().map(|(p, _)| p),
+        };
+        of == Some(pid)
+    }
 }
 
 impl Held for Payload {
@@ -306,6 +389,25 @@ impl Held for Payload {
             Payload::Msg(m) => m.is_relay(),
             // Only offers, answers and candidates go as text, and only as relays.
             Payload::Text { .. } => true,
+        }
+    }
+
+    fn presence(&self) -> Option<(&PlayerId, bool)> {
+        match self {
+            Payload::Msg(m) => m.presence(),
+            Payload::Text { .. } => None,
+        }
+    }
+
+    fn concerns(&self, pid: &PlayerId) -> bool {
+        match self {
+            Payload::Msg(m) => m.concerns(pid),
+            // A player's relayed text starts with the `playerId` the router stamped on it.
+            Payload::Text { text, .. } => text
+                .as_str()
+                .strip_prefix("{\"playerId\":")
+                .and_then(|rest| rest.strip_prefix(&serde_json::to_string(pid.as_str()).ok()?))
+                .is_some_and(|rest| rest.starts_with(',')),
         }
     }
 }
@@ -385,7 +487,11 @@ mod tests {
     #[test]
     fn past_the_ice_limit_ice_candidates_are_dropped_and_offers_kept() {
         let now = Instant::now();
-        let mut b = Backlog::new(BacklogLimits { ice: 2, max: 100 });
+        let mut b = Backlog::new(BacklogLimits {
+            ice: 2,
+            max: 100,
+            ..Default::default()
+        });
         b.hold(now, S, ice(), Some(P));
         b.hold(now, S, ice_text(), Some(P));
         b.hold(now, S, ice(), Some(P));
@@ -403,7 +509,11 @@ mod tests {
     #[test]
     fn at_the_hard_limit_a_players_message_closes_the_player_and_the_routers_own_are_kept() {
         let now = Instant::now();
-        let mut b = Backlog::new(BacklogLimits { ice: 1, max: 2 });
+        let mut b = Backlog::new(BacklogLimits {
+            ice: 1,
+            max: 2,
+            ..Default::default()
+        });
         b.hold(now, S, offer(0), Some(P));
         b.hold(now, S, offer(1), Some(P));
         b.hold(now, S, offer(2), Some(Q));
@@ -419,6 +529,11 @@ mod tests {
         b.hold(now, S, ice(), Some(P));
         assert_eq!(actions(&mut b), vec![]);
         assert_eq!(b.stats().ice_dropped, 1);
+    }
+
+    /// `m` as the backlog holds it.
+    fn held<T: From<ServerMessage>>(m: ServerMessage) -> Box<T> {
+        Box::new(T::from(m))
     }
 
     /// The `type` of each message held for `streamer`, in order, taking them out.
@@ -437,7 +552,11 @@ mod tests {
     #[test]
     fn the_routers_own_messages_on_a_players_account_are_held_past_the_limit() {
         let now = Instant::now();
-        let mut b = Backlog::new(BacklogLimits { ice: 1, max: 2 });
+        let mut b = Backlog::new(BacklogLimits {
+            ice: 1,
+            max: 2,
+            ..Default::default()
+        });
         b.hold(now, S, offer(0), Some(Q));
         b.hold(now, S, offer(1), Some(Q));
         actions(&mut b);
@@ -464,6 +583,89 @@ mod tests {
                 "playerConnected"
             ]
         );
+    }
+
+    fn connected(n: usize) -> ServerMessage {
+        ServerMessage::PlayerConnected {
+            player_id: PlayerId(format!("Player{n}")),
+            data_channel: true,
+            sfu: false,
+        }
+    }
+
+    fn disconnected(n: usize) -> ServerMessage {
+        ServerMessage::PlayerDisconnected {
+            player_id: PlayerId(format!("Player{n}")),
+        }
+    }
+
+    /// A relay from player `n` (`offer(_)` is Player0's).
+    fn offer_of(n: usize) -> ServerMessage {
+        let v = serde_json::json!({"type":"offer","sdp":"o","playerId":format!("Player{n}")});
+        serde_json::from_value::<ServerMessage>(v).unwrap()
+    }
+
+    /// Players that come and go while the streamer does not read leave nothing held: their
+    /// `playerConnected`, their messages and their `playerDisconnected` go together. One the
+    /// streamer did hear of (its `playerConnected` went out) is told it left.
+    #[test]
+    fn a_player_that_came_and_went_during_a_stall_leaves_nothing_held() {
+        let now = Instant::now();
+        let mut b = Backlog::new(BacklogLimits::default());
+        b.hold(now, S, offer(0), Some(P));
+        for _ in 0..1000 {
+            b.hold(now, S, held(connected(7)), Some(Q));
+            b.hold(now, S, held(offer_of(7)), Some(Q));
+            b.hold(now, S, held(offer_of(8)), Some(P));
+            b.hold(now, S, held(disconnected(7)), None);
+        }
+        // Player0 was known to the streamer before the stall.
+        b.hold(now, S, held(disconnected(0)), None);
+        assert_eq!(b.held(S), 1002);
+        assert_eq!(b.stats().held, 1002);
+        let out = drain(&mut b, S);
+        assert_eq!(out[0], "offer");
+        assert_eq!(out[1001], "playerDisconnected");
+        assert!(out[1..1001].iter().all(|t| t == "offer"));
+        // A player that left and came back while held is told as it happened.
+        b.hold(now, S, held(disconnected(3)), None);
+        b.hold(now, S, held(connected(3)), None);
+        assert_eq!(drain(&mut b, S), ["playerDisconnected", "playerConnected"]);
+    }
+
+    /// What piles up on nobody's account (the router's own, churning connections) is bounded:
+    /// at the total limit the streamer is closed as gone, once.
+    #[test]
+    fn at_the_total_limit_the_stalled_streamer_is_closed() {
+        let now = Instant::now();
+        let mut b = Backlog::new(BacklogLimits {
+            ice: 1,
+            max: 2,
+            total: 5,
+        });
+        for n in 0..7 {
+            b.hold(now, S, held(disconnected(n)), None);
+        }
+        assert_eq!(actions(&mut b), vec![Action::CloseStreamer(S)]);
+        assert_eq!(b.stats().streamers_closed, 1);
+        b.forget(S);
+        assert_eq!(b.stats().held, 0);
+    }
+
+    /// An SFU feeding a stalled streamer is paused like a player, once.
+    #[test]
+    fn an_sfu_feeding_a_stalled_streamer_is_paused() {
+        let now = Instant::now();
+        let mut b = Backlog::new(BacklogLimits::default());
+        b.pause_for(S, Q);
+        assert_eq!(actions(&mut b), vec![]);
+        b.hold(now, S, offer(0), None);
+        b.pause_for(S, Q);
+        b.pause_for(S, Q);
+        assert_eq!(actions(&mut b), vec![Action::Pause(Q)]);
+        b.pop(S).unwrap();
+        b.resume(now, S);
+        assert_eq!(actions(&mut b), vec![Action::Resume(Q)]);
     }
 
     #[test]

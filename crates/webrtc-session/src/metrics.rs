@@ -104,6 +104,12 @@ impl Stats {
             &[("", b.players_closed)],
         );
         metric(
+            "pxs_signalling_streamers_closed_backlog_full_total",
+            "counter",
+            "Stalled streamers (or SFUs) closed as gone (1001): their backlog reached its total limit.",
+            &[("", b.streamers_closed)],
+        );
+        metric(
             "pxs_signalling_slow_players_closed_total",
             "counter",
             "Players closed because they did not read (their send queue was full).",

@@ -566,6 +566,8 @@ struct Shell {
     peers: HashMap<ConnId, Peer>,
     backlog: Backlog,
     rooms: HashMap<ConnId, Room>,
+    /// Pause (`true`) or resume for an SFU whose own queue was full, sent first when it has room.
+    pauses: HashMap<ConnId, bool>,
     slow_players_closed: u64,
     slow_log: LogGate,
 }
@@ -601,6 +603,7 @@ async fn run_router(
         peers: HashMap::new(),
         backlog: Backlog::new(limits),
         rooms: HashMap::new(),
+        pauses: HashMap::new(),
         slow_players_closed: 0,
         slow_log: LogGate::default(),
     };
@@ -733,8 +736,8 @@ fn deliver(router: &mut Router, shell: &mut Shell, now: Instant, origin: Option<
         while let Some(action) = shell.backlog.poll_action() {
             acted = true;
             match action {
-                Action::Pause(p) => shell.send_player(router, now, p, Outbound::Pause(true)),
-                Action::Resume(p) => shell.send_player(router, now, p, Outbound::Pause(false)),
+                Action::Pause(p) => shell.pause(router, now, p, true),
+                Action::Resume(p) => shell.pause(router, now, p, false),
                 Action::Close(p) => {
                     if let Some(peer) = shell.forget(p) {
                         let _ = peer.queue.try_send(Outbound::Close(Box::new((
@@ -743,6 +746,15 @@ fn deliver(router: &mut Router, shell: &mut Shell, now: Instant, origin: Option<
                         ))));
                     }
                     router.disconnect(p);
+                }
+                Action::CloseStreamer(s) => {
+                    if let Some(peer) = shell.forget(s) {
+                        let _ = peer.queue.try_send(Outbound::Close(Box::new((
+                            Some(axum::extract::ws::close_code::AWAY),
+                            "not reading: too many messages held for it".into(),
+                        ))));
+                    }
+                    router.disconnect(s);
                 }
             }
         }
@@ -757,8 +769,37 @@ impl Shell {
     /// its account.
     fn forget(&mut self, conn: ConnId) -> Option<Peer> {
         self.rooms.remove(&conn);
+        self.pauses.remove(&conn);
         self.backlog.forget(conn);
         self.peers.remove(&conn)
+    }
+
+    /// Stops (`true`) or starts again reading a player or an SFU feeding a stalled streamer. An
+    /// SFU is never dropped for a full queue: the latest word waits for room there.
+    fn pause(&mut self, router: &mut Router, now: Instant, conn: ConnId, paused: bool) {
+        let Some(peer) = self.peers.get(&conn) else {
+            return;
+        };
+        if peer.role == Role::Player {
+            return self.send_player(router, now, conn, Outbound::Pause(paused));
+        }
+        if let Some(p) = self.pauses.get_mut(&conn) {
+            *p = paused;
+            return;
+        }
+        match peer.queue.try_send(Outbound::Pause(paused)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.pauses.insert(conn, paused);
+                self.rooms
+                    .entry(conn)
+                    .or_insert_with(|| Box::pin(peer.queue.clone().reserve_owned()));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.forget(conn);
+                router.disconnect(conn);
+            }
+        }
     }
 
     /// Queues `out` to a player; one that does not read (its queue is full) is dropped.
@@ -799,8 +840,12 @@ impl Shell {
         origin: Option<ConnId>,
     ) {
         let from = origin.filter(|o| self.peers.get(o).is_some_and(|p| p.role == Role::Player));
+        let sfu = origin.filter(|o| self.peers.get(o).is_some_and(|p| p.role == Role::Sfu));
         if self.backlog.is_stalled(to) {
             self.backlog.hold(now, to, msg, from);
+            if let Some(sfu) = sfu {
+                self.backlog.pause_for(to, sfu);
+            }
             return;
         }
         let Some(peer) = self.peers.get(&to) else {
@@ -812,6 +857,9 @@ impl Shell {
                 let room: Room = Box::pin(peer.queue.clone().reserve_owned());
                 self.rooms.insert(to, room);
                 self.backlog.hold(now, to, msg, from);
+                if let Some(sfu) = sfu {
+                    self.backlog.pause_for(to, sfu);
+                }
             }
             Err(_) => {
                 self.forget(to);
@@ -837,6 +885,17 @@ impl Shell {
             return;
         };
         let queue = peer.queue.clone();
+        // An SFU's own pause or resume that did not fit goes first.
+        let permit = match self.pauses.remove(&conn) {
+            Some(p) => match permit.send(Outbound::Pause(p)).try_reserve_owned() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    self.rooms.insert(conn, Box::pin(queue.reserve_owned()));
+                    return;
+                }
+            },
+            None => permit,
+        };
         match self.backlog.pop(conn) {
             Some(msg) => {
                 permit.send(Outbound::Msg(msg));

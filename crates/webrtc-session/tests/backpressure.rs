@@ -76,6 +76,7 @@ async fn a_streamer_that_stops_reading_is_kept_and_gets_every_offer_and_answer_o
     config.limits.backlog = BacklogLimits {
         ice: 64,
         max: 100_000,
+        total: 200_000,
     };
     let server = Server::start(config).await.unwrap();
     let a = server.addrs();
