@@ -7,12 +7,15 @@
 
 mod common;
 use common::*;
+use futures_util::SinkExt;
 use pxs_webrtc_session::backpressure::BacklogLimits;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 use tokio::net::TcpSocket;
 use tokio_tungstenite::MaybeTlsStream;
+use tokio_tungstenite::tungstenite::Message;
 
 const PLAYERS: usize = 40;
 /// Offers of 60 KB each player sends at first: 40 x 4 x 60 KB is about 10 MB, more than the
@@ -219,6 +222,92 @@ async fn a_streamer_that_stops_reading_is_kept_and_gets_every_offer_and_answer_o
     }
     for (k, p) in players.iter_mut().enumerate() {
         assert_eq!(p.recv_type("answer").await["sdp"], format!("to-{k}"));
+    }
+    server.shutdown().await.unwrap();
+}
+
+/// Pausing is real, and what the router itself tells a stalled streamer is never lost: a player
+/// that unsubscribes while the streamer's backlog is past its hard limit is paused, not closed
+/// (its `ping` is answered only once the streamer has taken everything), and the streamer is told
+/// it left.
+#[tokio::test]
+async fn a_player_leaving_a_streamer_past_its_backlog_limit_is_paused_and_the_streamer_told() {
+    let mut config = Config::from_options(Options {
+        send_queue: Some(8),
+        rest_api: Some(true),
+        ..options()
+    })
+    .unwrap();
+    config.limits.backlog = BacklogLimits {
+        ice: 4,
+        max: 8,
+        total: 100_000,
+    };
+    let server = Server::start(config).await.unwrap();
+    let a = server.addrs();
+    let mut s = tight_streamer(a.streamer, "S").await;
+    // P subscribes while the streamer still reads: P is not paused.
+    let mut p = connect(a.player, "/").await;
+    assert_eq!(p.recv().await["type"], "config");
+    p.send(json!({"type":"subscribe","streamerId":"S"})).await;
+    assert_eq!(s.recv().await["type"], "playerConnected");
+
+    // From here on the streamer reads nothing while others flood it, until its backlog is past
+    // the hard limit (the flooders are paused, then closed at it: that is theirs to bear).
+    let mut flood = Vec::new();
+    for k in 0..PLAYERS {
+        let mut f = connect(a.player, "/").await;
+        assert_eq!(f.recv().await["type"], "config");
+        f.send(json!({"type":"subscribe","streamerId":"S"})).await;
+        flood.push(tokio::spawn(async move {
+            for i in 0..OFFERS {
+                let sdp = format!("flood-{k}-{i} {}", "v".repeat(60_000));
+                let offer = json!({"type":"offer","sdp":sdp}).to_string();
+                if f.ws.send(Message::Text(offer.into())).await.is_err() {
+                    return;
+                }
+            }
+            // Kept open (and unread) until the test ends.
+            std::future::pending::<()>().await;
+        }));
+    }
+    wait_until(WAIT, || async {
+        let m = metrics(&server).await;
+        if m["pxs_signalling_streamer_held_messages"] >= 8 {
+            Ok(())
+        } else {
+            Err(format!("backlog not past its limit yet: {m:?}"))
+        }
+    })
+    .await;
+
+    // P leaves: the router tells the streamer. P is paused for it, not closed.
+    p.send(json!({"type":"unsubscribe"})).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    p.send(json!({"type":"ping","time":7})).await;
+    // Paused: its ping is not even read while the streamer takes nothing.
+    p.silent(Duration::from_secs(1)).await;
+
+    // The streamer reads again: it hears P left.
+    let told = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let v = s.recv().await;
+            if v["type"] == "playerDisconnected" && v["playerId"] == "Player0" {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(told.is_ok(), "the streamer was never told Player0 left");
+    // And P, read again, gets its answer.
+    let v = p.recv().await;
+    assert_eq!(
+        (v["type"].as_str(), v["time"].as_i64()),
+        (Some("pong"), Some(7)),
+        "{v}"
+    );
+    for f in flood {
+        f.abort();
     }
     server.shutdown().await.unwrap();
 }
