@@ -114,6 +114,8 @@ pub struct Backlog {
     limits: BacklogLimits,
     stalls: HashMap<ConnId, Stall>,
     actions: VecDeque<Action>,
+    /// Players closed at the hard limit, until forgotten: closed and counted once.
+    closed: BTreeSet<ConnId>,
     stats: BacklogStats,
     logs: Logs,
 }
@@ -164,6 +166,12 @@ impl Backlog {
             }
         });
         let held = stall.queue.len();
+        // A player already closed at the limit: its own messages go with it, the router's are
+        // held on nobody's account.
+        if from.is_some_and(|p| self.closed.contains(&p)) && msg.is_relay() {
+            return;
+        }
+        let from = from.filter(|p| !self.closed.contains(p));
         // A player that came and went while the streamer was not reading: the streamer never
         // heard of it, so it hears nothing of it.
         if let Some((pid, false)) = msg.presence()
@@ -203,6 +211,7 @@ impl Backlog {
                     );
                 }
                 stall.paused.remove(&player);
+                self.closed.insert(player);
                 self.actions.push_back(Action::Close(player));
                 return;
             }
@@ -309,6 +318,7 @@ impl Backlog {
         for s in self.stalls.values_mut() {
             s.paused.remove(&conn);
         }
+        self.closed.remove(&conn);
     }
 
     fn release(&mut self, paused: BTreeSet<ConnId>) {
@@ -650,6 +660,31 @@ mod tests {
         assert_eq!(b.stats().streamers_closed, 1);
         b.forget(S);
         assert_eq!(b.stats().held, 0);
+    }
+
+    /// One player message can make two for the streamer (an offer that subscribes it first):
+    /// its sender is closed, and counted, once; what the router says after is held.
+    #[test]
+    fn a_player_closed_at_the_limit_is_closed_once() {
+        let now = Instant::now();
+        let mut b = Backlog::new(BacklogLimits {
+            ice: 1,
+            max: 2,
+            ..Default::default()
+        });
+        b.hold(now, S, offer(0), Some(P));
+        b.hold(now, S, offer(1), Some(P));
+        b.hold(now, S, held(connected(3)), Some(Q));
+        b.hold(now, S, offer(2), Some(Q));
+        b.hold(now, S, offer(3), Some(Q));
+        b.hold(now, S, held(disconnected(3)), Some(Q));
+        assert_eq!(
+            actions(&mut b),
+            vec![Action::Pause(P), Action::Pause(Q), Action::Close(Q)]
+        );
+        assert_eq!(b.stats().players_closed, 1);
+        assert_eq!(drain(&mut b, S), ["offer", "offer"]);
+        b.forget(Q);
     }
 
     /// An SFU feeding a stalled streamer is paused like a player, once.
