@@ -87,6 +87,8 @@ pub struct BacklogStats {
     pub players_closed: u64,
     /// Stalled streamers closed at the total limit.
     pub streamers_closed: u64,
+    /// Held messages discarded because their streamer went away (closed, or gone).
+    pub held_discarded: u64,
 }
 
 #[derive(Debug)]
@@ -106,6 +108,7 @@ struct Logs {
     closed: LogGate,
     resumed: LogGate,
     gone: LogGate,
+    discarded: LogGate,
 }
 
 /// The held messages of every stalled streamer of a session.
@@ -116,6 +119,8 @@ pub struct Backlog {
     actions: VecDeque<Action>,
     /// Players closed at the hard limit, until forgotten: closed and counted once.
     closed: BTreeSet<ConnId>,
+    /// The last time given (for the warning of [`Backlog::forget`], which is given none).
+    now: Option<Instant>,
     stats: BacklogStats,
     logs: Logs,
 }
@@ -147,6 +152,7 @@ impl Backlog {
         msg: Box<Payload>,
         from: Option<ConnId>,
     ) {
+        self.now = Some(now);
         let stall = self.stalls.entry(streamer).or_insert_with(|| {
             self.stats.stalls += 1;
             self.stats.stalled += 1;
@@ -307,12 +313,24 @@ impl Backlog {
         self.release(stall.paused);
     }
 
-    /// A connection is gone. A stalled streamer's held messages are dropped with it, and its
-    /// players resumed; a player is forgotten.
+    /// A connection is gone. A stalled streamer's held messages are dropped with it (counted,
+    /// with a warning), and its players resumed; a player is forgotten.
     pub fn forget(&mut self, conn: ConnId) {
         if let Some(stall) = self.stalls.remove(&conn) {
             self.stats.stalled -= 1;
             self.stats.held -= stall.queue.len() as u64;
+            if !stall.queue.is_empty() {
+                self.stats.held_discarded += stall.queue.len() as u64;
+                let now = self.now.unwrap_or(stall.since);
+                if let Some(suppressed) = self.logs.discarded.admit(now) {
+                    warn!(
+                        conn = conn.0,
+                        discarded = stall.queue.len(),
+                        suppressed,
+                        "stalled streamer gone: the messages held for it are discarded"
+                    );
+                }
+            }
             self.release(stall.paused);
         }
         for s in self.stalls.values_mut() {
@@ -660,6 +678,8 @@ mod tests {
         assert_eq!(b.stats().streamers_closed, 1);
         b.forget(S);
         assert_eq!(b.stats().held, 0);
+        // What it had held is not lost silently.
+        assert_eq!(b.stats().held_discarded, 7);
     }
 
     /// One player message can make two for the streamer (an offer that subscribes it first):

@@ -43,6 +43,9 @@ pub struct Stats {
     pub backlog: BacklogStats,
     /// Players closed because they did not read what they were sent (their queue was full).
     pub slow_players_closed: u64,
+    /// Streamers (and SFUs) closed because a write to them took the whole write timeout: they
+    /// took no byte for that long.
+    pub streamers_write_timeout: u64,
     /// Messages from streamers (and SFUs) dropped because they could not be parsed.
     pub streamer_invalid_dropped: u64,
     /// Messages from streamers (and SFUs) over `max_message_size` (and within
@@ -108,6 +111,18 @@ impl Stats {
             "counter",
             "Stalled streamers (or SFUs) closed as gone (1001): their backlog reached its total limit.",
             &[("", b.streamers_closed)],
+        );
+        metric(
+            "pxs_signalling_streamer_held_discarded_total",
+            "counter",
+            "Messages held for a stalled streamer (or SFU) discarded because it went away.",
+            &[("", b.held_discarded)],
+        );
+        metric(
+            "pxs_signalling_streamers_closed_write_timeout_total",
+            "counter",
+            "Streamers (and SFUs) closed because a write to them took the whole write timeout (they read nothing).",
+            &[("", self.streamers_write_timeout)],
         );
         metric(
             "pxs_signalling_slow_players_closed_total",

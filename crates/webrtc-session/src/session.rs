@@ -133,6 +133,10 @@ enum Event {
     Disconnect {
         conn: ConnId,
     },
+    /// A write to this streamer (or SFU) took the whole write timeout: it is being closed.
+    WriteTimedOut {
+        conn: ConnId,
+    },
     Inspect(Inspect),
     Stats(oneshot::Sender<Stats>),
     /// See [`Signalling::revoke_link`].
@@ -349,13 +353,16 @@ impl Signalling {
                         Box::pin(close_gracefully(&mut ws, Some(frame), write_timeout)).await;
                         break;
                     }
+                    let started = Instant::now();
                     if !write(&mut ws, Message::Ping(Default::default()), write_timeout).await {
+                        self.write_failed(conn, role, started).await;
                         break;
                     }
                 }
                 out = outbound.recv() => match out {
                     Some(Outbound::Msg(msg)) => {
                         let was_paused = paused;
+                        let started = Instant::now();
                         let burst = write_burst(&mut ws, msg, &mut outbound, &mut paused, write_timeout);
                         let burst = Box::pin(burst).await;
                         if was_paused && !paused {
@@ -363,7 +370,10 @@ impl Signalling {
                         }
                         match burst {
                             Burst::Written => {}
-                            Burst::Failed => break,
+                            Burst::Failed => {
+                                self.write_failed(conn, role, started).await;
+                                break;
+                            }
                             Burst::ThenClose(frame) => {
                                 Box::pin(close_gracefully(&mut ws, frame, write_timeout)).await;
                                 tell_router = false;
@@ -444,6 +454,16 @@ impl Signalling {
 
 /// Parses a frame. The text of a message the router may relay (an offer, an answer, an ICE
 /// candidate) goes along: it is sent on as it came, without serializing the message again.
+impl Signalling {
+    /// A write begun at `started` failed. One to a streamer (or an SFU) that took the whole
+    /// write timeout means it took no byte for that long: the router task counts and reports it.
+    async fn write_failed(&self, conn: ConnId, role: Role, started: Instant) {
+        if role != Role::Player && started.elapsed() >= self.limits.write_timeout(role) {
+            let _ = self.events.send(Event::WriteTimedOut { conn }).await;
+        }
+    }
+}
+
 fn parse(conn: ConnId, text: Utf8Bytes) -> Event {
     match ClientMessage::from_json(text.as_str()) {
         Ok(msg) => {
@@ -570,6 +590,9 @@ struct Shell {
     pauses: HashMap<ConnId, bool>,
     slow_players_closed: u64,
     slow_log: LogGate,
+    /// Streamers closed on a write timeout, as reported by their connection tasks.
+    write_timeouts: u64,
+    write_timeout_log: LogGate,
 }
 
 enum Wake {
@@ -606,6 +629,8 @@ async fn run_router(
         pauses: HashMap::new(),
         slow_players_closed: 0,
         slow_log: LogGate::default(),
+        write_timeouts: 0,
+        write_timeout_log: LogGate::default(),
     };
     let mut batch = Vec::with_capacity(256);
     loop {
@@ -665,12 +690,23 @@ async fn run_router(
                     shell.forget(conn);
                     router.disconnect(conn);
                 }
+                Event::WriteTimedOut { conn } => {
+                    shell.write_timeouts += 1;
+                    if let Some(suppressed) = shell.write_timeout_log.admit(now) {
+                        warn!(
+                            conn = conn.0,
+                            suppressed,
+                            "streamer closed: a write to it took the whole write timeout (it reads nothing)"
+                        );
+                    }
+                }
                 Event::Inspect(f) => f(&router),
                 Event::Stats(tx) => {
                     let r = router.stats();
                     let _ = tx.send(Stats {
                         backlog: shell.backlog.stats(),
                         slow_players_closed: shell.slow_players_closed,
+                        streamers_write_timeout: shell.write_timeouts,
                         streamer_invalid_dropped: r.streamer_invalid_dropped,
                         streamer_oversized_dropped: r.streamer_oversized_dropped,
                     });

@@ -311,3 +311,68 @@ async fn a_player_leaving_a_streamer_past_its_backlog_limit_is_paused_and_the_st
     }
     server.shutdown().await.unwrap();
 }
+
+/// `players` players subscribe to `S` and each sends `offers` offers of 60 KB, from their own tasks
+/// (a paused player's sends block); abort the tasks to close them.
+async fn flood(
+    addr: SocketAddr,
+    players: usize,
+    offers: usize,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for k in 0..players {
+        let mut f = connect(addr, "/").await;
+        assert_eq!(f.recv().await["type"], "config");
+        f.send(json!({"type":"subscribe","streamerId":"S"})).await;
+        tasks.push(tokio::spawn(async move {
+            for i in 0..offers {
+                let sdp = format!("flood-{k}-{i} {}", "v".repeat(60_000));
+                let offer = json!({"type":"offer","sdp":sdp}).to_string();
+                if f.ws.send(Message::Text(offer.into())).await.is_err() {
+                    return;
+                }
+            }
+            std::future::pending::<()>().await;
+        }));
+    }
+    tasks
+}
+
+/// A streamer that takes no byte for the whole write timeout is closed, and that is not silent:
+/// a counter for it, and one for the messages that were held for it.
+#[tokio::test]
+async fn a_streamer_closed_for_not_reading_is_counted() {
+    let mut config = Config::from_options(Options {
+        send_queue: Some(8),
+        rest_api: Some(true),
+        ..options()
+    })
+    .unwrap();
+    // A streamer's writes may take the idle timeout: 3 s.
+    config.limits.write_timeout = Duration::from_secs(1);
+    config.limits.idle_timeout = Duration::from_secs(3);
+    let server = Server::start(config).await.unwrap();
+    let a = server.addrs();
+    let _s = tight_streamer(a.streamer, "S").await;
+    let flooders = flood(a.player, PLAYERS, OFFERS).await;
+    let m = wait_until(Duration::from_secs(30), || async {
+        let m = metrics(&server).await;
+        if m.get("pxs_signalling_streamers_closed_write_timeout_total") == Some(&1) {
+            Ok(m)
+        } else {
+            Err(format!("not closed (or not counted) yet: {m:?}"))
+        }
+    })
+    .await;
+    assert!(
+        m["pxs_signalling_streamer_held_discarded_total"] > 0,
+        "{m:?}"
+    );
+    assert_eq!(m["pxs_signalling_streamer_held_messages"], 0, "{m:?}");
+    let sig = server.signalling().clone();
+    assert!(sig.inspect(|r| r.streamer("S").is_none()).await.unwrap());
+    for f in flooders {
+        f.abort();
+    }
+    server.shutdown().await.unwrap();
+}
