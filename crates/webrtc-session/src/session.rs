@@ -54,7 +54,9 @@ pub struct Limits {
     /// A peer from which no frame (a message, or the pong to our ping) has arrived for this long
     /// is closed with 1001: a vanished client must not hold its socket. The server pings every
     /// third of it, so a live peer (browsers and UE answer pings) is never silent that long.
-    /// A player paused for its streamer is not read, so not held to it while paused.
+    /// A player paused for its streamer is not read, so not held to it while paused. A streamer
+    /// (or an SFU) draining a backlog answers late (our pings wait behind it): a write to it that
+    /// had to wait and completed counts as hearing from it.
     pub idle_timeout: Duration,
 }
 
@@ -369,6 +371,14 @@ impl Signalling {
                             last_heard = Instant::now();
                         }
                         match burst {
+                            // A streamer slowly draining a backlog answers our pings late (they
+                            // wait behind it): a write that had to wait for it and completed
+                            // shows that it is taking bytes.
+                            Burst::Written
+                                if role != Role::Player && started.elapsed() >= WRITE_WAITED =>
+                            {
+                                last_heard = Instant::now();
+                            }
                             Burst::Written => {}
                             Burst::Failed => {
                                 self.write_failed(conn, role, started).await;
@@ -535,6 +545,10 @@ async fn write_burst(
 async fn write(ws: &mut WebSocket, msg: Message, limit: Duration) -> bool {
     matches!(tokio::time::timeout(limit, ws.send(msg)).await, Ok(Ok(())))
 }
+
+/// A write to a streamer (or an SFU) that took this long waited for it to take bytes: when it
+/// completes, the peer is alive even if its answer to our ping is still queued behind them.
+const WRITE_WAITED: Duration = Duration::from_millis(50);
 
 /// How long a closing connection waits for the peer's close reply.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);

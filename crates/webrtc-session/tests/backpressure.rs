@@ -376,3 +376,42 @@ async fn a_streamer_closed_for_not_reading_is_counted() {
     }
     server.shutdown().await.unwrap();
 }
+
+/// A streamer that takes its backlog slowly, more slowly than our pings can come back through
+/// it, is alive: it is not closed as silent ("no answer to pings") while it takes bytes.
+#[tokio::test]
+async fn a_streamer_draining_slowly_is_not_closed_as_silent() {
+    let mut config = Config::from_options(Options {
+        send_queue: Some(8),
+        rest_api: Some(true),
+        ..options()
+    })
+    .unwrap();
+    // A write to it may wait up to 6 s, as may the answer to a ping.
+    config.limits.write_timeout = Duration::from_secs(1);
+    config.limits.idle_timeout = Duration::from_secs(6);
+    let server = Server::start(config).await.unwrap();
+    let a = server.addrs();
+    let mut s = tight_streamer(a.streamer, "S").await;
+    // About 10 MB for it, more than the socket buffers hold: its queue fills and messages are
+    // held. It reads some 600 KB/s for 9 s: a write to it waits a few seconds for room, but each
+    // ping waits behind the socket buffer's ~4 MB, longer than 6 s; then it reads the rest.
+    let flooders = flood(a.player, PLAYERS, OFFERS).await;
+    let mut got = 0;
+    let slow = tokio::time::Instant::now() + Duration::from_secs(9);
+    while got < PLAYERS * OFFERS {
+        let v = s.recv().await;
+        if v["type"] == "offer" {
+            got += 1;
+            if tokio::time::Instant::now() < slow {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let sig = server.signalling().clone();
+    assert!(sig.inspect(|r| r.streamer("S").is_some()).await.unwrap());
+    for f in flooders {
+        f.abort();
+    }
+    server.shutdown().await.unwrap();
+}
