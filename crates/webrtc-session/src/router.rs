@@ -244,11 +244,19 @@ impl Bucket {
         }
     }
 
+    /// Tokens for a time the connection was not read (paused): what it sent meanwhile within its
+    /// rate may be read at once, past the burst.
+    pub(crate) fn credit(&mut self, unread: Duration) {
+        self.tokens += unread.as_secs_f64() * self.limit.per_second;
+    }
+
     /// Takes a token if there is one.
     pub(crate) fn take(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
         self.at = now.max(self.at);
-        self.tokens = (self.tokens + elapsed * self.limit.per_second).min(self.limit.burst);
+        // Refilled up to the burst; a credit above it (see `credit`) is kept until spent.
+        let cap = self.limit.burst.max(self.tokens);
+        self.tokens = (self.tokens + elapsed * self.limit.per_second).min(cap);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -481,6 +489,15 @@ impl Router {
             for sub in s.subscribers {
                 self.drop_subscriber(sub, true);
             }
+        }
+    }
+
+    /// `conn` is read again after `paused_for` unread (see [`crate::backpressure`]): what it sent
+    /// meanwhile within its rate limit is read at once and must not close it, so its bucket is
+    /// credited for the time.
+    pub fn resumed(&mut self, conn: ConnId, paused_for: Duration) {
+        if let Some(b) = self.conns.get_mut(&conn).and_then(|c| c.bucket.as_mut()) {
+            b.credit(paused_for);
         }
     }
 

@@ -602,6 +602,8 @@ struct Shell {
     rooms: HashMap<ConnId, Room>,
     /// Pause (`true`) or resume for an SFU whose own queue was full, sent first when it has room.
     pauses: HashMap<ConnId, bool>,
+    /// When each paused connection was paused (its rate limit is credited for the time).
+    paused_at: HashMap<ConnId, Instant>,
     slow_players_closed: u64,
     slow_log: LogGate,
     /// Streamers closed on a write timeout, as reported by their connection tasks.
@@ -641,6 +643,7 @@ async fn run_router(
         backlog: Backlog::new(limits),
         rooms: HashMap::new(),
         pauses: HashMap::new(),
+        paused_at: HashMap::new(),
         slow_players_closed: 0,
         slow_log: LogGate::default(),
         write_timeouts: 0,
@@ -820,6 +823,7 @@ impl Shell {
     fn forget(&mut self, conn: ConnId) -> Option<Peer> {
         self.rooms.remove(&conn);
         self.pauses.remove(&conn);
+        self.paused_at.remove(&conn);
         self.backlog.forget(conn);
         self.peers.remove(&conn)
     }
@@ -830,6 +834,11 @@ impl Shell {
         let Some(peer) = self.peers.get(&conn) else {
             return;
         };
+        if paused {
+            self.paused_at.entry(conn).or_insert(now);
+        } else if let Some(at) = self.paused_at.remove(&conn) {
+            router.resumed(conn, now.saturating_duration_since(at));
+        }
         if peer.role == Role::Player {
             return self.send_player(router, now, conn, Outbound::Pause(paused));
         }

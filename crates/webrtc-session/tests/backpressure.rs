@@ -415,3 +415,68 @@ async fn a_streamer_draining_slowly_is_not_closed_as_silent() {
     }
     server.shutdown().await.unwrap();
 }
+
+/// A paused player is not closed for what piled up while it was not read: a browser that sent
+/// within its rate limit meanwhile (here 600 messages, past the burst of 400) is read at once
+/// when its streamer has caught up.
+#[tokio::test]
+async fn a_paused_players_piled_up_messages_do_not_trip_its_rate_limit() {
+    let mut config = Config::from_options(Options {
+        send_queue: Some(8),
+        rest_api: Some(true),
+        ..options()
+    })
+    .unwrap();
+    config.limits.backlog = BacklogLimits {
+        ice: 64,
+        max: 100_000,
+        total: 200_000,
+    };
+    let server = Server::start(config).await.unwrap();
+    let a = server.addrs();
+    let mut s = tight_streamer(a.streamer, "S").await;
+    let mut p = connect(a.player, "/").await;
+    assert_eq!(p.recv().await["type"], "config");
+    p.send(json!({"type":"subscribe","streamerId":"S"})).await;
+    assert_eq!(s.recv().await["type"], "playerConnected");
+    let flooders = flood(a.player, PLAYERS, OFFERS).await;
+    wait_until(WAIT, || async {
+        let m = metrics(&server).await;
+        if m["pxs_signalling_streamers_stalled"] == 1
+            && m["pxs_signalling_streamer_held_messages"] > 0
+        {
+            Ok(())
+        } else {
+            Err(format!("not stalled yet: {m:?}"))
+        }
+    })
+    .await;
+    // P's offer is held: P is paused. Then it sends 600 messages, one every 10 ms (its rate is
+    // 100/s), and a ping: none is read while paused.
+    p.send(json!({"type":"offer","sdp":"p"})).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..600 {
+        p.send(json!({"type":"activity"})).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    p.send(json!({"type":"ping","time":600})).await;
+    p.silent(Duration::from_millis(200)).await;
+    // The streamer reads everything; P is read again, all 600 at once.
+    let mut got = 0;
+    while got < PLAYERS * OFFERS + 1 {
+        if s.recv().await["type"] == "offer" {
+            got += 1;
+        }
+    }
+    // Its ping after them is answered: it was read through, not closed (1008) at the 401st.
+    let v = p.recv().await;
+    assert_eq!(
+        (v["type"].as_str(), v["time"].as_i64()),
+        (Some("pong"), Some(600)),
+        "{v}"
+    );
+    for f in flooders {
+        f.abort();
+    }
+    server.shutdown().await.unwrap();
+}
