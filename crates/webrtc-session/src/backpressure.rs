@@ -2,8 +2,9 @@
 //! shell ([`crate::session`]) asks when a streamer's send queue is full.
 //!
 //! A player that does not read is closed (its queue is bounded, it is one browser). A streamer is
-//! the whole session: closing it would close every player with it, so it is never closed for
-//! being slow. Instead:
+//! the whole session: closing it would close every player with it, so it is not closed for being
+//! slow, only as gone (it takes no byte for the write timeout, or the total limit is reached).
+//! Instead:
 //!
 //! ```text
 //!  send queue full ──▶ stalled: the message and every later one for it are held here, in order;

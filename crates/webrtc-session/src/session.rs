@@ -7,10 +7,11 @@
 //!
 //! A player whose queue is full (a client that does not read) is dropped, not buffered: its
 //! queue sender is discarded, which ends its task, and the router treats it as gone. A streamer
-//! (or an SFU) whose queue is full is never dropped for it: its messages are held in order by the
-//! [`Backlog`] and the players whose messages are held stop being read (an
+//! (or an SFU) whose queue is full is not dropped for it: its messages are held in order by the
+//! [`Backlog`] and the players (and SFUs) whose messages are held stop being read (an
 //! `Outbound::Pause` through their own queue) until it has taken them (see
-//! [`crate::backpressure`]).
+//! [`crate::backpressure`]); it is closed only as gone (no byte taken for the write timeout, or the
+//! backlog's total limit reached).
 
 use crate::backpressure::{Action, Backlog, BacklogLimits};
 use crate::metrics::{LogGate, Stats};
