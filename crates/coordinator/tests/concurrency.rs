@@ -175,3 +175,120 @@ async fn a_busy_database_is_a_quick_503_with_retry_after() {
         assert_eq!(s, 201, "{v}");
     }
 }
+
+/// POSTs and DELETEs at once, from many clients and (on PostgreSQL) through two coordinators,
+/// while the node answers every start and stop at once: a DELETE holds the placement lock only
+/// shared and locks its session's row, beside the node's events (the same), while placements
+/// and the queue's promotions hold it exclusive. The node is never asked to run more sessions
+/// than its slots at any moment (a slot is free again only once the node said its session
+/// ended), no DELETE is lost to an event changing the same session (each session ends, none
+/// stays running), and every session is started at most once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn post_and_delete_storms_never_exceed_a_nodes_capacity() {
+    const CLIENTS: usize = 12;
+    const ROUNDS: usize = 12;
+    for b in backends() {
+        let db = fresh_database(&b, "storm").await;
+        let a = Coord::start(&db, FAST_TIMING).await;
+        let second = match b {
+            Backend::Postgres(_) => Some(Coord::start(&db, FAST_TIMING).await),
+            Backend::Sqlite => None,
+        };
+        a.title("demo", "demo", json!({})).await;
+        let node = FakeNode::connect(&a, "n1", "demo", SLOTS, true).await;
+        wait_until(Duration::from_secs(5), || async {
+            a.node_state("n1")
+                .await
+                .map(|_| ())
+                .ok_or("no node yet".to_owned())
+        })
+        .await;
+        let mut tasks = Vec::new();
+        for i in 0..CLIENTS {
+            let c = match (&second, i % 2) {
+                (Some(s), 1) => s,
+                _ => &a,
+            };
+            let (http, url) = (c.http.clone(), c.url("/api/v1/sessions"));
+            tasks.push(tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for round in 0..ROUNDS {
+                    let r = http
+                        .post(&url)
+                        .bearer_auth(ADMIN)
+                        .json(&json!({"title_id": "demo"}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status().as_u16(), 201);
+                    let s: Session = r.json().await.unwrap();
+                    // Some at once (often still queued or starting), some after a moment (the
+                    // node's starting and ready on their way or applied).
+                    if (i + round) % 3 != 0 {
+                        tokio::time::sleep(Duration::from_millis(((i * 7 + round) % 5) as u64))
+                            .await;
+                    }
+                    let r = http
+                        .delete(format!("{url}/{}", s.id))
+                        .bearer_auth(ADMIN)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(matches!(r.status().as_u16(), 200 | 202), "{}", r.status());
+                    ids.push(s.id);
+                }
+                ids
+            }));
+        }
+        let mut ids = Vec::new();
+        for t in tasks {
+            ids.extend(t.await.unwrap());
+        }
+        // Every session ends: none is left running or waiting because a DELETE was lost.
+        wait_until(Duration::from_secs(20), || async {
+            let (_, list) = a.admin("GET", "/api/v1/sessions?limit=1000", None).await;
+            let all: Vec<Session> = serde_json::from_value(list["items"].clone()).unwrap();
+            let open: Vec<_> = all
+                .iter()
+                .filter(|s| !matches!(s.state, SessionState::Ended | SessionState::Failed))
+                .map(|s| (s.id.to_string(), s.state))
+                .collect();
+            if all.len() == CLIENTS * ROUNDS && open.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{} sessions, not over: {open:?}", all.len()))
+            }
+        })
+        .await;
+        node.round_trip().await;
+        // The node's commands in the order it got them: never more running than its slots.
+        let mut running = BTreeSet::new();
+        let mut starts = 0;
+        for cmd in node.commands.lock().unwrap().iter() {
+            match cmd {
+                pxs_protocol::node::CoordinatorToNode::StartSession { session_id, .. } => {
+                    starts += 1;
+                    assert!(
+                        running.insert(session_id.clone()),
+                        "{session_id} started twice"
+                    );
+                    assert!(
+                        running.len() <= SLOTS as usize,
+                        "{b:?}: the node was asked to run {} sessions at once: {running:?}",
+                        running.len()
+                    );
+                }
+                pxs_protocol::node::CoordinatorToNode::StopSession { session_id } => {
+                    running.remove(session_id);
+                }
+                _ => {}
+            }
+        }
+        assert!(running.is_empty(), "still running on the node: {running:?}");
+        assert!(starts > SLOTS as usize, "{b:?}: only {starts} starts");
+        eprintln!(
+            "{b:?}: {} sessions, {starts} started on the node",
+            ids.len()
+        );
+    }
+}

@@ -1,10 +1,14 @@
 //! The coordinator's shell around the pure rules of `placement` and `model`: it loads records,
 //! calls a rule, stores the result in the same transaction, and then tells nodes and watchers.
 //!
-//! Every transaction that changes sessions holds the placement lock (`Store::begin_placement`),
-//! so capacity is never promised twice and no update is lost, also with several coordinators on
-//! one PostgreSQL. A node's events hold it shared (`Store::begin_node_events`): they change only
-//! that node's sessions and never take a slot, so different nodes' events may overlap. Messages
+//! Every transaction that changes sessions holds the placement lock, so capacity is never
+//! promised twice and no update is lost, also with several coordinators on one PostgreSQL. The
+//! ones that may promise a slot (a placement, the queue's promotion, a timer's start, a node's
+//! hello) hold it exclusive (`Store::begin_placement`). The ones that change sessions but never
+//! so that one takes a slot hold it shared and lock the rows they change: a node's events and
+//! heartbeats (`Store::begin_node_events`: the node's row, then each session's row) and a
+//! DELETE (`Store::begin_session_change`: the session's row), so they overlap each other while
+//! no placement overlaps any of them. Messages
 //! to nodes leave only after the commit, from the durable record (the session row says what was
 //! sent: an outbox), so a crash between the two resends rather than forgets; the node ignores a
 //! repeated `start_session`.

@@ -206,7 +206,7 @@ impl Engine {
                 break;
             }
             let id = &ev.event.session_id;
-            let mut row = store::get_session(&mut tx, id).await?;
+            let mut row = store::get_session_for_update(&mut tx, id).await?;
             let was = row.as_ref().map(|r| r.state);
             let outcome = model::apply_event(row.as_mut(), node, &ev.event.kind, now);
             match (&outcome, row) {
@@ -279,9 +279,12 @@ impl Engine {
                 return Ok(());
             }
         }
-        let mut tx = self.store.begin_placement().await?;
+        // A heartbeat changes only its node's sessions and never so that one takes a slot (it
+        // resends a start or ends a lost session): as the node's events, the placement lock
+        // shared, the node's row and its sessions' rows locked.
+        let (mut tx, _) = self.store.begin_node_events(node).await?;
         store::node_seen(&mut tx, node, now, hb.draining).await?;
-        let ours = store::active_on_node(&mut tx, node).await?;
+        let ours = store::active_on_node_for_update(&mut tx, node).await?;
         let theirs: Vec<SessionId> = hb.sessions.iter().map(|s| s.session_id.clone()).collect();
         // Sessions the node runs that we hold as over or unknown are not in `ours`: load them so
         // reconcile sees them as unwanted.

@@ -18,11 +18,22 @@ impl Engine {
             return Err(ApiError::unauthorized());
         }
 
+        // The title is read before the placement lock (an edit of a title does not take it
+        // either); that it still exists is checked under the lock, in the snapshot.
+        let title = {
+            let mut c = self.store.reader().acquire().await?;
+            store::get_title(&mut c, &req.title_id).await?
+        }
+        .filter(|t| caller.may_use(t.visibility, t.approved))
+        .ok_or_else(|| no_title(&req.title_id))?;
+        let duration = rules::duration(&wanted, &title)?;
+        // Under the lock: nodes, slots, the title's queue and the title in one statement, the
+        // insert and the commit, where nothing waits in the queue and the caller is signed in.
         let mut tx = self.store.begin_placement().await?;
-        let title = store::get_title(&mut tx, &req.title_id)
-            .await?
-            .filter(|t| caller.may_use(t.visibility, t.approved))
-            .ok_or_else(|| no_title(&req.title_id))?;
+        let snap = store::admission_snapshot(&mut tx, &title.id).await?;
+        if !snap.title_exists {
+            return Err(no_title(&req.title_id));
+        }
         let address = if let Caller::Anonymous { .. } = caller {
             let owner = caller.owner();
             rules::anonymous_admission(
@@ -33,11 +44,10 @@ impl Engine {
         } else {
             rules::AddressCheck::Free
         };
-        let duration = rules::duration(&wanted, &title)?;
         let id = SessionId::from_random(auth::random_bytes::<16>());
         let mut row = SessionRow::new(id, &title, caller.owner(), wanted.start_at, duration, now);
-        let slots = Self::snapshot(&mut tx, now, None).await?;
-        let queued = if wanted.start_at.is_none() {
+        let slots = Self::slots_of(snap.nodes, &snap.held, now, None);
+        let queued = if wanted.start_at.is_none() && snap.queued > 0 {
             self.waiting_for_slot(&mut tx, &title.id).await?
         } else {
             0
@@ -108,10 +118,11 @@ impl Engine {
         id: &SessionId,
     ) -> Result<api::Session, ApiError> {
         let now = self.now();
-        let mut tx = self.store.begin_placement().await?;
-        let mut row = store::get_session(&mut tx, id)
-            .await?
-            .ok_or_else(|| no_session(id))?;
+        // Ending a session never takes a slot: the placement lock shared and the session's row
+        // locked (`Store::begin_session_change`); the queue's promotion after it takes the lock
+        // exclusive.
+        let (mut tx, row) = self.store.begin_session_change(id).await?;
+        let mut row = row.ok_or_else(|| no_session(id))?;
         caller
             .check(SessionAction::End, &row.id, &row.owner)
             .map_err(|r| refused(id, r))?;

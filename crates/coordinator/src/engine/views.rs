@@ -34,15 +34,26 @@ impl Engine {
     ) -> Result<Vec<NodeSlots>, ApiError> {
         let nodes = store::placement_nodes(c).await?;
         let held = store::held_slots(c).await?;
+        Ok(Self::slots_of(nodes, &held, now, without))
+    }
+
+    /// Every node with the intervals its slots are held over (`without` one session), from the
+    /// rows placement reads.
+    pub(super) fn slots_of(
+        nodes: Vec<store::PlacementNode>,
+        held: &[store::HeldSlot],
+        now: Millis,
+        without: Option<&SessionId>,
+    ) -> Vec<NodeSlots> {
         let mut busy: HashMap<&NodeId, Vec<Interval>> = HashMap::new();
-        for (node, id, state, start, end) in &held {
+        for (node, id, state, start, end) in held {
             if Some(id) != without {
                 busy.entry(node)
                     .or_default()
                     .push(model::busy_interval(*state, *start, *end, now));
             }
         }
-        Ok(nodes
+        nodes
             .into_iter()
             .map(|n| NodeSlots {
                 busy: busy.remove(&n.id).unwrap_or_default(),
@@ -51,7 +62,7 @@ impl Engine {
                 capacity: n.capacity,
                 applications: n.applications,
             })
-            .collect())
+            .collect()
     }
 
     pub async fn title_view(

@@ -34,12 +34,15 @@ pub use nodes::{
     acked_seq, admin_drain, drains_not_reported, expire_nodes, get_node, link_closed, list_nodes,
     node_seen, set_acked, set_admin_drain, set_node_applications, upsert_node_hello,
 };
-pub use placement::{HeldSlot, PlacementNode, held_slots, placement_nodes};
+pub use placement::{
+    AdmissionSnapshot, HeldSlot, PlacementNode, admission_snapshot, held_slots, placement_nodes,
+};
 pub use sessions::{
-    SessionFilter, active_on_node, count_by_state, count_live_of_owner, count_sessions_of_title,
-    get_session, get_session_with_position, holding_of_anonymous, holding_of_owner, insert_session,
-    list_sessions, next_queue_seq, queue_length, queue_of, queued_titles, recent_lengths,
-    scheduled_due, sessions_to_end, undelivered, update_session, waiting_of_owner,
+    SessionFilter, active_on_node, active_on_node_for_update, count_by_state, count_live_of_owner,
+    count_sessions_of_title, get_session, get_session_for_update, get_session_with_position,
+    holding_of_anonymous, holding_of_owner, insert_session, list_sessions, next_queue_seq,
+    queue_length, queue_of, queued_titles, recent_lengths, scheduled_due, sessions_to_end,
+    undelivered, update_session, waiting_of_owner,
 };
 pub use titles::{
     approve_title, delete_title, dismiss_application, get_title, insert_title, is_dismissed,
@@ -52,7 +55,7 @@ pub use tokens::{
 };
 
 use crate::placement::Millis;
-use pxs_protocol::node::NodeId;
+use pxs_protocol::node::{NodeId, SessionId};
 use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::pool::PoolConnection;
 use sqlx::query::Query;
@@ -109,11 +112,29 @@ pub struct Tx {
 }
 
 impl Tx {
-    async fn begin(pool: &AnyPool, health: WriteHealth) -> Result<Tx> {
+    /// Begins with `begin`: `BEGIN`, or on PostgreSQL `BEGIN` and the statements that take the
+    /// placement lock, sent as one message (one round trip; see [`Store::begin_locked`]).
+    async fn begin(pool: &AnyPool, health: WriteHealth, begin: Begin<'_>) -> Result<Tx> {
         let mut conn = pool.acquire().await?;
-        if let Err(e) = sqlx::query("BEGIN").execute(&mut *conn).await {
-            conn.close_on_drop();
-            return Err(e.into());
+        let result = match begin {
+            Begin::Plain => sqlx::query("BEGIN").execute(&mut *conn).await,
+            Begin::Locked(sql) => {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut *conn)
+                    .await
+            }
+        };
+        if let Err(e) = result {
+            // A lock not free within the wait left the transaction open and failed: end it and
+            // keep the connection (a busy database must not also cost new connections). Anything
+            // else may have broken the connection: it is not reused.
+            let e = StoreError::from(e);
+            if matches!(e, StoreError::Busy) {
+                rollback_or_close(conn).await;
+            } else {
+                conn.close_on_drop();
+            }
+            return Err(e);
         }
         Ok(Tx {
             conn: Some(conn),
@@ -193,6 +214,15 @@ impl std::ops::DerefMut for Tx {
     }
 }
 
+/// How [`Tx::begin`] starts a transaction.
+#[derive(Clone, Copy)]
+enum Begin<'a> {
+    Plain,
+    /// PostgreSQL: `BEGIN; SET LOCAL lock_timeout …; SELECT pg_advisory_xact_lock…(…)`, one
+    /// simple-query message with no parameters (only numbers of ours are in it).
+    Locked(&'a str),
+}
+
 /// Commits that failed (`pxs_database_commit_failures_total`); `/healthz` probes with a write.
 #[derive(Clone, Debug, Default)]
 pub struct WriteHealth(Arc<AtomicU64>);
@@ -225,8 +255,12 @@ pub struct Store {
     /// wait for the one writer, so a GET never queues behind placements and node events.
     reader: AnyPool,
     backend: Backend,
-    /// [`crate::Config::database_wait`], in milliseconds: the PostgreSQL lock timeout.
-    wait_ms: u64,
+    /// On PostgreSQL, what begins a transaction and takes the placement lock exclusive, with
+    /// [`crate::Config::database_wait`] as the lock timeout (waiting for the lock is bounded like
+    /// waiting for a connection).
+    lock_exclusive: String,
+    /// The same, shared.
+    lock_shared: String,
     health: WriteHealth,
 }
 
@@ -278,7 +312,8 @@ impl Store {
             pool,
             reader,
             backend,
-            wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
+            lock_exclusive: lock_sql(wait, "pg_advisory_xact_lock"),
+            lock_shared: lock_sql(wait, "pg_advisory_xact_lock_shared"),
             health: WriteHealth::default(),
         })
     }
@@ -297,7 +332,7 @@ impl Store {
     }
 
     pub async fn begin(&self) -> Result<Tx> {
-        Tx::begin(&self.pool, self.health.clone()).await
+        Tx::begin(&self.pool, self.health.clone(), Begin::Plain).await
     }
 
     /// Failed commits so far.
@@ -315,10 +350,30 @@ impl Store {
         tx.commit().await
     }
 
-    /// A transaction that may change who holds which slot: serialised with every other one,
-    /// also across coordinators.
+    /// A transaction that may promise a slot (a placement, the queue's promotion, a timer's
+    /// start of a booking, a node's hello) or changes sessions of several nodes: serialised with
+    /// every other one that holds the placement lock, exclusive or shared, also across
+    /// coordinators.
     pub async fn begin_placement(&self) -> Result<Tx> {
-        self.begin_locked("SELECT pg_advisory_xact_lock($1)").await
+        self.begin_locked(&self.lock_exclusive).await
+    }
+
+    /// A transaction that changes one session, never so that it takes a slot (`DELETE`: a
+    /// cancel or a stop frees one or changes nothing), and the session, locked.
+    ///
+    /// On PostgreSQL it holds the placement lock *shared*: it runs beside node events and other
+    /// such changes, while every [`Store::begin_placement`] excludes it; so a placement's snapshot
+    /// never sees a slot freed half-way, and freeing a slot never over-commits one. The session's
+    /// row is read `FOR UPDATE`, so two changes of one session (two DELETEs, a DELETE and its
+    /// node's event, which also reads its sessions `FOR UPDATE`) are applied one after the other
+    /// and neither is lost.
+    pub async fn begin_session_change(
+        &self,
+        id: &SessionId,
+    ) -> Result<(Tx, Option<crate::model::SessionRow>)> {
+        let mut tx = self.begin_locked(&self.lock_shared).await?;
+        let row = sessions::get_session_for_update(&mut tx, id).await?;
+        Ok((tx, row))
     }
 
     /// A transaction that applies `node`'s events, and the last event applied before it.
@@ -327,11 +382,10 @@ impl Store {
     /// `model::apply_event`): on PostgreSQL they hold the placement lock shared, so that the
     /// events of different nodes are applied side by side while every `begin_placement`
     /// transaction still excludes them all. The node's row is locked, so two transactions of one
-    /// node (an old link's and its replacement's) are applied one after the other.
+    /// node (an old link's and its replacement's) are applied one after the other; each session
+    /// an event changes is read `FOR UPDATE` (`get_session_for_update`), as a DELETE reads it.
     pub async fn begin_node_events(&self, node: &NodeId) -> Result<(Tx, i64)> {
-        let mut tx = self
-            .begin_locked("SELECT pg_advisory_xact_lock_shared($1)")
-            .await?;
+        let mut tx = self.begin_locked(&self.lock_shared).await?;
         let sql = match self.backend {
             Backend::Postgres => "SELECT acked_seq FROM nodes WHERE id = $1 FOR UPDATE",
             // One writer connection: every write transaction is alone.
@@ -344,28 +398,29 @@ impl Store {
         Ok((tx, acked.unwrap_or(0)))
     }
 
-    /// A transaction holding the placement lock as `lock_sql` takes it (PostgreSQL; SQLite's
-    /// one writer connection serialises every write transaction anyway).
-    async fn begin_locked(&self, lock_sql: &'static str) -> Result<Tx> {
-        let mut tx = self.begin().await?;
-        if self.backend == Backend::Postgres {
-            // Waiting for the lock is bounded like waiting for a connection.
-            sqlx::query("SELECT set_config('lock_timeout', $1, true)")
-                .bind(format!("{}ms", self.wait_ms))
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(lock_sql)
-                .bind(PLACEMENT_LOCK)
-                .execute(&mut *tx)
-                .await?;
+    /// A transaction holding the placement lock as `lock` takes it: on PostgreSQL `BEGIN`, the
+    /// lock timeout and the lock in one round trip; SQLite's one writer connection serialises
+    /// every write transaction anyway.
+    async fn begin_locked(&self, lock: &str) -> Result<Tx> {
+        match self.backend {
+            Backend::Postgres => {
+                Tx::begin(&self.pool, self.health.clone(), Begin::Locked(lock)).await
+            }
+            Backend::Sqlite => self.begin().await,
         }
-        Ok(tx)
     }
 
     pub async fn close(&self) {
         self.reader.close().await;
         self.pool.close().await;
     }
+}
+
+/// `BEGIN`, `lock_timeout` set to `wait` for this transaction, and the placement lock taken by
+/// `function`: one message of statements without parameters.
+fn lock_sql(wait: Duration, function: &str) -> String {
+    let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+    format!("BEGIN; SET LOCAL lock_timeout = '{wait_ms}ms'; SELECT {function}({PLACEMENT_LOCK})")
 }
 
 /// A SQLite pool of `n` connections in WAL mode; a caller waits at most `wait` for one.

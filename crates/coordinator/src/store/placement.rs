@@ -1,4 +1,5 @@
-//! The snapshot placement reads: every node and every held slot, each in one JSON statement.
+//! The snapshot placement reads: every node and every held slot, each in one JSON statement,
+//! or both (with what a new session's admission also needs) in one statement.
 
 use super::{Result, StoreError, sql};
 use crate::placement::Millis;
@@ -31,22 +32,91 @@ async fn json_rows<T: serde::de::DeserializeOwned>(
         sqlite
     };
     let text: Option<String> = sqlx::query_scalar(sql).fetch_one(&mut *c).await?;
+    parse_json_rows(text, what)
+}
+
+fn parse_json_rows<T: serde::de::DeserializeOwned>(
+    text: Option<String>,
+    what: &'static str,
+) -> Result<Vec<T>> {
     match text {
         None => Ok(Vec::new()),
         Some(text) => serde_json::from_str(&text).map_err(|_| StoreError::Corrupt(what)),
     }
 }
 
+const NODES_SQLITE: &str = "SELECT json_group_array(json_array(id, online, admin_drain, \
+    node_drain, max_sessions, max_sessions_per_gpu, json_array_length(gpus), \
+    json(applications))) FROM nodes";
+const NODES_POSTGRES: &str = "SELECT json_agg(json_build_array(id, online, admin_drain, \
+    node_drain, max_sessions, max_sessions_per_gpu, json_array_length(gpus::json), \
+    applications::json))::text FROM nodes";
+
+/// What a new session's admission reads under the placement lock, in one statement (one round
+/// trip while the lock is held): every node and held slot as [`placement_nodes`] and
+/// [`held_slots`] read them, the requests queued for the title, and whether the title still
+/// exists (it was read before the lock; deleting a title takes the lock and needs it without
+/// live sessions).
+#[derive(Clone, Debug)]
+pub struct AdmissionSnapshot {
+    pub nodes: Vec<PlacementNode>,
+    pub held: Vec<HeldSlot>,
+    pub queued: i64,
+    pub title_exists: bool,
+}
+
+/// Reads the [`AdmissionSnapshot`] for a new session of `title`.
+pub async fn admission_snapshot(
+    c: &mut AnyConnection,
+    title: &pxs_protocol::api::TitleId,
+) -> Result<AdmissionSnapshot> {
+    static SQLITE: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| snapshot_sql(NODES_SQLITE, sql::HELD_SLOTS_SQLITE));
+    static POSTGRES: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| snapshot_sql(NODES_POSTGRES, sql::HELD_SLOTS_POSTGRES));
+    let sql: &str = if c.backend_name().eq_ignore_ascii_case("postgresql") {
+        &POSTGRES
+    } else {
+        &SQLITE
+    };
+    let (nodes, held, queued, titles): (Option<String>, Option<String>, i64, i64) =
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(title.as_str())
+            .fetch_one(&mut *c)
+            .await?;
+    Ok(AdmissionSnapshot {
+        nodes: nodes_of(parse_json_rows(nodes, "nodes")?)?,
+        held: held_of(parse_json_rows(held, "sessions")?)?,
+        queued,
+        title_exists: titles > 0,
+    })
+}
+
+/// The one statement of [`admission_snapshot`], from the statements that read its parts.
+fn snapshot_sql(nodes: &str, held: &str) -> String {
+    format!(
+        "SELECT ({nodes}) AS nodes, ({held}) AS held, ({queued}) AS queued, \
+         (SELECT COUNT(*) FROM titles WHERE id = $1) AS titles",
+        queued = sql::QUEUE_LENGTH,
+    )
+}
+
 /// The slots held on nodes, for placement: node, state and interval only.
 pub async fn held_slots(c: &mut AnyConnection) -> Result<Vec<HeldSlot>> {
-    type Raw = (String, String, String, Option<Millis>, Option<Millis>);
-    let rows: Vec<Raw> = json_rows(
-        c,
-        sql::HELD_SLOTS_SQLITE,
-        sql::HELD_SLOTS_POSTGRES,
-        "sessions",
+    held_of(
+        json_rows(
+            c,
+            sql::HELD_SLOTS_SQLITE,
+            sql::HELD_SLOTS_POSTGRES,
+            "sessions",
+        )
+        .await?,
     )
-    .await?;
+}
+
+type RawSlot = (String, String, String, Option<Millis>, Option<Millis>);
+
+fn held_of(rows: Vec<RawSlot>) -> Result<Vec<HeldSlot>> {
     rows.into_iter()
         .map(|(node, id, state, start, end)| {
             Ok((
@@ -71,17 +141,12 @@ pub struct PlacementNode {
 
 /// Every node, as placement reads it.
 pub async fn placement_nodes(c: &mut AnyConnection) -> Result<Vec<PlacementNode>> {
-    type Raw = (String, i64, i64, i64, i64, i64, i64, Vec<ApplicationId>);
-    let rows: Vec<Raw> = json_rows(
-        c,
-        "SELECT json_group_array(json_array(id, online, admin_drain, node_drain, max_sessions, \
-         max_sessions_per_gpu, json_array_length(gpus), json(applications))) FROM nodes",
-        "SELECT json_agg(json_build_array(id, online, admin_drain, node_drain, max_sessions, \
-         max_sessions_per_gpu, json_array_length(gpus::json), applications::json))::text \
-         FROM nodes",
-        "nodes",
-    )
-    .await?;
+    nodes_of(json_rows(c, NODES_SQLITE, NODES_POSTGRES, "nodes").await?)
+}
+
+type RawNode = (String, i64, i64, i64, i64, i64, i64, Vec<ApplicationId>);
+
+fn nodes_of(rows: Vec<RawNode>) -> Result<Vec<PlacementNode>> {
     rows.into_iter()
         .map(
             |(id, online, admin_drain, node_drain, max, per_gpu, gpus, applications)| {

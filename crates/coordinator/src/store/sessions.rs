@@ -132,6 +132,39 @@ fn session_with_position(row: &AnyRow) -> Result<(SessionRow, Option<i64>)> {
     Ok((session_from_row(row)?, row.try_get("queue_position")?))
 }
 
+/// A session, its row locked until the transaction ends (PostgreSQL; SQLite's one writer
+/// connection has every write transaction alone): for a change made under the placement lock
+/// held shared, where another transaction may change the same session at the same time.
+pub async fn get_session_for_update(
+    c: &mut AnyConnection,
+    id: &SessionId,
+) -> Result<Option<SessionRow>> {
+    let sql = if is_postgres(c) {
+        "SELECT * FROM sessions WHERE id = $1 FOR UPDATE"
+    } else {
+        "SELECT * FROM sessions WHERE id = $1"
+    };
+    fetch_optional(c, sql, [id.as_str()], session_from_row).await
+}
+
+/// The sessions starting or ready on `node`, their rows locked as [`get_session_for_update`]
+/// locks one.
+pub async fn active_on_node_for_update(
+    c: &mut AnyConnection,
+    node: &NodeId,
+) -> Result<Vec<SessionRow>> {
+    let sql = if is_postgres(c) {
+        sql::ACTIVE_ON_NODE_FOR_UPDATE
+    } else {
+        sql::ACTIVE_ON_NODE
+    };
+    fetch_all(c, sql, [node.as_str()], session_from_row).await
+}
+
+fn is_postgres(c: &AnyConnection) -> bool {
+    c.backend_name().eq_ignore_ascii_case("postgresql")
+}
+
 pub async fn get_session(c: &mut AnyConnection, id: &SessionId) -> Result<Option<SessionRow>> {
     fetch_optional(
         c,

@@ -11,6 +11,9 @@ pub const HELD_SLOTS_POSTGRES: &str = "SELECT json_agg(json_build_array(node_id,
     WHERE node_id IS NOT NULL AND state IN ('scheduled', 'starting', 'ready')";
 pub const ACTIVE_ON_NODE: &str =
     "SELECT * FROM sessions WHERE node_id = $1 AND state IN ('starting', 'ready')";
+/// [`ACTIVE_ON_NODE`] with the rows locked (PostgreSQL).
+pub const ACTIVE_ON_NODE_FOR_UPDATE: &str =
+    "SELECT * FROM sessions WHERE node_id = $1 AND state IN ('starting', 'ready') FOR UPDATE";
 pub const SCHEDULED_DUE: &str =
     "SELECT * FROM sessions WHERE state = 'scheduled' AND start_at <= $1 ORDER BY start_at, id";
 pub const SESSIONS_TO_END: &str = "SELECT s.* FROM sessions s \
