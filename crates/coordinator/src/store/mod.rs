@@ -115,6 +115,20 @@ impl Tx {
     /// Begins with `begin`: `BEGIN`, or on PostgreSQL `BEGIN` and the statements that take the
     /// placement lock, sent as one message (one round trip; see [`Store::begin_locked`]).
     async fn begin(pool: &AnyPool, health: WriteHealth, begin: Begin<'_>) -> Result<Tx> {
+        match Self::begin_once(pool, health.clone(), begin).await {
+            // The connection was broken (the pool does not ping before handing one out): the
+            // transaction never began, so it is safe to begin it again on a new connection.
+            Err(StoreError::Db(e))
+                if matches!(e, sqlx::Error::Io(_) | sqlx::Error::Protocol(_)) =>
+            {
+                tracing::info!(error = %e, "database connection lost; beginning again on another");
+                Self::begin_once(pool, health, begin).await
+            }
+            other => other,
+        }
+    }
+
+    async fn begin_once(pool: &AnyPool, health: WriteHealth, begin: Begin<'_>) -> Result<Tx> {
         let mut conn = pool.acquire().await?;
         let result = match begin {
             Begin::Plain => sqlx::query("BEGIN").execute(&mut *conn).await,
@@ -296,6 +310,11 @@ impl Store {
                 AnyPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(wait)
+                    // No ping before each use (a round trip per request, a quarter of the
+                    // statements of the benchmark's mix): a connection the server dropped fails
+                    // its first statement and is closed, and a transaction's `BEGIN` is then
+                    // tried once more on another (`Tx::begin`).
+                    .test_before_acquire(false)
                     .connect_with(options.clone())
                     .await?
             }
