@@ -677,19 +677,18 @@ mod tests {
         }
     }
 
-    /// The player page's words for each end reason (`web/app/words.ts`) cover every reason.
+    /// The web pages' words for each end reason (`reason.<name>` in `web/app/i18n.ts`, in
+    /// English and in Russian) cover every reason.
     #[test]
     fn the_web_pages_have_words_for_every_end_reason() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../web/app/words.ts");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../web/app/i18n.ts");
         let words = std::fs::read_to_string(path).unwrap();
-        let start = words
-            .find("const END_REASONS")
-            .expect("END_REASONS in words.ts");
-        let table = &words[start..start + words[start..].find("};").unwrap()];
         for r in EndReason::ALL {
-            assert!(
-                table.contains(&format!("\n    {}: '", r.as_str())),
-                "web/app/words.ts has no words for `{}`",
+            let key = format!("\n    'reason.{}': ", r.as_str());
+            assert_eq!(
+                words.matches(&key).count(),
+                2,
+                "web/app/i18n.ts has words for `{}` in both languages",
                 r.as_str()
             );
         }
