@@ -21,7 +21,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dictionaries, englishFragments, englishIn, visibleText } from './i18n-check.mjs';
-import { PXS_BIN, REPO_DIR, WEB_DIR, fatal, freePort, launchChromium, recordPage, runCleanups, startPxs, waitFor as waitForWithin } from './harness.mjs';
+import { PXS_BIN, REPO_DIR, WEB_DIR, fatal, freePort, launchChromium, recordPage, runCleanups, startPxs, waitFor as waitForWithin, apiCaller, coordinatorUrl } from './harness.mjs';
 
 const artifactsDir = join(REPO_DIR, 'test-artifacts', 'admin');
 const ADMIN = 'pxs_adm_admin_e2e_admin_token_0123456789';
@@ -50,21 +50,8 @@ test('the admin console: sign in, drain and resume, end a session, titles, token
         );
         procs.push(coordinator);
         cleanups.push(() => coordinator.stop('SIGTERM', { killAfterMs: 10_000 }));
-        const url = await waitFor('the coordinator to listen', () => {
-            if (coordinator.exit) throw fatal(`the coordinator exited: ${coordinator.output()}`);
-            const line = coordinator.stdout.split('\n').find((l) => l.includes('"listening"'));
-            return line ? `http://${JSON.parse(line).addr}` : null;
-        });
-        const call = async (method, path, body, token = ADMIN) => {
-            const r = await fetch(new URL(path, url), {
-                method,
-                headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
-                body: body ? JSON.stringify(body) : undefined
-            });
-            const text = await r.text();
-            assert.ok(r.ok, `${method} ${path}: ${r.status} ${text}`);
-            return text ? JSON.parse(text) : null;
-        };
+        const url = await coordinatorUrl(coordinator);
+        const call = apiCaller(url, ADMIN);
         await call('POST', '/api/v1/titles', {
             id: 'demo', name: 'pxs demo', description: 'A test pattern', application_id: 'demo', visibility: 'public',
             max_players: 4, idle_timeout: 600, empty_timeout: 600, max_duration: 0

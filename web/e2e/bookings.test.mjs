@@ -21,7 +21,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PXS_BIN, REPO_DIR, fatal, freePort, frameCounter, launchChromium, recordPage, runCleanups, startPxs, waitFor as waitForWithin } from './harness.mjs';
+import { PXS_BIN, REPO_DIR, fatal, freePort, frameCounter, launchChromium, recordPage, runCleanups, startPxs, waitFor as waitForWithin, apiCaller, coordinatorUrl } from './harness.mjs';
 import { dictionaries, englishFragments, englishIn, visibleText } from './i18n-check.mjs';
 
 const artifactsDir = join(REPO_DIR, 'test-artifacts', 'bookings');
@@ -64,21 +64,8 @@ test('bookings: the form, a countdown, a late user, My sessions after a restart,
         );
         procs.push(coordinator);
         cleanups.push(() => coordinator.stop('SIGTERM', { killAfterMs: 10_000 }));
-        const url = await waitFor('the coordinator to listen', () => {
-            if (coordinator.exit) throw fatal(`the coordinator exited: ${coordinator.output()}`);
-            const line = coordinator.stdout.split('\n').find((l) => l.includes('"listening"'));
-            return line ? `http://${JSON.parse(line).addr}` : null;
-        });
-        const admin = async (method, path, body) => {
-            const r = await fetch(new URL(path, url), {
-                method,
-                headers: { Authorization: `Bearer ${ADMIN}`, 'Content-Type': 'application/json' },
-                body: body ? JSON.stringify(body) : undefined
-            });
-            const text = await r.text();
-            assert.ok(r.ok, `${method} ${path}: ${r.status} ${text}`);
-            return text ? JSON.parse(text) : null;
-        };
+        const url = await coordinatorUrl(coordinator);
+        const admin = apiCaller(url, ADMIN);
         await admin('POST', '/api/v1/titles', {
             id: 'demo', name: 'pxs demo', description: 'A test pattern', application_id: 'demo', visibility: 'public',
             max_players: 4, idle_timeout: 120, empty_timeout: EMPTY_S, max_duration: 0

@@ -328,3 +328,32 @@ export async function videoPoint(page, fx, fy) {
         return { x: left + fx * width, y: top + fy * height };
     }, [fx, fy]);
 }
+
+/** The http:// URL a `pxs coordinator --listen 127.0.0.1:0` prints it listens at, waited for;
+ *  fails at once if it exits. */
+export function coordinatorUrl(coordinator, { timeoutMs = 20_000 } = {}) {
+    return waitFor('the coordinator to listen', () => {
+        if (coordinator.exit) throw fatal(`the coordinator exited: ${coordinator.output()}`);
+        const line = coordinator.stdout.split('\n').find((l) => l.includes('"listening"'));
+        return line ? `http://${JSON.parse(line).addr}` : null;
+    }, { timeoutMs, intervalMs: 100 });
+}
+
+/**
+ * A caller of the coordinator's JSON API at `url` as `token` (another token as its fourth
+ * argument): asserts a 2xx answer and returns its parsed body. `onText(method, path, text)`
+ * sees every answer's text.
+ */
+export function apiCaller(url, token, { onText } = {}) {
+    return async (method, path, body, as = token) => {
+        const r = await fetch(new URL(path, url), {
+            method,
+            headers: { Authorization: `Bearer ${as}`, 'Content-Type': 'application/json' },
+            body: body ? JSON.stringify(body) : undefined
+        });
+        const text = await r.text();
+        if (onText) onText(method, path, text);
+        if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${text}`);
+        return text ? JSON.parse(text) : null;
+    };
+}

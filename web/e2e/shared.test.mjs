@@ -16,7 +16,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PXS_BIN, REPO_DIR, fatal, launchChromium, recordPage, runCleanups, startPxs, waitFor as waitForWithin, freePort, frameCounter, readInputLog, videoPoint } from './harness.mjs';
+import { PXS_BIN, REPO_DIR, fatal, launchChromium, recordPage, runCleanups, startPxs, waitFor as waitForWithin, freePort, frameCounter, readInputLog, videoPoint, apiCaller, coordinatorUrl } from './harness.mjs';
 
 const artifactsDir = join(REPO_DIR, 'test-artifacts');
 const ADMIN = 'pxs_adm_shared_e2e_admin_token_0123456789';
@@ -58,21 +58,8 @@ test('two browsers share a session: invitation, enforced control, handoff, chat,
         );
         procs.push(coordinator);
         cleanups.push(() => coordinator.stop('SIGTERM', { killAfterMs: 10_000 }));
-        const url = await waitFor('the coordinator to listen', () => {
-            if (coordinator.exit) throw fatal(`the coordinator exited: ${coordinator.output()}`);
-            const line = coordinator.stdout.split('\n').find((l) => l.includes('"listening"'));
-            return line ? `http://${JSON.parse(line).addr}` : null;
-        });
-        const admin = async (method, path, body) => {
-            const r = await fetch(new URL(path, url), {
-                method,
-                headers: { Authorization: `Bearer ${ADMIN}`, 'Content-Type': 'application/json' },
-                body: body ? JSON.stringify(body) : undefined
-            });
-            const text = await r.text();
-            assert.ok(r.ok, `${method} ${path}: ${r.status} ${text}`);
-            return text ? JSON.parse(text) : null;
-        };
+        const url = await coordinatorUrl(coordinator);
+        const admin = apiCaller(url, ADMIN);
         await admin('POST', '/api/v1/titles', {
             id: 'demo', name: 'pxs demo', description: 'A test pattern', application_id: 'demo', visibility: 'public',
             max_players: 4, idle_timeout: IDLE_S, empty_timeout: 120, max_duration: 0

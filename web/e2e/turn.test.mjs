@@ -19,7 +19,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PXS_BIN, REPO_DIR, fatal, launchChromium, recordPage, runCleanups, startPxs, waitFor as waitForWithin, freePort, frameCounter, readInputLog, videoPoint } from './harness.mjs';
+import { PXS_BIN, REPO_DIR, fatal, launchChromium, recordPage, runCleanups, startPxs, waitFor as waitForWithin, freePort, frameCounter, readInputLog, videoPoint, apiCaller, coordinatorUrl } from './harness.mjs';
 
 const TURNSERVER = process.env.TURNSERVER_BIN || '/usr/bin/turnserver';
 const artifactsDir = join(REPO_DIR, 'test-artifacts');
@@ -113,23 +113,9 @@ test('players reach the stream through a TURN relay with per-connection credenti
         );
         procs.push(coordinator);
         cleanups.push(() => coordinator.stop('SIGTERM', { killAfterMs: 10_000 }));
-        const url = await waitFor('the coordinator to listen', () => {
-            if (coordinator.exit) throw fatal(`the coordinator exited: ${coordinator.output()}`);
-            const line = coordinator.stdout.split('\n').find((l) => l.includes('"listening"'));
-            return line ? `http://${JSON.parse(line).addr}` : null;
-        });
+        const url = await coordinatorUrl(coordinator);
         const apiResponses = [];
-        const admin = async (method, path, body) => {
-            const r = await fetch(new URL(path, url), {
-                method,
-                headers: { Authorization: `Bearer ${ADMIN}`, 'Content-Type': 'application/json' },
-                body: body ? JSON.stringify(body) : undefined
-            });
-            const text = await r.text();
-            apiResponses.push(`${method} ${path}: ${text}`);
-            assert.ok(r.ok, `${method} ${path}: ${r.status} ${text}`);
-            return text ? JSON.parse(text) : null;
-        };
+        const admin = apiCaller(url, ADMIN, { onText: (method, path, text) => apiResponses.push(`${method} ${path}: ${text}`) });
         for (const [id, app] of [['demo', 'demo'], ['walled', 'walled']]) {
             await admin('POST', '/api/v1/titles', {
                 id, name: `pxs ${id}`, description: 'A test pattern', application_id: app, visibility: 'public',

@@ -14,7 +14,7 @@ import { existsSync } from 'node:fs';
 import { copyFile, mkdtemp, rm, writeFile, chmod } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PXS_BIN, fatal, launchChromium, recordPage, runCleanups, startPxs, waitFor as waitForWithin, freePort, frameCounter } from './harness.mjs';
+import { PXS_BIN, fatal, launchChromium, recordPage, runCleanups, startPxs, waitFor as waitForWithin, freePort, frameCounter, apiCaller } from './harness.mjs';
 
 const ADMIN = 'pxs_adm_update_e2e_admin_token_0123456789';
 const NODE_TOKEN = 'pxs_node_update_e2e_node_token_0123456789';
@@ -52,16 +52,7 @@ test('update: the coordinator restarts under a live session; a drained node is r
             if (c.exit) throw fatal(`the coordinator exited: ${c.output()}`);
             return c.stdout.includes('"listening"');
         });
-        const admin = async (method, path, body) => {
-            const r = await fetch(new URL(path, url), {
-                method,
-                headers: { Authorization: `Bearer ${ADMIN}`, 'Content-Type': 'application/json' },
-                body: body ? JSON.stringify(body) : undefined
-            });
-            const text = await r.text();
-            assert.ok(r.ok, `${method} ${path}: ${r.status} ${text}`);
-            return text ? JSON.parse(text) : null;
-        };
+        const admin = apiCaller(url, ADMIN);
         let coordinator = startCoordinator();
         await listening(coordinator);
         await admin('POST', '/api/v1/titles', {
