@@ -6,6 +6,7 @@
 use crate::auth::{Access, Caller, Refusal, TokenKind};
 use crate::engine::Engine;
 use crate::error::{ApiError, Kind};
+use crate::store::Probe;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Query, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -179,8 +180,8 @@ pub(crate) async fn healthz(State(engine): E) -> Response {
         return ApiError::new(Kind::Unavailable, "the database is not available").into_response();
     }
     match engine.store.probe_write(engine.now()).await {
-        Ok(()) | Err(crate::store::StoreError::Busy) => (StatusCode::OK, "ok\n").into_response(),
-        Err(e) => {
+        Probe::Wrote | Probe::Busy => (StatusCode::OK, "ok\n").into_response(),
+        Probe::Failed(e) => {
             tracing::error!(error = %e, "healthz: the database does not take writes");
             ApiError::new(
                 Kind::Unavailable,

@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A fixed-bucket histogram of seconds.
 pub struct Histogram {
@@ -61,6 +62,23 @@ pub struct Metrics {
     pub placement: Histogram,
     /// From `start_session` sent to the node reporting the session ready.
     pub start: Histogram,
+    /// Placements decided again because their node filled meanwhile or they would queue
+    /// (PostgreSQL, where placements run side by side; see `Engine::create_session`).
+    pub placement_retries: Counter,
+}
+
+/// A counter that only goes up.
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 impl Default for Metrics {
@@ -68,6 +86,7 @@ impl Default for Metrics {
         Metrics {
             placement: Histogram::new(LATENCY_BUCKETS),
             start: Histogram::new(LATENCY_BUCKETS),
+            placement_retries: Counter::default(),
         }
     }
 }
@@ -83,6 +102,14 @@ impl Metrics {
             out,
             "pxs_session_start_seconds",
             "Time from start_session sent to the session ready.",
+        );
+        let _ = writeln!(
+            out,
+            "# HELP pxs_placement_retries_total Placements decided again: their node filled \
+             meanwhile, or they would queue (PostgreSQL).\n\
+             # TYPE pxs_placement_retries_total counter\n\
+             pxs_placement_retries_total {}",
+            self.placement_retries.get()
         );
     }
 }

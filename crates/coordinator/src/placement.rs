@@ -95,17 +95,29 @@ pub fn place<'a>(
     application: &ApplicationId,
     want: &Interval,
 ) -> Option<&'a NodeId> {
-    nodes
+    ranked(nodes, application, want).into_iter().next()
+}
+
+/// Every node that could take a session of `application` over `want`, in [`place`]'s order of
+/// preference (the first is its choice). A placement that runs beside others (PostgreSQL) takes
+/// the first one no other placement is deciding on.
+pub fn ranked<'a>(
+    nodes: &'a [NodeSlots],
+    application: &ApplicationId,
+    want: &Interval,
+) -> Vec<&'a NodeId> {
+    let mut fit: Vec<(&NodeSlots, u32)> = nodes
         .iter()
         .filter(|n| n.applications.contains(application))
         .map(|n| (n, free_slots(n, want)))
         .filter(|(_, free)| *free > 0)
-        .min_by(|(a, fa), (b, fb)| {
-            fb.cmp(fa)
-                .then(a.busy.len().cmp(&b.busy.len()))
-                .then(a.id.cmp(&b.id))
-        })
-        .map(|(n, _)| &n.id)
+        .collect();
+    fit.sort_by(|(a, fa), (b, fb)| {
+        fb.cmp(fa)
+            .then(a.busy.len().cmp(&b.busy.len()))
+            .then(a.id.cmp(&b.id))
+    });
+    fit.into_iter().map(|(n, _)| &n.id).collect()
 }
 
 #[cfg(test)]
@@ -230,6 +242,28 @@ mod tests {
                     prop_assert!(covering(&n.busy, t) <= n.capacity as usize,
                         "node {} over capacity at {t}: {:?}", n.id, n.busy);
                 }
+            }
+        }
+
+        /// `ranked` lists exactly the nodes with a free slot over the window, best first: its
+        /// first is `place`'s choice, and no node after another has more free slots.
+        #[test]
+        fn ranked_lists_every_fitting_node_in_places_order(
+            loads in prop::collection::vec((0u32..4, prop::collection::vec(interval(), 0..6)), 1..6),
+            want in interval(),
+        ) {
+            let nodes: Vec<NodeSlots> = loads
+                .into_iter()
+                .enumerate()
+                .map(|(i, (c, busy))| node(&format!("n{i}"), c, busy))
+                .collect();
+            let ranked = ranked(&nodes, &app("demo"), &want);
+            prop_assert_eq!(ranked.first().copied(), place(&nodes, &app("demo"), &want));
+            let fitting = nodes.iter().filter(|n| free_slots(n, &want) > 0).count();
+            prop_assert_eq!(ranked.len(), fitting);
+            let free = |id: &NodeId| free_slots(nodes.iter().find(|n| &n.id == id).unwrap(), &want);
+            for pair in ranked.windows(2) {
+                prop_assert!(free(pair[0]) >= free(pair[1]));
             }
         }
 

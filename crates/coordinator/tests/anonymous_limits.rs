@@ -159,3 +159,40 @@ async fn an_office_address_at_its_limit_queues_rather_than_being_refused() {
         story(b).await;
     }
 }
+
+/// Twenty-four requests from one address at once, with slots free for all of them: the address
+/// holds exactly its limit and the rest wait. On PostgreSQL placements run side by side, so
+/// this holds only because each locks its address before counting what it holds.
+async fn burst(backend: Backend) {
+    let db = fresh_database(&backend, "anonymous-burst").await;
+    let toml = format!(
+        "trusted_proxies = [\"127.0.0.1/32\"]\n{FAST_TIMING}[anonymous]\nmax_sessions_per_address = 2\nmax_waiting_per_address = 30\n"
+    );
+    let coord = Coord::start(&db, &toml).await;
+    coord
+        .title("demo", "demo", json!({"max_duration": 3600}))
+        .await;
+    let (_n1, beat1) = online_fake_node(&coord, "n1", "demo", 16).await;
+    let (_n2, beat2) = online_fake_node(&coord, "n2", "demo", 16).await;
+    let answers = futures_util::future::join_all(
+        (0..24).map(|_| create(&coord, "203.0.113.9", json!({"title_id": "demo"}))),
+    )
+    .await;
+    let mut states = Vec::new();
+    for (st, s) in &answers {
+        assert_eq!(*st, 201, "{s}");
+        states.push(s["state"].as_str().unwrap().to_owned());
+    }
+    let started = states.iter().filter(|s| *s == "starting").count();
+    assert_eq!(started, 2, "{states:?}");
+    assert_eq!(states.iter().filter(|s| *s == "queued").count(), 22);
+    beat1.abort();
+    beat2.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_from_one_address_holds_no_more_than_its_limit() {
+    for b in backends() {
+        burst(b).await;
+    }
+}

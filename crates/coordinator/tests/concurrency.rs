@@ -97,6 +97,24 @@ async fn concurrent_requests_never_get_the_same_slot() {
         .await;
         burst(&[&coord]).await;
         check(&coord, &coord, &node).await;
+        // On PostgreSQL placements run beside each other, and each of the requests that queued
+        // was decided again with the lock exclusive: the metric counts them.
+        let mut text = String::new();
+        coord.engine().metrics.render_histograms(&mut text);
+        let retries: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("pxs_placement_retries_total "))
+            .unwrap_or_else(|| panic!("no retry count in {text}"))
+            .trim()
+            .parse()
+            .unwrap();
+        match b {
+            Backend::Postgres(_) => assert!(
+                retries >= (REQUESTS - SLOTS as usize) as u64,
+                "{retries} retries"
+            ),
+            _ => assert_eq!(retries, 0, "SQLite places one at a time"),
+        }
     }
 }
 

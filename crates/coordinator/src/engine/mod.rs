@@ -3,15 +3,15 @@
 //!
 //! Every transaction that changes sessions holds the placement lock, so capacity is never
 //! promised twice and no update is lost, also with several coordinators on one PostgreSQL. The
-//! ones that may promise a slot (a placement, the queue's promotion, a timer's start, a node's
-//! hello) hold it exclusive (`Store::begin_placement`). The ones that change sessions but never
-//! so that one takes a slot hold it shared and lock the rows they change: a node's events and
-//! heartbeats (`Store::begin_node_events`: the node's row, then each session's row) and a
-//! DELETE (`Store::begin_session_change`: the session's row), so they overlap each other while
-//! no placement overlaps any of them. Messages
-//! to nodes leave only after the commit, from the durable record (the session row says what was
-//! sent: an outbox), so a crash between the two resends rather than forgets; the node ignores a
-//! repeated `start_session`.
+//! ones that need the whole picture to stand still (the queue's promotion, a timer's start, a
+//! node's hello, a placement that will queue) hold it exclusive (`Store::begin_placement`). The
+//! others hold it shared and lock the rows they change: a placement that starts now or books a
+//! window (`Store::begin_admission`: the chosen node's row, whose slots it then counts again), a
+//! node's events and heartbeats (`Store::begin_node_events`: the node's row, then each session's
+//! row) and a DELETE (`Store::begin_session_change`: the session's row), so they overlap each
+//! other while no exclusive one overlaps any of them. Messages to nodes leave only after the
+//! commit, from the durable record (the session row says what was sent: an outbox), so a crash
+//! between the two resends rather than forgets; the node ignores a repeated `start_session`.
 //!
 //! One file per job: `tokens`, `views`, `sessions` (admission, ending, the outbox, the queue),
 //! `links` (share links), `titles`, `nodes` (drains, node links, events, heartbeats), `timers`.

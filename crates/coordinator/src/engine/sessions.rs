@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// Placements tried with the placement lock shared before one with it exclusive (PostgreSQL).
+const SHARED_TRIES: u32 = 3;
+
 impl Engine {
     /// `POST /api/v1/sessions`: places the session now, queues it, or reserves its window.
     pub async fn create_session(
@@ -27,47 +30,46 @@ impl Engine {
         .filter(|t| caller.may_use(t.visibility, t.approved))
         .ok_or_else(|| no_title(&req.title_id))?;
         let duration = rules::duration(&wanted, &title)?;
-        // Under the lock: nodes, slots, the title's queue and the title in one statement, the
-        // insert and the commit, where nothing waits in the queue and the caller is signed in.
-        let mut tx = self.store.begin_placement().await?;
-        let snap = store::admission_snapshot(&mut tx, &title.id).await?;
-        if !snap.title_exists {
-            return Err(no_title(&req.title_id));
-        }
-        let address = if let Caller::Anonymous { .. } = caller {
-            let owner = caller.owner();
-            rules::anonymous_admission(
-                store::holding_of_owner(&mut tx, &owner).await?,
-                self.config.anonymous_sessions_per_address,
-                wanted.start_at.is_some(),
-            )?
-        } else {
-            rules::AddressCheck::Free
-        };
-        let id = SessionId::from_random(auth::random_bytes::<16>());
-        let mut row = SessionRow::new(id, &title, caller.owner(), wanted.start_at, duration, now);
-        let slots = Self::slots_of(snap.nodes, &snap.held, now, None);
-        let queued = if wanted.start_at.is_none() && snap.queued > 0 {
-            self.waiting_for_slot(&mut tx, &title.id).await?
+        // On PostgreSQL a session that starts now or books a window on a node is placed with the
+        // lock shared, beside other placements (`admit`); a decision to queue, or a node that
+        // filled meanwhile more than `SHARED_TRIES` times, is taken again with it exclusive.
+        let mut shared_tries = if self.store.admits_beside_others() {
+            SHARED_TRIES
         } else {
             0
         };
-        let admission = match address {
-            // At its address's limit, a request for now waits whatever the slots say.
-            rules::AddressCheck::Wait => Admission::Queue,
-            rules::AddressCheck::Free => {
-                rules::admit(&slots, &title, wanted.start_at, duration, queued, now)?
+        let (mut tx, mut row) = loop {
+            let shared = shared_tries > 0;
+            let mut tx = if shared {
+                self.store.begin_admission().await?
+            } else {
+                self.store.begin_placement().await?
+            };
+            let owner = caller.owner();
+            match self
+                .admit(&mut tx, caller, &title, &wanted, duration, now, shared)
+                .await?
+            {
+                Some(admission) => {
+                    let id = SessionId::from_random(auth::random_bytes::<16>());
+                    let mut row =
+                        SessionRow::new(id, &title, owner, wanted.start_at, duration, now);
+                    match admission {
+                        Admission::Scheduled { node, window } => row.schedule(node, window),
+                        Admission::Start { node, window } => row.start_on(node, window, now),
+                        Admission::Queue => {
+                            row.queue_seq = Some(store::next_queue_seq(&mut tx).await?)
+                        }
+                    }
+                    break (tx, row);
+                }
+                None => {
+                    tx.rollback().await;
+                    shared_tries -= 1;
+                    self.metrics.placement_retries.inc();
+                }
             }
         };
-        if admission == Admission::Queue && !caller.is_signed_in() {
-            let waiting = store::waiting_of_owner(&mut tx, &caller.owner()).await?;
-            rules::anonymous_may_wait(waiting, self.config.anonymous_waiting_per_address)?;
-        }
-        match admission {
-            Admission::Scheduled { node, window } => row.schedule(node, window),
-            Admission::Start { node, window } => row.start_on(node, window, now),
-            Admission::Queue => row.queue_seq = Some(store::next_queue_seq(&mut tx).await?),
-        }
         // Held here: recorded as sent in this transaction, sent right after the commit (if the
         // link drops in between, the reconcile after its reconnect sends it again).
         let send_now = row.state == SessionState::Starting
@@ -276,12 +278,110 @@ impl Engine {
 
     /// The requests in `title`'s queue that wait for a slot (not for their address's limit):
     /// the ones a new request must not overtake.
+    /// Decides where a new session goes, in `tx` (see `create_session`). `shared`: `tx` holds
+    /// the placement lock shared (PostgreSQL), so others place sessions meanwhile: an anonymous
+    /// caller's address is locked first (its limit counts what it holds), a chosen node's row is
+    /// locked and its slots read again before it is promised, and `None` (try again) is the
+    /// answer when the node filled meanwhile or the session would queue: the queue's order and
+    /// its promotion need the lock exclusive.
+    #[allow(clippy::too_many_arguments)]
+    async fn admit(
+        &self,
+        tx: &mut AnyConnection,
+        caller: &Caller,
+        title: &TitleRow,
+        wanted: &rules::Wanted,
+        duration: Option<u64>,
+        now: Millis,
+        shared: bool,
+    ) -> Result<Option<Admission>, ApiError> {
+        let anonymous = !caller.is_signed_in();
+        if shared && anonymous {
+            store::lock_owner(&mut *tx, &caller.owner()).await?;
+        }
+        // Nodes, slots, the title's queue and the title in one statement.
+        let snap = store::admission_snapshot(&mut *tx, &title.id).await?;
+        if !snap.title_exists {
+            return Err(no_title(&title.id));
+        }
+        let address = if let Caller::Anonymous { .. } = caller {
+            rules::anonymous_admission(
+                store::holding_of_owner(&mut *tx, &caller.owner()).await?,
+                self.config.anonymous_sessions_per_address,
+                wanted.start_at.is_some(),
+            )?
+        } else {
+            rules::AddressCheck::Free
+        };
+        let slots = Self::slots_of(snap.nodes, &snap.held, now, None);
+        let queued = if wanted.start_at.is_none() && snap.queued > 0 {
+            self.waiting_for_slot(&mut *tx, &title.id).await?
+        } else {
+            0
+        };
+        let admission = match address {
+            // At its address's limit, a request for now waits whatever the slots say.
+            rules::AddressCheck::Wait => Admission::Queue,
+            rules::AddressCheck::Free => {
+                rules::admit(&slots, title, wanted.start_at, duration, queued, now)?
+            }
+        };
+        let (node, window) = match &admission {
+            Admission::Queue if shared => return Ok(None),
+            Admission::Queue => {
+                if anonymous {
+                    let waiting = store::waiting_of_owner(&mut *tx, &caller.owner()).await?;
+                    rules::anonymous_may_wait(waiting, self.config.anonymous_waiting_per_address)?;
+                }
+                return Ok(Some(admission));
+            }
+            _ if !shared => return Ok(Some(admission)),
+            Admission::Scheduled { node, window } | Admission::Start { node, window } => {
+                (node, *window)
+            }
+        };
+        // Shared: lock the first free of the best nodes, then count its slots again.
+        let mut candidates = placement::ranked(&slots, &title.application_id, &window);
+        candidates.truncate(4);
+        debug_assert_eq!(candidates.first(), Some(&node));
+        let candidates: Vec<NodeId> = candidates.into_iter().cloned().collect();
+        let Some(locked) = store::lock_placement_node(&mut *tx, &candidates).await? else {
+            return Ok(None);
+        };
+        let (fresh, held) = store::node_slots(&mut *tx, &locked).await?;
+        let fits = Self::slots_of(fresh.into_iter().collect(), &held, now, None)
+            .first()
+            .is_some_and(|n| {
+                n.applications.contains(&title.application_id)
+                    && placement::free_slots(n, &window) > 0
+            });
+        Ok(fits.then_some(match admission {
+            Admission::Scheduled { .. } => Admission::Scheduled {
+                node: locked,
+                window,
+            },
+            _ => Admission::Start {
+                node: locked,
+                window,
+            },
+        }))
+    }
+
     pub(super) async fn waiting_for_slot(
         &self,
         c: &mut AnyConnection,
         title: &TitleId,
     ) -> Result<i64, ApiError> {
         let queue = store::queue_of(c, title).await?;
+        self.waiting_in(c, &queue).await
+    }
+
+    /// Of the requests in `queue`, those waiting for a slot rather than for their address.
+    pub(super) async fn waiting_in(
+        &self,
+        c: &mut AnyConnection,
+        queue: &[SessionRow],
+    ) -> Result<i64, ApiError> {
         if queue.is_empty() {
             return Ok(0);
         }

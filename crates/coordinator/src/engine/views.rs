@@ -32,8 +32,7 @@ impl Engine {
         now: Millis,
         without: Option<&SessionId>,
     ) -> Result<Vec<NodeSlots>, ApiError> {
-        let nodes = store::placement_nodes(c).await?;
-        let held = store::held_slots(c).await?;
+        let (nodes, held) = store::placement_snapshot(c).await?;
         Ok(Self::slots_of(nodes, &held, now, without))
     }
 
@@ -76,11 +75,12 @@ impl Engine {
             .iter()
             .filter(|n| n.available && n.applications.contains(&t.application_id));
         // What a Launch would get, by admission's own rule (reservations and the queue count).
-        let waiting = self.waiting_for_slot(c, &t.id).await?;
+        let queue = store::queue_of(c, &t.id).await?;
+        let waiting = self.waiting_in(c, &queue).await?;
         let availability = api::Availability {
             free_slots: rules::launch_slots(slots, t, waiting, now),
             nodes: u32::try_from(with_app.count()).unwrap_or(u32::MAX),
-            queued: u32::try_from(store::queue_length(c, &t.id).await?).unwrap_or(u32::MAX),
+            queued: u32::try_from(queue.len()).unwrap_or(u32::MAX),
         };
         Ok(api::Title {
             id: t.id.clone(),

@@ -35,14 +35,15 @@ pub use nodes::{
     node_seen, set_acked, set_admin_drain, set_node_applications, upsert_node_hello,
 };
 pub use placement::{
-    AdmissionSnapshot, HeldSlot, PlacementNode, admission_snapshot, held_slots, placement_nodes,
+    AdmissionSnapshot, HeldSlot, PlacementNode, admission_snapshot, held_slots,
+    lock_placement_node, node_slots, placement_nodes, placement_snapshot,
 };
 pub use sessions::{
     SessionFilter, active_on_node, active_on_node_for_update, count_by_state, count_live_of_owner,
     count_sessions_of_title, get_session, get_session_for_update, get_session_with_position,
-    holding_of_anonymous, holding_of_owner, insert_session, list_sessions, next_queue_seq,
-    queue_length, queue_of, queued_titles, recent_lengths, scheduled_due, sessions_to_end,
-    undelivered, update_session, waiting_of_owner,
+    holding_of_anonymous, holding_of_owner, insert_session, list_sessions, lock_owner,
+    next_queue_seq, queue_length, queue_of, queued_titles, recent_lengths, scheduled_due,
+    sessions_to_end, undelivered, update_session, waiting_of_owner,
 };
 pub use titles::{
     approve_title, delete_title, dismiss_application, get_title, insert_title, is_dismissed,
@@ -260,6 +261,8 @@ pub enum Backend {
 
 /// The advisory lock id that serialises capacity changes on PostgreSQL ("pxs" + 1).
 const PLACEMENT_LOCK: i64 = 0x7078_7301;
+/// The first key of the advisory locks on one anonymous owner (`lock_owner`).
+const OWNER_LOCK: i32 = 0x7078_7302;
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -276,6 +279,20 @@ pub struct Store {
     /// The same, shared.
     lock_shared: String,
     health: WriteHealth,
+    /// The last write probe (`/healthz`): when it began and how it ended. Held while a probe
+    /// runs, so probes asked for together share one write instead of queueing on the row.
+    probe: Arc<tokio::sync::Mutex<Option<(std::time::Instant, Probe)>>>,
+}
+
+/// How a write probe ended ([`Store::probe_write`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// The database took the write, durably.
+    Wrote,
+    /// No connection (or lock) within the wait: the database is loaded, not failing.
+    Busy,
+    /// The write failed; the error, for the log.
+    Failed(String),
 }
 
 impl Store {
@@ -334,6 +351,7 @@ impl Store {
             lock_exclusive: lock_sql(wait, "pg_advisory_xact_lock"),
             lock_shared: lock_sql(wait, "pg_advisory_xact_lock_shared"),
             health: WriteHealth::default(),
+            probe: Arc::default(),
         })
     }
 
@@ -359,8 +377,29 @@ impl Store {
         &self.health
     }
 
-    /// A write that proves the database takes writes now (`/healthz`).
-    pub async fn probe_write(&self, now: Millis) -> Result<()> {
+    /// A write that proves the database takes writes now (`/healthz`): one that began after
+    /// this call. Calls that arrive while a probe runs wait for it to end, and the first of them
+    /// then runs the next one for all of them, so a burst of health checks costs two writes, not
+    /// one each on the same row.
+    pub async fn probe_write(&self, now: Millis) -> Probe {
+        let asked = std::time::Instant::now();
+        let mut last = self.probe.lock().await;
+        if let Some((began, result)) = &*last
+            && *began >= asked
+        {
+            return result.clone();
+        }
+        let began = std::time::Instant::now();
+        let result = match self.write_health_row(now).await {
+            Ok(()) => Probe::Wrote,
+            Err(StoreError::Busy) => Probe::Busy,
+            Err(e) => Probe::Failed(e.to_string()),
+        };
+        *last = Some((began, result.clone()));
+        result
+    }
+
+    async fn write_health_row(&self, now: Millis) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query("UPDATE health SET checked_at = $1 WHERE id = 1")
             .bind(now)
@@ -375,6 +414,21 @@ impl Store {
     /// coordinators.
     pub async fn begin_placement(&self) -> Result<Tx> {
         self.begin_locked(&self.lock_exclusive).await
+    }
+
+    /// A transaction that admits a new session (`POST`): on PostgreSQL with the placement lock
+    /// *shared*, so that placements run beside each other, DELETEs and node events; a slot it
+    /// promises is safe because it locks the chosen node's row and reads that node's slots again
+    /// first ([`lock_placement_node`], [`node_slots`]), and every other transaction that may
+    /// promise a slot either does the same or holds the lock exclusive. SQLite: its one writer.
+    pub async fn begin_admission(&self) -> Result<Tx> {
+        self.begin_locked(&self.lock_shared).await
+    }
+
+    /// Whether [`Store::begin_admission`] runs beside other placements (PostgreSQL), so that a
+    /// placement must lock its node and check it again; with SQLite's one writer it is alone.
+    pub fn admits_beside_others(&self) -> bool {
+        self.backend == Backend::Postgres
     }
 
     /// A transaction that changes one session, never so that it takes a slot (`DELETE`: a

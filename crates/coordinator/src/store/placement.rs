@@ -92,6 +92,98 @@ pub async fn admission_snapshot(
     })
 }
 
+/// PostgreSQL, in a transaction that holds the placement lock shared: locks the row of the
+/// first of `candidates` (the nodes a placement would take, best first) that no other
+/// placement holds now, so that placements arriving together spread over the nodes instead of
+/// queueing on the best one; if the first four are all held, waits for the first. Returns the
+/// node locked, or `None` if it no longer exists.
+pub async fn lock_placement_node(
+    c: &mut AnyConnection,
+    candidates: &[NodeId],
+) -> Result<Option<NodeId>> {
+    const FIRST_FREE: &str = "SELECT id FROM nodes WHERE id IN ($1, $2, $3, $4) \
+        ORDER BY CASE id WHEN $1 THEN 1 WHEN $2 THEN 2 WHEN $3 THEN 3 ELSE 4 END \
+        LIMIT 1 FOR UPDATE SKIP LOCKED";
+    const WAIT_FOR: &str = "SELECT id FROM nodes WHERE id = $1 FOR UPDATE";
+    let Some(first) = candidates.first() else {
+        return Ok(None);
+    };
+    let at = |i: usize| candidates.get(i).unwrap_or(first).as_str();
+    let free: Option<String> = sqlx::query_scalar(FIRST_FREE)
+        .bind(at(0))
+        .bind(at(1))
+        .bind(at(2))
+        .bind(at(3))
+        .fetch_optional(&mut *c)
+        .await?;
+    let locked = match free {
+        Some(id) => Some(id),
+        None => {
+            sqlx::query_scalar(WAIT_FOR)
+                .bind(first.as_str())
+                .fetch_optional(&mut *c)
+                .await?
+        }
+    };
+    locked
+        .map(|id| NodeId::parse(&id).map_err(|_| StoreError::Corrupt("id")))
+        .transpose()
+}
+
+/// PostgreSQL: one node as placement reads it and the slots held on it, read after its row was
+/// locked ([`lock_placement_node`]), so every placement committed on it before is counted.
+pub async fn node_slots(
+    c: &mut AnyConnection,
+    node: &NodeId,
+) -> Result<(Option<PlacementNode>, Vec<HeldSlot>)> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT ({NODES_POSTGRES} WHERE id = $1) AS nodes, ({held}) AS held",
+            held = sql::HELD_ON_NODE_POSTGRES
+        )
+    });
+    let (nodes, held): (Option<String>, Option<String>) =
+        sqlx::query_as(sqlx::AssertSqlSafe(SQL.as_str()))
+            .bind(node.as_str())
+            .fetch_one(&mut *c)
+            .await?;
+    Ok((
+        nodes_of(parse_json_rows(nodes, "nodes")?)?.pop(),
+        held_of(parse_json_rows(held, "sessions")?)?,
+    ))
+}
+
+/// Every node and every held slot, as [`placement_nodes`] and [`held_slots`] read them, in one
+/// statement (one snapshot, one round trip).
+pub async fn placement_snapshot(
+    c: &mut AnyConnection,
+) -> Result<(Vec<PlacementNode>, Vec<HeldSlot>)> {
+    static SQLITE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT ({NODES_SQLITE}) AS nodes, ({}) AS held",
+            sql::HELD_SLOTS_SQLITE
+        )
+    });
+    static POSTGRES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT ({NODES_POSTGRES}) AS nodes, ({}) AS held",
+            sql::HELD_SLOTS_POSTGRES
+        )
+    });
+    let sql: &str = if c.backend_name().eq_ignore_ascii_case("postgresql") {
+        &POSTGRES
+    } else {
+        &SQLITE
+    };
+    let (nodes, held): (Option<String>, Option<String>) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .fetch_one(&mut *c)
+        .await?;
+    Ok((
+        nodes_of(parse_json_rows(nodes, "nodes")?)?,
+        held_of(parse_json_rows(held, "sessions")?)?,
+    ))
+}
+
 /// The one statement of [`admission_snapshot`], from the statements that read its parts.
 fn snapshot_sql(nodes: &str, held: &str) -> String {
     format!(

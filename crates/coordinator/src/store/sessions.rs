@@ -307,6 +307,18 @@ pub async fn holding_of_owner(c: &mut AnyConnection, owner: &Owner) -> Result<i6
     fetch_one(c, sql::HOLDING_OF_OWNER, [owner.to_string()], n_col).await
 }
 
+/// PostgreSQL: locks `owner` until the transaction ends, so that two placements of one
+/// anonymous address that run side by side (`Store::begin_admission`) count its sessions one
+/// after the other. (The two-key advisory locks are a key space apart from the placement lock.)
+pub async fn lock_owner(c: &mut AnyConnection, owner: &Owner) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+        .bind(super::OWNER_LOCK)
+        .bind(owner.to_string())
+        .execute(&mut *c)
+        .await?;
+    Ok(())
+}
+
 /// The requests `owner` has waiting in queues.
 pub async fn waiting_of_owner(c: &mut AnyConnection, owner: &Owner) -> Result<i64> {
     fetch_one(c, sql::WAITING_OF_OWNER, [owner.to_string()], n_col).await
