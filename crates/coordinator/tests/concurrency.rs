@@ -310,3 +310,70 @@ async fn post_and_delete_storms_never_exceed_a_nodes_capacity() {
         );
     }
 }
+
+/// PostgreSQL ranks candidate nodes on a picture up to 250 ms old; what it promises is counted
+/// again on the node it locks. One slot: the first POST takes it (and leaves behind a picture
+/// read before its own insert, with the slot still free); the second, right after, ranks on
+/// that picture, finds the node full when it counts again, and queues. A booking's refusal is
+/// decided on a fresh read (here the running session has no end, so it blocks every later
+/// window on the only node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placement_ranked_on_an_old_picture_is_counted_again() {
+    let Some(pg) = backends()
+        .into_iter()
+        .find(|b| matches!(b, Backend::Postgres(_)))
+    else {
+        eprintln!("skipped: PXS_TEST_POSTGRES_URL is not set (SQLite places one at a time)");
+        return;
+    };
+    let db = fresh_database(&pg, "old-picture").await;
+    let coord = Coord::start(&db, FAST_TIMING).await;
+    coord.title("demo", "demo", json!({})).await;
+    let _node = FakeNode::connect(&coord, "n1", "demo", 1, false).await;
+    wait_until(Duration::from_secs(5), || async {
+        coord
+            .node_state("n1")
+            .await
+            .map(|_| ())
+            .ok_or("no node yet".to_owned())
+    })
+    .await;
+    let launch = || {
+        coord.admin(
+            "POST",
+            "/api/v1/sessions",
+            Some(json!({"title_id": "demo"})),
+        )
+    };
+    let (st, first) = launch().await;
+    assert_eq!(
+        (st, first["state"].as_str()),
+        (201, Some("starting")),
+        "{first}"
+    );
+    let (st, second) = launch().await;
+    assert_eq!(
+        (st, second["state"].as_str()),
+        (201, Some("queued")),
+        "{second}"
+    );
+    assert_eq!(second["queue_position"], 1, "{second}");
+    // Booked an hour ahead for ten minutes: refused, since the running session has no end.
+    let later = pxs_coordinator::engine::rfc3339(coord.engine().now() + 3_600_000);
+    let (st, v) = coord
+        .admin(
+            "POST",
+            "/api/v1/sessions",
+            Some(json!({"title_id": "demo", "start_at": later, "duration": 600})),
+        )
+        .await;
+    assert_eq!(st, 409, "{v}");
+    let (_, list) = coord.admin("GET", "/api/v1/sessions", None).await;
+    let starting = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["state"] == "starting")
+        .count();
+    assert_eq!(starting, 1, "{list}");
+}

@@ -162,6 +162,9 @@ pub struct Engine {
     /// The players each session of a node linked here had at its last heartbeat (for admins'
     /// lists; a session on a node linked to another coordinator is not known here).
     players: Mutex<HashMap<NodeId, Vec<(SessionId, u32)>>>,
+    /// PostgreSQL: the picture of every node and slot that placements rank candidate nodes by,
+    /// and when it was read (`sessions::RANKING_TTL`).
+    ranking: Mutex<Option<(std::time::Instant, Arc<Vec<NodeSlots>>)>>,
 }
 
 impl Engine {
@@ -187,6 +190,7 @@ impl Engine {
             seen: Mutex::new(HashMap::new()),
             drain_resent: Mutex::new(HashMap::new()),
             players: Mutex::new(HashMap::new()),
+            ranking: Mutex::new(None),
         })
     }
 

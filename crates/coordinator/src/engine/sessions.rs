@@ -5,6 +5,20 @@ use super::*;
 /// Placements tried with the placement lock shared before one with it exclusive (PostgreSQL).
 const SHARED_TRIES: u32 = 3;
 
+/// How old the picture of every node and slot may be that a first try ranks nodes by
+/// (PostgreSQL; see `Engine::admit`). Reading it is the dearest statement of a placement; an
+/// old one costs at worst a retry, never a slot promised twice.
+const RANKING_TTL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// What `Engine::admit` decided.
+enum Decision {
+    Admit(Admission),
+    /// The node filled meanwhile: try again with the lock shared, on a new picture.
+    Again,
+    /// Only the lock exclusive can decide (the session would queue, or others wait).
+    Exclusive,
+}
+
 impl Engine {
     /// `POST /api/v1/sessions`: places the session now, queues it, or reserves its window.
     pub async fn create_session(
@@ -40,35 +54,38 @@ impl Engine {
         };
         let (mut tx, mut row) = loop {
             let shared = shared_tries > 0;
+            let fresh = shared_tries < SHARED_TRIES;
             let mut tx = if shared {
                 self.store.begin_admission().await?
             } else {
                 self.store.begin_placement().await?
             };
-            let owner = caller.owner();
-            match self
-                .admit(&mut tx, caller, &title, &wanted, duration, now, shared)
-                .await?
-            {
-                Some(admission) => {
-                    let id = SessionId::from_random(auth::random_bytes::<16>());
-                    let mut row =
-                        SessionRow::new(id, &title, owner, wanted.start_at, duration, now);
-                    match admission {
-                        Admission::Scheduled { node, window } => row.schedule(node, window),
-                        Admission::Start { node, window } => row.start_on(node, window, now),
-                        Admission::Queue => {
-                            row.queue_seq = Some(store::next_queue_seq(&mut tx).await?)
-                        }
-                    }
-                    break (tx, row);
-                }
-                None => {
+            let decision = self
+                .admit(
+                    &mut tx, caller, &title, &wanted, duration, now, shared, fresh,
+                )
+                .await?;
+            let admission = match decision {
+                Decision::Admit(a) => a,
+                Decision::Again | Decision::Exclusive => {
                     tx.rollback().await;
-                    shared_tries -= 1;
                     self.metrics.placement_retries.inc();
+                    shared_tries = match decision {
+                        Decision::Again => shared_tries - 1,
+                        _ => 0,
+                    };
+                    continue;
                 }
+            };
+            let id = SessionId::from_random(auth::random_bytes::<16>());
+            let mut row =
+                SessionRow::new(id, &title, caller.owner(), wanted.start_at, duration, now);
+            match admission {
+                Admission::Scheduled { node, window } => row.schedule(node, window),
+                Admission::Start { node, window } => row.start_on(node, window, now),
+                Admission::Queue => row.queue_seq = Some(store::next_queue_seq(&mut tx).await?),
             }
+            break (tx, row);
         };
         // Held here: recorded as sent in this transaction, sent right after the commit (if the
         // link drops in between, the reconcile after its reconnect sends it again).
@@ -276,14 +293,16 @@ impl Engine {
         Ok(started)
     }
 
-    /// The requests in `title`'s queue that wait for a slot (not for their address's limit):
-    /// the ones a new request must not overtake.
-    /// Decides where a new session goes, in `tx` (see `create_session`). `shared`: `tx` holds
-    /// the placement lock shared (PostgreSQL), so others place sessions meanwhile: an anonymous
-    /// caller's address is locked first (its limit counts what it holds), a chosen node's row is
-    /// locked and its slots read again before it is promised, and `None` (try again) is the
-    /// answer when the node filled meanwhile or the session would queue: the queue's order and
-    /// its promotion need the lock exclusive.
+    /// Decides where a new session goes, in `tx` (see `create_session`).
+    ///
+    /// `shared`: `tx` holds the placement lock shared (PostgreSQL), so others place sessions
+    /// meanwhile. An anonymous caller's address is locked first (its limit counts what it holds).
+    /// The candidate nodes are ranked on a picture of every node and slot that may be up to
+    /// [`RANKING_TTL`] old on a first try (`fresh: false`); the chosen node's row is then locked
+    /// and its slots, the title and the title's queue are read again, so nothing is promised on
+    /// the old picture: a node that filled meanwhile answers [`Decision::Again`] (with a new
+    /// picture), and a session that would queue, or overtake a queue, [`Decision::Exclusive`]:
+    /// the queue's order and its promotion need the lock exclusive.
     #[allow(clippy::too_many_arguments)]
     async fn admit(
         &self,
@@ -294,15 +313,11 @@ impl Engine {
         duration: Option<u64>,
         now: Millis,
         shared: bool,
-    ) -> Result<Option<Admission>, ApiError> {
+        fresh: bool,
+    ) -> Result<Decision, ApiError> {
         let anonymous = !caller.is_signed_in();
         if shared && anonymous {
             store::lock_owner(&mut *tx, &caller.owner()).await?;
-        }
-        // Nodes, slots, the title's queue and the title in one statement.
-        let snap = store::admission_snapshot(&mut *tx, &title.id).await?;
-        if !snap.title_exists {
-            return Err(no_title(&title.id));
         }
         let address = if let Caller::Anonymous { .. } = caller {
             rules::anonymous_admission(
@@ -313,29 +328,58 @@ impl Engine {
         } else {
             rules::AddressCheck::Free
         };
-        let slots = Self::slots_of(snap.nodes, &snap.held, now, None);
-        let queued = if wanted.start_at.is_none() && snap.queued > 0 {
-            self.waiting_for_slot(&mut *tx, &title.id).await?
+        // At its address's limit, a request for now waits whatever the slots say.
+        if shared && address == rules::AddressCheck::Wait {
+            return Ok(Decision::Exclusive);
+        }
+        let cached = if shared && !fresh {
+            self.cached_ranking()
         } else {
-            0
+            None
+        };
+        let from_cache = cached.is_some();
+        let (slots, queued) = match cached {
+            // The queue and the title are read after the node's lock, below.
+            Some(slots) => (slots, 0),
+            None => {
+                // Nodes, slots, the title's queue and the title in one statement.
+                let snap = store::admission_snapshot(&mut *tx, &title.id).await?;
+                if !snap.title_exists {
+                    return Err(no_title(&title.id));
+                }
+                let slots = Arc::new(Self::slots_of(snap.nodes, &snap.held, now, None));
+                if shared {
+                    self.keep_ranking(&slots);
+                }
+                let queued = if wanted.start_at.is_none() && snap.queued > 0 {
+                    self.waiting_for_slot(&mut *tx, &title.id).await?
+                } else {
+                    0
+                };
+                (slots, queued)
+            }
         };
         let admission = match address {
-            // At its address's limit, a request for now waits whatever the slots say.
             rules::AddressCheck::Wait => Admission::Queue,
             rules::AddressCheck::Free => {
-                rules::admit(&slots, title, wanted.start_at, duration, queued, now)?
+                match rules::admit(&slots, title, wanted.start_at, duration, queued, now) {
+                    Ok(a) => a,
+                    // A booking is refused only on a picture read now.
+                    Err(_) if from_cache => return Ok(Decision::Again),
+                    Err(e) => return Err(e),
+                }
             }
         };
         let (node, window) = match &admission {
-            Admission::Queue if shared => return Ok(None),
+            Admission::Queue if shared => return Ok(Decision::Exclusive),
             Admission::Queue => {
                 if anonymous {
                     let waiting = store::waiting_of_owner(&mut *tx, &caller.owner()).await?;
                     rules::anonymous_may_wait(waiting, self.config.anonymous_waiting_per_address)?;
                 }
-                return Ok(Some(admission));
+                return Ok(Decision::Admit(admission));
             }
-            _ if !shared => return Ok(Some(admission)),
+            _ if !shared => return Ok(Decision::Admit(admission)),
             Admission::Scheduled { node, window } | Admission::Start { node, window } => {
                 (node, *window)
             }
@@ -346,16 +390,32 @@ impl Engine {
         debug_assert_eq!(candidates.first(), Some(&node));
         let candidates: Vec<NodeId> = candidates.into_iter().cloned().collect();
         let Some(locked) = store::lock_placement_node(&mut *tx, &candidates).await? else {
-            return Ok(None);
+            return Ok(Decision::Again);
         };
-        let (fresh, held) = store::node_slots(&mut *tx, &locked).await?;
-        let fits = Self::slots_of(fresh.into_iter().collect(), &held, now, None)
-            .first()
-            .is_some_and(|n| {
-                n.applications.contains(&title.application_id)
-                    && placement::free_slots(n, &window) > 0
-            });
-        Ok(fits.then_some(match admission {
+        let now_there = store::node_slots(&mut *tx, &locked, &title.id).await?;
+        if !now_there.title_exists {
+            return Err(no_title(&title.id));
+        }
+        if wanted.start_at.is_none() && now_there.queued > 0 {
+            // Others wait for this title: whether this one may still start is the queue's rule,
+            // decided with the whole picture.
+            return Ok(Decision::Exclusive);
+        }
+        let fits = Self::slots_of(
+            now_there.node.into_iter().collect(),
+            &now_there.held,
+            now,
+            None,
+        )
+        .first()
+        .is_some_and(|n| {
+            n.applications.contains(&title.application_id) && placement::free_slots(n, &window) > 0
+        });
+        if !fits {
+            self.forget_ranking();
+            return Ok(Decision::Again);
+        }
+        Ok(Decision::Admit(match admission {
             Admission::Scheduled { .. } => Admission::Scheduled {
                 node: locked,
                 window,
@@ -367,6 +427,28 @@ impl Engine {
         }))
     }
 
+    /// The picture placements rank nodes by, if it is younger than [`RANKING_TTL`].
+    fn cached_ranking(&self) -> Option<Arc<Vec<NodeSlots>>> {
+        let kept = self.ranking.lock().ok()?;
+        kept.as_ref()
+            .filter(|(at, _)| at.elapsed() < RANKING_TTL)
+            .map(|(_, slots)| slots.clone())
+    }
+
+    fn keep_ranking(&self, slots: &Arc<Vec<NodeSlots>>) {
+        if let Ok(mut kept) = self.ranking.lock() {
+            *kept = Some((std::time::Instant::now(), slots.clone()));
+        }
+    }
+
+    fn forget_ranking(&self) {
+        if let Ok(mut kept) = self.ranking.lock() {
+            *kept = None;
+        }
+    }
+
+    /// The requests in `title`'s queue that wait for a slot (not for their address's limit):
+    /// the ones a new request must not overtake.
     pub(super) async fn waiting_for_slot(
         &self,
         c: &mut AnyConnection,

@@ -35,7 +35,7 @@ pub use nodes::{
     node_seen, set_acked, set_admin_drain, set_node_applications, upsert_node_hello,
 };
 pub use placement::{
-    AdmissionSnapshot, HeldSlot, PlacementNode, admission_snapshot, held_slots,
+    AdmissionSnapshot, HeldSlot, NodeRecheck, PlacementNode, admission_snapshot, held_slots,
     lock_placement_node, node_slots, placement_nodes, placement_snapshot,
 };
 pub use sessions::{

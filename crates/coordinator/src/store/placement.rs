@@ -130,27 +130,44 @@ pub async fn lock_placement_node(
         .transpose()
 }
 
-/// PostgreSQL: one node as placement reads it and the slots held on it, read after its row was
-/// locked ([`lock_placement_node`]), so every placement committed on it before is counted.
+/// What a placement reads again after it locked its node ([`lock_placement_node`]), when every
+/// placement committed on that node before is visible.
+#[derive(Clone, Debug)]
+pub struct NodeRecheck {
+    /// The node as placement reads it (`None` if it is gone).
+    pub node: Option<PlacementNode>,
+    pub held: Vec<HeldSlot>,
+    /// The requests queued for the title.
+    pub queued: i64,
+    pub title_exists: bool,
+}
+
+/// PostgreSQL: reads the [`NodeRecheck`] of `node` for a session of `title`, in one statement.
 pub async fn node_slots(
     c: &mut AnyConnection,
     node: &NodeId,
-) -> Result<(Option<PlacementNode>, Vec<HeldSlot>)> {
+    title: &pxs_protocol::api::TitleId,
+) -> Result<NodeRecheck> {
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
-            "SELECT ({NODES_POSTGRES} WHERE id = $1) AS nodes, ({held}) AS held",
-            held = sql::HELD_ON_NODE_POSTGRES
+            "SELECT ({NODES_POSTGRES} WHERE id = $1) AS nodes, ({held}) AS held, \
+             ({queued}) AS queued, (SELECT COUNT(*) FROM titles WHERE id = $2) AS titles",
+            held = sql::HELD_ON_NODE_POSTGRES,
+            queued = sql::QUEUE_LENGTH.replace("$1", "$2"),
         )
     });
-    let (nodes, held): (Option<String>, Option<String>) =
+    let (nodes, held, queued, titles): (Option<String>, Option<String>, i64, i64) =
         sqlx::query_as(sqlx::AssertSqlSafe(SQL.as_str()))
             .bind(node.as_str())
+            .bind(title.as_str())
             .fetch_one(&mut *c)
             .await?;
-    Ok((
-        nodes_of(parse_json_rows(nodes, "nodes")?)?.pop(),
-        held_of(parse_json_rows(held, "sessions")?)?,
-    ))
+    Ok(NodeRecheck {
+        node: nodes_of(parse_json_rows(nodes, "nodes")?)?.pop(),
+        held: held_of(parse_json_rows(held, "sessions")?)?,
+        queued,
+        title_exists: titles > 0,
+    })
 }
 
 /// Every node and every held slot, as [`placement_nodes`] and [`held_slots`] read them, in one
