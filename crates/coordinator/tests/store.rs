@@ -410,3 +410,74 @@ async fn node_events_side_by_side_are_each_applied_once() {
         coord.stop().await;
     }
 }
+
+/// PostgreSQL: a placement takes the lock of the first of its candidate nodes that no other
+/// placement holds, and only that one (two placements that each held several would wait on
+/// each other for nothing); with every candidate held, it waits for the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placement_locks_exactly_one_node() {
+    let Some(pg) = backends()
+        .into_iter()
+        .find(|b| matches!(b, Backend::Postgres(_)))
+    else {
+        eprintln!("skipped: PXS_TEST_POSTGRES_URL is not set (SQLite has one writer)");
+        return;
+    };
+    let store = open_store(&pg, "node-locks").await;
+    let ids: Vec<NodeId> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| NodeId::parse(n).unwrap())
+        .collect();
+    const HELD: &str = "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' \
+        AND pid = pg_backend_pid() AND granted AND objsubid = 2";
+    let mut a = store.begin_admission().await.unwrap();
+    assert_eq!(
+        store::lock_placement_node(&mut a, &ids).await.unwrap(),
+        ids[0]
+    );
+    let held: i64 = sqlx::query_scalar(HELD).fetch_one(&mut *a).await.unwrap();
+    assert_eq!(held, 1, "one node's lock, not every candidate's");
+    // n1 is held: the next placement takes n2, and only n2.
+    let mut b = store.begin_admission().await.unwrap();
+    assert_eq!(
+        store::lock_placement_node(&mut b, &ids).await.unwrap(),
+        ids[1]
+    );
+    let held: i64 = sqlx::query_scalar(HELD).fetch_one(&mut *b).await.unwrap();
+    assert_eq!(held, 1);
+    // All three held: a placement waits for n1, and gets it once n1's holder ends.
+    let mut c = store.begin_admission().await.unwrap();
+    assert_eq!(
+        store::lock_placement_node(&mut c, &ids[2..]).await.unwrap(),
+        ids[2]
+    );
+    let waiter = {
+        let store = store.clone();
+        let ids = ids.clone();
+        tokio::spawn(async move {
+            let mut d = store.begin_admission().await.unwrap();
+            store::lock_placement_node(&mut d, &ids).await.unwrap()
+        })
+    };
+    // It waits: its lock request is in the lock table, not granted.
+    let mut seen = false;
+    for _ in 0..500 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        if waiting == 1 {
+            seen = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(seen, "no placement waits for a node's lock");
+    assert!(!waiter.is_finished(), "waits while every candidate is held");
+    a.rollback().await;
+    assert_eq!(waiter.await.unwrap(), ids[0]);
+    b.rollback().await;
+    c.rollback().await;
+}

@@ -6,7 +6,7 @@
 //! ones that need the whole picture to stand still (the queue's promotion, a timer's start, a
 //! node's hello, a placement that will queue) hold it exclusive (`Store::begin_placement`). The
 //! others hold it shared and lock the rows they change: a placement that starts now or books a
-//! window (`Store::begin_admission`: the chosen node's row, whose slots it then counts again), a
+//! window (`Store::begin_admission`: the chosen node's placement lock, then its slots counted again), a
 //! node's events and heartbeats (`Store::begin_node_events`: the node's row, then each session's
 //! row) and a DELETE (`Store::begin_session_change`: the session's row), so they overlap each
 //! other while no exclusive one overlaps any of them. Messages to nodes leave only after the

@@ -386,12 +386,10 @@ impl Engine {
         };
         // Shared: lock the first free of the best nodes, then count its slots again.
         let mut candidates = placement::ranked(&slots, &title.application_id, &window);
-        candidates.truncate(4);
+        candidates.truncate(store::CANDIDATES);
         debug_assert_eq!(candidates.first(), Some(&node));
         let candidates: Vec<NodeId> = candidates.into_iter().cloned().collect();
-        let Some(locked) = store::lock_placement_node(&mut *tx, &candidates).await? else {
-            return Ok(Decision::Again);
-        };
+        let locked = store::lock_placement_node(&mut *tx, &candidates).await?;
         let now_there = store::node_slots(&mut *tx, &locked, &title.id).await?;
         if !now_there.title_exists {
             return Err(no_title(&title.id));

@@ -35,8 +35,8 @@ pub use nodes::{
     node_seen, set_acked, set_admin_drain, set_node_applications, upsert_node_hello,
 };
 pub use placement::{
-    AdmissionSnapshot, HeldSlot, NodeRecheck, PlacementNode, admission_snapshot, held_slots,
-    lock_placement_node, node_slots, placement_nodes, placement_snapshot,
+    AdmissionSnapshot, CANDIDATES, HeldSlot, NodeRecheck, PlacementNode, admission_snapshot,
+    held_slots, lock_placement_node, node_slots, placement_nodes, placement_snapshot,
 };
 pub use sessions::{
     SessionFilter, active_on_node, active_on_node_for_update, count_by_state, count_live_of_owner,
@@ -418,7 +418,7 @@ impl Store {
 
     /// A transaction that admits a new session (`POST`): on PostgreSQL with the placement lock
     /// *shared*, so that placements run beside each other, DELETEs and node events; a slot it
-    /// promises is safe because it locks the chosen node's row and reads that node's slots again
+    /// promises is safe because it takes the chosen node's placement lock and reads that node's slots again
     /// first ([`lock_placement_node`], [`node_slots`]), and every other transaction that may
     /// promise a slot either does the same or holds the lock exclusive. SQLite: its one writer.
     pub async fn begin_admission(&self) -> Result<Tx> {

@@ -48,9 +48,12 @@ fn parse_json_rows<T: serde::de::DeserializeOwned>(
 const NODES_SQLITE: &str = "SELECT json_group_array(json_array(id, online, admin_drain, \
     node_drain, max_sessions, max_sessions_per_gpu, json_array_length(gpus), \
     json(applications))) FROM nodes";
-const NODES_POSTGRES: &str = "SELECT json_agg(json_build_array(id, online, admin_drain, \
-    node_drain, max_sessions, max_sessions_per_gpu, json_array_length(gpus::json), \
-    applications::json))::text FROM nodes";
+/// As [`sql::HELD_SLOTS_POSTGRES`], the JSON is written by concatenation: the id is checked to
+/// be `[A-Za-z0-9_.-]`, the numbers are integers and `applications` is the JSON array the
+/// coordinator stored (0.75 → 0.5 ms for 100 nodes).
+const NODES_POSTGRES: &str = "SELECT '[' || string_agg('[\"' || id || '\",' || online || ',' \
+    || admin_drain || ',' || node_drain || ',' || max_sessions || ',' || max_sessions_per_gpu \
+    || ',' || json_array_length(gpus::json) || ',' || applications || ']', ',') || ']' FROM nodes";
 
 /// What a new session's admission reads under the placement lock, in one statement (one round
 /// trip while the lock is held): every node and held slot as [`placement_nodes`] and
@@ -92,43 +95,64 @@ pub async fn admission_snapshot(
     })
 }
 
-/// PostgreSQL, in a transaction that holds the placement lock shared: locks the row of the
-/// first of `candidates` (the nodes a placement would take, best first) that no other
-/// placement holds now, so that placements arriving together spread over the nodes instead of
-/// queueing on the best one; if the first four are all held, waits for the first. Returns the
-/// node locked, or `None` if it no longer exists.
-pub async fn lock_placement_node(
-    c: &mut AnyConnection,
-    candidates: &[NodeId],
-) -> Result<Option<NodeId>> {
-    const FIRST_FREE: &str = "SELECT id FROM nodes WHERE id IN ($1, $2, $3, $4) \
-        ORDER BY CASE id WHEN $1 THEN 1 WHEN $2 THEN 2 WHEN $3 THEN 3 ELSE 4 END \
-        LIMIT 1 FOR UPDATE SKIP LOCKED";
-    const WAIT_FOR: &str = "SELECT id FROM nodes WHERE id = $1 FOR UPDATE";
+/// How many of a placement's best nodes it tries to lock without waiting
+/// ([`lock_placement_node`]).
+pub const CANDIDATES: usize = 8;
+
+/// PostgreSQL, in a transaction that holds the placement lock shared: takes the placement lock
+/// of the first of `candidates` (the nodes a placement would take, best first, at most
+/// [`CANDIDATES`]) that no other placement holds now, so that placements arriving together
+/// spread over the nodes instead of queueing on the best one; if all are held, waits for the
+/// first. Returns the node whose lock it holds until the transaction ends.
+///
+/// A node's placement lock is an advisory lock keyed on its id (in the two-key space, apart
+/// from the placement lock), not its row: a node's events and heartbeats lock its row for as
+/// long as their own transaction, and a placement need not wait for them (they never take a
+/// slot). Two ids whose hashes collide share a lock, which costs a wait, never a slot.
+pub async fn lock_placement_node(c: &mut AnyConnection, candidates: &[NodeId]) -> Result<NodeId> {
+    // The candidates in order; the filter on the sorted list stops at the first lock taken, so
+    // no other is taken. `OFFSET 0` keeps the planner from pushing the filter below the sort
+    // (it would try every candidate's lock, and hold each one it got).
+    static FIRST_FREE: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        (1..=CANDIDATES)
+            .map(|n| {
+                let values: Vec<String> = (1..=n).map(|i| format!("({i}, ${i}::text)")).collect();
+                format!(
+                    "SELECT id FROM (SELECT n, id FROM (VALUES {}) AS c(n, id) ORDER BY n OFFSET 0) AS o \
+                     WHERE pg_try_advisory_xact_lock({NODE_LOCK}, hashtext(id)) LIMIT 1",
+                    values.join(", ")
+                )
+            })
+            .collect()
+    });
+    static WAIT_FOR: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!("SELECT pg_advisory_xact_lock({NODE_LOCK}, hashtext($1))")
+    });
     let Some(first) = candidates.first() else {
-        return Ok(None);
+        return Err(StoreError::Corrupt("no candidate node"));
     };
-    let at = |i: usize| candidates.get(i).unwrap_or(first).as_str();
-    let free: Option<String> = sqlx::query_scalar(FIRST_FREE)
-        .bind(at(0))
-        .bind(at(1))
-        .bind(at(2))
-        .bind(at(3))
-        .fetch_optional(&mut *c)
-        .await?;
-    let locked = match free {
-        Some(id) => Some(id),
+    let candidates = &candidates[..candidates.len().min(CANDIDATES)];
+    let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(
+        FIRST_FREE[candidates.len() - 1].as_str(),
+    ));
+    for id in candidates {
+        q = q.bind(id.as_str());
+    }
+    let free: Option<String> = q.fetch_optional(&mut *c).await?;
+    match free {
+        Some(id) => NodeId::parse(&id).map_err(|_| StoreError::Corrupt("id")),
         None => {
-            sqlx::query_scalar(WAIT_FOR)
+            sqlx::query(sqlx::AssertSqlSafe(WAIT_FOR.as_str()))
                 .bind(first.as_str())
-                .fetch_optional(&mut *c)
-                .await?
+                .execute(&mut *c)
+                .await?;
+            Ok(first.clone())
         }
-    };
-    locked
-        .map(|id| NodeId::parse(&id).map_err(|_| StoreError::Corrupt("id")))
-        .transpose()
+    }
 }
+
+/// The first key of the placement locks of single nodes ([`lock_placement_node`]).
+const NODE_LOCK: i32 = 0x7078_7303;
 
 /// What a placement reads again after it locked its node ([`lock_placement_node`]), when every
 /// placement committed on that node before is visible.
