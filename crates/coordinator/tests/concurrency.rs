@@ -377,3 +377,72 @@ async fn a_placement_ranked_on_an_old_picture_is_counted_again() {
         .count();
     assert_eq!(starting, 1, "{list}");
 }
+
+/// The catalog's reads are shared by requests that arrive together, yet each answer counts
+/// every change made before its request: while eight clients read the catalog without pause,
+/// each Launch is followed by a read that shows one free slot fewer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_catalog_read_shared_under_load_still_sees_every_earlier_change() {
+    for b in backends() {
+        let db = fresh_database(&b, "catalog-shared").await;
+        let coord = Coord::start(&db, FAST_TIMING).await;
+        coord.title("demo", "demo", json!({})).await;
+        const CAPACITY: u32 = 12;
+        let _node = FakeNode::connect(&coord, "n1", "demo", CAPACITY, false).await;
+        let free = |c: &Coord| {
+            let (http, url) = (c.http.clone(), c.url("/api/v1/titles/demo"));
+            async move {
+                let v: serde_json::Value =
+                    http.get(url).send().await.unwrap().json().await.unwrap();
+                v["availability"]["free_slots"].as_u64().unwrap()
+            }
+        };
+        wait_until(Duration::from_secs(5), || async {
+            match free(&coord).await {
+                n if n == u64::from(CAPACITY) => Ok(()),
+                n => Err(format!("{n} free")),
+            }
+        })
+        .await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut readers = Vec::new();
+        for _ in 0..8 {
+            let stop = stop.clone();
+            let (http, url) = (coord.http.clone(), coord.url("/api/v1/titles"));
+            readers.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    assert!(
+                        http.get(url.clone())
+                            .send()
+                            .await
+                            .unwrap()
+                            .status()
+                            .is_success()
+                    );
+                    n += 1;
+                }
+                n
+            }));
+        }
+        for started in 1..=CAPACITY {
+            let (st, s) = coord
+                .admin(
+                    "POST",
+                    "/api/v1/sessions",
+                    Some(json!({"title_id": "demo"})),
+                )
+                .await;
+            assert_eq!((st, s["state"].as_str()), (201, Some("starting")), "{s}");
+            assert_eq!(
+                free(&coord).await,
+                u64::from(CAPACITY - started),
+                "{b:?}: after launch {started}"
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for r in readers {
+            assert!(r.await.unwrap() > 0);
+        }
+    }
+}

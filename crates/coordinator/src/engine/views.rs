@@ -36,6 +36,25 @@ impl Engine {
         Ok(Self::slots_of(nodes, &held, now, without))
     }
 
+    /// What the catalog's availability is counted on: a picture of every node and slot read
+    /// after this call began (so a caller sees its own changes). Calls that arrive while one is
+    /// read wait for it to end, and the first of them reads the next one for all of them: under
+    /// load the catalog costs one read per read's time rather than one per request.
+    pub(super) async fn catalog_snapshot(&self) -> Result<Arc<Vec<NodeSlots>>, ApiError> {
+        let asked = std::time::Instant::now();
+        let mut last = self.catalog.lock().await;
+        if let Some((began, slots)) = &*last
+            && *began >= asked
+        {
+            return Ok(slots.clone());
+        }
+        let began = std::time::Instant::now();
+        let mut c = self.store.reader().acquire().await?;
+        let slots = Arc::new(Self::snapshot(&mut c, self.now(), None).await?);
+        *last = Some((began, slots.clone()));
+        Ok(slots)
+    }
+
     /// Every node with the intervals its slots are held over (`without` one session), from the
     /// rows placement reads.
     pub(super) fn slots_of(
@@ -104,8 +123,8 @@ impl Engine {
     /// The titles `caller` may see, with their availability.
     pub async fn titles(&self, caller: &Caller) -> Result<Vec<api::Title>, ApiError> {
         let now = self.now();
+        let slots = self.catalog_snapshot().await?;
         let mut c = self.store.reader().acquire().await?;
-        let slots = Self::snapshot(&mut c, now, None).await?;
         let mut out = Vec::new();
         for t in store::list_titles(&mut c).await? {
             if caller.may_use(t.visibility, t.approved) {
@@ -122,7 +141,9 @@ impl Engine {
             .await?
             .filter(|t| caller.may_use(t.visibility, t.approved))
             .ok_or_else(|| no_title(id))?;
-        let slots = Self::snapshot(&mut c, now, None).await?;
+        drop(c);
+        let slots = self.catalog_snapshot().await?;
+        let mut c = self.store.reader().acquire().await?;
         self.title_view(&mut c, &t, &slots, now).await
     }
 
