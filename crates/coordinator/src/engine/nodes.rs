@@ -58,8 +58,10 @@ impl Engine {
         let Ok(mut resent) = self.drain_resent.lock() else {
             return;
         };
-        resent.retain(|n, _| nodes.iter().any(|(m, _)| m == n));
         let every = ms(self.config.heartbeat_ttl);
+        // A drain sent within the TTL stays remembered even if this pass's list was read before
+        // it (an admin's drain racing the timer), or the next pass would send it again at once.
+        resent.retain(|n, t| nodes.iter().any(|(m, _)| m == n) || now - *t < every);
         for (node, deadline) in nodes {
             if !self.has_link(node) || resent.get(node).is_some_and(|t| now - t < every) {
                 continue;
