@@ -283,16 +283,19 @@ struct PlayerSide {
     subscribed_to: Option<ConnId>,
     /// When this player's activity was last reported as an event.
     activity_reported: Option<Instant>,
-    /// Set for the players of shared sessions.
-    identity: Option<PlayerIdentity>,
+    /// Set for the players of shared sessions (boxed: most players have none).
+    identity: Option<Box<PlayerIdentity>>,
 }
 
+/// One connection. Most are idle players, so what only a streamer (or an SFU) or a shared
+/// session's user needs is boxed: the map of connections holds a slot (and its share of empty
+/// slots) of this size per player.
 #[derive(Debug)]
 struct Conn {
     role: Role,
     remote: Option<IpAddr>,
     bucket: Option<Bucket>,
-    streamer: Option<StreamerSide>,
+    streamer: Option<Box<StreamerSide>>,
     player: Option<PlayerSide>,
 }
 
@@ -420,7 +423,7 @@ impl Router {
             });
         }
         if matches!(role, Role::Streamer | Role::Sfu) {
-            c.streamer = Some(StreamerSide {
+            c.streamer = Some(Box::new(StreamerSide {
                 id: None,
                 streaming: false,
                 subscribers: BTreeSet::new(),
@@ -432,7 +435,7 @@ impl Router {
                             .map(|u| Users::new(u.limits.clone()))
                     })
                     .flatten(),
-            });
+            }));
             self.streamers.insert(conn);
             if let Some(t) = self.config.legacy_timeout {
                 self.pending.insert(conn, now + t);
@@ -457,7 +460,7 @@ impl Router {
     ) {
         self.connect(now, conn, Role::Player, remote);
         if let Some(p) = self.conns.get_mut(&conn).and_then(|c| c.player.as_mut()) {
-            p.identity = Some(identity);
+            p.identity = Some(Box::new(identity));
         }
     }
 
@@ -968,11 +971,11 @@ impl Router {
     }
 
     fn streamer_side(&self, conn: ConnId) -> Option<&StreamerSide> {
-        self.conns.get(&conn)?.streamer.as_ref()
+        self.conns.get(&conn)?.streamer.as_deref()
     }
 
     fn streamer_side_mut(&mut self, conn: ConnId) -> Option<&mut StreamerSide> {
-        self.conns.get_mut(&conn)?.streamer.as_mut()
+        self.conns.get_mut(&conn)?.streamer.as_deref_mut()
     }
 
     fn player_side(&self, conn: ConnId) -> Option<&PlayerSide> {
