@@ -227,6 +227,13 @@ pub enum SessionEvent {
     PlayerActivity { player_id: PlayerId },
 }
 
+/// The most a paused connection's bucket may hold once it is read again, in bursts. What piles up
+/// while it is not read is bounded by its socket buffers, not by the time: a credit for the
+/// whole pause would let a player paused for minutes send thousands of messages at once, far past
+/// its limit. Four bursts (1,600 messages at the default 100/s and 400) still take in a browser
+/// that kept sending at its rate for 12 s.
+pub(crate) const PAUSE_CREDIT_BURSTS: f64 = 4.0;
+
 /// A token bucket's state (see [`RateLimit`]).
 #[derive(Debug)]
 pub(crate) struct Bucket {
@@ -245,9 +252,11 @@ impl Bucket {
     }
 
     /// Tokens for a time the connection was not read (paused): what it sent meanwhile within its
-    /// rate may be read at once, past the burst.
+    /// rate may be read at once, past the burst, up to [`PAUSE_CREDIT_BURSTS`] bursts in all.
     pub(crate) fn credit(&mut self, unread: Duration) {
-        self.tokens += unread.as_secs_f64() * self.limit.per_second;
+        let cap = self.limit.burst * PAUSE_CREDIT_BURSTS;
+        let credited = self.tokens + unread.as_secs_f64() * self.limit.per_second;
+        self.tokens = credited.min(cap).max(self.tokens);
     }
 
     /// Takes a token if there is one.
