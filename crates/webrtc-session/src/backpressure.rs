@@ -88,7 +88,7 @@ pub struct BacklogStats {
     pub players_closed: u64,
     /// Stalled streamers closed at the total limit.
     pub streamers_closed: u64,
-    /// Held messages discarded because their streamer went away (closed, or gone).
+    /// Held (or queued) messages discarded because their streamer went away (closed, or gone).
     pub held_discarded: u64,
 }
 
@@ -346,6 +346,12 @@ impl Backlog {
                 self.actions.push_back(Action::Resume(p));
             }
         }
+    }
+
+    /// `n` messages already queued for a stalled streamer being closed were discarded with it
+    /// (counted as held ones are).
+    pub fn discarded(&mut self, n: usize) {
+        self.stats.held_discarded += n as u64;
     }
 
     /// The next thing for the shell to do.

@@ -8,6 +8,7 @@
 //! - [`metrics`]: the session's counters (Prometheus text) and rate-limited log lines.
 //! - [`turn`]: time-limited TURN credentials per connection (coturn's `use-auth-secret`).
 //! - [`users`]: the sans-IO core of a shared session's users: roles, control, kicks and chat.
+//! - `queue`: a connection's send queue (small when idle; a close is never lost to a full one).
 //! - [`session`]: the tokio shell that drives one router and its WebSocket connections; embeddable
 //!   (the session server runs one per session).
 //! - [`server`]: the standalone server with Epic's three listeners, static files and REST API.
@@ -16,6 +17,7 @@
 pub mod backpressure;
 pub mod config;
 pub mod metrics;
+mod queue;
 pub mod router;
 pub mod server;
 pub mod session;

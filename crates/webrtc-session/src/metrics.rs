@@ -46,6 +46,9 @@ pub struct Stats {
     /// Streamers (and SFUs) closed because a write to them took the whole write timeout: they
     /// took no byte for that long.
     pub streamers_write_timeout: u64,
+    /// Connections the server closed whose close frame could not be written within the write
+    /// timeout (the peer took no bytes): dropped without it.
+    pub closes_undelivered: u64,
     /// Messages from streamers (and SFUs) dropped because they could not be parsed.
     pub streamer_invalid_dropped: u64,
     /// Messages from streamers (and SFUs) over `max_message_size` (and within
@@ -115,7 +118,7 @@ impl Stats {
         metric(
             "pxs_signalling_streamer_held_discarded_total",
             "counter",
-            "Messages held for a stalled streamer (or SFU) discarded because it went away.",
+            "Messages held (or queued) for a stalled streamer (or SFU) discarded because it went away or was closed.",
             &[("", b.held_discarded)],
         );
         metric(
@@ -123,6 +126,12 @@ impl Stats {
             "counter",
             "Streamers (and SFUs) closed because a write to them took the whole write timeout (they read nothing).",
             &[("", self.streamers_write_timeout)],
+        );
+        metric(
+            "pxs_signalling_closes_undelivered_total",
+            "counter",
+            "Connections closed by the server whose close frame could not be written within the write timeout (the peer took no bytes): dropped without it.",
+            &[("", self.closes_undelivered)],
         );
         metric(
             "pxs_signalling_slow_players_closed_total",

@@ -227,6 +227,13 @@ pub enum SessionEvent {
     PlayerActivity { player_id: PlayerId },
 }
 
+/// The most a paused connection's bucket may hold once it is read again, in bursts. What piles up
+/// while it is not read is bounded by its socket buffers, not by the time: a credit for the
+/// whole pause would let a player paused for minutes send thousands of messages at once, far past
+/// its limit. Four bursts (1,600 messages at the default 100/s and 400) still take in a browser
+/// that kept sending at its rate for 12 s.
+pub(crate) const PAUSE_CREDIT_BURSTS: f64 = 4.0;
+
 /// A token bucket's state (see [`RateLimit`]).
 #[derive(Debug)]
 pub(crate) struct Bucket {
@@ -245,9 +252,11 @@ impl Bucket {
     }
 
     /// Tokens for a time the connection was not read (paused): what it sent meanwhile within its
-    /// rate may be read at once, past the burst.
+    /// rate may be read at once, past the burst, up to [`PAUSE_CREDIT_BURSTS`] bursts in all.
     pub(crate) fn credit(&mut self, unread: Duration) {
-        self.tokens += unread.as_secs_f64() * self.limit.per_second;
+        let cap = self.limit.burst * PAUSE_CREDIT_BURSTS;
+        let credited = self.tokens + unread.as_secs_f64() * self.limit.per_second;
+        self.tokens = credited.min(cap).max(self.tokens);
     }
 
     /// Takes a token if there is one.
@@ -283,16 +292,19 @@ struct PlayerSide {
     subscribed_to: Option<ConnId>,
     /// When this player's activity was last reported as an event.
     activity_reported: Option<Instant>,
-    /// Set for the players of shared sessions.
-    identity: Option<PlayerIdentity>,
+    /// Set for the players of shared sessions (boxed: most players have none).
+    identity: Option<Box<PlayerIdentity>>,
 }
 
+/// One connection. Most are idle players, so what only a streamer (or an SFU) or a shared
+/// session's user needs is boxed: the map of connections holds a slot (and its share of empty
+/// slots) of this size per player.
 #[derive(Debug)]
 struct Conn {
     role: Role,
     remote: Option<IpAddr>,
     bucket: Option<Bucket>,
-    streamer: Option<StreamerSide>,
+    streamer: Option<Box<StreamerSide>>,
     player: Option<PlayerSide>,
 }
 
@@ -420,7 +432,7 @@ impl Router {
             });
         }
         if matches!(role, Role::Streamer | Role::Sfu) {
-            c.streamer = Some(StreamerSide {
+            c.streamer = Some(Box::new(StreamerSide {
                 id: None,
                 streaming: false,
                 subscribers: BTreeSet::new(),
@@ -432,7 +444,7 @@ impl Router {
                             .map(|u| Users::new(u.limits.clone()))
                     })
                     .flatten(),
-            });
+            }));
             self.streamers.insert(conn);
             if let Some(t) = self.config.legacy_timeout {
                 self.pending.insert(conn, now + t);
@@ -457,7 +469,7 @@ impl Router {
     ) {
         self.connect(now, conn, Role::Player, remote);
         if let Some(p) = self.conns.get_mut(&conn).and_then(|c| c.player.as_mut()) {
-            p.identity = Some(identity);
+            p.identity = Some(Box::new(identity));
         }
     }
 
@@ -968,11 +980,11 @@ impl Router {
     }
 
     fn streamer_side(&self, conn: ConnId) -> Option<&StreamerSide> {
-        self.conns.get(&conn)?.streamer.as_ref()
+        self.conns.get(&conn)?.streamer.as_deref()
     }
 
     fn streamer_side_mut(&mut self, conn: ConnId) -> Option<&mut StreamerSide> {
-        self.conns.get_mut(&conn)?.streamer.as_mut()
+        self.conns.get_mut(&conn)?.streamer.as_deref_mut()
     }
 
     fn player_side(&self, conn: ConnId) -> Option<&PlayerSide> {

@@ -1118,6 +1118,39 @@ fn unknown_types_and_bad_fields_are_dropped_and_the_connection_stays() {
     assert_eq!(h.drain(), vec![(p, json!({"type":"pong","time":1}))]);
 }
 
+/// A player read again after a pause may send at once what it sent meanwhile within its rate, but
+/// not a credit for the whole pause: after ten minutes paused it has four bursts, no more.
+#[test]
+fn a_long_pause_credits_a_player_at_most_four_bursts() {
+    let mut h = H::with(RouterConfig {
+        player_rate: Some(RateLimit {
+            per_second: 10.0,
+            burst: 20.0,
+        }),
+        ..Default::default()
+    });
+    h.streamer("S");
+    // A short pause is credited in full: 19 left after `subscribe`, plus 3 s at 10/s.
+    let p = h.player("S");
+    h.router.resumed(p, Duration::from_secs(3));
+    for _ in 0..49 {
+        h.send(p, json!({"type":"ping","time":1}));
+    }
+    assert_eq!(only(&h.drain(), p).len(), 49);
+    // A long one (6,000 messages' worth) up to 4 x 20.
+    let q = h.player("S");
+    h.router.resumed(q, Duration::from_secs(600));
+    for _ in 0..80 {
+        h.send(q, json!({"type":"ping","time":1}));
+    }
+    assert_eq!(only(&h.drain(), q).len(), 80);
+    h.send(q, json!({"type":"ping","time":1}));
+    assert_eq!(
+        only(&h.drain(), q),
+        vec![json!({"close":1008,"reason":"message rate limit exceeded"})]
+    );
+}
+
 #[test]
 fn a_message_flood_closes_the_player_with_1008() {
     let mut h = H::with(RouterConfig {

@@ -305,9 +305,10 @@ async fn accept(state: AppState, peer: SocketAddr, req: Request, role: Role) -> 
             Role::Streamer | Role::Sfu => 8192,
         })
         .write_buffer_size(16 * 1024)
-        .on_upgrade(move |ws| async move {
-            let _permit = permit;
-            signalling.run_connection(ws, role, Some(peer.ip())).await;
+        .on_upgrade(move |ws| {
+            // The connection's own task holds the address's slot until it closes.
+            signalling.spawn_connection(ws, role, Some(peer.ip()), None, permit);
+            std::future::ready(())
         })
 }
 

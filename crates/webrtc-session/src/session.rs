@@ -12,9 +12,18 @@
 //! `Outbound::Pause` through their own queue) until it has taken them (see
 //! [`crate::backpressure`]); it is closed only as gone (no byte taken for the write timeout, or the
 //! backlog's total limit reached).
+//!
+//! A close (the router's, the backlog's, or the connection's own) always has a defined end: its
+//! frame is queued after what is queued for the connection even if the queue is full (what is
+//! queued for a stalled streamer is discarded first), and the connection task learns of it at
+//! once, even in the middle of a write to a peer that takes nothing. From then on it has the
+//! write timeout ([`Limits::write_timeout`], not a streamer's longer one) to get the close frame
+//! out; past it the connection is dropped without one, with a rate-limited warning and
+//! `pxs_signalling_closes_undelivered_total`.
 
 use crate::backpressure::{Action, Backlog, BacklogLimits};
 use crate::metrics::{LogGate, Stats};
+use crate::queue::{self, TryRecvError, TrySendError};
 use crate::router::{
     ConnId, Output, Payload, PlayerIdentity, Role, Router, RouterConfig, SessionEvent, close_code,
 };
@@ -25,7 +34,7 @@ use pxs_protocol::signalling::{ClientMessage, MessageError, ServerMessage};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
@@ -50,7 +59,10 @@ pub struct Limits {
     pub backlog: BacklogLimits,
     /// A single write to a player that takes longer than this drops the connection. A streamer
     /// (or an SFU) gets [`Limits::idle_timeout`] if that is longer: one that takes no byte for as
-    /// long would be closed as silent anyway, and a short stall must not end its session.
+    /// long would be closed as silent anyway, and a short stall must not end its session. A
+    /// connection being closed, whatever its role, gets this long from the close's decision to
+    /// take its close frame (and what was queued before it); past it, it is dropped without one,
+    /// with a warning and `pxs_signalling_closes_undelivered_total`.
     pub write_timeout: Duration,
     /// A peer from which no frame (a message, or the pong to our ping) has arrived for this long
     /// is closed with 1001: a vanished client must not hold its socket. The server pings every
@@ -111,7 +123,7 @@ enum Event {
         remote: Option<IpAddr>,
         /// A user of a shared session (players only).
         identity: Option<PlayerIdentity>,
-        queue: mpsc::Sender<Outbound>,
+        queue: queue::Sender<Outbound>,
     },
     Message {
         conn: ConnId,
@@ -139,6 +151,13 @@ enum Event {
     /// A write to this streamer (or SFU) took the whole write timeout: it is being closed.
     WriteTimedOut {
         conn: ConnId,
+    },
+    /// A close frame (`code`; `None`: without a status) could not be written to this connection
+    /// within the write timeout: it was dropped without one.
+    CloseUndelivered {
+        conn: ConnId,
+        role: Role,
+        code: Option<u16>,
     },
     Inspect(Inspect),
     Stats(oneshot::Sender<Stats>),
@@ -242,8 +261,9 @@ impl Signalling {
                 Role::Streamer | Role::Sfu => 8192,
             })
             .write_buffer_size(16 * 1024)
-            .on_upgrade(move |ws| async move {
-                signalling.run(ws, role, remote, identity).await;
+            .on_upgrade(move |ws| {
+                signalling.spawn_connection(ws, role, remote, identity, ());
+                std::future::ready(())
             })
     }
 
@@ -296,185 +316,261 @@ impl Signalling {
 
     /// Serves one upgraded WebSocket until it closes.
     pub async fn run_connection(&self, ws: WebSocket, role: Role, remote: Option<IpAddr>) {
-        self.run(ws, role, remote, None).await
+        let conn = self.next_conn();
+        let span = info_span!("conn", conn = conn.0, ?role);
+        connection(self.clone(), ws, conn, role, remote, None, ())
+            .instrument(span)
+            .await
     }
 
-    async fn run(
+    /// Serves one upgraded WebSocket in a task of its own, holding `guard` (a per-address slot,
+    /// say) until it closes. The task's future is the connection's alone: the upgrade's task,
+    /// which spawns it, ends at once, so an idle connection does not also keep that one's state
+    /// (about 1.8 KB).
+    pub fn spawn_connection<G: Send + 'static>(
         &self,
         ws: WebSocket,
         role: Role,
         remote: Option<IpAddr>,
         identity: Option<PlayerIdentity>,
+        guard: G,
     ) {
-        let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
+        let conn = self.next_conn();
         let span = info_span!("conn", conn = conn.0, ?role);
-        self.connection(ws, conn, role, remote, identity)
-            .instrument(span)
-            .await
+        let task = connection(self.clone(), ws, conn, role, remote, identity, guard);
+        tokio::spawn(task.instrument(span));
     }
 
-    async fn connection(
+    fn next_conn(&self) -> ConnId {
+        ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Hands `event` to the router task; `false` if it is gone. When its queue has room (the
+    /// usual case) this neither waits nor allocates; else the wait is boxed. Either way the event
+    /// is not part of the awaiting future, which keeps every connection task's state small.
+    fn tell(&self, event: Event) -> impl Future<Output = bool> + Send + '_ {
+        let sent = match self.events.try_send(event) {
+            Ok(()) => Ok(true),
+            Err(mpsc::error::TrySendError::Closed(_)) => Ok(false),
+            Err(mpsc::error::TrySendError::Full(event)) => Err(Box::pin(self.events.send(event))),
+        };
+        async move {
+            match sent {
+                Ok(sent) => sent,
+                Err(waiting) => waiting.await.is_ok(),
+            }
+        }
+    }
+
+    /// What to tell the router task about a write begun at `started` that failed. If the router
+    /// had asked this connection to close, its close frame is lost with it. Else one to a
+    /// streamer (or an SFU) that took the whole write timeout means it took no byte for that
+    /// long: the router task counts and reports it.
+    fn failed_write(
         &self,
-        mut ws: WebSocket,
         conn: ConnId,
         role: Role,
-        remote: Option<IpAddr>,
-        identity: Option<PlayerIdentity>,
-    ) {
-        let (queue, mut outbound) = mpsc::channel(self.limits.send_queue);
-        let connect = Event::Connect {
-            conn,
-            role,
-            remote,
-            identity,
-            queue,
-        };
-        if self.events.send(connect).await.is_err() {
-            return;
-        }
-        debug!("connected");
-        let write_timeout = self.limits.write_timeout(role);
-        let idle_timeout = self.limits.idle_timeout;
-        let max_message_size = self.limits.max_message_size;
-        let mut pings = tokio::time::interval(idle_timeout / 3);
-        pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        pings.reset();
-        let mut last_heard = Instant::now();
-        let mut tell_router = true;
-        // A player feeding a stalled streamer is not read (see `crate::backpressure`).
-        let mut paused = false;
-        loop {
-            tokio::select! {
-                _ = pings.tick() => {
-                    // A paused peer is not read, so its pongs are not seen: it is not silent.
-                    if !paused && last_heard.elapsed() >= idle_timeout {
-                        debug!(?idle_timeout, "peer silent (no answer to pings): closing");
-                        let frame = CloseFrame {
-                            code: axum::extract::ws::close_code::AWAY,
-                            reason: "no answer to pings".into(),
-                        };
-                        Box::pin(close_gracefully(&mut ws, Some(frame), write_timeout)).await;
-                        break;
-                    }
-                    let started = Instant::now();
-                    if !write(&mut ws, Message::Ping(Default::default()), write_timeout).await {
-                        self.write_failed(conn, role, started).await;
-                        break;
-                    }
+        started: Instant,
+        outbound: &mut queue::Receiver<Outbound>,
+    ) -> Option<Event> {
+        if outbound.closing_since().is_some() {
+            // The close is the last thing queued: its code, for the report.
+            let code = loop {
+                match outbound.try_recv() {
+                    Ok(Outbound::Close(close)) => break close.0,
+                    Ok(_) => {}
+                    Err(_) => break None,
                 }
-                out = outbound.recv() => match out {
-                    Some(Outbound::Msg(msg)) => {
-                        let was_paused = paused;
-                        let started = Instant::now();
-                        let burst = write_burst(&mut ws, msg, &mut outbound, &mut paused, write_timeout);
-                        let burst = Box::pin(burst).await;
-                        if was_paused && !paused {
+            };
+            return Some(Event::CloseUndelivered { conn, role, code });
+        }
+        (role != Role::Player && started.elapsed() >= self.limits.write_timeout(role))
+            .then_some(Event::WriteTimedOut { conn })
+    }
+}
+
+/// One connection's task: registers it with the router, then reads what the peer sends and
+/// writes what the router queues for it until either side closes. Its state is what every idle
+/// player costs: the rare paths (a burst of writes, a close, an event that must wait for the
+/// router task) are boxed while they run.
+async fn connection<G>(
+    sig: Signalling,
+    mut ws: WebSocket,
+    conn: ConnId,
+    role: Role,
+    remote: Option<IpAddr>,
+    identity: Option<PlayerIdentity>,
+    guard: G,
+) {
+    let _guard = guard;
+    let (queue, mut outbound) = queue::channel(sig.limits.send_queue);
+    let connect = Event::Connect {
+        conn,
+        role,
+        remote,
+        identity,
+        queue,
+    };
+    if !sig.tell(connect).await {
+        return;
+    }
+    debug!("connected");
+    let write_timeout = sig.limits.write_timeout(role);
+    // A connection being closed gets the base write timeout, whatever its role.
+    let close_timeout = sig.limits.write_timeout;
+    let idle_timeout = sig.limits.idle_timeout;
+    let max_message_size = sig.limits.max_message_size;
+    let ping_every = idle_timeout / 3;
+    let mut ping = pin!(tokio::time::sleep(ping_every));
+    let mut last_heard = Instant::now();
+    let mut tell_router = true;
+    // A player feeding a stalled streamer is not read (see `crate::backpressure`).
+    let mut paused = false;
+    loop {
+        tokio::select! {
+            () = &mut ping => {
+                ping.as_mut().reset(tokio::time::Instant::now() + ping_every);
+                // A paused peer is not read, so its pongs are not seen: it is not silent.
+                if !paused && last_heard.elapsed() >= idle_timeout {
+                    debug!(?idle_timeout, "peer silent (no answer to pings): closing");
+                    let frame = CloseFrame {
+                        code: axum::extract::ws::close_code::AWAY,
+                        reason: "no answer to pings".into(),
+                    };
+                    let code = Some(frame.code);
+                    let closed = close_gracefully(&mut ws, Some(frame), &outbound, close_timeout);
+                    if !Box::pin(closed).await {
+                        sig.tell(Event::CloseUndelivered { conn, role, code }).await;
+                    }
+                    break;
+                }
+                let started = Instant::now();
+                let ping = write(&mut ws, Message::Ping(Default::default()), write_timeout, &outbound, close_timeout);
+                if !Box::pin(ping).await {
+                    if let Some(event) = sig.failed_write(conn, role, started, &mut outbound) {
+                        sig.tell(event).await;
+                    }
+                    break;
+                }
+            }
+            out = outbound.recv() => match out {
+                Some(Outbound::Msg(msg)) => {
+                    let was_paused = paused;
+                    let started = Instant::now();
+                    let burst = write_burst(&mut ws, msg, &mut outbound, &mut paused, write_timeout, close_timeout);
+                    let burst = Box::pin(burst).await;
+                    if was_paused && !paused {
+                        last_heard = Instant::now();
+                    }
+                    match burst {
+                        // A streamer slowly draining a backlog answers our pings late (they
+                        // wait behind it): a write that had to wait for it and completed
+                        // shows that it is taking bytes.
+                        Burst::Written
+                            if role != Role::Player && started.elapsed() >= WRITE_WAITED =>
+                        {
                             last_heard = Instant::now();
                         }
-                        match burst {
-                            // A streamer slowly draining a backlog answers our pings late (they
-                            // wait behind it): a write that had to wait for it and completed
-                            // shows that it is taking bytes.
-                            Burst::Written
-                                if role != Role::Player && started.elapsed() >= WRITE_WAITED =>
-                            {
-                                last_heard = Instant::now();
+                        Burst::Written => {}
+                        Burst::Failed => {
+                            if let Some(event) = sig.failed_write(conn, role, started, &mut outbound) {
+                                sig.tell(event).await;
                             }
-                            Burst::Written => {}
-                            Burst::Failed => {
-                                self.write_failed(conn, role, started).await;
-                                break;
-                            }
-                            Burst::ThenClose(frame) => {
-                                Box::pin(close_gracefully(&mut ws, frame, write_timeout)).await;
+                            if outbound.closing_since().is_some() {
                                 tell_router = false;
-                                break;
                             }
-                        }
-                    }
-                    Some(Outbound::Pause(p)) => {
-                        if paused && !p {
-                            last_heard = Instant::now();
-                        }
-                        paused = p;
-                    }
-                    Some(Outbound::Close(close)) => {
-                        let (code, reason) = *close;
-                        let frame = code.map(|code| CloseFrame { code, reason: reason.into() });
-                        Box::pin(close_gracefully(&mut ws, frame, write_timeout)).await;
-                        tell_router = false;
-                        break;
-                    }
-                    // The router dropped us: slow reader, or shutdown.
-                    None => {
-                        tell_router = false;
-                        break;
-                    }
-                },
-                incoming = ws.recv(), if !paused => {
-                    last_heard = Instant::now();
-                    let event = match incoming {
-                        Some(Ok(Message::Text(text))) if text.len() > max_message_size => {
-                            Event::Oversized { conn, size: text.len(), limit: max_message_size }
-                        }
-                        Some(Ok(Message::Binary(bytes))) if bytes.len() > max_message_size => {
-                            Event::Oversized { conn, size: bytes.len(), limit: max_message_size }
-                        }
-                        Some(Ok(Message::Text(text))) => parse(conn, text),
-                        Some(Ok(Message::Binary(bytes))) => match Utf8Bytes::try_from(bytes) {
-                            Ok(text) => parse(conn, text),
-                            Err(_) => Event::Invalid {
-                                conn,
-                                error: MessageError::InvalidJson("binary frame that is not UTF-8 text".into()),
-                            },
-                        },
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                        Some(Ok(Message::Close(_))) => {
-                            // tungstenite queued the reply to the peer's close; send it.
-                            let _ = tokio::time::timeout(write_timeout, ws.flush()).await;
                             break;
                         }
-                        None => break,
-                        Some(Err(err)) if is_too_big(&err) => {
-                            let limit = self.limits.frame_limit(role);
-                            let reason = format!("message larger than {limit} bytes");
-                            let frame = CloseFrame { code: close_code::TOO_BIG, reason: reason.into() };
-                            Box::pin(close_gracefully(&mut ws, Some(frame), write_timeout)).await;
-                            let _ = self.events.send(Event::TooBig { conn, limit }).await;
+                        Burst::ThenClose(frame) => {
+                            let code = frame.as_ref().map(|f| f.code);
+                            let closed = close_gracefully(&mut ws, frame, &outbound, close_timeout);
+                            if !Box::pin(closed).await {
+                                sig.tell(Event::CloseUndelivered { conn, role, code }).await;
+                            }
                             tell_router = false;
                             break;
                         }
-                        Some(Err(err)) => {
-                            debug!(%err, "read failed");
-                            break;
+                    }
+                }
+                Some(Outbound::Pause(p)) => {
+                    if paused && !p {
+                        last_heard = Instant::now();
+                    }
+                    paused = p;
+                }
+                Some(Outbound::Close(close)) => {
+                    let (code, reason) = *close;
+                    let frame = code.map(|code| CloseFrame { code, reason: reason.into() });
+                    let closed = close_gracefully(&mut ws, frame, &outbound, close_timeout);
+                    if !Box::pin(closed).await {
+                        sig.tell(Event::CloseUndelivered { conn, role, code }).await;
+                    }
+                    tell_router = false;
+                    break;
+                }
+                // The router dropped us: slow reader, or shutdown.
+                None => {
+                    tell_router = false;
+                    break;
+                }
+            },
+            incoming = ws.recv(), if !paused => {
+                last_heard = Instant::now();
+                let event = match incoming {
+                    Some(Ok(Message::Text(text))) if text.len() > max_message_size => {
+                        Event::Oversized { conn, size: text.len(), limit: max_message_size }
+                    }
+                    Some(Ok(Message::Binary(bytes))) if bytes.len() > max_message_size => {
+                        Event::Oversized { conn, size: bytes.len(), limit: max_message_size }
+                    }
+                    Some(Ok(Message::Text(text))) => parse(conn, text),
+                    Some(Ok(Message::Binary(bytes))) => match Utf8Bytes::try_from(bytes) {
+                        Ok(text) => parse(conn, text),
+                        Err(_) => Event::Invalid {
+                            conn,
+                            error: MessageError::InvalidJson("binary frame that is not UTF-8 text".into()),
+                        },
+                    },
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(_))) => {
+                        // tungstenite queued the reply to the peer's close; send it.
+                        let _ = Box::pin(tokio::time::timeout(write_timeout, ws.flush())).await;
+                        break;
+                    }
+                    None => break,
+                    Some(Err(err)) if is_too_big(&err) => {
+                        let limit = sig.limits.frame_limit(role);
+                        let reason = format!("message larger than {limit} bytes");
+                        let frame = CloseFrame { code: close_code::TOO_BIG, reason: reason.into() };
+                        let closed = close_gracefully(&mut ws, Some(frame), &outbound, close_timeout);
+                        if !Box::pin(closed).await {
+                            let code = Some(close_code::TOO_BIG);
+                            sig.tell(Event::CloseUndelivered { conn, role, code }).await;
                         }
-                    };
-                    if self.events.send(event).await.is_err() {
+                        sig.tell(Event::TooBig { conn, limit }).await;
                         tell_router = false;
                         break;
                     }
+                    Some(Err(err)) => {
+                        debug!(%err, "read failed");
+                        break;
+                    }
+                };
+                if !sig.tell(event).await {
+                    tell_router = false;
+                    break;
                 }
             }
         }
-        if tell_router {
-            let _ = self.events.send(Event::Disconnect { conn }).await;
-        }
-        debug!("disconnected");
     }
+    if tell_router {
+        sig.tell(Event::Disconnect { conn }).await;
+    }
+    debug!("disconnected");
 }
 
 /// Parses a frame. The text of a message the router may relay (an offer, an answer, an ICE
 /// candidate) goes along: it is sent on as it came, without serializing the message again.
-impl Signalling {
-    /// A write begun at `started` failed. One to a streamer (or an SFU) that took the whole
-    /// write timeout means it took no byte for that long: the router task counts and reports it.
-    async fn write_failed(&self, conn: ConnId, role: Role, started: Instant) {
-        if role != Role::Player && started.elapsed() >= self.limits.write_timeout(role) {
-            let _ = self.events.send(Event::WriteTimedOut { conn }).await;
-        }
-    }
-}
-
 fn parse(conn: ConnId, text: Utf8Bytes) -> Event {
     match ClientMessage::from_json(text.as_str()) {
         Ok(msg) => {
@@ -504,18 +600,17 @@ enum Burst {
 async fn write_burst(
     ws: &mut WebSocket,
     first: Box<Payload>,
-    outbound: &mut mpsc::Receiver<Outbound>,
+    outbound: &mut queue::Receiver<Outbound>,
     paused: &mut bool,
     limit: Duration,
+    close_timeout: Duration,
 ) -> Burst {
     let mut next = Some(first);
     let mut then = Burst::Written;
     while let Some(msg) = next.take() {
         let text = (*msg).into_text();
-        if !matches!(
-            tokio::time::timeout(limit, ws.feed(Message::Text(text))).await,
-            Ok(Ok(()))
-        ) {
+        let fed = within(ws.feed(Message::Text(text)), limit, outbound, close_timeout).await;
+        if !matches!(fed, Some(Ok(()))) {
             return Burst::Failed;
         }
         loop {
@@ -532,19 +627,61 @@ async fn write_burst(
                         reason: reason.into(),
                     }));
                 }
-                Err(_) => {}
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
             }
             break;
         }
     }
-    if !matches!(tokio::time::timeout(limit, ws.flush()).await, Ok(Ok(()))) {
+    let flushed = within(ws.flush(), limit, outbound, close_timeout).await;
+    if !matches!(flushed, Some(Ok(()))) {
         return Burst::Failed;
     }
     then
 }
 
-async fn write(ws: &mut WebSocket, msg: Message, limit: Duration) -> bool {
-    matches!(tokio::time::timeout(limit, ws.send(msg)).await, Ok(Ok(())))
+/// Writes and flushes `msg` within `limit` (and the close's bound, see [`within`]).
+async fn write(
+    ws: &mut WebSocket,
+    msg: Message,
+    limit: Duration,
+    outbound: &queue::Receiver<Outbound>,
+    close_timeout: Duration,
+) -> bool {
+    matches!(
+        within(ws.send(msg), limit, outbound, close_timeout).await,
+        Some(Ok(()))
+    )
+}
+
+/// Runs `io` (a write) for at most `limit`, and not past `close_timeout` after the router asked
+/// this connection to close: the router may ask while the write waits for a peer that takes
+/// nothing, and the close must not wait behind it for longer (a streamer's `limit` is its idle
+/// timeout). `None`: out of time.
+async fn within<F: Future>(
+    io: F,
+    limit: Duration,
+    outbound: &queue::Receiver<Outbound>,
+    close_timeout: Duration,
+) -> Option<F::Output> {
+    let mut io = pin!(io);
+    let mut deadline = tokio::time::Instant::now() + limit;
+    let mut timer = pin!(tokio::time::sleep_until(deadline));
+    let mut closing = false;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = io.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        if !closing && let Poll::Ready(since) = outbound.poll_closing(cx) {
+            closing = true;
+            let by = tokio::time::Instant::from_std(since + close_timeout);
+            if by < deadline {
+                deadline = by;
+                timer.as_mut().reset(by);
+            }
+        }
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await
 }
 
 /// A write to a streamer (or an SFU) that took this long waited for it to take bytes: when it
@@ -557,9 +694,16 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// Sends a close frame, then reads (and discards) until the peer replies or the linger time is
 /// up. Dropping the socket at once could reset the connection before the peer reads the close
 /// frame, if it was still sending: it would see a reset instead of our code and reason.
-async fn close_gracefully(ws: &mut WebSocket, frame: Option<CloseFrame>, write_timeout: Duration) {
-    if !write(ws, Message::Close(frame), write_timeout).await {
-        return;
+/// `false`: the close frame could not be written within `limit` (and the close's bound, see
+/// [`within`]); the connection is dropped without it.
+async fn close_gracefully(
+    ws: &mut WebSocket,
+    frame: Option<CloseFrame>,
+    outbound: &queue::Receiver<Outbound>,
+    limit: Duration,
+) -> bool {
+    if !write(ws, Message::Close(frame), limit, outbound, limit).await {
+        return false;
     }
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
         while let Some(Ok(m)) = ws.recv().await {
@@ -569,6 +713,7 @@ async fn close_gracefully(ws: &mut WebSocket, frame: Option<CloseFrame>, write_t
         }
     })
     .await;
+    true
 }
 
 fn is_too_big(err: &axum::Error) -> bool {
@@ -584,16 +729,13 @@ fn is_too_big(err: &axum::Error) -> bool {
 
 /// One connection as the router task knows it.
 struct Peer {
-    queue: mpsc::Sender<Outbound>,
+    queue: queue::Sender<Outbound>,
     role: Role,
 }
 
-/// Resolves when a stalled streamer's queue has room for one more message.
-type Room = Pin<
-    Box<
-        dyn Future<Output = Result<mpsc::OwnedPermit<Outbound>, mpsc::error::SendError<()>>> + Send,
-    >,
->;
+/// Resolves when a stalled streamer's queue has room for one more message (`Err`: the
+/// connection is gone).
+type Room = queue::Room<Outbound>;
 
 /// The router task's state besides the router: the connections' queues, the messages held for
 /// stalled streamers and the wake-ups that say when those have room.
@@ -610,22 +752,24 @@ struct Shell {
     /// Streamers closed on a write timeout, as reported by their connection tasks.
     write_timeouts: u64,
     write_timeout_log: LogGate,
+    /// Close frames that could not be written, as reported by the connection tasks.
+    closes_undelivered: u64,
+    close_undelivered_log: LogGate,
 }
 
 enum Wake {
     Events(usize),
     Timer,
-    Room(ConnId, Option<mpsc::OwnedPermit<Outbound>>),
+    /// A stalled streamer's queue has room (`false`: the connection is gone).
+    Room(ConnId, bool),
 }
 
 /// The first stalled streamer with room in its queue.
-async fn any_room(
-    rooms: &mut HashMap<ConnId, Room>,
-) -> (ConnId, Option<mpsc::OwnedPermit<Outbound>>) {
+async fn any_room(rooms: &mut HashMap<ConnId, Room>) -> (ConnId, bool) {
     std::future::poll_fn(|cx| {
         for (conn, room) in rooms.iter_mut() {
-            if let Poll::Ready(r) = room.as_mut().poll(cx) {
-                return Poll::Ready((*conn, r.ok()));
+            if let Poll::Ready(r) = Pin::new(room).poll(cx) {
+                return Poll::Ready((*conn, r.is_ok()));
             }
         }
         Poll::Pending
@@ -649,6 +793,8 @@ async fn run_router(
         slow_log: LogGate::default(),
         write_timeouts: 0,
         write_timeout_log: LogGate::default(),
+        closes_undelivered: 0,
+        close_undelivered_log: LogGate::default(),
     };
     let mut batch = Vec::with_capacity(256);
     loop {
@@ -656,8 +802,8 @@ async fn run_router(
         let wake = tokio::select! {
             n = events.recv_many(&mut batch, 256) => Wake::Events(n),
             _ = sleep_until(deadline) => Wake::Timer,
-            (conn, permit) = any_room(&mut shell.rooms), if !shell.rooms.is_empty() => {
-                Wake::Room(conn, permit)
+            (conn, open) = any_room(&mut shell.rooms), if !shell.rooms.is_empty() => {
+                Wake::Room(conn, open)
             }
         };
         let now = Instant::now();
@@ -666,9 +812,9 @@ async fn run_router(
             Wake::Events(0) => break,
             Wake::Events(_) => {}
             Wake::Timer => {}
-            Wake::Room(conn, permit) => {
+            Wake::Room(conn, open) => {
                 shell.rooms.remove(&conn);
-                shell.room(&mut router, now, conn, permit);
+                shell.room(&mut router, now, conn, open);
             }
         }
         router.handle_timeout(now);
@@ -718,6 +864,18 @@ async fn run_router(
                         );
                     }
                 }
+                Event::CloseUndelivered { conn, role, code } => {
+                    shell.closes_undelivered += 1;
+                    if let Some(suppressed) = shell.close_undelivered_log.admit(now) {
+                        warn!(
+                            conn = conn.0,
+                            ?role,
+                            code,
+                            suppressed,
+                            "close frame not delivered: the peer took no bytes within the write timeout; connection dropped without it"
+                        );
+                    }
+                }
                 Event::Inspect(f) => f(&router),
                 Event::Stats(tx) => {
                     let r = router.stats();
@@ -725,6 +883,7 @@ async fn run_router(
                         backlog: shell.backlog.stats(),
                         slow_players_closed: shell.slow_players_closed,
                         streamers_write_timeout: shell.write_timeouts,
+                        closes_undelivered: shell.closes_undelivered,
                         streamer_invalid_dropped: r.streamer_invalid_dropped,
                         streamer_oversized_dropped: r.streamer_oversized_dropped,
                     });
@@ -732,11 +891,11 @@ async fn run_router(
                 Event::RevokeLink(link) => router.revoke_link(&link),
                 Event::Announce(msg) => router.announce(&msg),
                 Event::Shutdown => {
-                    for (_, p) in shell.peers.drain() {
-                        let _ = p.queue.try_send(Outbound::Close(Box::new((
-                            Some(1001),
-                            "server shutting down".into(),
-                        ))));
+                    for (conn, p) in shell.peers.drain() {
+                        let close = (Some(1001), "server shutting down".into());
+                        let stalled = shell.backlog.is_stalled(conn);
+                        p.queue
+                            .close(Outbound::Close(Box::new(close)), now, stalled);
                     }
                     return;
                 }
@@ -779,9 +938,7 @@ fn deliver(router: &mut Router, shell: &mut Shell, now: Instant, origin: Option<
                     }
                 }
                 Output::Close { conn, code, reason } => {
-                    if let Some(p) = shell.forget(conn) {
-                        let _ = p.queue.try_send(Outbound::Close(Box::new((code, reason))));
-                    }
+                    shell.close(now, conn, code, reason);
                 }
             }
         }
@@ -793,21 +950,13 @@ fn deliver(router: &mut Router, shell: &mut Shell, now: Instant, origin: Option<
                 Action::Pause(p) => shell.pause(router, now, p, true),
                 Action::Resume(p) => shell.pause(router, now, p, false),
                 Action::Close(p) => {
-                    if let Some(peer) = shell.forget(p) {
-                        let _ = peer.queue.try_send(Outbound::Close(Box::new((
-                            Some(close_code::TRY_AGAIN_LATER),
-                            "the application is busy; try again".into(),
-                        ))));
-                    }
+                    let reason = "the application is busy; try again".into();
+                    shell.close(now, p, Some(close_code::TRY_AGAIN_LATER), reason);
                     router.disconnect(p);
                 }
                 Action::CloseStreamer(s) => {
-                    if let Some(peer) = shell.forget(s) {
-                        let _ = peer.queue.try_send(Outbound::Close(Box::new((
-                            Some(axum::extract::ws::close_code::AWAY),
-                            "not reading: too many messages held for it".into(),
-                        ))));
-                    }
+                    let reason = "not reading: too many messages held for it".into();
+                    shell.close(now, s, Some(axum::extract::ws::close_code::AWAY), reason);
                     router.disconnect(s);
                 }
             }
@@ -819,6 +968,21 @@ fn deliver(router: &mut Router, shell: &mut Shell, now: Instant, origin: Option<
 }
 
 impl Shell {
+    /// Closes a connection: its close goes out after what is queued for it, even if its queue is
+    /// full, and its task is told at once (a write waiting for a peer that takes nothing is
+    /// bounded from now; see [`Limits::write_timeout`]). What is queued for a stalled streamer
+    /// is discarded first, as what was held for it: it takes nothing, and its close should not
+    /// wait behind it.
+    fn close(&mut self, now: Instant, conn: ConnId, code: Option<u16>, reason: String) {
+        let stalled = self.backlog.is_stalled(conn);
+        if let Some(p) = self.forget(conn) {
+            let discarded = p
+                .queue
+                .close(Outbound::Close(Box::new((code, reason))), now, stalled);
+            self.backlog.discarded(discarded);
+        }
+    }
+
     /// Forgets a connection: its queue (returned), and what the backlog held for it or paused on
     /// its account.
     fn forget(&mut self, conn: ConnId) -> Option<Peer> {
@@ -849,13 +1013,11 @@ impl Shell {
         }
         match peer.queue.try_send(Outbound::Pause(paused)) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(TrySendError::Full(_)) => {
                 self.pauses.insert(conn, paused);
-                self.rooms
-                    .entry(conn)
-                    .or_insert_with(|| Box::pin(peer.queue.clone().reserve_owned()));
+                self.rooms.entry(conn).or_insert_with(|| peer.queue.room(1));
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(TrySendError::Closed(_)) => {
                 self.forget(conn);
                 router.disconnect(conn);
             }
@@ -869,7 +1031,7 @@ impl Shell {
         };
         match peer.queue.try_send(out) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(TrySendError::Full(_)) => {
                 self.slow_players_closed += 1;
                 if let Some(suppressed) = self.slow_log.admit(now) {
                     warn!(
@@ -880,7 +1042,7 @@ impl Shell {
                 self.forget(to);
                 router.disconnect(to);
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(TrySendError::Closed(_)) => {
                 self.forget(to);
                 router.disconnect(to);
             }
@@ -913,9 +1075,8 @@ impl Shell {
         };
         match peer.queue.try_send(Outbound::Msg(msg)) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(Outbound::Msg(msg))) => {
-                let room: Room = Box::pin(peer.queue.clone().reserve_owned());
-                self.rooms.insert(to, room);
+            Err(TrySendError::Full(Outbound::Msg(msg))) => {
+                self.rooms.insert(to, peer.queue.room(1));
                 self.backlog.hold(now, to, msg, from);
                 if let Some(sfu) = sfu {
                     self.backlog.pause_for(to, sfu);
@@ -928,60 +1089,51 @@ impl Shell {
         }
     }
 
-    /// A stalled streamer's queue has room (`permit`; `None`: the connection is gone): its held
+    /// A stalled streamer's queue has room (`open`; `false`: the connection is gone): its held
     /// messages go out in order, as many as fit. With nothing left held and half its queue free,
     /// the stall ends and its players are read again.
-    fn room(
-        &mut self,
-        router: &mut Router,
-        now: Instant,
-        conn: ConnId,
-        permit: Option<mpsc::OwnedPermit<Outbound>>,
-    ) {
-        let (Some(permit), Some(peer)) = (permit, self.peers.get(&conn)) else {
-            self.forget(conn);
+    fn room(&mut self, router: &mut Router, now: Instant, conn: ConnId, open: bool) {
+        let gone = |shell: &mut Shell, router: &mut Router| {
+            shell.forget(conn);
             router.disconnect(conn);
-            deliver(router, self, now, None);
-            return;
+            deliver(router, shell, now, None);
         };
-        let queue = peer.queue.clone();
+        let Some(peer) = self.peers.get(&conn).filter(|_| open) else {
+            return gone(self, router);
+        };
         // An SFU's own pause or resume that did not fit goes first.
-        let permit = match self.pauses.remove(&conn) {
-            Some(p) => match permit.send(Outbound::Pause(p)).try_reserve_owned() {
-                Ok(permit) => permit,
-                Err(_) => {
-                    self.rooms.insert(conn, Box::pin(queue.reserve_owned()));
+        if let Some(p) = self.pauses.remove(&conn) {
+            match peer.queue.try_send(Outbound::Pause(p)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    self.pauses.insert(conn, p);
+                    self.rooms.insert(conn, peer.queue.room(1));
                     return;
                 }
-            },
-            None => permit,
-        };
-        match self.backlog.pop(conn) {
-            Some(msg) => {
-                permit.send(Outbound::Msg(msg));
+                Err(TrySendError::Closed(_)) => return gone(self, router),
             }
-            None => drop(permit),
         }
         while let Some(msg) = self.backlog.pop(conn) {
-            match queue.try_send(Outbound::Msg(msg)) {
+            match peer.queue.try_send(Outbound::Msg(msg)) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(Outbound::Msg(msg))) => {
+                Err(TrySendError::Full(Outbound::Msg(msg))) => {
                     self.backlog.unpop(conn, msg);
                     break;
                 }
-                Err(_) => {
-                    self.forget(conn);
-                    router.disconnect(conn);
-                    deliver(router, self, now, None);
-                    return;
-                }
+                Err(_) => return gone(self, router),
             }
         }
-        if self.backlog.held(conn) == 0 && queue.capacity() * 2 >= queue.max_capacity() {
+        // The stall ends once nothing is held and half the queue is free: until then, the next
+        // wake-up is for room for one held message, or for that half.
+        let half = peer.queue.capacity().div_ceil(2);
+        let free = peer.queue.capacity().saturating_sub(peer.queue.len());
+        if self.backlog.held(conn) > 0 {
+            self.rooms.insert(conn, peer.queue.room(1));
+        } else if free >= half {
             self.backlog.resume(now, conn);
             deliver(router, self, now, None);
         } else {
-            self.rooms.insert(conn, Box::pin(queue.reserve_owned()));
+            self.rooms.insert(conn, peer.queue.room(half));
         }
     }
 }

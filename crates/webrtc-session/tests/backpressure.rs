@@ -11,53 +11,10 @@ use futures_util::SinkExt;
 use pxs_webrtc_session::backpressure::BacklogLimits;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::net::TcpSocket;
-use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
 
-const PLAYERS: usize = 40;
-/// Offers of 60 KB each player sends at first: 40 x 4 x 60 KB is about 10 MB, more than the
-/// server's socket buffer towards the streamer can grow to (4 MiB), so the streamer's queue fills
-/// and stays full while it does not read.
-const OFFERS: usize = 4;
 const ICE_PER_OFFER: usize = 10;
-
-/// A streamer whose socket takes little: its kernel receive buffer is 4 KiB.
-async fn tight_streamer(addr: SocketAddr, id: &str) -> Client {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(addr).await.unwrap();
-    let (ws, _) =
-        tokio_tungstenite::client_async(format!("ws://{addr}/"), MaybeTlsStream::Plain(stream))
-            .await
-            .unwrap();
-    let mut s = Client {
-        ws,
-        response_protocol: None,
-    };
-    assert_eq!(s.recv().await["type"], "config");
-    assert_eq!(s.recv().await["type"], "identify");
-    s.send(json!({"type":"endpointId","id":id})).await;
-    assert_eq!(s.recv().await["committedId"], id);
-    s
-}
-
-/// The server's counters, from `/metrics`.
-async fn metrics(server: &Server) -> HashMap<String, u64> {
-    let text = reqwest::get(format!("http://{}/metrics", server.addrs().player))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .map(|(name, v)| (name.to_owned(), v.parse().unwrap()))
-        .collect()
-}
 
 fn candidate(player: usize, n: usize) -> Value {
     // About 1 KiB each, as a candidate with a long foundation would not be, but the volume is the
@@ -310,32 +267,6 @@ async fn a_player_leaving_a_streamer_past_its_backlog_limit_is_paused_and_the_st
         f.abort();
     }
     server.shutdown().await.unwrap();
-}
-
-/// `players` players subscribe to `S` and each sends `offers` offers of 60 KB, from their own tasks
-/// (a paused player's sends block); abort the tasks to close them.
-async fn flood(
-    addr: SocketAddr,
-    players: usize,
-    offers: usize,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut tasks = Vec::new();
-    for k in 0..players {
-        let mut f = connect(addr, "/").await;
-        assert_eq!(f.recv().await["type"], "config");
-        f.send(json!({"type":"subscribe","streamerId":"S"})).await;
-        tasks.push(tokio::spawn(async move {
-            for i in 0..offers {
-                let sdp = format!("flood-{k}-{i} {}", "v".repeat(60_000));
-                let offer = json!({"type":"offer","sdp":sdp}).to_string();
-                if f.ws.send(Message::Text(offer.into())).await.is_err() {
-                    return;
-                }
-            }
-            std::future::pending::<()>().await;
-        }));
-    }
-    tasks
 }
 
 /// A streamer that takes no byte for the whole write timeout is closed, and that is not silent:

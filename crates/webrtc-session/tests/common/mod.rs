@@ -140,3 +140,72 @@ pub async fn streamer(addr: SocketAddr, id: &str) -> Client {
     assert_eq!(s.recv().await["committedId"], id);
     s
 }
+
+/// Players each flood `S` with this many offers of 60 KB: 40 x 4 x 60 KB is about 10 MB, more
+/// than the server's socket buffer towards a [`tight_streamer`] can grow to (4 MiB), so its send
+/// queue fills and stays full while it does not read.
+pub const PLAYERS: usize = 40;
+pub const OFFERS: usize = 4;
+
+/// A streamer whose socket takes little: its kernel receive buffer is 4 KiB.
+pub async fn tight_streamer(addr: SocketAddr, id: &str) -> Client {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("buffer size");
+    let stream = socket.connect(addr).await.expect("connects");
+    let (ws, _) =
+        tokio_tungstenite::client_async(format!("ws://{addr}/"), MaybeTlsStream::Plain(stream))
+            .await
+            .expect("WebSocket handshake");
+    let mut s = Client {
+        ws,
+        response_protocol: None,
+    };
+    assert_eq!(s.recv().await["type"], "config");
+    assert_eq!(s.recv().await["type"], "identify");
+    s.send(serde_json::json!({"type":"endpointId","id":id}))
+        .await;
+    assert_eq!(s.recv().await["committedId"], id);
+    s
+}
+
+/// The server's counters, from `/metrics` (the REST API must be on).
+pub async fn metrics(server: &Server) -> std::collections::HashMap<String, u64> {
+    let text = reqwest::get(format!("http://{}/metrics", server.addrs().player))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(name, v)| (name.to_owned(), v.parse().expect("a number")))
+        .collect()
+}
+
+/// `players` players subscribe to `S` and each sends `offers` offers of 60 KB, from their own tasks
+/// (a paused player's sends block); abort the tasks to close them.
+pub async fn flood(
+    addr: SocketAddr,
+    players: usize,
+    offers: usize,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for k in 0..players {
+        let mut f = connect(addr, "/").await;
+        assert_eq!(f.recv().await["type"], "config");
+        f.send(serde_json::json!({"type":"subscribe","streamerId":"S"}))
+            .await;
+        tasks.push(tokio::spawn(async move {
+            for i in 0..offers {
+                let sdp = format!("flood-{k}-{i} {}", "v".repeat(60_000));
+                let offer = serde_json::json!({"type":"offer","sdp":sdp}).to_string();
+                if f.ws.send(Message::Text(offer.into())).await.is_err() {
+                    return;
+                }
+            }
+            std::future::pending::<()>().await;
+        }));
+    }
+    tasks
+}
