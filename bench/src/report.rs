@@ -315,9 +315,9 @@ pub fn goals_table(pxs: Option<&RunResult>, baseline: Option<&RunResult>) -> Str
     let cpu = |r: &RelayResult| format!("{:.1} µs", r.cpu_us_per_message());
     let _ = writeln!(
         t,
-        "| server CPU per message | ≤ 13 µs | 130–200 µs | {} | {} | {} |",
+        "| server CPU per message | ≤ 10 µs | 130–200 µs | {} | {} | {} |",
         relay(&p, &cpu),
-        met(p.as_ref().map(|r| r.cpu_us_per_message() <= 13.0)),
+        met(p.as_ref().map(|r| r.cpu_us_per_message() <= 10.0)),
         relay(&b, &cpu),
     );
     let setups = |r: Option<&RunResult>| {
@@ -338,11 +338,11 @@ pub fn goals_table(pxs: Option<&RunResult>, baseline: Option<&RunResult>) -> Str
     };
     let _ = writeln!(
         t,
-        "| server memory per idle player | ≤ 4 KiB | 19–39 KiB | {} | {} | {} |",
+        "| server memory per idle player | ≤ 3 KiB | 19–39 KiB | {} | {} | {} |",
         mem(pxs),
         met(pxs
             .and_then(|r| r.memory)
-            .map(|m| m.per_player_kib() <= 4.0)),
+            .map(|m| m.per_player_kib() <= 3.0)),
         mem(baseline),
     );
     t
