@@ -179,14 +179,7 @@ async fn booking_grace(backend: Backend, extra: &str, want: impl Fn(u64) -> bool
         .title("demo", "demo", json!({"empty_timeout": 5}))
         .await;
     let node = FakeNode::connect(&coord, "n1", "demo", 2, true).await;
-    wait_until(WAIT, || async {
-        coord
-            .node_state("n1")
-            .await
-            .map(|_| ())
-            .ok_or("no node yet".to_owned())
-    })
-    .await;
+    coord.wait_for_node("n1").await;
     let booked = coord
         .create(json!({"title_id": "demo", "start_at": rfc3339(t0 + HOUR), "duration": 3600}))
         .await;

@@ -87,14 +87,7 @@ async fn concurrent_requests_never_get_the_same_slot() {
         coord.title("demo", "demo", json!({})).await;
         // Not auto: sessions stay `starting`, so the slots stay taken.
         let node = FakeNode::connect(&coord, "n1", "demo", SLOTS, false).await;
-        wait_until(Duration::from_secs(5), || async {
-            coord
-                .node_state("n1")
-                .await
-                .map(|_| ())
-                .ok_or("no node yet".to_owned())
-        })
-        .await;
+        coord.wait_for_node("n1").await;
         burst(&[&coord]).await;
         check(&coord, &coord, &node).await;
         // On PostgreSQL placements run beside each other, and each of the requests that queued
@@ -120,11 +113,10 @@ async fn concurrent_requests_never_get_the_same_slot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_coordinators_on_one_postgresql_never_promise_a_slot_twice() {
-    let Some(pg) = backends()
-        .into_iter()
-        .find(|b| matches!(b, Backend::Postgres(_)))
-    else {
-        eprintln!("skipped: PXS_TEST_POSTGRES_URL is not set (SQLite has one coordinator)");
+    let Some(pg) = postgres_only(
+        "two_coordinators_on_one_postgresql_never_promise_a_slot_twice",
+        "SQLite has one coordinator",
+    ) else {
         return;
     };
     let db = fresh_database(&pg, "two").await;
@@ -132,13 +124,7 @@ async fn two_coordinators_on_one_postgresql_never_promise_a_slot_twice() {
     let b = Coord::start(&db, FAST_TIMING).await;
     a.title("demo", "demo", json!({})).await;
     let node = FakeNode::connect(&a, "n1", "demo", SLOTS, false).await;
-    wait_until(Duration::from_secs(5), || async {
-        b.node_state("n1")
-            .await
-            .map(|_| ())
-            .ok_or("no node yet".to_owned())
-    })
-    .await;
+    b.wait_for_node("n1").await;
     burst(&[&a, &b]).await;
     check(&b, &a, &node).await;
 }
@@ -214,13 +200,7 @@ async fn post_and_delete_storms_never_exceed_a_nodes_capacity() {
         };
         a.title("demo", "demo", json!({})).await;
         let node = FakeNode::connect(&a, "n1", "demo", SLOTS, true).await;
-        wait_until(Duration::from_secs(5), || async {
-            a.node_state("n1")
-                .await
-                .map(|_| ())
-                .ok_or("no node yet".to_owned())
-        })
-        .await;
+        a.wait_for_node("n1").await;
         let mut tasks = Vec::new();
         for i in 0..CLIENTS {
             let c = match (&second, i % 2) {
@@ -319,25 +299,17 @@ async fn post_and_delete_storms_never_exceed_a_nodes_capacity() {
 /// window on the only node).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_placement_ranked_on_an_old_picture_is_counted_again() {
-    let Some(pg) = backends()
-        .into_iter()
-        .find(|b| matches!(b, Backend::Postgres(_)))
-    else {
-        eprintln!("skipped: PXS_TEST_POSTGRES_URL is not set (SQLite places one at a time)");
+    let Some(pg) = postgres_only(
+        "a_placement_ranked_on_an_old_picture_is_counted_again",
+        "SQLite places one at a time",
+    ) else {
         return;
     };
     let db = fresh_database(&pg, "old-picture").await;
     let coord = Coord::start(&db, FAST_TIMING).await;
     coord.title("demo", "demo", json!({})).await;
     let _node = FakeNode::connect(&coord, "n1", "demo", 1, false).await;
-    wait_until(Duration::from_secs(5), || async {
-        coord
-            .node_state("n1")
-            .await
-            .map(|_| ())
-            .ok_or("no node yet".to_owned())
-    })
-    .await;
+    coord.wait_for_node("n1").await;
     let launch = || {
         coord.admin(
             "POST",

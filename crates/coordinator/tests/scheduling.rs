@@ -28,14 +28,7 @@ async fn story(backend: Backend) {
     let listen = coord.addr.to_string();
     coord.title("demo", "demo", json!({})).await;
     let node = FakeNode::connect(&coord, "n1", "demo", 1, true).await;
-    wait_until(Duration::from_secs(5), || async {
-        coord
-            .node_state("n1")
-            .await
-            .map(|_| ())
-            .ok_or("no node yet".to_owned())
-    })
-    .await;
+    coord.wait_for_node("n1").await;
 
     let at = |ms: i64| rfc3339(t0 + ms);
     let first = coord

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Backend, backends, fresh_database};
+use common::{Backend, backends, fresh_database, postgres_only};
 use pxs_coordinator::auth::Owner;
 use pxs_coordinator::model::{Desired, NodeRow, Observed, SessionRow, SessionSettings};
 use pxs_coordinator::store::{self, PlacementNode, Store};
@@ -416,11 +416,10 @@ async fn node_events_side_by_side_are_each_applied_once() {
 /// each other for nothing); with every candidate held, it waits for the first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_placement_locks_exactly_one_node() {
-    let Some(pg) = backends()
-        .into_iter()
-        .find(|b| matches!(b, Backend::Postgres(_)))
-    else {
-        eprintln!("skipped: PXS_TEST_POSTGRES_URL is not set (SQLite has one writer)");
+    let Some(pg) = postgres_only(
+        "a_placement_locks_exactly_one_node",
+        "SQLite has one writer",
+    ) else {
         return;
     };
     let store = open_store(&pg, "node-locks").await;

@@ -62,6 +62,17 @@ pub fn backends() -> Vec<Backend> {
     v
 }
 
+/// The PostgreSQL backend, if one is configured; otherwise says that `what` is skipped and why.
+pub fn postgres_only(what: &str, why: &str) -> Option<Backend> {
+    let pg = backends()
+        .into_iter()
+        .find(|b| matches!(b, Backend::Postgres(_)));
+    if pg.is_none() {
+        eprintln!("skipped {what}: PXS_TEST_POSTGRES_URL is not set ({why})");
+    }
+    pg
+}
+
 /// A fresh, empty database of `backend`; returns its URL.
 pub async fn fresh_database(backend: &Backend, name: &str) -> String {
     match backend {
@@ -250,6 +261,17 @@ impl Coord {
             }
         })
         .await
+    }
+
+    /// Waits until this coordinator knows `node` (its hello is recorded), in any state.
+    pub async fn wait_for_node(&self, node: &str) {
+        wait_until(Duration::from_secs(5), || async {
+            self.node_state(node)
+                .await
+                .map(|_| ())
+                .ok_or(format!("no node {node} yet"))
+        })
+        .await;
     }
 
     pub async fn node_state(&self, node: &str) -> Option<api::NodeState> {
