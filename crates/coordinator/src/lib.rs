@@ -19,6 +19,7 @@ pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod fresh;
 pub mod hub;
 pub mod keys;
 pub mod metrics;

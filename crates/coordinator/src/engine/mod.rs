@@ -165,9 +165,9 @@ pub struct Engine {
     /// PostgreSQL: the picture of every node and slot that placements rank candidate nodes by,
     /// and when it was read (`sessions::RANKING_TTL`).
     ranking: Mutex<Option<(std::time::Instant, Arc<Vec<NodeSlots>>)>>,
-    /// The catalog's last picture of every node and slot and when its read began
-    /// (`views::catalog_snapshot`); held while one is read.
-    catalog: tokio::sync::Mutex<Option<(std::time::Instant, Arc<Vec<NodeSlots>>)>>,
+    /// The catalog's picture of every node and slot, shared by requests that arrive together
+    /// (`views::catalog_snapshot`).
+    catalog: crate::fresh::Fresh<Arc<Vec<NodeSlots>>>,
 }
 
 impl Engine {
@@ -194,7 +194,7 @@ impl Engine {
             drain_resent: Mutex::new(HashMap::new()),
             players: Mutex::new(HashMap::new()),
             ranking: Mutex::new(None),
-            catalog: tokio::sync::Mutex::new(None),
+            catalog: crate::fresh::Fresh::default(),
         })
     }
 

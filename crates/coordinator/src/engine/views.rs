@@ -41,18 +41,12 @@ impl Engine {
     /// read wait for it to end, and the first of them reads the next one for all of them: under
     /// load the catalog costs one read per read's time rather than one per request.
     pub(super) async fn catalog_snapshot(&self) -> Result<Arc<Vec<NodeSlots>>, ApiError> {
-        let asked = std::time::Instant::now();
-        let mut last = self.catalog.lock().await;
-        if let Some((began, slots)) = &*last
-            && *began >= asked
-        {
-            return Ok(slots.clone());
-        }
-        let began = std::time::Instant::now();
-        let mut c = self.store.reader().acquire().await?;
-        let slots = Arc::new(Self::snapshot(&mut c, self.now(), None).await?);
-        *last = Some((began, slots.clone()));
-        Ok(slots)
+        self.catalog
+            .get(|| async {
+                let mut c = self.store.reader().acquire().await?;
+                Ok(Arc::new(Self::snapshot(&mut c, self.now(), None).await?))
+            })
+            .await
     }
 
     /// Every node with the intervals its slots are held over (`without` one session), from the

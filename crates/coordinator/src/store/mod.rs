@@ -279,9 +279,9 @@ pub struct Store {
     /// The same, shared.
     lock_shared: String,
     health: WriteHealth,
-    /// The last write probe (`/healthz`): when it began and how it ended. Held while a probe
-    /// runs, so probes asked for together share one write instead of queueing on the row.
-    probe: Arc<tokio::sync::Mutex<Option<(std::time::Instant, Probe)>>>,
+    /// The write probe of `/healthz`: probes asked for together share one write instead of
+    /// queueing on the row.
+    probe: Arc<crate::fresh::Fresh<Probe>>,
 }
 
 /// How a write probe ended ([`Store::probe_write`]).
@@ -382,21 +382,15 @@ impl Store {
     /// then runs the next one for all of them, so a burst of health checks costs two writes, not
     /// one each on the same row.
     pub async fn probe_write(&self, now: Millis) -> Probe {
-        let asked = std::time::Instant::now();
-        let mut last = self.probe.lock().await;
-        if let Some((began, result)) = &*last
-            && *began >= asked
-        {
-            return result.clone();
-        }
-        let began = std::time::Instant::now();
-        let result = match self.write_health_row(now).await {
-            Ok(()) => Probe::Wrote,
-            Err(StoreError::Busy) => Probe::Busy,
-            Err(e) => Probe::Failed(e.to_string()),
-        };
-        *last = Some((began, result.clone()));
-        result
+        let probe = self.probe.get(|| async {
+            Ok::<_, std::convert::Infallible>(match self.write_health_row(now).await {
+                Ok(()) => Probe::Wrote,
+                Err(StoreError::Busy) => Probe::Busy,
+                Err(e) => Probe::Failed(e.to_string()),
+            })
+        });
+        let Ok(probe) = probe.await;
+        probe
     }
 
     async fn write_health_row(&self, now: Millis) -> Result<()> {
