@@ -26,13 +26,30 @@ async fn json_rows<T: serde::de::DeserializeOwned>(
     postgres: &'static str,
     what: &'static str,
 ) -> Result<Vec<T>> {
-    let sql = if c.backend_name().eq_ignore_ascii_case("postgresql") {
+    let text: Option<String> = sqlx::query_scalar(by_backend(c, sqlite, postgres))
+        .fetch_one(&mut *c)
+        .await?;
+    parse_json_rows(text, what)
+}
+
+/// `sqlite` or `postgres`, whichever `c` speaks.
+fn by_backend<'a>(c: &AnyConnection, sqlite: &'a str, postgres: &'a str) -> &'a str {
+    if c.backend_name().eq_ignore_ascii_case("postgresql") {
         postgres
     } else {
         sqlite
-    };
-    let text: Option<String> = sqlx::query_scalar(sql).fetch_one(&mut *c).await?;
-    parse_json_rows(text, what)
+    }
+}
+
+/// The nodes and held slots of a statement that read both as JSON texts.
+fn nodes_and_held(
+    nodes: Option<String>,
+    held: Option<String>,
+) -> Result<(Vec<PlacementNode>, Vec<HeldSlot>)> {
+    Ok((
+        nodes_of(parse_json_rows(nodes, "nodes")?)?,
+        held_of(parse_json_rows(held, "sessions")?)?,
+    ))
 }
 
 fn parse_json_rows<T: serde::de::DeserializeOwned>(
@@ -77,19 +94,16 @@ pub async fn admission_snapshot(
         std::sync::LazyLock::new(|| snapshot_sql(NODES_SQLITE, sql::HELD_SLOTS_SQLITE));
     static POSTGRES: std::sync::LazyLock<String> =
         std::sync::LazyLock::new(|| snapshot_sql(NODES_POSTGRES, sql::HELD_SLOTS_POSTGRES));
-    let sql: &str = if c.backend_name().eq_ignore_ascii_case("postgresql") {
-        &POSTGRES
-    } else {
-        &SQLITE
-    };
+    let sql = by_backend(c, &SQLITE, &POSTGRES);
     let (nodes, held, queued, titles): (Option<String>, Option<String>, i64, i64) =
         sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(title.as_str())
             .fetch_one(&mut *c)
             .await?;
+    let (nodes, held) = nodes_and_held(nodes, held)?;
     Ok(AdmissionSnapshot {
-        nodes: nodes_of(parse_json_rows(nodes, "nodes")?)?,
-        held: held_of(parse_json_rows(held, "sessions")?)?,
+        nodes,
+        held,
         queued,
         title_exists: titles > 0,
     })
@@ -186,9 +200,10 @@ pub async fn node_slots(
             .bind(title.as_str())
             .fetch_one(&mut *c)
             .await?;
+    let (mut nodes, held) = nodes_and_held(nodes, held)?;
     Ok(NodeRecheck {
-        node: nodes_of(parse_json_rows(nodes, "nodes")?)?.pop(),
-        held: held_of(parse_json_rows(held, "sessions")?)?,
+        node: nodes.pop(),
+        held,
         queued,
         title_exists: titles > 0,
     })
@@ -211,18 +226,11 @@ pub async fn placement_snapshot(
             sql::HELD_SLOTS_POSTGRES
         )
     });
-    let sql: &str = if c.backend_name().eq_ignore_ascii_case("postgresql") {
-        &POSTGRES
-    } else {
-        &SQLITE
-    };
+    let sql = by_backend(c, &SQLITE, &POSTGRES);
     let (nodes, held): (Option<String>, Option<String>) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .fetch_one(&mut *c)
         .await?;
-    Ok((
-        nodes_of(parse_json_rows(nodes, "nodes")?)?,
-        held_of(parse_json_rows(held, "sessions")?)?,
-    ))
+    nodes_and_held(nodes, held)
 }
 
 /// The one statement of [`admission_snapshot`], from the statements that read its parts.
