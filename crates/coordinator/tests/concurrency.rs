@@ -113,10 +113,7 @@ async fn concurrent_requests_never_get_the_same_slot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_coordinators_on_one_postgresql_never_promise_a_slot_twice() {
-    let Some(pg) = postgres_only(
-        "two_coordinators_on_one_postgresql_never_promise_a_slot_twice",
-        "SQLite has one coordinator",
-    ) else {
+    let Some(pg) = postgres_only("SQLite has one coordinator") else {
         return;
     };
     let db = fresh_database(&pg, "two").await;
@@ -299,10 +296,7 @@ async fn post_and_delete_storms_never_exceed_a_nodes_capacity() {
 /// window on the only node).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_placement_ranked_on_an_old_picture_is_counted_again() {
-    let Some(pg) = postgres_only(
-        "a_placement_ranked_on_an_old_picture_is_counted_again",
-        "SQLite places one at a time",
-    ) else {
+    let Some(pg) = postgres_only("SQLite places one at a time") else {
         return;
     };
     let db = fresh_database(&pg, "old-picture").await;

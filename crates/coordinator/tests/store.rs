@@ -416,10 +416,7 @@ async fn node_events_side_by_side_are_each_applied_once() {
 /// each other for nothing); with every candidate held, it waits for the first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_placement_locks_exactly_one_node() {
-    let Some(pg) = postgres_only(
-        "a_placement_locks_exactly_one_node",
-        "SQLite has one writer",
-    ) else {
+    let Some(pg) = postgres_only("SQLite has one writer") else {
         return;
     };
     let store = open_store(&pg, "node-locks").await;

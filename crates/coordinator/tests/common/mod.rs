@@ -62,13 +62,13 @@ pub fn backends() -> Vec<Backend> {
     v
 }
 
-/// The PostgreSQL backend, if one is configured; otherwise says that `what` is skipped and why.
-pub fn postgres_only(what: &str, why: &str) -> Option<Backend> {
+/// The PostgreSQL backend, if one is configured; otherwise says the test is skipped, and `why`.
+pub fn postgres_only(why: &str) -> Option<Backend> {
     let pg = backends()
         .into_iter()
         .find(|b| matches!(b, Backend::Postgres(_)));
     if pg.is_none() {
-        eprintln!("skipped {what}: PXS_TEST_POSTGRES_URL is not set ({why})");
+        eprintln!("skipped: PXS_TEST_POSTGRES_URL is not set ({why})");
     }
     pg
 }
